@@ -224,4 +224,3 @@ func (c *queueCollector) read() ([]*asynq.QueueInfo, error) {
 	}
 	return infos, nil
 }
-
