@@ -1,0 +1,201 @@
+package cph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Paging limits of the list APIs.
+const (
+	// MaxRequestIDs is how many request ids one ListJobs call may name.
+	MaxRequestIDs = 20
+	// JobsPageSize is the ListJobs page size the client asks for (the maximum).
+	JobsPageSize = 100
+	// MaxServersPageSize is the largest ListCloudPhoneServers page.
+	MaxServersPageSize = 100
+	// maxJobPages stops ListJobs on a server that never sends a short page.
+	maxJobPages = 1000
+)
+
+// UpdateKeypair asks CPH to change the keypair of servers (PUT
+// /v1/{project_id}/cloud-phone/servers/open-access). The change is
+// asynchronous: the answer holds one job per accepted server, and a
+// ServerJob with Failed() for each server rejected outright. Poll the jobs
+// with ListJobs(ctx, resp.RequestID).
+func (c *Client) UpdateKeypair(ctx context.Context, servers []ServerKeypair) (*UpdateKeypairResponse, error) {
+	const op = "UpdateKeypair"
+	if len(servers) == 0 {
+		return nil, &Error{Op: op, Kind: KindPermanent, Err: errors.New("no servers given")}
+	}
+	for i, s := range servers {
+		switch {
+		case s.ServerID == "":
+			return nil, &Error{Op: op, Kind: KindPermanent, Err: fmt.Errorf("servers[%d]: empty server_id", i)}
+		case s.KeypairName == "":
+			return nil, &Error{Op: op, Kind: KindPermanent, Err: fmt.Errorf("servers[%d] (%s): empty keypair_name", i, s.ServerID)}
+		}
+	}
+	body := struct {
+		Servers []ServerKeypair `json:"servers"`
+	}{servers}
+	var resp UpdateKeypairResponse
+	if err := c.do(ctx, op, http.MethodPut, "servers/open-access", nil, body, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// ListJobs returns every job created by the given requests (1 to 20
+// request ids, as returned by UpdateKeypair), following pages of 100 until
+// a short page: the API reports no total.
+func (c *Client) ListJobs(ctx context.Context, requestIDs ...string) ([]Job, error) {
+	const op = "ListJobs"
+	if len(requestIDs) == 0 || len(requestIDs) > MaxRequestIDs {
+		return nil, &Error{Op: op, Kind: KindPermanent,
+			Err: fmt.Errorf("%d request ids given, want 1 to %d", len(requestIDs), MaxRequestIDs)}
+	}
+	for i, id := range requestIDs {
+		if err := checkID(fmt.Sprintf("request id %d", i), id); err != nil {
+			return nil, &Error{Op: op, Kind: KindPermanent, Err: err}
+		}
+	}
+	q := url.Values{"limit": {strconv.Itoa(JobsPageSize)}}
+	if len(requestIDs) == 1 {
+		q.Set("request_id", requestIDs[0])
+	} else {
+		q.Set("request_ids", strings.Join(requestIDs, ","))
+	}
+	var jobs []Job
+	seen := make(map[string]bool)
+	for page := 0; ; page++ {
+		if page == maxJobPages {
+			return nil, &Error{Op: op, Kind: KindTransient,
+				Err: fmt.Errorf("more than %d pages of jobs: the API ignores offset", maxJobPages)}
+		}
+		q.Set("offset", strconv.Itoa(page*JobsPageSize))
+		var resp ListJobsResponse
+		if err := c.do(ctx, op, http.MethodGet, "jobs", q, nil, &resp); err != nil {
+			return nil, err
+		}
+		fresh := 0
+		for _, j := range resp.Jobs {
+			if !seen[j.JobID] {
+				seen[j.JobID] = true
+				fresh++
+			}
+		}
+		jobs = append(jobs, resp.Jobs...)
+		if len(resp.Jobs) < JobsPageSize {
+			return jobs, nil
+		}
+		if fresh == 0 {
+			return nil, &Error{Op: op, Kind: KindTransient, RequestID: resp.RequestID,
+				Err: fmt.Errorf("page at offset %d repeats jobs already listed: the API ignores offset", page*JobsPageSize)}
+		}
+	}
+}
+
+// ShowJob returns one job (GET /v1/{project_id}/cloud-phone/jobs/{job_id}).
+// An unknown job is a permanent error with Code CodeJobNotFound.
+func (c *Client) ShowJob(ctx context.Context, jobID string) (*Job, error) {
+	const op = "ShowJob"
+	if err := checkID("job id", jobID); err != nil {
+		return nil, &Error{Op: op, Kind: KindPermanent, Err: err}
+	}
+	var job Job
+	if err := c.do(ctx, op, http.MethodGet, "jobs/"+jobID, nil, nil, &job); err != nil {
+		return nil, err
+	}
+	return &job, nil
+}
+
+// ServerFilter selects the servers ListServers lists. Zero fields do not
+// filter.
+type ServerFilter struct {
+	// ServerName matches server names fuzzily (as CPH does).
+	ServerName string
+	// ServerID, NetworkVersion ("v1"/"v2") and PhoneModelName match exactly.
+	ServerID, NetworkVersion, PhoneModelName string
+	// Status, when not nil, selects one server status (e.g. ServerStatusNormal).
+	Status *int
+	// CreateSince and CreateUntil bound the creation time (Unix timestamps,
+	// as CPH takes them).
+	CreateSince, CreateUntil int64
+	// PageSize is the number of servers asked for per call, 1 to 100. Zero: 100.
+	PageSize int
+}
+
+// ListServers lists the servers matching f (GET
+// /v1/{project_id}/cloud-phone/servers), calling fn once per non-empty page
+// so memory stays bounded however large the fleet. It stops when the
+// offset reaches the answer's count or a page is short, and returns fn's
+// error as soon as fn fails.
+//
+// Pages are offsets into a list sorted by creation time, newest first, not
+// a snapshot: servers created or deleted while listing shift the pages, so
+// a server may be seen twice or missed. Callers should deduplicate by id.
+func (c *Client) ListServers(ctx context.Context, f ServerFilter, fn func(page []Server) error) error {
+	const op = "ListCloudPhoneServers"
+	size := f.PageSize
+	if size == 0 {
+		size = MaxServersPageSize
+	}
+	if size < 1 || size > MaxServersPageSize {
+		return &Error{Op: op, Kind: KindPermanent, Err: fmt.Errorf("PageSize %d is not in 1..%d", f.PageSize, MaxServersPageSize)}
+	}
+	q := url.Values{"limit": {strconv.Itoa(size)}}
+	for name, v := range map[string]string{
+		"server_name": f.ServerName, "server_id": f.ServerID,
+		"network_version": f.NetworkVersion, "phone_model_name": f.PhoneModelName,
+	} {
+		if v != "" {
+			q.Set(name, v)
+		}
+	}
+	if f.Status != nil {
+		q.Set("status", strconv.Itoa(*f.Status))
+	}
+	if f.CreateSince != 0 {
+		q.Set("create_since", strconv.FormatInt(f.CreateSince, 10))
+	}
+	if f.CreateUntil != 0 {
+		q.Set("create_until", strconv.FormatInt(f.CreateUntil, 10))
+	}
+	for offset := 0; ; {
+		q.Set("offset", strconv.Itoa(offset))
+		var resp ListServersResponse
+		if err := c.do(ctx, op, http.MethodGet, "servers", q, nil, &resp); err != nil {
+			return err
+		}
+		if len(resp.Servers) > 0 {
+			if err := fn(resp.Servers); err != nil {
+				return err
+			}
+		}
+		offset += len(resp.Servers)
+		// A missing count decodes as 0; then only a short page ends the list.
+		if len(resp.Servers) < size || resp.Count > 0 && offset >= resp.Count {
+			return nil
+		}
+	}
+}
+
+// ShowServer returns one server's details (GET
+// /v1/{project_id}/cloud-phone/servers/{server_id}), e.g. to verify that a
+// keypair change took effect.
+func (c *Client) ShowServer(ctx context.Context, serverID string) (*Server, error) {
+	const op = "ShowCloudPhoneServerDetail"
+	if err := checkID("server id", serverID); err != nil {
+		return nil, &Error{Op: op, Kind: KindPermanent, Err: err}
+	}
+	var s Server
+	if err := c.do(ctx, op, http.MethodGet, "servers/"+serverID, nil, nil, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
