@@ -1,0 +1,40 @@
+// Package cphsim is a faithful in-process simulator of the Huawei Cloud Phone
+// (CPH) API calls a keypair rotation uses, for tests, the demo and the
+// benchmarks. It is to the CPH API what httptest.NewServer is to HTTP:
+//
+//	sim := cphsim.New(cphsim.Options{
+//		ProjectID: "0123456789abcdef0123456789abcdef",
+//		AccessKey: "AK", SecretKey: "SK",
+//		Servers:   1000,
+//		JobLatency: 2 * time.Second, JobJitter: time.Second,
+//		UpdateKeypairQuota: 10, ListJobsQuota: 20,
+//	})
+//	srv := httptest.NewServer(sim)
+//	defer srv.Close()
+//	// point a cph.Client at srv.URL, rotate, then inspect:
+//	kp, _ := sim.Keypair(serverID)
+//	st := sim.Stats()
+//
+// It serves UpdateKeypair, ShowJob, ListJobs, ListCloudPhoneServers and
+// ShowCloudPhoneServerDetail under /v1/{project_id}/cloud-phone/, verifies
+// SDK-HMAC-SHA256 signatures the way the API gateway does, throttles each
+// API with a token bucket (HTTP 429 APIGW.0308), and injects the faults a
+// client must survive: 5xx answers, slow answers, dropped connections
+// (optionally after UpdateKeypair created its jobs), transient and permanent
+// job failures, servers that always fail, and jobs that lie about success.
+//
+// Jobs progress without goroutines: a job's outcome is drawn when it is
+// created and applied when the simulated clock passes its due time, the
+// next time anyone looks. A test drives time with Options.Clock instead of
+// sleeping.
+//
+// Request handling order, and so which error a request that is wrong in
+// several ways gets: unknown route (404 APIGW.0101), body too large (413),
+// authentication (401 APIGW.0301/0303), project (403 CPS.0001), throttling
+// (429 APIGW.0308), injected faults (drop, 5xx, delay), then the API itself
+// (400/404 CPS.xxxx or 200).
+//
+// Two unauthenticated paths serve the simulator's own state as JSON for
+// tests in other processes: GET /_sim/stats and GET /_sim/servers. Bind the
+// simulator to loopback only.
+package cphsim

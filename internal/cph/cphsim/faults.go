@@ -1,0 +1,172 @@
+package cphsim
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// quotas holds one token bucket per quota: UpdateKeypair, ListJobs, and
+// the three read calls together. The buckets take the simulator's clock, so
+// throttling follows Options.Clock.
+type quotas struct {
+	burst int // Options.QuotaBurst
+
+	mu                  sync.Mutex // guards the pointers; rate.Limiter locks itself
+	update, list, reads *rate.Limiter
+}
+
+func newQuotas(o Options) *quotas {
+	q := &quotas{burst: max(o.QuotaBurst, 0)}
+	q.update = q.newLimiter(o.UpdateKeypairQuota)
+	q.list = q.newLimiter(o.ListJobsQuota)
+	q.reads = q.newLimiter(o.ReadQuota)
+	return q
+}
+
+// newLimiter returns a full bucket of perSecond tokens a second (≤ 0:
+// unlimited) holding Options.QuotaBurst tokens, or perSecond rounded up.
+func (q *quotas) newLimiter(perSecond float64) *rate.Limiter {
+	if !(perSecond > 0) || math.IsInf(perSecond, 1) {
+		return rate.NewLimiter(rate.Inf, 1)
+	}
+	return rate.NewLimiter(rate.Limit(perSecond), q.burstOf(perSecond))
+}
+
+func (q *quotas) burstOf(perSecond float64) int {
+	if q.burst > 0 {
+		return q.burst
+	}
+	return max(int(math.Ceil(perSecond)), 1)
+}
+
+func (q *quotas) slot(api API) **rate.Limiter {
+	switch api {
+	case APIUpdateKeypair:
+		return &q.update
+	case APIListJobs:
+		return &q.list
+	}
+	return &q.reads
+}
+
+func (q *quotas) limiter(api API) *rate.Limiter {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return *q.slot(api)
+}
+
+// set changes api's rate, keeping the tokens already in a finite bucket. A
+// bucket that becomes or stops being unlimited is replaced instead, because
+// rate.Limiter computes NaN tokens when moving from an infinite rate.
+func (q *quotas) set(api API, perSecond float64, now time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	slot := q.slot(api)
+	lim := *slot
+	if lim.Limit() == rate.Inf || !(perSecond > 0) || math.IsInf(perSecond, 1) {
+		*slot = q.newLimiter(perSecond)
+		return
+	}
+	lim.SetLimitAt(now, rate.Limit(perSecond))
+	lim.SetBurstAt(now, q.burstOf(perSecond))
+}
+
+// allow takes a token for api at now. When none is left it reports how
+// long until one is and the configured rate.
+func (q *quotas) allow(api API, now time.Time) (wait time.Duration, limit rate.Limit, ok bool) {
+	lim := q.limiter(api)
+	if lim.AllowN(now, 1) {
+		return 0, 0, true
+	}
+	limit = lim.Limit()
+	missing := 1 - lim.TokensAt(now)
+	return time.Duration(missing / float64(limit) * float64(time.Second)), limit, false
+}
+
+// SetQuota changes the rate of api's quota at run time (≤ 0: unlimited).
+// ShowJob, ListServers and ShowServer share one quota: setting any of them
+// sets it for all three.
+func (s *Sim) SetQuota(api API, perSecond float64) error {
+	if !api.known() {
+		return fmt.Errorf("set quota: unknown API %q", api)
+	}
+	if math.IsNaN(perSecond) {
+		return fmt.Errorf("set quota of %s: rate is NaN", api)
+	}
+	s.quotas.set(api, perSecond, s.now())
+	return nil
+}
+
+func (a API) known() bool {
+	for _, k := range APIs {
+		if a == k {
+			return true
+		}
+	}
+	return false
+}
+
+// writeThrottled answers 429 the way the API gateway does: a per-second
+// limit below 1 is shown per minute, as the gateway words it.
+func (s *Sim) writeThrottled(w http.ResponseWriter, reqID string, wait time.Duration, limit rate.Limit) {
+	code := "APIGW.0308"
+	if s.opts.LegacyThrottleCode {
+		code = "APIG.0308"
+	}
+	per, n := "1 second", float64(limit)
+	if n < 1 {
+		per, n = "1 minute", n*60
+	}
+	if s.opts.RetryAfter {
+		w.Header().Set("Retry-After", strconv.Itoa(max(int(math.Ceil(wait.Seconds())), 1)))
+	}
+	writeError(w, reqID, errorf(http.StatusTooManyRequests, code,
+		"The throttling threshold has been reached: policy user over ratelimit,limit:%s,time:%s",
+		strconv.FormatFloat(n, 'f', -1, 64), per))
+}
+
+// fault is what happens to one request instead of, or on top of, its answer.
+type fault struct {
+	drop   bool // close the connection without answering
+	status int  // answer this 5xx instead
+	slow   bool // delay the answer by Options.SlowDelay
+}
+
+// drawFaults draws at most one of drop and 5xx (drop first), and
+// independently whether the answer is slow.
+func (s *Sim) drawFaults(api API) fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var f fault
+	switch {
+	case s.rng.Float64() < s.opts.DropRate:
+		f.drop = true
+		s.stats.dropped[api]++
+	case s.rng.Float64() < s.opts.Error5xxRate:
+		f.status = []int{http.StatusInternalServerError, http.StatusServiceUnavailable, http.StatusGatewayTimeout}[s.rng.IntN(3)]
+		s.stats.injected5xx[api]++
+	}
+	if !f.drop && s.rng.Float64() < s.opts.SlowRate {
+		f.slow = true
+		s.stats.slowed[api]++
+	}
+	return f
+}
+
+// injected is the body of an injected 5xx. CPH documents no 5xx codes;
+// these follow the gateway's APIGW.0201 for backend trouble.
+func injected(status int) *apiError {
+	switch status {
+	case http.StatusServiceUnavailable:
+		return errorf(status, "APIGW.0201", "Backend unavailable")
+	case http.StatusGatewayTimeout:
+		return errorf(status, "APIGW.0201", "Backend timeout")
+	}
+	return errorf(status, "CPS.9999", "Internal server error.")
+}

@@ -1,0 +1,326 @@
+package cphsim
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+)
+
+// Generated servers: the newest was created at genNewest, each next one a
+// second earlier, so index order is the list order (create_time desc).
+var genNewest = time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC).Unix()
+
+const genKeypair = "kp-old"
+
+// badState says whether and how a server always fails.
+type badState uint8
+
+const (
+	notBad badState = iota
+	badAbnormal
+	badRejected
+)
+
+// code is the error code a bad server fails with ("" if it is not bad).
+func (b badState) code() string {
+	switch b {
+	case badAbnormal:
+		return JobCodeServerAbnormal
+	case badRejected:
+		return "CPS.0016"
+	}
+	return ""
+}
+
+// server is the mutable state of one server, kept small because a fleet
+// may hold a million of them; everything else is computed or in fleet.given.
+type server struct {
+	updated int64  // unix seconds of the last keypair change; 0: never
+	submits int32  // how often UpdateKeypair named it
+	keypair uint32 // index into fleet.keypairs
+	status  int8
+	bad     badState
+}
+
+// fleet is the simulated servers and the keypair names they refer to.
+type fleet struct {
+	ids   []string
+	byID  map[string]int32
+	state []server
+	given []cph.Server // Options.Fleet as kept; nil for a generated fleet
+	order []int32      // list order of a given fleet; nil: index order
+
+	keypairs []string // interned keypair names
+	kpIndex  map[string]uint32
+	known    map[string]bool // Options.Keypairs; nil: every name exists
+}
+
+func newFleet(o Options) fleet {
+	f := fleet{kpIndex: map[string]uint32{}}
+	if len(o.Keypairs) > 0 {
+		f.known = make(map[string]bool, len(o.Keypairs))
+		for _, k := range o.Keypairs {
+			f.known[k] = true
+		}
+	}
+	// Fleet draws have their own stream so that ids and bad servers do not
+	// depend on anything that happens at request time.
+	rng := rand.New(rand.NewPCG(o.Seed, 0xf1ee7))
+	if len(o.Fleet) > 0 {
+		f.load(o.Fleet)
+	} else {
+		f.generate(max(o.Servers, 0), rng)
+	}
+	rate := clamp01(o.BadServerRate)
+	nbad := 0
+	for i := range f.state {
+		if rng.Float64() >= rate {
+			continue
+		}
+		kind := o.BadServerKind
+		if kind == BadMixed {
+			kind = BadAbnormal
+			if nbad%2 == 1 {
+				kind = BadRejected
+			}
+		}
+		nbad++
+		if kind == BadAbnormal {
+			f.state[i].bad, f.state[i].status = badAbnormal, cph.ServerStatusAbnormal
+		} else {
+			f.state[i].bad = badRejected
+		}
+	}
+	return f
+}
+
+func (f *fleet) generate(n int, rng *rand.Rand) {
+	f.ids = make([]string, 0, n)
+	f.byID = make(map[string]int32, n)
+	f.state = make([]server, n)
+	old := f.intern(genKeypair)
+	for i := range n {
+		id := newID(rng)
+		for _, dup := f.byID[id]; dup; _, dup = f.byID[id] {
+			id = newID(rng)
+		}
+		f.byID[id] = int32(i)
+		f.ids = append(f.ids, id)
+		f.state[i] = server{keypair: old, status: cph.ServerStatusNormal}
+	}
+}
+
+// load keeps the servers of fleet with a usable, first-seen id, and orders
+// them by create_time descending (ties and unparsable times by position).
+func (f *fleet) load(fleet []cph.Server) {
+	f.byID = make(map[string]int32, len(fleet))
+	for _, s := range fleet {
+		if _, dup := f.byID[s.ServerID]; dup || s.ServerID == "" || len(s.ServerID) > maxServerID {
+			continue
+		}
+		f.byID[s.ServerID] = int32(len(f.given))
+		f.ids = append(f.ids, s.ServerID)
+		f.given = append(f.given, s)
+		f.state = append(f.state, server{keypair: f.intern(s.KeypairName), status: int8(s.Status)})
+	}
+	created := make([]int64, len(f.given))
+	for i, s := range f.given {
+		if t, err := time.Parse(timeFormat, s.CreateTime); err == nil {
+			created[i] = t.Unix()
+		}
+	}
+	f.order = make([]int32, len(f.given))
+	for i := range f.order {
+		f.order[i] = int32(i)
+	}
+	slices.SortStableFunc(f.order, func(a, b int32) int { return -cmpInt64(created[a], created[b]) })
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (f *fleet) intern(name string) uint32 {
+	if i, ok := f.kpIndex[name]; ok {
+		return i
+	}
+	i := uint32(len(f.keypairs))
+	f.keypairs = append(f.keypairs, name)
+	f.kpIndex[name] = i
+	return i
+}
+
+func (f *fleet) len() int { return len(f.state) }
+
+// at returns the index of the server in list position pos.
+func (f *fleet) at(pos int) int32 {
+	if f.order == nil {
+		return int32(pos)
+	}
+	return f.order[pos]
+}
+
+// server returns server i as the API shows it.
+func (f *fleet) server(i int32) cph.Server {
+	var s cph.Server
+	if f.given != nil {
+		s = f.given[i]
+	} else {
+		created := time.Unix(genNewest-int64(i), 0).UTC().Format(timeFormat)
+		s = cph.Server{
+			ServerID:            f.ids[i],
+			ServerName:          fmt.Sprintf("cph-server-%06d", i),
+			AvailabilityZone:    "cn-east-3a",
+			ServerModelName:     "physical.kg1.4xlarge.cp",
+			PhoneModelName:      "kg1.large.x86",
+			NetworkVersion:      "v2",
+			EnterpriseProjectID: "0",
+			CreateTime:          created,
+			UpdateTime:          created,
+		}
+	}
+	st := f.state[i]
+	s.KeypairName = f.keypairs[st.keypair]
+	s.Status = int(st.status)
+	if st.updated != 0 {
+		s.UpdateTime = time.Unix(st.updated, 0).UTC().Format(timeFormat)
+	}
+	return s
+}
+
+// serverFilter is the query of ListCloudPhoneServers the simulator honours.
+type serverFilter struct {
+	name, id, network, phoneModel string
+	status                        int
+	hasStatus                     bool
+}
+
+func (sf serverFilter) empty() bool {
+	return sf.name == "" && sf.id == "" && sf.network == "" && sf.phoneModel == "" && !sf.hasStatus
+}
+
+func (sf serverFilter) match(s cph.Server) bool {
+	return (sf.name == "" || strings.Contains(strings.ToLower(s.ServerName), strings.ToLower(sf.name))) &&
+		(sf.id == "" || s.ServerID == sf.id) &&
+		(sf.network == "" || s.NetworkVersion == sf.network) &&
+		(sf.phoneModel == "" || s.PhoneModelName == sf.phoneModel) &&
+		(!sf.hasStatus || s.Status == sf.status)
+}
+
+type listServersBody struct {
+	RequestID string       `json:"request_id"`
+	Count     int          `json:"count"`
+	Servers   []cph.Server `json:"servers"`
+}
+
+// listServers is ListCloudPhoneServers: servers by create_time descending,
+// server_name matched as a case-insensitive substring, count the number of
+// matches. create_since and create_until are accepted and ignored.
+func (s *Sim) listServers(r *request) (any, *apiError) {
+	offset, limit, e := paging(r.query)
+	if e != nil {
+		return nil, e
+	}
+	q := func(k string) string { return first(r.query, k) }
+	sf := serverFilter{name: q("server_name"), id: q("server_id"), network: q("network_version"), phoneModel: q("phone_model_name")}
+	if v := q("status"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return nil, errorf(http.StatusBadRequest, "CPS.0010", "Parameter: status is invalid.")
+		}
+		sf.status, sf.hasStatus = n, true
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settle(r.at)
+	body := listServersBody{RequestID: r.id, Servers: []cph.Server{}}
+	f := &s.fleet
+	switch {
+	case sf.empty():
+		body.Count = f.len()
+		for pos := offset; pos < f.len() && pos < offset+limit; pos++ {
+			body.Servers = append(body.Servers, f.server(f.at(pos)))
+		}
+	case sf.id != "":
+		if i, ok := f.byID[sf.id]; ok {
+			if srv := f.server(i); sf.match(srv) {
+				body.Count = 1
+				if offset == 0 {
+					body.Servers = append(body.Servers, srv)
+				}
+			}
+		}
+	default:
+		for pos := range f.len() {
+			srv := f.server(f.at(pos))
+			if !sf.match(srv) {
+				continue
+			}
+			if body.Count >= offset && body.Count < offset+limit {
+				body.Servers = append(body.Servers, srv)
+			}
+			body.Count++
+		}
+	}
+	return body, nil
+}
+
+type showServerBody struct {
+	cph.Server
+	RequestID string `json:"request_id"`
+}
+
+// showServer is ShowCloudPhoneServerDetail. An unknown id gets 400
+// CPS.0016, the documented code for an invalid server_id.
+func (s *Sim) showServer(r *request) (any, *apiError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settle(r.at)
+	i, ok := s.fleet.byID[r.param]
+	if !ok {
+		return nil, errorf(http.StatusBadRequest, "CPS.0016", "server_id is invalid.")
+	}
+	return showServerBody{Server: s.fleet.server(i), RequestID: r.id}, nil
+}
+
+// paging reads offset (≥ 0, default 0) and limit (1–100, default 100), or
+// answers 400 CPS.0002 as CPH does.
+func paging(query map[string][]string) (offset, limit int, e *apiError) {
+	bad := errorf(http.StatusBadRequest, "CPS.0002", "Parameter: offset or limit is invalid.")
+	offset, limit = 0, 100
+	if v, ok := query["offset"]; ok {
+		n, err := strconv.Atoi(v[0])
+		if err != nil || n < 0 {
+			return 0, 0, bad
+		}
+		offset = n
+	}
+	if v, ok := query["limit"]; ok {
+		n, err := strconv.Atoi(v[0])
+		if err != nil || n < 1 || n > 100 {
+			return 0, 0, bad
+		}
+		limit = n
+	}
+	return offset, limit, nil
+}
+
+func first(query map[string][]string, key string) string {
+	if v := query[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}

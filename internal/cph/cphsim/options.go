@@ -1,0 +1,189 @@
+package cphsim
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+)
+
+// Options configures a Sim. The zero value is a valid, fault-free simulator
+// of an empty fleet that accepts no credentials; every field documents its
+// zero value.
+type Options struct {
+	// ProjectID is the project whose paths are served; a request for any
+	// other project id gets 403 CPS.0001. Empty: any project id is accepted.
+	ProjectID string
+	// AccessKey and SecretKey are the one AK/SK pair the gateway accepts.
+	// Empty AccessKey: no signed request is accepted.
+	AccessKey, SecretKey string
+	// SecurityToken, when set, must be sent as X-Security-Token with signed
+	// requests (temporary AK/SK). Empty: the header is not checked.
+	SecurityToken string
+	// AuthToken, when set, is an IAM token accepted in X-Auth-Token instead
+	// of a signature. Empty: token authentication is refused.
+	AuthToken string
+
+	// Servers is the size of a generated fleet: server ids are 32 lowercase
+	// hex digits drawn from Seed, names "cph-server-000000"…, status 5,
+	// keypair "kp-old", created one second apart (the first is the newest).
+	// Ignored when Fleet is set.
+	Servers int
+	// Fleet, when non-empty, is the fleet as given instead of a generated
+	// one. Entries with an empty or repeated server_id are ignored (see
+	// Validate); an empty keypair_name or create_time is kept as is.
+	Fleet []cph.Server
+	// Keypairs lists the keypair names that exist. Empty: every name exists.
+	// A job naming an unknown keypair fails with JobCodeKeypairNotFound.
+	Keypairs []string
+
+	// JobLatency is the mean time from a job's creation to its end; each
+	// job's latency is uniform in [JobLatency-JobJitter, JobLatency+JobJitter]
+	// (never negative). Zero: a job has ended by the time anyone looks.
+	JobLatency time.Duration
+	// JobJitter is the half-width of the job latency spread. Zero: every job
+	// takes exactly JobLatency.
+	JobJitter time.Duration
+
+	// UpdateKeypairQuota, ListJobsQuota and ReadQuota are the per-second
+	// rates of three token buckets: UpdateKeypair; ListJobs; and ShowJob,
+	// ListServers and ShowServer together. Zero: unlimited.
+	UpdateKeypairQuota, ListJobsQuota, ReadQuota float64
+	// QuotaBurst is the bucket size of every quota. Zero: the quota's rate
+	// rounded up (at least 1), like the gateway's "limit:N,time:1 second".
+	QuotaBurst int
+	// LegacyThrottleCode answers throttled requests with the old gateway
+	// code APIG.0308 instead of APIGW.0308.
+	LegacyThrottleCode bool
+	// RetryAfter adds a Retry-After header (whole seconds until a token is
+	// available, at least 1) to 429 answers. False: no header, as observed.
+	RetryAfter bool
+
+	// Error5xxRate is the fraction of authenticated, unthrottled requests
+	// answered with a random 500, 503 or 504 before anything is done.
+	Error5xxRate float64
+	// SlowRate is the fraction of requests delayed by SlowDelay (real time,
+	// cut short when the client goes away) before they are answered.
+	SlowRate float64
+	// SlowDelay is the delay of a slow request. Zero: one second.
+	SlowDelay time.Duration
+	// DropRate is the fraction of requests whose connection is closed
+	// without an answer.
+	DropRate float64
+	// DropBeforeCommit makes a dropped UpdateKeypair create no jobs. False:
+	// the jobs are created and only the answer is lost, which is the case a
+	// client must survive (its retry must not assume nothing happened).
+	DropBeforeCommit bool
+	// JobFailRate is the fraction of otherwise healthy jobs that fail with
+	// the transient JobCodeTransient; submitting again may succeed.
+	JobFailRate float64
+	// BadServerRate is the fraction of servers that fail every time, chosen
+	// once from Seed. What "fail" means is BadServerKind.
+	BadServerRate float64
+	// BadServerKind says how bad servers fail. Zero: BadMixed.
+	BadServerKind BadKind
+	// LieOnSuccess makes succeeded jobs leave the keypair unchanged, so a
+	// client that verifies with ShowServer can catch the lie.
+	LieOnSuccess bool
+
+	// Seed makes ids, bad servers, latencies and faults reproducible: the
+	// same options and the same sequence of requests give the same answers.
+	Seed uint64
+	// Clock is the simulator's time. Nil: time.Now. Tests advance a fake
+	// clock to move jobs forward instead of sleeping.
+	Clock func() time.Time
+}
+
+// BadKind says how the servers picked by Options.BadServerRate fail.
+type BadKind int
+
+const (
+	// BadMixed alternates between BadAbnormal and BadRejected.
+	BadMixed BadKind = iota
+	// BadAbnormal servers are listed with status 2 (abnormal); their jobs
+	// are created and fail with JobCodeServerAbnormal.
+	BadAbnormal
+	// BadRejected servers are listed normally but UpdateKeypair rejects them
+	// in its 200 answer with CPS.0016 "server_id is invalid." and no job.
+	BadRejected
+)
+
+// Error codes the simulator puts in failed jobs. CPH documents none of
+// them; they stand for "try again" and "will never work" so a client's
+// classification can be tested.
+const (
+	JobCodeTransient       = "CPS.9001" // transient: submitting again may succeed
+	JobCodeServerAbnormal  = "CPS.9002" // permanent: server not in status 5
+	JobCodeKeypairNotFound = "CPS.9003" // permanent: keypair does not exist
+)
+
+// Validate reports options New would silently correct: rates outside
+// [0, 1], negative sizes or durations, and fleet entries with an empty,
+// too long or repeated server_id.
+func (o Options) Validate() error {
+	var errs []error
+	rates := []struct {
+		name string
+		v    float64
+	}{
+		{"Error5xxRate", o.Error5xxRate}, {"SlowRate", o.SlowRate}, {"DropRate", o.DropRate},
+		{"JobFailRate", o.JobFailRate}, {"BadServerRate", o.BadServerRate},
+	}
+	for _, r := range rates {
+		if !(r.v >= 0 && r.v <= 1) {
+			errs = append(errs, fmt.Errorf("option %s %v is not in [0, 1]", r.name, r.v))
+		}
+	}
+	quotas := []struct {
+		name string
+		v    float64
+	}{
+		{"UpdateKeypairQuota", o.UpdateKeypairQuota}, {"ListJobsQuota", o.ListJobsQuota}, {"ReadQuota", o.ReadQuota},
+	}
+	for _, q := range quotas {
+		if !(q.v >= 0) {
+			errs = append(errs, fmt.Errorf("option %s %v is negative", q.name, q.v))
+		}
+	}
+	if o.Servers < 0 {
+		errs = append(errs, fmt.Errorf("option Servers %d is negative", o.Servers))
+	}
+	if o.QuotaBurst < 0 {
+		errs = append(errs, fmt.Errorf("option QuotaBurst %d is negative", o.QuotaBurst))
+	}
+	if o.JobLatency < 0 || o.JobJitter < 0 || o.SlowDelay < 0 {
+		errs = append(errs, errors.New("options JobLatency, JobJitter and SlowDelay must not be negative"))
+	}
+	if o.BadServerKind < BadMixed || o.BadServerKind > BadRejected {
+		errs = append(errs, fmt.Errorf("option BadServerKind %d is unknown", o.BadServerKind))
+	}
+	seen := make(map[string]int, len(o.Fleet))
+	for i, s := range o.Fleet {
+		switch {
+		case s.ServerID == "":
+			errs = append(errs, fmt.Errorf("fleet entry %d: empty server_id", i))
+		case len(s.ServerID) > maxServerID:
+			errs = append(errs, fmt.Errorf("fleet entry %d: server_id %q is longer than %d bytes", i, s.ServerID, maxServerID))
+		default:
+			if j, dup := seen[s.ServerID]; dup {
+				errs = append(errs, fmt.Errorf("fleet entry %d: server_id %s repeats entry %d", i, s.ServerID, j))
+			}
+			seen[s.ServerID] = i
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Documented field limits of UpdateKeypair.
+const (
+	maxServerID = 32
+	maxKeypair  = 64
+)
+
+func clamp01(v float64) float64 {
+	if !(v > 0) {
+		return 0
+	}
+	return min(v, 1)
+}

@@ -1,0 +1,270 @@
+package cphsim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// API names one simulated CPH call. Stats are kept per API.
+type API string
+
+// The simulated calls.
+const (
+	APIUpdateKeypair API = "UpdateKeypair" // PUT …/cloud-phone/servers/open-access (the only write)
+	APIShowJob       API = "ShowJob"       // GET …/cloud-phone/jobs/{job_id}
+	APIListJobs      API = "ListJobs"      // GET …/cloud-phone/jobs
+	APIListServers   API = "ListServers"   // GET …/cloud-phone/servers
+	APIShowServer    API = "ShowServer"    // GET …/cloud-phone/servers/{server_id}
+)
+
+// APIs lists every simulated call.
+var APIs = []API{APIUpdateKeypair, APIShowJob, APIListJobs, APIListServers, APIShowServer}
+
+// Write reports whether the call changes anything (only UpdateKeypair does).
+func (a API) Write() bool { return a == APIUpdateKeypair }
+
+// maxBody bounds a request body; the gateway answers 413 beyond its limit.
+const maxBody = 8 << 20
+
+// Sim is a simulated CPH endpoint: an http.Handler plus inspection methods
+// for tests. All methods are safe for concurrent use.
+type Sim struct {
+	opts   Options
+	now    func() time.Time
+	quotas *quotas
+
+	mu    sync.Mutex
+	rng   *rand.Rand // request-time draws: ids, latencies, faults
+	fleet fleet
+	jobs  jobs
+	stats counters
+}
+
+// New returns a simulator configured by opts. Invalid options are corrected
+// rather than refused (rates are clamped to [0, 1], negative sizes and
+// durations count as zero, bad fleet entries are skipped); call
+// opts.Validate first to refuse them instead.
+func New(opts Options) *Sim {
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.SlowDelay <= 0 {
+		opts.SlowDelay = time.Second
+	}
+	opts.JobLatency, opts.JobJitter = max(opts.JobLatency, 0), max(opts.JobJitter, 0)
+	opts.Error5xxRate, opts.SlowRate, opts.DropRate = clamp01(opts.Error5xxRate), clamp01(opts.SlowRate), clamp01(opts.DropRate)
+	opts.JobFailRate, opts.BadServerRate = clamp01(opts.JobFailRate), clamp01(opts.BadServerRate)
+	s := &Sim{
+		opts:   opts,
+		now:    opts.Clock,
+		rng:    rand.New(rand.NewPCG(opts.Seed, 0x5eed_c0de)),
+		fleet:  newFleet(opts),
+		jobs:   newJobs(),
+		stats:  newCounters(),
+		quotas: newQuotas(opts),
+	}
+	return s
+}
+
+// request is one authenticated API call on its way to its handler.
+type request struct {
+	id    string // request id, also the X-Request-Id header
+	api   API
+	param string // job or server id from the path
+	query map[string][]string
+	body  []byte
+	at    time.Time
+}
+
+// apiError is a non-2xx answer with a CPH or gateway error body.
+type apiError struct {
+	status    int
+	code, msg string
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("%d %s %s", e.status, e.code, e.msg) }
+
+func errorf(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// ServeHTTP answers one request, in the order the package doc describes.
+func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	at := s.now()
+	s.mu.Lock()
+	reqID := newID(s.rng)
+	s.mu.Unlock()
+	w.Header().Set("X-Request-Id", reqID)
+	w.Header().Set("Content-Type", "application/json")
+
+	if strings.HasPrefix(r.URL.Path, "/_sim/") {
+		s.serveSim(w, r, reqID)
+		return
+	}
+	api, project, param, ok := route(r.Method, r.URL.Path)
+	if !ok {
+		writeError(w, reqID, errorf(http.StatusNotFound, "APIGW.0101", "The API does not exist or has not been published in the environment"))
+		return
+	}
+	s.count(func(c *counters) { c.calls[api]++ })
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			writeError(w, reqID, errorf(http.StatusRequestEntityTooLarge, "APIGW.0201", "Request entity too large"))
+		} else {
+			writeError(w, reqID, errorf(http.StatusBadRequest, "APIGW.0201", "API request error: reading the body: %v", err))
+		}
+		return
+	}
+	if e := s.authenticate(r, body, at); e != nil {
+		s.count(func(c *counters) { c.unauthorized++ })
+		writeError(w, reqID, e)
+		return
+	}
+	if e := s.checkProject(r, project); e != nil {
+		s.count(func(c *counters) { c.forbidden++ })
+		writeError(w, reqID, e)
+		return
+	}
+	if wait, limit, ok := s.quotas.allow(api, at); !ok {
+		s.count(func(c *counters) { c.throttled[api]++ })
+		s.writeThrottled(w, reqID, wait, limit)
+		return
+	}
+
+	f := s.drawFaults(api)
+	if f.drop && (api != APIUpdateKeypair || s.opts.DropBeforeCommit) {
+		drop(w)
+		return
+	}
+	if f.status != 0 {
+		writeError(w, reqID, injected(f.status))
+		return
+	}
+	if f.slow {
+		t := time.NewTimer(s.opts.SlowDelay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+
+	req := &request{id: reqID, api: api, param: param, query: r.URL.Query(), body: body, at: at}
+	var answer any
+	var e *apiError
+	switch api {
+	case APIUpdateKeypair:
+		answer, e = s.updateKeypair(req)
+	case APIShowJob:
+		answer, e = s.showJob(req)
+	case APIListJobs:
+		answer, e = s.listJobs(req)
+	case APIListServers:
+		answer, e = s.listServers(req)
+	case APIShowServer:
+		answer, e = s.showServer(req)
+	}
+	if f.drop { // UpdateKeypair committed; only its answer is lost
+		drop(w)
+		return
+	}
+	if e != nil {
+		writeError(w, reqID, e)
+		return
+	}
+	writeJSON(w, http.StatusOK, answer)
+}
+
+// route maps a method and path to an API, the path's project id and its
+// job or server id. One trailing slash is accepted.
+func route(method, path string) (api API, project, param string, ok bool) {
+	path = strings.TrimSuffix(path, "/")
+	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	if len(parts) < 4 || parts[0] != "v1" || parts[1] == "" || parts[2] != "cloud-phone" {
+		return "", "", "", false
+	}
+	project, rest := parts[1], parts[3:]
+	switch {
+	case method == http.MethodPut && len(rest) == 2 && rest[0] == "servers" && rest[1] == "open-access":
+		return APIUpdateKeypair, project, "", true
+	case method != http.MethodGet:
+		return "", "", "", false
+	case len(rest) == 1 && rest[0] == "jobs":
+		return APIListJobs, project, "", true
+	case len(rest) == 2 && rest[0] == "jobs" && rest[1] != "":
+		return APIShowJob, project, rest[1], true
+	case len(rest) == 1 && rest[0] == "servers":
+		return APIListServers, project, "", true
+	case len(rest) == 2 && rest[0] == "servers" && rest[1] != "":
+		return APIShowServer, project, rest[1], true
+	}
+	return "", "", "", false
+}
+
+// checkProject refuses a path or X-Project-Id naming another project; the
+// real service answers CPS.0001 for resources the caller may not touch.
+func (s *Sim) checkProject(r *http.Request, project string) *apiError {
+	hdr := r.Header.Get("X-Project-Id")
+	if s.opts.ProjectID != "" && project != s.opts.ProjectID || hdr != "" && hdr != project {
+		return errorf(http.StatusForbidden, "CPS.0001", "No permission to request resources.")
+	}
+	return nil
+}
+
+func (s *Sim) count(f func(*counters)) {
+	s.mu.Lock()
+	f(&s.stats)
+	s.mu.Unlock()
+}
+
+// drop closes the connection without answering, as a load balancer that
+// loses a backend does.
+func drop(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			conn.Close()
+			return
+		}
+	}
+	// HTTP/2 cannot be hijacked; aborting the handler resets the stream.
+	panic(http.ErrAbortHandler)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	// The client may have gone; there is no one left to tell.
+	_ = enc.Encode(v)
+}
+
+type errorBody struct {
+	ErrorCode string `json:"error_code"`
+	ErrorMsg  string `json:"error_msg"`
+	RequestID string `json:"request_id"`
+}
+
+func writeError(w http.ResponseWriter, reqID string, e *apiError) {
+	writeJSON(w, e.status, errorBody{ErrorCode: e.code, ErrorMsg: e.msg, RequestID: reqID})
+}
+
+// newID returns 32 lowercase hex digits, the shape of CPH request, job and
+// server ids.
+func newID(rng *rand.Rand) string {
+	return fmt.Sprintf("%016x%016x", rng.Uint64(), rng.Uint64())
+}
+
+// timeFormat is the layout of every time CPH returns.
+const timeFormat = "2006-01-02T15:04:05Z"
+
+func formatTime(unixNano int64) string { return time.Unix(0, unixNano).UTC().Format(timeFormat) }
