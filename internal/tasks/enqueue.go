@@ -1,0 +1,274 @@
+package tasks
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+)
+
+// Chunk size limits: one chunk's jobs must fit one ListJobs page.
+const (
+	DefaultChunkSize   = 50
+	MaxChunkSize       = 100
+	DefaultMaxAttempts = 3
+)
+
+// Target is a server to rotate and, optionally, a keypair of its own.
+type Target struct {
+	ServerID string
+	Keypair  string // "" means the rotation's keypair
+}
+
+// Spec is what a rotation is asked to do.
+type Spec struct {
+	// ID names the rotation. Empty derives it from the fingerprint, so the
+	// same command run twice names the same rotation.
+	ID          string
+	Keypair     string
+	Targets     []Target
+	ChunkSize   int
+	MaxAttempts int
+	// SkipMatching reads every target's current keypair first and reports
+	// servers already on their target keypair as skipped.
+	SkipMatching bool
+}
+
+func (s *Spec) validate() error {
+	if s.Keypair == "" {
+		return errors.New("no keypair: --keypair is required")
+	}
+	if len(s.Keypair) > 64 {
+		return fmt.Errorf("keypair %q is longer than 64 bytes", s.Keypair)
+	}
+	if s.ChunkSize < 1 || s.ChunkSize > MaxChunkSize {
+		return fmt.Errorf("chunk size %d: want 1-%d", s.ChunkSize, MaxChunkSize)
+	}
+	if s.MaxAttempts < 1 || s.MaxAttempts > 20 {
+		return fmt.Errorf("max attempts %d: want 1-20", s.MaxAttempts)
+	}
+	if len(s.Targets) == 0 {
+		return errors.New("no target servers")
+	}
+	if s.ID != "" {
+		return ValidateRotationID(s.ID)
+	}
+	return nil
+}
+
+// Fingerprint identifies the work a Spec asks for: keypair, options and
+// the sorted target list.
+func (s *Spec) Fingerprint() string {
+	ts := make([]string, len(s.Targets))
+	for i, t := range s.Targets {
+		ts[i] = t.ServerID + "\t" + t.Keypair
+	}
+	sort.Strings(ts)
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%d\n%d\n%t\n", s.Keypair, s.ChunkSize, s.MaxAttempts, s.SkipMatching)
+	for _, t := range ts {
+		h.Write([]byte(t))
+		h.Write([]byte{'\n'})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// ServerLister lists servers page by page (cph.Client does).
+type ServerLister interface {
+	ListServers(ctx context.Context, f cph.ServerFilter, fn func([]cph.Server) error) error
+}
+
+// Enqueuer enqueues asynq tasks (asynq.Client does).
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// Plan is a rotation resolved against the fleet: the chunks to submit and
+// the servers that need nothing.
+type Plan struct {
+	Rotation *Rotation
+	Chunks   [][]Entry
+	Skipped  []Entry // already on their target keypair
+	NotFound []Entry // not listed by the API: submitted anyway, so the API's own answer is reported
+	Abnormal []Entry // listed, but not in the normal status: their jobs will fail
+}
+
+// Servers is the number of servers the plan submits.
+func (p *Plan) Servers() int {
+	n := 0
+	for _, c := range p.Chunks {
+		n += len(c)
+	}
+	return n
+}
+
+// MakePlan validates spec and, with SkipMatching, reads every target's
+// current keypair and status through ListCloudPhoneServers pages (one call
+// per 100 servers of the fleet, never one per target).
+func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error) {
+	if err := spec.validate(); err != nil {
+		return nil, err
+	}
+	fp := spec.Fingerprint()
+	id := spec.ID
+	if id == "" {
+		id = "r-" + fp[:16]
+	}
+	plan := &Plan{Rotation: &Rotation{ID: id, Keypair: spec.Keypair, ChunkSize: spec.ChunkSize, MaxAttempts: spec.MaxAttempts, Fingerprint: fp}}
+	type current struct {
+		keypair string
+		status  int
+	}
+	var fleet map[string]current
+	if spec.SkipMatching {
+		want := make(map[string]bool, len(spec.Targets))
+		for _, t := range spec.Targets {
+			want[t.ServerID] = true
+		}
+		fleet = make(map[string]current, len(spec.Targets))
+		err := lister.ListServers(ctx, cph.ServerFilter{}, func(page []cph.Server) error {
+			for _, s := range page {
+				if want[s.ServerID] {
+					fleet[s.ServerID] = current{s.KeypairName, s.Status}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read current keypairs: %w", err)
+		}
+	}
+	var chunk []Entry
+	for _, t := range spec.Targets {
+		e := Entry{ServerID: t.ServerID, Keypair: t.Keypair}
+		if e.Keypair == "" {
+			e.Keypair = spec.Keypair
+		}
+		if fleet != nil {
+			cur, ok := fleet[t.ServerID]
+			e.OldKeypair = cur.keypair
+			switch {
+			case !ok:
+				plan.NotFound = append(plan.NotFound, e)
+			case cur.keypair == e.Keypair:
+				plan.Skipped = append(plan.Skipped, e)
+				continue
+			case cur.status != cph.ServerStatusNormal:
+				plan.Abnormal = append(plan.Abnormal, e)
+			}
+		}
+		chunk = append(chunk, e)
+		if len(chunk) == spec.ChunkSize {
+			plan.Chunks = append(plan.Chunks, chunk)
+			chunk = nil
+		}
+	}
+	if len(chunk) > 0 {
+		plan.Chunks = append(plan.Chunks, chunk)
+	}
+	plan.Rotation.Chunks = len(plan.Chunks)
+	return plan, nil
+}
+
+// Started is what Start did.
+type Started struct {
+	Rotation *Rotation
+	Created  bool // false: the rotation already existed (a re-run)
+	Enqueued int  // submit tasks enqueued now
+}
+
+// Start freezes plan into a rotation record and enqueues one submit task
+// per chunk that has not been submitted yet. Running it again for the same
+// rotation enqueues nothing twice: task IDs are deterministic and chunks
+// with a checkpoint are left to their polls.
+func Start(ctx context.Context, store *Store, enq Enqueuer, plan *Plan, opts TaskOptions, now time.Time) (*Started, error) {
+	created, err := store.Create(ctx, plan.Rotation, plan.Chunks, plan.Skipped, now)
+	if err != nil {
+		return nil, err
+	}
+	rot, err := store.Rotation(ctx, plan.Rotation.ID)
+	if err != nil {
+		return nil, err
+	}
+	st := &Started{Rotation: rot, Created: created}
+	if rot.Finished() {
+		return st, nil
+	}
+	for c := 1; c <= rot.Chunks; c++ {
+		a, err := store.Attempt(ctx, rot.ID, c, 1)
+		if err != nil {
+			return st, err
+		}
+		if a.Checkpointed || a.Intents > 0 {
+			continue // submitted, or being submitted: its own task carries on
+		}
+		ok, err := enqueueSubmit(ctx, enq, SubmitPayload{Rotation: rot.ID, Chunk: c, Attempt: 1, Servers: len(a.Servers)}, 0, opts)
+		if err != nil {
+			return st, err
+		}
+		if ok {
+			st.Enqueued++
+		}
+	}
+	return st, nil
+}
+
+// TaskOptions are the asynq options of the pipeline's tasks.
+type TaskOptions struct {
+	// MaxRetry bounds asynq's retries of one task after API-level transient
+	// errors (5xx, timeouts). Rate-limit waits and 429s do not count.
+	MaxRetry int
+	// Timeout bounds one run of a task; handlers honour it through ctx.
+	Timeout time.Duration
+	// Retention keeps finished rotations' records and events this long.
+	Retention time.Duration
+}
+
+func (o TaskOptions) withDefaults() TaskOptions {
+	if o.MaxRetry <= 0 {
+		o.MaxRetry = 25
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	if o.Retention <= 0 {
+		o.Retention = 30 * 24 * time.Hour
+	}
+	return o
+}
+
+// enqueueSubmit enqueues a chunk attempt's submit task; it reports false
+// when the task is already there.
+func enqueueSubmit(ctx context.Context, enq Enqueuer, p SubmitPayload, delay time.Duration, opts TaskOptions) (bool, error) {
+	opts = opts.withDefaults()
+	return enqueue(ctx, enq, TypeSubmit, p, SubmitTaskID(p.Rotation, p.Chunk, p.Attempt),
+		asynq.Queue(QueueSubmit), asynq.MaxRetry(opts.MaxRetry), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
+}
+
+func enqueuePoll(ctx context.Context, enq Enqueuer, p PollPayload, delay time.Duration, opts TaskOptions) (bool, error) {
+	opts = opts.withDefaults()
+	return enqueue(ctx, enq, TypePoll, p, PollTaskID(p.Rotation, p.Chunk, p.Attempt, p.Round),
+		asynq.Queue(QueuePoll), asynq.MaxRetry(opts.MaxRetry), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
+}
+
+func enqueue(ctx context.Context, enq Enqueuer, typ string, payload any, id string, opts ...asynq.Option) (bool, error) {
+	data, err := marshal(payload)
+	if err != nil {
+		return false, err
+	}
+	_, err = enq.EnqueueContext(ctx, asynq.NewTask(typ, data), append(opts, asynq.TaskID(id))...)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("enqueue %s %s: %w", typ, id, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,215 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+)
+
+// API names, as the limiter and the metrics know them.
+const (
+	APIUpdateKeypair = "UpdateKeypair"
+	APIListJobs      = "ListJobs"
+)
+
+// Codes cph-rekey gives outcomes the CPH API did not name.
+const (
+	CodeJobTimeout   = "REKEY.JOB_TIMEOUT"   // a job still running after Config.JobTimeout
+	CodeMissingJob   = "REKEY.MISSING_JOB"   // the answer had no entry for a server that was sent
+	CodeSubmitFailed = "REKEY.SUBMIT_FAILED" // UpdateKeypair kept failing until the task's retries ran out
+	CodePollFailed   = "REKEY.POLL_FAILED"   // ListJobs kept failing until the task's retries ran out
+)
+
+// API is the part of the CPH API the handlers call (cph.Client has it).
+type API interface {
+	UpdateKeypair(ctx context.Context, servers []cph.ServerKeypair) (*cph.UpdateKeypairResponse, error)
+	ListJobs(ctx context.Context, requestIDs ...string) ([]cph.Job, error)
+}
+
+// Limiter hands out tokens of the fleet-wide rate limit per API. Wait
+// returns a *ratelimit.DelayError when the task should be put back instead
+// of waiting on a worker slot.
+type Limiter interface {
+	Wait(ctx context.Context, api string) error
+	Throttled(ctx context.Context, api string, retryAfter time.Duration) error
+}
+
+// Observer receives the pipeline's measurements (metrics.Metrics is one).
+type Observer interface {
+	APIRequest(api, code string, d time.Duration)
+	Throttled(api string)
+	ServerOutcome(outcome string, n int)
+	PollRound(api string)
+	Submitted(n int)
+}
+
+// Config tunes the handlers. Zero values take the defaults shown.
+type Config struct {
+	FirstPoll   time.Duration // delay before a chunk's first poll: 3s
+	PollCap     time.Duration // longest delay between polls: 30s
+	JobTimeout  time.Duration // a job still running after this is a transient failure: 15m
+	RetryBase   time.Duration // backoff base of a failed server's next attempt: 2s
+	RetryCap    time.Duration // backoff cap: 60s
+	CallTimeout time.Duration // one API call: 30s
+	Tasks       TaskOptions
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.FirstPoll, 3*time.Second)
+	def(&c.PollCap, 30*time.Second)
+	def(&c.JobTimeout, 15*time.Minute)
+	def(&c.RetryBase, 2*time.Second)
+	def(&c.RetryCap, 60*time.Second)
+	def(&c.CallTimeout, 30*time.Second)
+	c.Tasks = c.Tasks.withDefaults()
+	return c
+}
+
+// Handler runs the pipeline's tasks.
+type Handler struct {
+	store   *Store
+	api     API
+	limiter Limiter
+	enq     Enqueuer
+	obs     Observer
+	log     *slog.Logger
+	cfg     Config
+	now     func() time.Time
+}
+
+// HandlerOptions are the parts a Handler is built from. Observer and
+// Logger are optional.
+type HandlerOptions struct {
+	Store    *Store
+	API      API
+	Limiter  Limiter
+	Enqueuer Enqueuer
+	Observer Observer
+	Logger   *slog.Logger
+	Config   Config
+}
+
+// NewHandler returns a Handler.
+func NewHandler(o HandlerOptions) *Handler {
+	h := &Handler{store: o.Store, api: o.API, limiter: o.Limiter, enq: o.Enqueuer, obs: o.Observer,
+		log: o.Logger, cfg: o.Config.withDefaults(), now: time.Now}
+	if h.obs == nil {
+		h.obs = nopObserver{}
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	return h
+}
+
+// Register adds the pipeline's task handlers to mux.
+func (h *Handler) Register(mux *asynq.ServeMux) {
+	mux.HandleFunc(TypeSubmit, h.HandleSubmit)
+	mux.HandleFunc(TypePoll, h.HandlePoll)
+}
+
+// IsFailure tells asynq which errors count against a task's retries:
+// rate-limit delays and expired leases (the worker died) do not.
+func IsFailure(err error) bool {
+	var d *ratelimit.DelayError
+	return !errors.As(err, &d) && !errors.Is(err, asynq.ErrLeaseExpired)
+}
+
+// RetryDelay is asynq's RetryDelayFunc for the pipeline: a delay error's
+// own delay, a quick pick-up after a lease expired, and full-jitter
+// exponential backoff (1s base, 60s cap) for everything else.
+func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	var d *ratelimit.DelayError
+	switch {
+	case errors.As(err, &d):
+		return d.RetryIn
+	case errors.Is(err, asynq.ErrLeaseExpired):
+		return time.Second
+	}
+	return time.Second + fullJitter(time.Second, time.Minute, n)
+}
+
+// fullJitter draws uniformly from [0, min(limit, base·2^n)).
+func fullJitter(base, limit time.Duration, n int) time.Duration {
+	d := limit
+	if n < 30 && base<<n < limit {
+		d = base << n
+	}
+	return rand.N(d)
+}
+
+// delayed returns an error that puts the task back after d without
+// counting it as a failure.
+func delayed(d time.Duration, err error) error {
+	return &ratelimit.DelayError{RetryIn: d, Err: err}
+}
+
+// lastTry reports whether the running task has no asynq retries left.
+func lastTry(ctx context.Context) bool {
+	n, ok1 := asynq.GetRetryCount(ctx)
+	max, ok2 := asynq.GetMaxRetry(ctx)
+	return ok1 && ok2 && n >= max
+}
+
+// detached returns a context for writes that must happen even when the
+// task's context has just been cancelled: a checkpoint after the API call
+// has acted, outcomes after the API answered.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
+
+// call runs one API call under the per-call timeout and reports it.
+func (h *Handler) call(ctx context.Context, api string, fn func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
+	defer cancel()
+	start := h.now()
+	err := fn(ctx)
+	code := "200"
+	var ce *cph.Error
+	switch {
+	case errors.As(err, &ce) && ce.Code != "":
+		code = ce.Code
+	case errors.As(err, &ce) && ce.StatusCode != 0:
+		code = fmt.Sprint(ce.StatusCode)
+	case err != nil:
+		code = "error"
+	}
+	h.obs.APIRequest(api, code, h.now().Sub(start))
+	if cph.IsThrottled(err) {
+		h.obs.Throttled(api)
+	}
+	return err
+}
+
+// throttled feeds a 429 back to the shared limiter and puts the task back.
+func (h *Handler) throttled(ctx context.Context, api string, err error) error {
+	ra := cph.RetryAfter(err)
+	if lerr := h.limiter.Throttled(ctx, api, ra); lerr != nil {
+		h.log.WarnContext(ctx, "report throttling to limiter", "api", api, "err", lerr)
+	}
+	if ra <= 0 {
+		ra = 2*time.Second + rand.N(3*time.Second) // Huawei's advice: retry after 2-5 s
+	}
+	return delayed(ra, err)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) APIRequest(string, string, time.Duration) {}
+func (nopObserver) Throttled(string)                         {}
+func (nopObserver) ServerOutcome(string, int)                {}
+func (nopObserver) PollRound(string)                         {}
+func (nopObserver) Submitted(int)                            {}

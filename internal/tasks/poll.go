@@ -1,0 +1,214 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+)
+
+// HandlePoll lists a submitted chunk attempt's jobs, records every server
+// whose job has ended, and schedules the next round while jobs still run.
+// Outcomes are recorded exactly once however many polls race.
+func (h *Handler) HandlePoll(ctx context.Context, t *asynq.Task) error {
+	var p PollPayload
+	if err := decode(t.Payload(), &p, TypePoll); err != nil {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	log := h.log.With("rotation", p.Rotation, "chunk", p.Chunk, "attempt", p.Attempt, "round", p.Round)
+	rot, err := h.store.Rotation(ctx, p.Rotation)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("poll chunk %d: %w: %w", p.Chunk, err, asynq.SkipRetry)
+	}
+	if err != nil {
+		return err
+	}
+	a, err := h.store.Attempt(ctx, p.Rotation, p.Chunk, p.Attempt)
+	if err != nil {
+		return err
+	}
+	if a.Done {
+		return h.afterComplete(ctx, p.Rotation, p.Chunk, p.Attempt, Resolved{})
+	}
+	if !a.Checkpointed {
+		return fmt.Errorf("poll chunk %d attempt %d of %s: not submitted: %w", p.Chunk, p.Attempt, p.Rotation, asynq.SkipRetry)
+	}
+	log = log.With("request_id", a.RequestID)
+
+	var rs []Resolution
+	open := 0
+	for _, e := range a.Servers {
+		if a.Resolved[e.ServerID] {
+			continue
+		}
+		if ee, ok := a.Errors[e.ServerID]; ok {
+			rs = append(rs, h.failure(rot, p.Attempt, e, "", ee[0], ee[1]))
+			continue
+		}
+		open++
+	}
+	if open > 0 {
+		jobs, err := h.listJobs(ctx, log, a.RequestID)
+		switch {
+		case err != nil && lastTry(ctx) && !isDelay(err):
+			log.ErrorContext(ctx, "ListJobs kept failing; giving up on the open jobs", "err", err)
+			rs = append(rs, h.resolveOpen(rot, p.Attempt, a, nil, CodePollFailed, err.Error())...)
+		case err != nil:
+			return err
+		default:
+			h.obs.PollRound(APIListJobs)
+			rs = append(rs, h.resolveOpen(rot, p.Attempt, a, jobs, "", "")...)
+		}
+	}
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	res, err := h.store.Resolve(wctx, p.Rotation, p.Chunk, p.Attempt, rs, h.now())
+	if err != nil {
+		return err
+	}
+	h.countOutcomes(rs, res)
+	if res.Complete || len(rs) == len(a.Servers)-len(a.Resolved) {
+		log.InfoContext(ctx, "chunk attempt complete", "retries", res.Retries)
+		return h.afterComplete(wctx, p.Rotation, p.Chunk, p.Attempt, res)
+	}
+	_, err = enqueuePoll(ctx, h.enq, PollPayload{Rotation: p.Rotation, Chunk: p.Chunk, Attempt: p.Attempt, Round: p.Round + 1},
+		h.pollDelay(p.Round+1), h.cfg.Tasks)
+	return err
+}
+
+func (h *Handler) listJobs(ctx context.Context, log *slog.Logger, requestID string) ([]cph.Job, error) {
+	if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
+		return nil, err
+	}
+	var jobs []cph.Job
+	err := h.call(ctx, APIListJobs, func(ctx context.Context) (err error) {
+		jobs, err = h.api.ListJobs(ctx, requestID)
+		return err
+	})
+	switch {
+	case err == nil:
+		return jobs, nil
+	case ctx.Err() != nil:
+		return nil, err
+	case cph.IsThrottled(err):
+		return nil, h.throttled(ctx, APIListJobs, err)
+	}
+	log.WarnContext(ctx, "ListJobs failed", "err", err)
+	return nil, fmt.Errorf("list jobs of %s: %w", requestID, err)
+}
+
+// resolveOpen turns the listed jobs into resolutions for the attempt's open
+// servers. With failCode set (jobs nil) every open server fails with it.
+func (h *Handler) resolveOpen(rot *Rotation, attempt int, a *Attempt, jobs []cph.Job, failCode, failMsg string) []Resolution {
+	byID := make(map[string]cph.Job, len(jobs))
+	for _, j := range jobs {
+		byID[j.JobID] = j
+	}
+	timedOut := h.now().Sub(a.SubmittedAt) > h.cfg.JobTimeout
+	var rs []Resolution
+	for _, e := range a.Servers {
+		jobID, ok := a.Jobs[e.ServerID]
+		if !ok || a.Resolved[e.ServerID] {
+			continue
+		}
+		if failCode != "" {
+			rs = append(rs, h.failure(rot, attempt, e, jobID, failCode, failMsg))
+			continue
+		}
+		j, listed := byID[jobID]
+		switch {
+		case listed && j.Status == cph.JobSucceeded:
+			rs = append(rs, Resolution{ServerID: e.ServerID, Outcome: OutcomeSucceeded, JobID: jobID, Attempts: attempt})
+		case listed && j.Status == cph.JobFailed:
+			rs = append(rs, h.failure(rot, attempt, e, jobID, j.ErrorCode, j.ErrorMsg))
+		case timedOut:
+			rs = append(rs, h.failure(rot, attempt, e, jobID, CodeJobTimeout,
+				fmt.Sprintf("job still running %s after submission", h.cfg.JobTimeout)))
+		}
+	}
+	return rs
+}
+
+// failure resolves a server whose job (or submission) failed: retried in
+// the next attempt when the cause is transient and attempts remain,
+// recorded as failed otherwise. A cancelled rotation retries nothing.
+func (h *Handler) failure(rot *Rotation, attempt int, e Entry, jobID, code, msg string) Resolution {
+	r := Resolution{ServerID: e.ServerID, Outcome: OutcomeFailed, JobID: jobID, Code: code, Message: msg, Attempts: attempt}
+	if code == "" {
+		r.Code = "UNKNOWN"
+	}
+	switch {
+	case rot.State == StateCancelled:
+		r.Outcome = OutcomeCancelled
+	case cph.ClassifyCode(code) != cph.KindPermanent && attempt < rot.MaxAttempts:
+		retry := e
+		r.Retry = &retry
+	}
+	return r
+}
+
+func (h *Handler) countOutcomes(rs []Resolution, res Resolved) {
+	if res.Recorded == 0 {
+		return
+	}
+	n := map[string]int{}
+	for _, r := range rs {
+		if r.Retry != nil {
+			n["retried"]++
+		} else {
+			n[string(r.Outcome)]++
+		}
+	}
+	for o, c := range n {
+		h.obs.ServerOutcome(o, c)
+	}
+}
+
+// afterComplete runs the follow-ups of a complete chunk attempt: the next
+// attempt for its retried servers, and the completion event when the
+// rotation has finished. Both are idempotent, so a task that crashed after
+// completing the attempt can run them again.
+func (h *Handler) afterComplete(ctx context.Context, rotation string, chunk, attempt int, res Resolved) error {
+	next, err := h.store.Attempt(ctx, rotation, chunk, attempt+1)
+	if err != nil {
+		return err
+	}
+	if len(next.Servers) > 0 && !next.Checkpointed {
+		delay := h.cfg.RetryBase + fullJitter(h.cfg.RetryBase, h.cfg.RetryCap, attempt-1)
+		p := SubmitPayload{Rotation: rotation, Chunk: chunk, Attempt: attempt + 1, Servers: len(next.Servers)}
+		if _, err := enqueueSubmit(ctx, h.enq, p, delay, h.cfg.Tasks); err != nil {
+			return err
+		}
+	}
+	rot, err := h.store.Rotation(ctx, rotation)
+	if err != nil {
+		return err
+	}
+	if !rot.Finished() {
+		return nil
+	}
+	if res.Finished {
+		h.log.InfoContext(ctx, "rotation finished", "rotation", rotation, "state", rot.State,
+			"succeeded", rot.Counts.Succeeded, "failed", rot.Counts.Failed, "skipped", rot.Counts.Skipped,
+			"cancelled", rot.Counts.Cancelled)
+		if err := h.store.Expire(ctx, rot, h.cfg.Tasks.Retention); err != nil {
+			return err
+		}
+	}
+	return enqueueFinished(ctx, h.enq, rot, h.cfg.Tasks)
+}
+
+// enqueueFinished enqueues the rotation's completion event once: its task
+// ID is kept (Retention) for as long as the rotation's records.
+func enqueueFinished(ctx context.Context, enq Enqueuer, rot *Rotation, opts TaskOptions) error {
+	opts = opts.withDefaults()
+	s := Summary{Rotation: rot.ID, State: rot.State, Keypair: rot.Keypair, Counts: rot.Counts, CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
+	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(QueueEvents), asynq.Retention(opts.Retention))
+	return err
+}
+
+func isDelay(err error) bool { return !IsFailure(err) }

@@ -1,0 +1,492 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultPrefix is the prefix of every key the Store writes.
+const DefaultPrefix = "cph-rekey:"
+
+// ErrNotFound is returned for a rotation that does not exist.
+var ErrNotFound = errors.New("rotation not found")
+
+// ErrConflict is returned when a rotation id is reused for different work.
+var ErrConflict = errors.New("rotation exists with different targets or options")
+
+// Store keeps rotations in Redis. It owns every key and script; nothing
+// else in cph-rekey reads or writes rotation state.
+//
+// Every key of a rotation carries the rotation id as a hash tag, so a Redis
+// Cluster keeps a rotation (and its scripts' keys) on one slot:
+//
+//	<prefix>rotations                 ZSET  rotation ids by creation time
+//	<prefix>{<id>}:meta               HASH  the rotation record and its counters
+//	<prefix>{<id>}:rec                HASH  server id → terminal outcome record
+//	<prefix>{<id>}:c:<chunk>:<attempt> HASH  one chunk attempt: its servers, the
+//	                                        checkpoint (request id, job ids) and
+//	                                        which servers are resolved
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// NewStore returns a Store writing keys under prefix (DefaultPrefix if empty).
+func NewStore(rdb redis.UniversalClient, prefix string) *Store {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return &Store{rdb: rdb, prefix: prefix}
+}
+
+func (s *Store) rotationsKey() string        { return s.prefix + "rotations" }
+func (s *Store) metaKey(id string) string    { return s.prefix + "{" + id + "}:meta" }
+func (s *Store) recordsKey(id string) string { return s.prefix + "{" + id + "}:rec" }
+func (s *Store) attemptKey(id string, chunk, attempt int) string {
+	return s.prefix + "{" + id + "}:c:" + strconv.Itoa(chunk) + ":" + strconv.Itoa(attempt)
+}
+
+// createScript creates a rotation record unless one exists: it returns 0
+// when created, 1 when the same rotation (same fingerprint) already exists
+// and -1 when the id is taken by different work.
+var createScript = redis.NewScript(`
+local fp = redis.call('HGET', KEYS[1], 'fingerprint')
+if fp then
+  if fp == ARGV[2] then return 1 end
+  return -1
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 0
+`)
+
+// Create writes a new rotation: the chunk lists first, then the record, so
+// a worker never sees a record without its chunks. chunks[0] holds the
+// servers skipped at planning time (recorded as skipped with skipRecord);
+// chunks[1:] are the chunks to submit. Re-creating the same rotation (same
+// id and fingerprint) is a no-op that returns created=false; the same id
+// with a different fingerprint returns ErrConflict.
+func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipped []Entry, now time.Time) (created bool, err error) {
+	id := r.ID
+	pipe := s.rdb.Pipeline()
+	flush := func() error {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("create rotation %s: write chunks: %w", id, err)
+		}
+		return nil
+	}
+	for i, c := range chunks {
+		pipe.HSetNX(ctx, s.attemptKey(id, i+1, 1), "servers", encodeEntries(c))
+		if pipe.Len() >= 500 {
+			if err := flush(); err != nil {
+				return false, err
+			}
+		}
+	}
+	rec := encodeRecord(record{Outcome: OutcomeSkipped, Attempts: 0, FinishedAt: now})
+	for _, e := range skipped {
+		pipe.HSetNX(ctx, s.recordsKey(id), e.ServerID, rec)
+		if pipe.Len() >= 500 {
+			if err := flush(); err != nil {
+				return false, err
+			}
+		}
+	}
+	if len(skipped) > 0 {
+		pipe.HSetNX(ctx, s.attemptKey(id, 0, 1), "servers", encodeEntries(skipped))
+	}
+	if err := flush(); err != nil {
+		return false, err
+	}
+	var pending int64
+	for _, c := range chunks {
+		pending += int64(len(c))
+	}
+	fields := []any{
+		"id", id, "keypair", r.Keypair, "chunk_size", r.ChunkSize, "chunks", len(chunks),
+		"max_attempts", r.MaxAttempts, "fingerprint", r.Fingerprint, "state", string(StateRunning),
+		"created_at", now.UnixMilli(), "total", pending + int64(len(skipped)), "pending", pending,
+		"running", 0, "succeeded", 0, "failed", 0, "skipped", len(skipped), "cancelled", 0,
+		"submitted", 0, "retried", 0, "resubmitted", 0,
+	}
+	args := append([]any{id, r.Fingerprint, now.UnixMilli()}, fields...)
+	res, err := createScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.rotationsKey()}, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("create rotation %s: %w", id, err)
+	}
+	switch res {
+	case -1:
+		return false, fmt.Errorf("rotation %s: %w", id, ErrConflict)
+	case 1:
+		return false, nil
+	}
+	if pending == 0 {
+		if _, err := s.finishIfDone(ctx, id, now); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// Rotation reads a rotation's record and counters.
+func (s *Store) Rotation(ctx context.Context, id string) (*Rotation, error) {
+	m, err := s.rdb.HGetAll(ctx, s.metaKey(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read rotation %s: %w", id, err)
+	}
+	if len(m) == 0 {
+		return nil, fmt.Errorf("rotation %s: %w", id, ErrNotFound)
+	}
+	n := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
+	r := &Rotation{
+		ID: m["id"], Keypair: m["keypair"], ChunkSize: int(n("chunk_size")), Chunks: int(n("chunks")),
+		MaxAttempts: int(n("max_attempts")), Fingerprint: m["fingerprint"], State: State(m["state"]),
+		CreatedAt: time.UnixMilli(n("created_at")).UTC(),
+		Counts: Counts{
+			Total: n("total"), Pending: n("pending"), Running: n("running"), Succeeded: n("succeeded"),
+			Failed: n("failed"), Skipped: n("skipped"), Cancelled: n("cancelled"), Submitted: n("submitted"),
+			Retried: n("retried"), Resubmitted: n("resubmitted"),
+		},
+	}
+	if f := n("finished_at"); f > 0 {
+		r.FinishedAt = time.UnixMilli(f).UTC()
+	}
+	return r, nil
+}
+
+// Rotations lists rotations, newest first, at most limit of them.
+func (s *Store) Rotations(ctx context.Context, limit int) ([]*Rotation, error) {
+	ids, err := s.rdb.ZRevRange(ctx, s.rotationsKey(), 0, int64(limit)-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list rotations: %w", err)
+	}
+	var out []*Rotation
+	for _, id := range ids {
+		r, err := s.Rotation(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // expired after its retention
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// setStateScript moves a rotation that has not finished between running,
+// paused and cancelled. Cancelled is final.
+var setStateScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return redis.error_reply('not found') end
+if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return redis.error_reply('rotation has finished (' .. cur .. ')') end
+if cur == 'cancelled' then return redis.error_reply('rotation is cancelled') end
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+return cur
+`)
+
+// SetState pauses, resumes (StateRunning) or cancels a rotation. Workers
+// read the state before every submission, so the change takes effect across
+// the fleet with the next task each worker picks up.
+func (s *Store) SetState(ctx context.Context, id string, st State) error {
+	switch st {
+	case StateRunning, StatePaused, StateCancelled:
+	default:
+		return fmt.Errorf("set rotation %s state: %q is not running, paused or cancelled", id, st)
+	}
+	err := setStateScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, string(st)).Err()
+	if err != nil && err.Error() == "not found" {
+		return fmt.Errorf("rotation %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("set rotation %s state to %s: %w", id, st, err)
+	}
+	return nil
+}
+
+// Attempt is one chunk attempt as stored: its servers and, once submitted,
+// its checkpoint.
+type Attempt struct {
+	Servers []Entry
+	// Checkpointed is set once the UpdateKeypair answer is stored; from
+	// then on the chunk attempt is only ever polled.
+	Checkpointed bool
+	RequestID    string
+	SubmittedAt  time.Time
+	Jobs         map[string]string // server id → job id
+	Errors       map[string][2]string
+	Resolved     map[string]bool
+	Done         bool
+	// Intents counts submit calls started for this chunk attempt.
+	Intents int
+}
+
+// Attempt reads a chunk attempt. A chunk attempt that was never planned
+// has no servers.
+func (s *Store) Attempt(ctx context.Context, id string, chunk, attempt int) (*Attempt, error) {
+	m, err := s.rdb.HGetAll(ctx, s.attemptKey(id, chunk, attempt)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read chunk %d attempt %d of %s: %w", chunk, attempt, id, err)
+	}
+	a := &Attempt{Jobs: map[string]string{}, Errors: map[string][2]string{}, Resolved: map[string]bool{}}
+	if a.Servers, err = decodeEntries(m["servers"]); err != nil {
+		return nil, fmt.Errorf("chunk %d attempt %d of %s: %w", chunk, attempt, id, err)
+	}
+	a.Checkpointed = m["cp"] == "1"
+	a.RequestID = m["req"]
+	if at, _ := strconv.ParseInt(m["at"], 10, 64); at > 0 {
+		a.SubmittedAt = time.UnixMilli(at)
+	}
+	a.Done = m["done"] == "1"
+	a.Intents, _ = strconv.Atoi(m["intents"])
+	for k, v := range m {
+		switch {
+		case strings.HasPrefix(k, "j:"):
+			a.Jobs[k[2:]] = v
+		case strings.HasPrefix(k, "e:"):
+			code, msg, _ := strings.Cut(v, "\t")
+			a.Errors[k[2:]] = [2]string{code, msg}
+		case strings.HasPrefix(k, "d:"):
+			a.Resolved[k[2:]] = true
+		}
+	}
+	return a, nil
+}
+
+// MarkIntent records that a submit call for the chunk attempt is about to
+// start and returns how many earlier calls started without a checkpoint.
+func (s *Store) MarkIntent(ctx context.Context, id string, chunk, attempt int) (earlier int, err error) {
+	n, err := s.rdb.HIncrBy(ctx, s.attemptKey(id, chunk, attempt), "intents", 1).Result()
+	if err != nil {
+		return 0, fmt.Errorf("mark submit intent for chunk %d attempt %d of %s: %w", chunk, attempt, id, err)
+	}
+	return int(n - 1), nil
+}
+
+// ClearIntent withdraws an intent after a call the API certainly did not
+// act on (it answered with an error), so it is not counted as a possible
+// duplicate submission.
+func (s *Store) ClearIntent(ctx context.Context, id string, chunk, attempt int) error {
+	if err := s.rdb.HIncrBy(ctx, s.attemptKey(id, chunk, attempt), "intents", -1).Err(); err != nil {
+		return fmt.Errorf("clear submit intent for chunk %d attempt %d of %s: %w", chunk, attempt, id, err)
+	}
+	return nil
+}
+
+// checkpointScript stores an UpdateKeypair answer once. ARGV: request id,
+// submit time (ms), number of servers, then field/value pairs (j:<server>
+// job ids, e:<server> per-server errors). An empty request id marks a chunk
+// attempt closed without a call (a cancelled rotation).
+var checkpointScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], 'cp') == 1 then return 0 end
+local n = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'cp', '1', 'req', ARGV[1], 'at', ARGV[2], 'open', n)
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
+redis.call('HINCRBY', KEYS[2], 'pending', -n)
+redis.call('HINCRBY', KEYS[2], 'running', n)
+if ARGV[1] ~= '' then
+  redis.call('HINCRBY', KEYS[2], 'submitted', n)
+  if tonumber(redis.call('HGET', KEYS[1], 'intents') or '0') > 1 then
+    redis.call('HINCRBY', KEYS[2], 'resubmitted', 1)
+  end
+end
+return 1
+`)
+
+// Checkpoint stores the answer of the chunk attempt's UpdateKeypair call.
+// It is the first thing a submit does after the call returns: from then on
+// the chunk attempt is never submitted again. It reports false when a
+// checkpoint was already there.
+func (s *Store) Checkpoint(ctx context.Context, id string, chunk, attempt int, servers int, requestID string, jobs map[string]string, errs map[string][2]string, at time.Time) (bool, error) {
+	args := make([]any, 0, 3+2*(len(jobs)+len(errs)))
+	args = append(args, requestID, at.UnixMilli(), servers)
+	for sid, job := range jobs {
+		args = append(args, "j:"+sid, job)
+	}
+	for sid, e := range errs {
+		args = append(args, "e:"+sid, e[0]+"\t"+e[1])
+	}
+	n, err := checkpointScript.Run(ctx, s.rdb, []string{s.attemptKey(id, chunk, attempt), s.metaKey(id)}, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("checkpoint chunk %d attempt %d of %s: %w", chunk, attempt, id, err)
+	}
+	return n == 1, nil
+}
+
+// Resolution is the end of one server's part in a chunk attempt: either a
+// terminal Outcome with its record, or Retry in the next attempt.
+type Resolution struct {
+	ServerID string
+	Retry    *Entry // non-nil: the server goes into chunk attempt+1
+	Outcome  Outcome
+	JobID    string
+	Code     string
+	Message  string
+	Attempts int
+}
+
+// Resolved is what Resolve did.
+type Resolved struct {
+	Recorded int  // resolutions recorded now (others were recorded earlier)
+	Complete bool // this call resolved the attempt's last server
+	Finished bool // this call finished the rotation
+	Retries  int  // servers in the next attempt, when Complete
+}
+
+// resolveScript records resolutions exactly once per server and attempt,
+// moves the counters, completes the attempt when its last server resolves,
+// and finishes the rotation when nothing is pending or running.
+// KEYS: attempt, meta, records, next attempt. ARGV: now (ms), then triples
+// server, kind ("retry" or an outcome counter name), value.
+var resolveScript = redis.NewScript(`
+local meta = KEYS[2]
+local open = tonumber(redis.call('HGET', KEYS[1], 'open') or '0')
+local recorded = 0
+local first = 2
+if redis.call('HEXISTS', KEYS[1], 'done') == 1 then
+  first = #ARGV + 1 -- complete: its resolution markers are trimmed, nothing more to record
+end
+for i = first, #ARGV, 3 do
+  local sid, kind, val = ARGV[i], ARGV[i+1], ARGV[i+2]
+  if redis.call('HSETNX', KEYS[1], 'd:' .. sid, '1') == 1 then
+    open = open - 1
+    recorded = recorded + 1
+    redis.call('HINCRBY', meta, 'running', -1)
+    if kind == 'retry' then
+      local cur = redis.call('HGET', KEYS[4], 'servers') or ''
+      redis.call('HSET', KEYS[4], 'servers', cur .. val)
+      redis.call('HINCRBY', meta, 'pending', 1)
+      redis.call('HINCRBY', meta, 'retried', 1)
+    else
+      redis.call('HSET', KEYS[3], sid, val)
+      redis.call('HINCRBY', meta, kind, 1)
+    end
+  end
+end
+if recorded > 0 then redis.call('HSET', KEYS[1], 'open', open) end
+local complete, retries = 0, 0
+if open <= 0 and redis.call('HSETNX', KEYS[1], 'done', '1') == 1 then
+  complete = 1
+  local s = redis.call('HGET', KEYS[4], 'servers')
+  if s then local _, c = string.gsub(s, '\n', '') retries = c end
+  local trim = {}
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    local p = string.sub(f, 1, 2)
+    if p == 'd:' or p == 'e:' then trim[#trim + 1] = f end
+  end
+  if #trim > 0 then redis.call('HDEL', KEYS[1], unpack(trim)) end
+end
+` + finishLua + `
+return {recorded, complete, finished, retries}
+`)
+
+// finishScript finishes a rotation with nothing pending or running. KEYS:
+// meta. ARGV: now (ms).
+var finishScript = redis.NewScript(`
+local meta = KEYS[1]
+` + finishLua + `
+return finished
+`)
+
+// finishLua sets finished_at once, when nothing is pending or running, and
+// the final state: cancelled stays cancelled, otherwise failed if any
+// server failed, else succeeded.
+const finishLua = `
+local finished = 0
+if tonumber(redis.call('HGET', meta, 'pending')) <= 0 and tonumber(redis.call('HGET', meta, 'running')) <= 0
+   and redis.call('HSETNX', meta, 'finished_at', ARGV[1]) == 1 then
+  finished = 1
+  local st = redis.call('HGET', meta, 'state')
+  if st ~= 'cancelled' then
+    if tonumber(redis.call('HGET', meta, 'failed')) > 0 then st = 'failed' else st = 'succeeded' end
+    redis.call('HSET', meta, 'state', st)
+  end
+end
+`
+
+// Resolve records resolutions of a chunk attempt. Each server is resolved
+// at most once per attempt, however many pollers race.
+func (s *Store) Resolve(ctx context.Context, id string, chunk, attempt int, rs []Resolution, now time.Time) (Resolved, error) {
+	args := make([]any, 0, 1+3*len(rs))
+	args = append(args, now.UnixMilli())
+	for _, r := range rs {
+		if r.Retry != nil {
+			args = append(args, r.ServerID, "retry", encodeEntries([]Entry{*r.Retry}))
+			continue
+		}
+		args = append(args, r.ServerID, string(r.Outcome), encodeRecord(record{
+			Outcome: r.Outcome, Attempts: r.Attempts, JobID: r.JobID, Code: r.Code, Message: r.Message, FinishedAt: now,
+		}))
+	}
+	keys := []string{s.attemptKey(id, chunk, attempt), s.metaKey(id), s.recordsKey(id), s.attemptKey(id, chunk, attempt+1)}
+	v, err := resolveScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
+	if err != nil {
+		return Resolved{}, fmt.Errorf("record outcomes of chunk %d attempt %d of %s: %w", chunk, attempt, id, err)
+	}
+	return Resolved{Recorded: int(v[0]), Complete: v[1] == 1, Finished: v[2] == 1, Retries: int(v[3])}, nil
+}
+
+// finishIfDone finishes a rotation with nothing left to do (every server
+// skipped at planning time).
+func (s *Store) finishIfDone(ctx context.Context, id string, now time.Time) (bool, error) {
+	n, err := finishScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, now.UnixMilli()).Int()
+	if err != nil {
+		return false, fmt.Errorf("finish rotation %s: %w", id, err)
+	}
+	return n == 1, nil
+}
+
+// Expire sets the retention of a finished rotation: all its keys expire
+// after d, and its entry in the rotation index is dropped when listed after that.
+func (s *Store) Expire(ctx context.Context, r *Rotation, d time.Duration) error {
+	pipe := s.rdb.Pipeline()
+	pipe.Expire(ctx, s.metaKey(r.ID), d)
+	pipe.Expire(ctx, s.recordsKey(r.ID), d)
+	for c := 0; c <= r.Chunks; c++ {
+		for a := 1; a <= r.MaxAttempts; a++ {
+			pipe.Expire(ctx, s.attemptKey(r.ID, c, a), d)
+		}
+		if pipe.Len() >= 1000 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return fmt.Errorf("set retention of %s: %w", r.ID, err)
+			}
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("set retention of %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// record is a server's terminal outcome as stored: tab-separated, because
+// a million of them must stay small.
+type record struct {
+	Outcome    Outcome
+	Attempts   int
+	JobID      string
+	Code       string
+	Message    string
+	FinishedAt time.Time
+}
+
+func encodeRecord(r record) string {
+	msg := strings.NewReplacer("\t", " ", "\n", " ").Replace(r.Message)
+	return strings.Join([]string{string(r.Outcome), strconv.Itoa(r.Attempts), r.JobID, r.Code, msg,
+		strconv.FormatInt(r.FinishedAt.Unix(), 10)}, "\t")
+}
+
+func decodeRecord(s string) (record, error) {
+	f := strings.Split(s, "\t")
+	if len(f) != 6 {
+		return record{}, fmt.Errorf("corrupt outcome record %q", s)
+	}
+	n, _ := strconv.Atoi(f[1])
+	ts, _ := strconv.ParseInt(f[5], 10, 64)
+	return record{Outcome: Outcome(f[0]), Attempts: n, JobID: f[2], Code: f[3], Message: f[4], FinishedAt: time.Unix(ts, 0).UTC()}, nil
+}
