@@ -468,6 +468,9 @@ func TestListServers(t *testing.T) {
 		{"server_id=" + all[7].ServerID + "&status=2", 0, nil},
 		{"status=5&limit=1", 150, allNames[:1]},
 		{"status=8", 0, nil},
+		// Server i was created genNewest-i seconds (2025-06-01T00:00:00Z = 1748736000).
+		{fmt.Sprintf("create_since=%d&create_until=%d", 1748736000-12, 1748736000-10), 3, allNames[10:13]},
+		{fmt.Sprintf("create_since=%d", 1748736000-1), 2, allNames[:2]},
 	}
 	for _, tt := range tests {
 		t.Run(tt.query, func(t *testing.T) {
@@ -485,6 +488,7 @@ func TestListServers(t *testing.T) {
 		wantError(t, e.get(t, base+"/servers?"+q), http.StatusBadRequest, "CPS.0002")
 	}
 	wantError(t, e.get(t, base+"/servers?status=normal"), http.StatusBadRequest, "CPS.0010")
+	wantError(t, e.get(t, base+"/servers?create_since=yesterday"), http.StatusBadRequest, "CPS.0003")
 }
 
 func TestEmptyListsAreArrays(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -229,5 +230,38 @@ func TestDeterministicFaults(t *testing.T) {
 	if !slices.ContainsFunc(a, func(s string) bool { return strings.HasPrefix(s, "200") }) ||
 		!slices.ContainsFunc(a, func(s string) bool { return strings.HasPrefix(s, "5") }) {
 		t.Errorf("want both answered and failed calls: %v", a)
+	}
+}
+
+// Handlers, inspection and SetQuota used at once (run with -race).
+func TestConcurrentUse(t *testing.T) {
+	e := newEnv(t, cphsim.Options{Servers: 40, JobLatency: time.Second, ListJobsQuota: 1000})
+	ids := e.ids(t, 40)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 10 {
+				id := ids[g*10+i]
+				a, err := e.try(http.MethodPut, base+"/servers/open-access", []byte(`{"servers":[{"server_id":"`+id+`","keypair_name":"kp-new"}]}`))
+				if err != nil || a.status != http.StatusOK {
+					t.Errorf("submit %s: %v %d %s", id, err, a.status, a.body)
+					return
+				}
+				if a, err := e.try(http.MethodGet, base+"/jobs?request_id="+a.header.Get("X-Request-Id"), nil); err != nil || a.status != http.StatusOK {
+					t.Errorf("list jobs: %v %d %s", err, a.status, a.body)
+				}
+				e.sim.Keypair(id)
+				e.sim.Stats()
+				if err := e.sim.SetQuota(cphsim.APIListJobs, float64(1000+i)); err != nil {
+					t.Error(err)
+				}
+				e.clock.Add(100 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	e.clock.Add(time.Second)
+	if st := e.sim.Stats(); st.JobsSucceeded != 40 || st.Calls[cphsim.APIUpdateKeypair] != 40 {
+		t.Errorf("stats %+v", st)
 	}
 }

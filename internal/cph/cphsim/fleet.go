@@ -205,10 +205,12 @@ type serverFilter struct {
 	name, id, network, phoneModel string
 	status                        int
 	hasStatus                     bool
+	since, until                  int64 // create_time bounds, Unix seconds; 0: none
 }
 
 func (sf serverFilter) empty() bool {
-	return sf.name == "" && sf.id == "" && sf.network == "" && sf.phoneModel == "" && !sf.hasStatus
+	return sf.name == "" && sf.id == "" && sf.network == "" && sf.phoneModel == "" && !sf.hasStatus &&
+		sf.since == 0 && sf.until == 0
 }
 
 func (sf serverFilter) match(s cph.Server) bool {
@@ -216,7 +218,16 @@ func (sf serverFilter) match(s cph.Server) bool {
 		(sf.id == "" || s.ServerID == sf.id) &&
 		(sf.network == "" || s.NetworkVersion == sf.network) &&
 		(sf.phoneModel == "" || s.PhoneModelName == sf.phoneModel) &&
-		(!sf.hasStatus || s.Status == sf.status)
+		(!sf.hasStatus || s.Status == sf.status) &&
+		(sf.since == 0 && sf.until == 0 || sf.created(s.CreateTime))
+}
+
+func (sf serverFilter) created(createTime string) bool {
+	t, err := time.Parse(timeFormat, createTime)
+	if err != nil {
+		return false
+	}
+	return (sf.since == 0 || t.Unix() >= sf.since) && (sf.until == 0 || t.Unix() <= sf.until)
 }
 
 type listServersBody struct {
@@ -226,8 +237,8 @@ type listServersBody struct {
 }
 
 // listServers is ListCloudPhoneServers: servers by create_time descending,
-// server_name matched as a case-insensitive substring, count the number of
-// matches. create_since and create_until are accepted and ignored.
+// server_name matched as a case-insensitive substring, create_since and
+// create_until as inclusive Unix-second bounds, count the number of matches.
 func (s *Sim) listServers(r *request) (any, *apiError) {
 	offset, limit, e := paging(r.query)
 	if e != nil {
@@ -241,6 +252,18 @@ func (s *Sim) listServers(r *request) (any, *apiError) {
 			return nil, errorf(http.StatusBadRequest, "CPS.0010", "Parameter: status is invalid.")
 		}
 		sf.status, sf.hasStatus = n, true
+	}
+	for _, b := range []struct {
+		name string
+		dst  *int64
+	}{{"create_since", &sf.since}, {"create_until", &sf.until}} {
+		if v := q(b.name); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return nil, errorf(http.StatusBadRequest, "CPS.0003", "Parameter: %s is invalid.", b.name)
+			}
+			*b.dst = n
+		}
 	}
 
 	s.mu.Lock()

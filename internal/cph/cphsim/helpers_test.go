@@ -3,6 +3,7 @@ package cphsim_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -106,13 +107,21 @@ func (a answer) decode(t *testing.T, v any) {
 // X-Project-Id header the SDK sends.
 func (e *env) request(t *testing.T, method, path string, body []byte) *http.Request {
 	t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, bytes.NewReader(body))
+	req, err := e.newRequest(method, path, body)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return req
+}
+
+func (e *env) newRequest(method, path string, body []byte) (*http.Request, error) {
+	req, err := http.NewRequest(method, e.srv.URL+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(cph.HeaderProjectID, testProject)
-	return req
+	return req, nil
 }
 
 // send sends req with body (already attached) and reads the answer.
@@ -133,9 +142,31 @@ func (e *env) send(t *testing.T, req *http.Request) answer {
 // do sends a request signed with the test credentials at the sim's time.
 func (e *env) do(t *testing.T, method, path string, body []byte) answer {
 	t.Helper()
-	req := e.request(t, method, path, body)
+	a, err := e.try(method, path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// try is do for goroutines other than the test's: it reports instead of
+// failing the test.
+func (e *env) try(method, path string, body []byte) (answer, error) {
+	req, err := e.newRequest(method, path, body)
+	if err != nil {
+		return answer{}, err
+	}
 	cph.NewSigner(testAK, testSK).Sign(req, body, e.clock.Now())
-	return e.send(t, req)
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		return answer{}, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return answer{}, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return answer{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
 func (e *env) get(t *testing.T, path string) answer {
