@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -245,7 +246,7 @@ func checkBuild(p *problems, build string, objs []*object) {
 			checkHPA(p, ix, o, t)
 		case *scaledObject:
 			if ref := t.Spec.ScaleTargetRef; ref != nil {
-				kind := cmpOr(ref.Kind, "Deployment")
+				kind := cmp.Or(ref.Kind, "Deployment")
 				targets[kind+"/"+ref.Name] = append(targets[kind+"/"+ref.Name], o.String())
 			}
 			checkScaledObject(p, ix, o, t)
@@ -261,13 +262,6 @@ func checkBuild(p *problems, build string, objs []*object) {
 		}
 	}
 	checkInClusterAddresses(p, ix)
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // checkWorkload checks what every workload must hold: its selector selects
@@ -661,7 +655,7 @@ func checkScaledObject(p *problems, ix *index, o *object, so *scaledObject) {
 		p.add("%s: no scaleTargetRef", where)
 		return
 	}
-	if _, ok := ix.workloadByRef(cmpOr(ref.APIVersion, "apps/v1"), cmpOr(ref.Kind, "Deployment"), ref.Name); !ok {
+	if _, ok := ix.workloadByRef(cmp.Or(ref.APIVersion, "apps/v1"), cmp.Or(ref.Kind, "Deployment"), ref.Name); !ok {
 		p.add("%s: scaleTargetRef %q is not a workload in the build", where, ref.Name)
 	}
 	// asynq's forwarder moves scheduled and retry tasks to pending only in a
