@@ -311,9 +311,8 @@ func (c *Client) apiError(op string, status int, h http.Header, data []byte) *Er
 	}
 	e.RequestID = clean(e.RequestID, 128)
 	e.Kind = statusKind(status, e.Code)
-	if e.Kind == KindThrottled {
-		e.RetryAfter = parseRetryAfter(h.Get("Retry-After"), c.now())
-	}
+	// 429 and 503 may carry Retry-After; honour it on any error answer.
+	e.RetryAfter = parseRetryAfter(h.Get("Retry-After"), c.now())
 	return e
 }
 
