@@ -1,7 +1,6 @@
 package targets
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,16 +8,9 @@ import (
 	"strings"
 )
 
-// jsonTarget is an object element. Unknown fields are rejected: a typo
-// such as "keypair" for "keypair_name" would otherwise rotate that server
-// to the rotation's keypair without a word.
-type jsonTarget struct {
-	ServerID    *string `json:"server_id"`
-	KeypairName *string `json:"keypair_name"`
-}
-
 // json reads a JSON array whose elements are server id strings or
-// jsonTarget objects, one element at a time.
+// {"server_id":…,"keypair_name":…} objects, token by token so that only
+// one element is held at a time.
 func (p *parser) json(r io.Reader) error {
 	dec := json.NewDecoder(r)
 	tok, err := dec.Token()
@@ -35,12 +27,10 @@ func (p *parser) json(r io.Reader) error {
 	n := 0
 	for dec.More() {
 		n++
-		var raw json.RawMessage
 		at := dec.InputOffset()
-		if err := dec.Decode(&raw); err != nil {
+		if err := p.element(n, dec); err != nil {
 			return p.jsonError(n, at, err)
 		}
-		p.element(n, raw)
 	}
 	at := dec.InputOffset()
 	if _, err := dec.Token(); err != nil { // the closing ']'
@@ -74,70 +64,121 @@ func (p *parser) jsonError(n int, at int64, err error) error {
 	return nil
 }
 
-func (p *parser) element(n int, raw json.RawMessage) {
-	switch raw[0] {
-	case '"':
-		var id string
-		if err := json.Unmarshal(raw, &id); err != nil {
-			p.problem(n, "malformed JSON string: %v", err)
-			return
-		}
-		p.add(n, id, "")
-	case '{':
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		var t jsonTarget
-		if err := dec.Decode(&t); err != nil {
-			var te *json.UnmarshalTypeError
-			if errors.As(err, &te) {
-				p.problem(n, "%s must be a string, not %s", te.Field, te.Value)
-			} else {
-				p.problem(n, "%s", strings.TrimPrefix(err.Error(), "json: "))
-			}
-			return
-		}
-		if t.ServerID == nil {
-			p.problem(n, "object has no %s", colServerID)
-			return
-		}
-		keypair := ""
-		if t.KeypairName != nil {
-			keypair = *t.KeypairName
-		}
-		p.add(n, *t.ServerID, keypair)
-	default:
-		p.problem(n, "want a server id string or an object, not %s", rawKind(raw[0]))
+// element reads element n. Only syntax and read errors are returned; a
+// well-formed element of the wrong shape is a problem.
+func (p *parser) element(n int, dec *json.Decoder) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
 	}
+	switch tok := tok.(type) {
+	case string:
+		p.add(n, tok, "")
+		return nil
+	case json.Delim:
+		if tok == '{' {
+			return p.object(n, dec)
+		}
+		p.problem(n, "want a server id string or an object, not an array")
+		return skip(dec)
+	}
+	p.problem(n, "want a server id string or an object, not %s", jsonKind(tok))
+	return nil
 }
 
-// jsonKind names the JSON type of a token other than '['.
+// object reads the rest of an object element. Field names must match
+// exactly and unknown fields are rejected: a typo such as "keypair" for
+// "keypair_name" would otherwise move that server to the rotation's keypair
+// without a word. A null field counts as absent.
+func (p *parser) object(n int, dec *json.Decoder) error {
+	var id, keypair string
+	var hasID, hasKeypair bool
+	var bad string // the first thing wrong with the element
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		val, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if _, ok := val.(json.Delim); ok {
+			if err := skip(dec); err != nil {
+				return err
+			}
+		}
+		if bad != "" {
+			continue
+		}
+		name := key.(string) // the decoder only yields string keys
+		dst, has := &id, &hasID
+		switch name {
+		case colServerID:
+		case colKeypairName:
+			dst, has = &keypair, &hasKeypair
+		default:
+			bad = fmt.Sprintf("unknown field %s", quote(name))
+			continue
+		}
+		switch v := val.(type) {
+		case nil:
+		case string:
+			if *has {
+				bad = fmt.Sprintf("field %s given twice", name)
+			}
+			*dst, *has = v, true
+		default:
+			bad = fmt.Sprintf("%s must be a string, not %s", name, jsonKind(v))
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing '}'
+		return err
+	}
+	switch {
+	case bad != "":
+		p.problem(n, "%s", bad)
+	case !hasID:
+		p.problem(n, "object has no %s", colServerID)
+	default:
+		p.add(n, id, keypair)
+	}
+	return nil
+}
+
+// skip reads the rest of an array or object whose opening token was just
+// read.
+func skip(dec *json.Decoder) error {
+	for depth := 1; depth > 0; {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if d, ok := tok.(json.Delim); ok {
+			if d == '[' || d == '{' {
+				depth++
+			} else {
+				depth--
+			}
+		}
+	}
+	return nil
+}
+
+// jsonKind names the JSON type of a token.
 func jsonKind(tok any) string {
 	switch tok := tok.(type) {
+	case string:
+		return "a string"
 	case json.Delim:
 		if tok == '{' {
 			return "an object"
 		}
-		return fmt.Sprintf("%q", tok.String())
-	case string:
-		return "a string"
+		return "an array"
 	case float64:
 		return "a number"
 	case bool:
 		return "a boolean"
 	}
 	return "null"
-}
-
-// rawKind names the JSON type of a value other than a string or an object
-// from its first byte.
-func rawKind(first byte) string {
-	switch first {
-	case '[':
-		return "an array"
-	case 't', 'f':
-		return "a boolean"
-	case 'n':
-		return "null"
-	}
-	return "a number"
 }
