@@ -104,7 +104,7 @@ func (s *Sim) SetQuota(api API, perSecond float64) error {
 }
 
 func (a API) known() bool {
-	for _, k := range APIs {
+	for _, k := range APIs() {
 		if a == k {
 			return true
 		}

@@ -1,6 +1,7 @@
 package cphsim
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -12,9 +13,10 @@ import (
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 )
 
-// Generated servers: the newest was created at genNewest, each next one a
-// second earlier, so index order is the list order (create_time desc).
-var genNewest = time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC).Unix()
+// Generated servers: the newest was created at genNewest
+// (2025-06-01T00:00:00Z), each next one a second earlier, so index order is
+// the list order (create_time desc).
+const genNewest = 1748736000
 
 const genKeypair = "kp-old"
 
@@ -139,17 +141,7 @@ func (f *fleet) load(fleet []cph.Server) {
 	for i := range f.order {
 		f.order[i] = int32(i)
 	}
-	slices.SortStableFunc(f.order, func(a, b int32) int { return -cmpInt64(created[a], created[b]) })
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	slices.SortStableFunc(f.order, func(a, b int32) int { return cmp.Compare(created[b], created[a]) })
 }
 
 func (f *fleet) intern(name string) uint32 {

@@ -59,8 +59,8 @@ func newCounters() counters {
 }
 
 func perAPI(m map[API]int) map[API]int {
-	out := make(map[API]int, len(APIs))
-	for _, a := range APIs {
+	out := make(map[API]int, len(APIs()))
+	for _, a := range APIs() {
 		out[a] = m[a]
 	}
 	return out

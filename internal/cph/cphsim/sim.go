@@ -25,7 +25,9 @@ const (
 )
 
 // APIs lists every simulated call.
-var APIs = []API{APIUpdateKeypair, APIShowJob, APIListJobs, APIListServers, APIShowServer}
+func APIs() []API {
+	return []API{APIUpdateKeypair, APIShowJob, APIListJobs, APIListServers, APIShowServer}
+}
 
 // Write reports whether the call changes anything (only UpdateKeypair does).
 func (a API) Write() bool { return a == APIUpdateKeypair }
@@ -76,7 +78,6 @@ func New(opts Options) *Sim {
 // request is one authenticated API call on its way to its handler.
 type request struct {
 	id    string // request id, also the X-Request-Id header
-	api   API
 	param string // job or server id from the path
 	query map[string][]string
 	body  []byte
@@ -88,8 +89,6 @@ type apiError struct {
 	status    int
 	code, msg string
 }
-
-func (e *apiError) Error() string { return fmt.Sprintf("%d %s %s", e.status, e.code, e.msg) }
 
 func errorf(status int, code, format string, args ...any) *apiError {
 	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
@@ -158,7 +157,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	req := &request{id: reqID, api: api, param: param, query: r.URL.Query(), body: body, at: at}
+	req := &request{id: reqID, param: param, query: r.URL.Query(), body: body, at: at}
 	var answer any
 	var e *apiError
 	switch api {
