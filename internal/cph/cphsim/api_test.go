@@ -662,3 +662,9 @@ func TestValidate(t *testing.T) {
 		t.Errorf("New kept %d servers", n)
 	}
 }
+
+func TestBodyTooLarge(t *testing.T) {
+	e := newEnv(t, cphsim.Options{Servers: 1})
+	body := []byte(`{"servers":[` + strings.Repeat(" ", 8<<20) + `]}`)
+	wantError(t, e.do(t, http.MethodPut, base+"/servers/open-access", body), http.StatusRequestEntityTooLarge, "APIGW.0201")
+}
