@@ -182,11 +182,11 @@ func (l *Limiter) redisKeys(k Key) []string {
 func (l *Limiter) args(lim Limit, extra ...any) []any {
 	r := lim.perSecond()
 	return append([]any{
-		strconv.FormatFloat(r, 'g', -1, 64),
+		strconv.FormatFloat(r, 'f', -1, 64),
 		lim.Burst,
-		strconv.FormatFloat(r*l.opts.MinRate, 'g', -1, 64),
-		strconv.FormatFloat(r*l.opts.RecoveryStep, 'g', -1, 64),
-		strconv.FormatFloat(l.opts.QuietPeriod.Seconds(), 'g', -1, 64),
+		strconv.FormatFloat(r*l.opts.MinRate, 'f', -1, 64),
+		strconv.FormatFloat(r*l.opts.RecoveryStep, 'f', -1, 64),
+		strconv.FormatFloat(l.opts.QuietPeriod.Seconds(), 'f', -1, 64),
 	}, extra...)
 }
 
@@ -285,9 +285,9 @@ func (l *Limiter) Throttled(ctx context.Context, k Key, retryAfter time.Duration
 	st.hold(l.opts.Now().Add(cool))
 	window := max(cool, l.opts.Cooldown)
 	_, left, shared, err := l.run(ctx, throttleScript, k, l.args(st.limit,
-		strconv.FormatFloat(cool.Seconds(), 'g', -1, 64),
-		strconv.FormatFloat(l.opts.Beta, 'g', -1, 64),
-		strconv.FormatFloat(window.Seconds(), 'g', -1, 64)))
+		strconv.FormatFloat(cool.Seconds(), 'f', -1, 64),
+		strconv.FormatFloat(l.opts.Beta, 'f', -1, 64),
+		strconv.FormatFloat(window.Seconds(), 'f', -1, 64)))
 	if err != nil {
 		return err
 	}

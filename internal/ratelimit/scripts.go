@@ -48,6 +48,8 @@ local function burst_at(r)
   return math.max(1, math.floor(burst * r / max_rate))
 end
 
+-- Floats cross into Redis as text with microseconds: Redis would truncate
+-- a number in a reply to an integer.
 local function fmt(x)
   return string.format("%.6f", x)
 end
@@ -67,7 +69,7 @@ local allow_at = new_tat - burst_at(rate) * interval
 if allow_at > now then
   return {0, fmt(allow_at - now), fmt(rate)}
 end
-redis.call("SET", KEYS[1], fmt(new_tat), "PX", math.ceil((new_tat - now) * 1000))
+redis.call("SET", KEYS[1], fmt(new_tat), "PX", math.max(1, math.ceil((new_tat - now) * 1000)))
 return {1, "0", fmt(rate)}
 `)
 
@@ -92,7 +94,7 @@ local interval = 1 / rate
 local resume = cooldown + (burst_at(rate) - 1) * interval
 local tat = tonumber(redis.call("GET", KEYS[1])) or now
 if resume > tat then
-  redis.call("SET", KEYS[1], fmt(resume), "PX", math.ceil((resume - now) * 1000))
+  redis.call("SET", KEYS[1], fmt(resume), "PX", math.max(1, math.ceil((resume - now) * 1000)))
 end
 redis.call("HSET", KEYS[2], "rate", fmt(rate), "throttled", fmt(now), "cooldown", fmt(cooldown), "decrease", fmt(decrease))
 local keep = math.max(cooldown, decrease) - now
