@@ -21,6 +21,7 @@ type FlagSet struct {
 	*flag.FlagSet
 	prefix string
 	env    map[string]string // flag name → variable name, where not derived
+	args   []string          // positional arguments
 }
 
 // New returns a FlagSet whose flag "chunk-size" reads PREFIX+"CHUNK_SIZE".
@@ -47,9 +48,25 @@ func (f *FlagSet) EnvName(name string) string {
 // Parse parses args, then fills every flag not given on the command line
 // from its environment variable (read with getenv) when that is non-empty.
 // An invalid value names the flag or variable it came from.
+//
+// Flags may follow positional arguments ("status r-1 --watch"), as
+// operators type them; everything after "--" is positional.
 func (f *FlagSet) Parse(args []string, getenv func(string) string) error {
-	if err := f.FlagSet.Parse(args); err != nil {
-		return err
+	f.args = nil
+	for {
+		if err := f.FlagSet.Parse(args); err != nil {
+			return err
+		}
+		rest := f.FlagSet.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			f.args = append(f.args, rest...)
+			break
+		}
+		f.args = append(f.args, rest[0])
+		args = rest[1:]
 	}
 	given := map[string]bool{}
 	f.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
@@ -68,6 +85,20 @@ func (f *FlagSet) Parse(args []string, getenv func(string) string) error {
 		}
 	})
 	return err
+}
+
+// Args returns the positional arguments.
+func (f *FlagSet) Args() []string { return f.args }
+
+// NArg returns the number of positional arguments.
+func (f *FlagSet) NArg() int { return len(f.args) }
+
+// Arg returns the i'th positional argument, or "" if there is none.
+func (f *FlagSet) Arg(i int) string {
+	if i < 0 || i >= len(f.args) {
+		return ""
+	}
+	return f.args[i]
 }
 
 // PrintUsage writes every flag with its variable, default and usage.

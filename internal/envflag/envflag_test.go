@@ -62,3 +62,26 @@ func TestUsageNamesBoth(t *testing.T) {
 		t.Fatalf("usage:\n%s", out)
 	}
 }
+
+func TestParseInterspersed(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantArgs []string
+		watch    bool
+	}{
+		{[]string{"r-1", "--watch"}, []string{"r-1"}, true},
+		{[]string{"--watch", "r-1", "-"}, []string{"r-1", "-"}, true},
+		{[]string{"r-1", "--", "--watch"}, []string{"r-1", "--watch"}, false},
+		{nil, nil, false},
+	}
+	for _, tt := range tests {
+		fs := New("test", "REKEY_")
+		watch := fs.Bool("watch", false, "watch")
+		if err := fs.Parse(tt.args, func(string) string { return "" }); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(fs.Args(), " ") != strings.Join(tt.wantArgs, " ") || *watch != tt.watch || fs.NArg() != len(tt.wantArgs) {
+			t.Errorf("Parse(%q): args %q watch %v; want %q %v", tt.args, fs.Args(), *watch, tt.wantArgs, tt.watch)
+		}
+	}
+}
