@@ -117,10 +117,12 @@ func splitAnswer(servers []Entry, resp *cph.UpdateKeypairResponse) (jobs map[str
 // chunk attempt.
 func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, p SubmitPayload, a *Attempt, err error) error {
 	var ce *cph.Error
-	answered := errors.As(err, &ce) && ce.StatusCode != 0
+	// Only a 4xx answer proves the API did not act: a 5xx may come from the
+	// gateway after CPH acted (504 backend timeout), and an undecodable 2xx
+	// may have created jobs.
+	answered := errors.As(err, &ce) && ce.StatusCode >= 400 && ce.StatusCode < 500
 	if answered {
-		// The API answered with an error, so it did not act: this call
-		// must not count as a possible duplicate.
+		// This call must not count as a possible duplicate.
 		if cerr := h.store.ClearIntent(ctx, p.Rotation, p.Chunk, p.Attempt); cerr != nil {
 			log.WarnContext(ctx, "clear submit intent", "err", cerr)
 		}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cph-rekey/cph-rekey/internal/envflag"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+)
+
+var (
+	errHelp          = errors.New("help shown")
+	errFinishedBadly = errors.New("rotation did not succeed")
+)
+
+// flags is a command's flag set with the flags every command has.
+type flags struct {
+	*envflag.FlagSet
+	redisURL string
+	e        *env
+	args     string
+}
+
+func newFlags(e *env, name, args, summary string) *flags {
+	f := &flags{FlagSet: envflag.New("enqueue "+name, "REKEY_"), e: e, args: args}
+	f.SetOutput(e.stderr)
+	f.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: enqueue %s [flags] %s\n\n%s\n\nFlags (each also reads the environment variable shown):\n", name, args, summary)
+		f.PrintUsage(e.stderr)
+	}
+	f.StringVar(&f.redisURL, "redis", "redis://127.0.0.1:6379", "Redis `url` (redis://, rediss://, redis-sentinel://)")
+	f.Env("redis", "REDIS_URL")
+	return f
+}
+
+// parse parses args and checks the number of positional arguments.
+func (f *flags) parse(args []string, nargs int) error {
+	if err := f.Parse(args, f.e.getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return usageError{err}
+	}
+	if f.NArg() != nargs {
+		if nargs == 0 {
+			return usagef("unexpected argument %q", f.Arg(0))
+		}
+		return usagef("want %s, got %d arguments", f.args, f.NArg())
+	}
+	return nil
+}
+
+// connect opens Redis and the rotation store.
+func (f *flags) connect() (redis.UniversalClient, *tasks.Store, asynq.RedisConnOpt, error) {
+	opt, err := asynq.ParseRedisURI(f.redisURL)
+	if err != nil {
+		return nil, nil, nil, usagef("--redis / REDIS_URL: %v", err)
+	}
+	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, nil, nil, fmt.Errorf("redis: unsupported connection options %T", opt)
+	}
+	return rdb, tasks.NewStore(rdb, ""), opt, nil
+}
+
+// rotationArg validates the positional rotation id.
+func (f *flags) rotationArg() (string, error) {
+	id := f.Arg(0)
+	if err := tasks.ValidateRotationID(id); err != nil {
+		return "", usageError{err}
+	}
+	return id, nil
+}
+
+// notFound turns a missing rotation into bad input.
+func notFound(err error) error {
+	if errors.Is(err, tasks.ErrNotFound) {
+		return usageError{err}
+	}
+	return err
+}

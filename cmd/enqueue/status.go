@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+)
+
+func cmdStatus(ctx context.Context, args []string, e *env) error {
+	f := newFlags(e, "status", "ROTATION", "Shows a rotation's counts per state, percent done, current rate and ETA.")
+	watch := f.Bool("watch", false, "keep watching: a live progress bar on a terminal, a line per interval otherwise")
+	wait := f.Bool("wait", false, "block until the rotation ends; exit 0 if it succeeded, 1 otherwise")
+	interval := f.Duration("interval", 2*time.Second, "refresh `interval` of --watch and --wait")
+	asJSON := f.Bool("json", false, "print JSON (one object per refresh with --watch)")
+	if err := f.parse(args, 1); err != nil {
+		return err
+	}
+	id, err := f.rotationArg()
+	if err != nil {
+		return err
+	}
+	if *interval < 100*time.Millisecond {
+		return usagef("--interval %s: want at least 100ms", *interval)
+	}
+	rdb, store, _, err := f.connect()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	var prev *sample
+	tick := time.NewTicker(*interval)
+	defer tick.Stop()
+	for {
+		rot, err := store.Rotation(ctx, id)
+		if err != nil {
+			return notFound(err)
+		}
+		cur := &sample{at: time.Now(), done: rot.Counts.Done()}
+		st := newStatus(rot, prev, cur)
+		switch {
+		case *asJSON:
+			if err := json.NewEncoder(e.stdout).Encode(st); err != nil {
+				return err
+			}
+		case *watch && e.isTerminal:
+			fmt.Fprintf(e.stdout, "\r\033[K%s", st.bar(40))
+		default:
+			fmt.Fprintln(e.stdout, st.line())
+		}
+		if (!*watch && !*wait) || rot.Finished() {
+			if *watch && e.isTerminal && !*asJSON {
+				fmt.Fprintln(e.stdout)
+			}
+			if *wait && rot.State != tasks.StateSucceeded {
+				return errFinishedBadly
+			}
+			return nil
+		}
+		if prev == nil || cur.at.Sub(prev.at) >= 10*time.Second {
+			prev = cur // the rate is measured over the last ~10 s
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+type sample struct {
+	at   time.Time
+	done int64
+}
+
+// status is what `enqueue status` shows.
+type status struct {
+	Rotation   string       `json:"rotation"`
+	State      tasks.State  `json:"state"`
+	Keypair    string       `json:"keypair"`
+	Counts     tasks.Counts `json:"counts"`
+	Percent    float64      `json:"percent_done"`
+	Rate       float64      `json:"servers_per_second"`
+	ETASeconds float64      `json:"eta_seconds,omitempty"`
+	CreatedAt  time.Time    `json:"created_at"`
+	FinishedAt time.Time    `json:"finished_at,omitzero"`
+}
+
+func newStatus(rot *tasks.Rotation, prev, cur *sample) *status {
+	st := &status{Rotation: rot.ID, State: rot.State, Keypair: rot.Keypair, Counts: rot.Counts,
+		CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
+	c := rot.Counts
+	if c.Total > 0 {
+		st.Percent = 100 * float64(c.Done()) / float64(c.Total)
+	}
+	switch {
+	case prev != nil && cur.at.Sub(prev.at) > 0:
+		st.Rate = float64(cur.done-prev.done) / cur.at.Sub(prev.at).Seconds()
+	case rot.Finished():
+		if d := rot.FinishedAt.Sub(rot.CreatedAt).Seconds(); d > 0 {
+			st.Rate = float64(c.Done()-c.Skipped) / d
+		}
+	default:
+		if d := cur.at.Sub(rot.CreatedAt).Seconds(); d > 0 {
+			st.Rate = float64(c.Done()-c.Skipped) / d
+		}
+	}
+	if left := c.Total - c.Done(); left > 0 && st.Rate > 0 {
+		st.ETASeconds = float64(left) / st.Rate
+	}
+	return st
+}
+
+func (s *status) line() string {
+	c := s.Counts
+	eta := ""
+	if s.ETASeconds > 0 {
+		eta = " eta " + (time.Duration(s.ETASeconds) * time.Second).String()
+	}
+	return fmt.Sprintf("%s %s %.1f%% done: %d succeeded, %d failed, %d skipped, %d cancelled, %d running, %d pending of %d (%.1f servers/s%s)",
+		s.Rotation, s.State, s.Percent, c.Succeeded, c.Failed, c.Skipped, c.Cancelled, c.Running, c.Pending, c.Total, s.Rate, eta)
+}
+
+func (s *status) bar(width int) string {
+	filled := int(s.Percent / 100 * float64(width))
+	return fmt.Sprintf("[%s%s] %s", strings.Repeat("#", filled), strings.Repeat(".", width-filled), s.line())
+}
+
+func cmdList(ctx context.Context, args []string, e *env) error {
+	f := newFlags(e, "list", "", "Lists rotations, newest first, with their state and progress.")
+	limit := f.Int("limit", 20, "show at most `n` rotations")
+	asJSON := f.Bool("json", false, "print JSON")
+	if err := f.parse(args, 0); err != nil {
+		return err
+	}
+	if *limit < 1 {
+		return usagef("--limit %d: want at least 1", *limit)
+	}
+	rdb, store, _, err := f.connect()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	rots, err := store.Rotations(ctx, *limit)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		out := make([]*status, len(rots))
+		for i, r := range rots {
+			out[i] = newStatus(r, nil, &sample{at: time.Now(), done: r.Counts.Done()})
+		}
+		return json.NewEncoder(e.stdout).Encode(out)
+	}
+	return writeList(e.stdout, rots)
+}
+
+func writeList(w io.Writer, rots []*tasks.Rotation) error {
+	fmt.Fprintf(w, "%-24s %-10s %-20s %8s %7s %10s %8s\n", "ROTATION", "STATE", "KEYPAIR", "SERVERS", "DONE", "FAILED", "CREATED")
+	for _, r := range rots {
+		pct := 0.0
+		if r.Counts.Total > 0 {
+			pct = 100 * float64(r.Counts.Done()) / float64(r.Counts.Total)
+		}
+		fmt.Fprintf(w, "%-24s %-10s %-20s %8d %6.1f%% %10d %8s\n", r.ID, r.State, r.Keypair, r.Counts.Total, pct,
+			r.Counts.Failed, r.CreatedAt.Format("01-02 15:04"))
+	}
+	return nil
+}
+
+func cmdReport(ctx context.Context, args []string, e *env) error {
+	f := newFlags(e, "report", "ROTATION",
+		"Writes the per-server report: server, old and new keypair, request_id, job_id, attempts,\noutcome, error code and message, times.")
+	format := f.String("format", "csv", "report `format`: csv or json")
+	if err := f.parse(args, 1); err != nil {
+		return err
+	}
+	id, err := f.rotationArg()
+	if err != nil {
+		return err
+	}
+	if *format != "csv" && *format != "json" {
+		return usagef("--format %q: want csv or json", *format)
+	}
+	rdb, store, _, err := f.connect()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if _, err := store.Rotation(ctx, id); err != nil {
+		return notFound(err)
+	}
+	if *format == "json" {
+		return store.WriteReportJSON(ctx, id, e.stdout)
+	}
+	return store.WriteReportCSV(ctx, id, e.stdout)
+}
+
+func cmdPause(ctx context.Context, args []string, e *env) error {
+	return setState(ctx, args, e, "pause", tasks.StatePaused,
+		"Pauses a rotation: no new chunk is submitted; chunks already submitted are polled to the end.")
+}
+
+func cmdResume(ctx context.Context, args []string, e *env) error {
+	return setState(ctx, args, e, "resume", tasks.StateRunning, "Resumes a paused rotation.")
+}
+
+func cmdCancel(ctx context.Context, args []string, e *env) error {
+	return setState(ctx, args, e, "cancel", tasks.StateCancelled,
+		"Cancels a rotation: in-flight API calls end and their jobs are recorded; every server not yet\nsubmitted is recorded as cancelled.")
+}
+
+func setState(ctx context.Context, args []string, e *env, name string, st tasks.State, summary string) error {
+	f := newFlags(e, name, "ROTATION", summary)
+	if err := f.parse(args, 1); err != nil {
+		return err
+	}
+	id, err := f.rotationArg()
+	if err != nil {
+		return err
+	}
+	rdb, store, _, err := f.connect()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := store.SetState(ctx, id, st); err != nil {
+		return notFound(err)
+	}
+	fmt.Fprintf(e.stdout, "%s %s\n", id, st)
+	return nil
+}

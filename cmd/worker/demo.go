@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+)
+
+// Demo credentials: the simulator accepts these and nothing else.
+const (
+	demoAK      = "DEMOACCESSKEY0000000"
+	demoSK      = "demo-secret-key-not-a-real-one"
+	demoProject = "0123456789abcdef0123456789abcdef"
+	demoKeypair = "kp-demo-2026"
+)
+
+// runDemo runs a whole rotation in one process: miniredis, the CPH
+// simulator with realistic faults, a worker, a rotation of the simulated
+// fleet, progress on stdout and the web UI.
+func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.Start(); err != nil {
+		return fmt.Errorf("demo redis: %w", err)
+	}
+	defer mr.Close()
+
+	sim := cphsim.New(cphsim.Options{
+		ProjectID:          demoProject,
+		AccessKey:          demoAK,
+		SecretKey:          demoSK,
+		Servers:            c.demoServers,
+		JobLatency:         2 * time.Second,
+		JobJitter:          time.Second,
+		UpdateKeypairQuota: 8,
+		ListJobsQuota:      30,
+		ReadQuota:          50,
+		Error5xxRate:       0.02,
+		JobFailRate:        0.05,
+		BadServerRate:      0.01,
+		Seed:               1,
+	})
+	simLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("demo simulator: %w", err)
+	}
+	simSrv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	go simSrv.Serve(simLn)
+	defer simSrv.Close()
+
+	// The demo's worker is the real one, pointed at the embedded parts.
+	c.redis = asynq.RedisClientOpt{Addr: mr.Addr()}
+	c.cph = cph.Config{Endpoint: "http://" + simLn.Addr().String(), ProjectID: demoProject,
+		Credentials: cph.Credentials{AccessKey: demoAK, SecretKey: demoSK}}
+	c.pipeline.FirstPoll = 2 * time.Second
+	c.pipeline.PollCap = 5 * time.Second
+	c.pipeline.JobTimeout = time.Minute
+	if c.logLevel == slog.LevelInfo { // the demo prints progress; the worker logs only warnings and errors
+		c.logLevel = slog.LevelWarn
+	}
+
+	wctx, stopWorker := context.WithCancel(ctx)
+	defer stopWorker()
+	adminAddr := make(chan string, 1)
+	workerDone := make(chan error, 1)
+	go func() { workerDone <- runWorker(wctx, c, stderr, func(a string) { adminAddr <- a }) }()
+	select {
+	case a := <-adminAddr:
+		fmt.Fprintf(stdout, "asynq web UI:  http://%s/monitoring/\nmetrics:       http://%s/metrics\n", a, a)
+	case err := <-workerDone:
+		return fmt.Errorf("demo worker: %w", err)
+	case <-time.After(10 * time.Second):
+		if c.adminAddr != "" {
+			return errors.New("demo worker did not start its admin server within 10s")
+		}
+	}
+
+	// Start the rotation the way `enqueue start --discover` does.
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	client, err := cph.NewClient(c.cph)
+	if err != nil {
+		return err
+	}
+	var list []tasks.Target
+	err = client.ListServers(ctx, cph.ServerFilter{}, func(page []cph.Server) error {
+		for _, s := range page {
+			list = append(list, tasks.Target{ServerID: s.ServerID})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("demo discovery: %w", err)
+	}
+	plan, err := tasks.MakePlan(ctx, tasks.Spec{Keypair: demoKeypair, Targets: list, ChunkSize: tasks.DefaultChunkSize,
+		MaxAttempts: tasks.DefaultMaxAttempts, SkipMatching: true}, client)
+	if err != nil {
+		return err
+	}
+	store := tasks.NewStore(rdb, "")
+	enq := asynq.NewClientFromRedisClient(rdb)
+	defer enq.Close()
+	st, err := tasks.Start(ctx, store, enq, plan, tasks.TaskOptions{}, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rotation %s: %d servers in %d chunks → keypair %s\n", st.Rotation.ID, st.Rotation.Counts.Total, st.Rotation.Chunks, demoKeypair)
+	fmt.Fprintf(stdout, "simulated faults: 2%% HTTP 5xx, 5%% transient job failures, 1%% permanently bad servers, a CPH quota of 8 UpdateKeypair/s under a configured 10/s (429s on purpose)\n\n")
+
+	rot, err := watchDemo(ctx, store, st.Rotation.ID, stdout)
+	if err != nil {
+		return err
+	}
+	if err := demoSummary(ctx, stdout, store, sim, rot, mr.Addr()); err != nil {
+		return err
+	}
+	if !c.demoExit {
+		fmt.Fprintf(stdout, "\nThe web UI stays up; press Ctrl-C to stop.\n")
+		<-ctx.Done()
+	}
+	stopWorker()
+	return <-workerDone
+}
+
+func watchDemo(ctx context.Context, store *tasks.Store, id string, w io.Writer) (*tasks.Rotation, error) {
+	start := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+		rot, err := store.Rotation(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		c := rot.Counts
+		fmt.Fprintf(w, "[%3.0fs] %5.1f%%  succeeded %d  failed %d  skipped %d  running %d  pending %d  (retried %d)\n",
+			time.Since(start).Seconds(), 100*float64(c.Done())/float64(max(c.Total, 1)), c.Succeeded, c.Failed, c.Skipped,
+			c.Running, c.Pending, c.Retried)
+		if rot.Finished() {
+			return rot, nil
+		}
+	}
+}
+
+// demoSummary prints the outcome and checks the report against the
+// simulator's own state, server by server.
+func demoSummary(ctx context.Context, w io.Writer, store *tasks.Store, sim *cphsim.Sim, rot *tasks.Rotation, redisAddr string) error {
+	c := rot.Counts
+	fmt.Fprintf(w, "\nrotation %s %s in %s: %d succeeded, %d failed, %d skipped of %d\n", rot.ID, rot.State,
+		rot.FinishedAt.Sub(rot.CreatedAt).Round(time.Second), c.Succeeded, c.Failed, c.Skipped, c.Total)
+	mismatches, codes := 0, map[string]int{}
+	err := store.Report(ctx, rot.ID, func(r tasks.ReportRow) error {
+		kp, _ := sim.Keypair(r.ServerID)
+		if (r.Outcome == tasks.OutcomeSucceeded) != (kp == r.NewKeypair) {
+			mismatches++
+		}
+		if r.Outcome == tasks.OutcomeFailed {
+			codes[r.ErrorCode]++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for code, n := range codes {
+		fmt.Fprintf(w, "  failed with %s: %d\n", code, n)
+	}
+	s := sim.Stats()
+	fmt.Fprintf(w, "simulator: %d UpdateKeypair calls, %d ListJobs calls, %d answered 429\n",
+		s.Calls[cphsim.APIUpdateKeypair], s.Calls[cphsim.APIListJobs], s.Throttled[cphsim.APIUpdateKeypair]+s.Throttled[cphsim.APIListJobs])
+	if mismatches > 0 {
+		return fmt.Errorf("report disagrees with the simulator for %d servers", mismatches)
+	}
+	fmt.Fprintf(w, "report checked against the simulator: every succeeded server is on %s, no other is\n", rot.Keypair)
+	fmt.Fprintf(w, "per-server report, while the demo runs: go run ./cmd/enqueue report --redis redis://%s %s\n", redisAddr, rot.ID)
+	return nil
+}

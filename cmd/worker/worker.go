@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cph-rekey/cph-rekey/internal/admin"
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/metrics"
+	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// runWorker runs the task server and the admin server until ctx is done,
+// then shuts down gracefully: no new tasks, in-flight ones get
+// --shutdown-timeout to finish and are handed back to the queue after that.
+// adminReady, if set, receives the admin server's bound address.
+func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(addr string)) error {
+	log := c.logger(logw)
+	rdb, ok := c.redis.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return fmt.Errorf("redis: unsupported connection options %T", c.redis)
+	}
+	defer rdb.Close()
+
+	c.cph.UserAgent = "cph-rekey/" + version
+	c.cph.MaxIdleConnsPerHost = c.concurrency
+	api, err := cph.NewClient(c.cph)
+	if err != nil {
+		return fmt.Errorf("cph client: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+	inspector := asynq.NewInspectorFromRedisClient(rdb)
+	reg.MustRegister(metrics.NewQueueCollector(inspector, []string{tasks.QueueSubmit, tasks.QueuePoll, tasks.QueueEvents}, 30*time.Second))
+
+	store := tasks.NewStore(rdb, "")
+	reg.MustRegister(metrics.NewProgressCollector(progress(store), 15*time.Second))
+
+	lim, err := ratelimit.New(rdb, ratelimit.Options{
+		Limits:   map[string]ratelimit.Limit{tasks.APIUpdateKeypair: c.submitRate, tasks.APIListJobs: c.pollRate},
+		Observer: limiterObserver{m},
+	})
+	if err != nil {
+		return fmt.Errorf("rate limiter: %w", err)
+	}
+	region := c.cph.Region
+	if region == "" {
+		region = endpointKey(c.cph.Endpoint)
+	}
+	enq := asynq.NewClientFromRedisClient(rdb)
+	h := tasks.NewHandler(tasks.HandlerOptions{
+		Store:    store,
+		API:      api,
+		Limiter:  fleetLimiter{l: lim, region: region, project: c.cph.ProjectID},
+		Enqueuer: enq,
+		Observer: m,
+		Logger:   log,
+		Config:   c.pipeline,
+	})
+	mux := asynq.NewServeMux()
+	h.Register(mux)
+
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              c.concurrency,
+		Queues:                   tasks.Queues(),
+		IsFailure:                tasks.IsFailure,
+		RetryDelayFunc:           tasks.RetryDelay,
+		ShutdownTimeout:          c.shutdownTimeout,
+		DelayedTaskCheckInterval: time.Second,
+		Logger:                   asynqLogger{log},
+		LogLevel:                 asynq.WarnLevel,
+		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+			if tasks.IsFailure(err) {
+				id, _ := asynq.GetTaskID(ctx)
+				log.WarnContext(ctx, "task failed", "task_id", id, "type", t.Type(), "err", err)
+			}
+		}),
+	})
+
+	var stopping atomic.Bool
+	var adm *admin.Server
+	if c.adminAddr != "" {
+		adm, err = admin.New(admin.Options{
+			Addr:         c.adminAddr,
+			Token:        c.adminToken,
+			ReadOnly:     c.uiReadOnly,
+			RedisConnOpt: c.redis,
+			Gatherer:     reg,
+			Logger:       log,
+			Ready: func(ctx context.Context) error {
+				if stopping.Load() {
+					return errors.New("shutting down")
+				}
+				return rdb.Ping(ctx).Err()
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("admin server: %w", err)
+		}
+		ln, err := net.Listen("tcp", c.adminAddr)
+		if err != nil {
+			return fmt.Errorf("admin server: %w", err)
+		}
+		go func() {
+			if err := adm.Serve(ln); err != nil {
+				log.Error("admin server stopped", "err", err)
+			}
+		}()
+		if adminReady != nil {
+			adminReady(ln.Addr().String())
+		}
+		log.Info("admin server listening", "addr", ln.Addr().String())
+	}
+
+	if err := srv.Start(mux); err != nil {
+		return fmt.Errorf("start task server: %w", err)
+	}
+	log.Info("worker started", "version", version, "concurrency", c.concurrency, "endpoint", endpointOf(c.cph))
+	<-ctx.Done()
+
+	log.Info("shutting down: no new tasks; in-flight tasks get the shutdown timeout", "timeout", c.shutdownTimeout)
+	stopping.Store(true)
+	srv.Shutdown()
+	enq.Close()
+	if adm != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		adm.Shutdown(sctx)
+	}
+	log.Info("worker stopped")
+	return nil
+}
+
+// endpointKey names an overridden endpoint in the limiter's keys, which
+// refuse the ':' and '/' of a URL.
+func endpointKey(endpoint string) string {
+	host := endpoint
+	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	return "endpoint-" + strings.NewReplacer(":", "-", "/", "-", "{", "-", "}", "-", " ", "-").Replace(host)
+}
+
+func endpointOf(c cph.Config) string {
+	if c.Endpoint != "" {
+		return c.Endpoint
+	}
+	return "https://cph." + c.Region + ".myhuaweicloud.com"
+}
+
+// progress reads every unfinished rotation's counters for the metrics.
+func progress(store *tasks.Store) func(ctx context.Context) ([]metrics.RotationProgress, error) {
+	return func(ctx context.Context) ([]metrics.RotationProgress, error) {
+		rots, err := store.Rotations(ctx, 50)
+		if err != nil {
+			return nil, err
+		}
+		var out []metrics.RotationProgress
+		for _, r := range rots {
+			out = append(out, metrics.RotationProgress{Rotation: r.ID, States: map[string]int64{
+				"pending": r.Counts.Pending, "running": r.Counts.Running, "succeeded": r.Counts.Succeeded,
+				"failed": r.Counts.Failed, "skipped": r.Counts.Skipped, "cancelled": r.Counts.Cancelled,
+			}})
+		}
+		return out, nil
+	}
+}
+
+// fleetLimiter keys the shared limiter by this worker's region and project.
+type fleetLimiter struct {
+	l               *ratelimit.Limiter
+	region, project string
+}
+
+func (f fleetLimiter) key(api string) ratelimit.Key {
+	return ratelimit.Key{Region: f.region, Project: f.project, API: api}
+}
+
+func (f fleetLimiter) Wait(ctx context.Context, api string) error { return f.l.Wait(ctx, f.key(api)) }
+
+func (f fleetLimiter) Throttled(ctx context.Context, api string, retryAfter time.Duration) error {
+	return f.l.Throttled(ctx, f.key(api), retryAfter)
+}
+
+// limiterObserver feeds the limiter's hooks into the metrics.
+type limiterObserver struct{ m *metrics.Metrics }
+
+func (o limiterObserver) Granted(k ratelimit.Key, waited time.Duration) {
+	o.m.LimiterWait(k.API, waited)
+}
+func (o limiterObserver) Throttled(ratelimit.Key) {}
+func (o limiterObserver) RateChanged(k ratelimit.Key, perSecond float64) {
+	o.m.LimiterRate(k.API, perSecond)
+}
+func (o limiterObserver) RedisError(ratelimit.Key, error) {}
+
+// asynqLogger sends asynq's own log lines to slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Fatal(args ...any) {
+	a.l.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
+}
