@@ -84,7 +84,14 @@ func baseEnv(r *testredis.Redis, f *fleet) []string {
 type worker struct {
 	cmd  *exec.Cmd
 	logs *syncBuffer
-	done chan error
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit status, once done
+}
+
+// wait waits for the process to exit and returns its exit status.
+func (w *worker) wait() error {
+	<-w.done
+	return w.err
 }
 
 type syncBuffer struct {
@@ -112,15 +119,18 @@ func startWorker(t *testing.T, env []string, args ...string) *worker {
 		"--submit-rate", "40/s", "--poll-rate", "80/s", "--shutdown-timeout", "5s"}, args...)
 	cmd := exec.Command(filepath.Join(binDir, "worker"), args...)
 	cmd.Env = env
-	w := &worker{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
+	w := &worker{cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = w.logs, w.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { w.done <- cmd.Wait() }()
+	go func() {
+		w.err = cmd.Wait()
+		close(w.done)
+	}()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		<-w.done
+		w.wait()
 		if t.Failed() {
 			t.Logf("worker %d logs (tail):\n%s", cmd.Process.Pid, tail(w.logs.String(), 3000))
 		}
@@ -377,8 +387,8 @@ func TestWorkerCrash(t *testing.T) {
 	}
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	b.cmd.Process.Signal(syscall.SIGKILL)
-	<-a.done
-	<-b.done
+	a.wait()
+	b.wait()
 	t.Log("killed both workers mid-rotation; restarting two")
 	startWorker(t, env)
 	startWorker(t, env)
