@@ -13,6 +13,7 @@ import (
 // one element is held at a time.
 func (p *parser) json(r io.Reader) error {
 	dec := json.NewDecoder(r)
+	dec.UseNumber() // a number too big for a float64 is still just a number here
 	tok, err := dec.Token()
 	if err == io.EOF {
 		return nil
@@ -175,7 +176,7 @@ func jsonKind(tok any) string {
 			return "an object"
 		}
 		return "an array"
-	case float64:
+	case json.Number:
 		return "a number"
 	case bool:
 		return "a boolean"

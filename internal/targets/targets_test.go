@@ -137,6 +137,10 @@ var parseCases = []parseCase{
 		probs: []string{`element 2 (index 1): unknown field "keypair"`}},
 	{name: "json number", format: JSON, in: `12`,
 		probs: []string{"JSON input must be an array of server ids or objects, not a number"}},
+	{name: "json huge numbers", format: JSON, in: `[1e999, {"server_id": -1e999}]`, probs: []string{
+		"element 1 (index 0): want a server id string or an object, not a number",
+		"element 2 (index 1): server_id must be a string, not a number",
+	}},
 	{name: "json not an array", format: JSON, in: `{"server_id":"a"}`,
 		probs: []string{"JSON input must be an array of server ids or objects, not an object"}},
 	{name: "json bare string", format: JSON, in: `"a"`,
