@@ -43,7 +43,8 @@ type Observer interface {
 	Granted(k Key, waited time.Duration)
 	// Throttled is called for every 429 reported with Limiter.Throttled.
 	Throttled(k Key)
-	// RateChanged is called when this process sees the shared rate change.
+	// RateChanged is called with the shared rate when this process first
+	// sees it for k and whenever it changes.
 	RateChanged(k Key, perSecond float64)
 	// RedisError is called when a Redis call of the limiter fails.
 	RedisError(k Key, err error)
@@ -109,7 +110,7 @@ type local struct {
 	limit     Limit
 	bucket    *rate.Limiter
 	mu        sync.Mutex
-	rate      float64 // the shared rate last seen
+	rate      float64 // the shared rate last seen; 0 before the first reply
 	notBefore time.Time
 }
 
@@ -193,19 +194,19 @@ func (l *Limiter) args(lim Limit, extra ...any) []any {
 // lookup returns the limit and local state of k, or ok false when k's API
 // is not limited.
 func (l *Limiter) lookup(k Key) (*local, bool, error) {
+	if err := k.validate(); err != nil {
+		return nil, false, err
+	}
 	lim, ok := l.opts.Limits[k.API]
 	if !ok {
 		return nil, false, nil
-	}
-	if err := k.validate(); err != nil {
-		return nil, false, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := l.keys[k]
 	if st == nil {
 		r := lim.perSecond()
-		st = &local{limit: lim, bucket: rate.NewLimiter(rate.Limit(r), lim.Burst), rate: r}
+		st = &local{limit: lim, bucket: rate.NewLimiter(rate.Limit(r), lim.Burst)}
 		l.keys[k] = st
 	}
 	return st, true, nil
@@ -226,7 +227,7 @@ func (l *Limiter) Wait(ctx context.Context, k Key) error {
 		budget = min(budget, time.Until(dl))
 	}
 	if d, err := l.redisDown(start); d > 0 {
-		return &DelayError{RetryIn: d, Err: fmt.Errorf("rate limit %s: %w", k, err)}
+		return &DelayError{RetryIn: jitter(d), Err: fmt.Errorf("rate limit %s: %w", k, err)}
 	}
 
 	// One local token per Wait: it spaces this process's attempts at the
@@ -238,6 +239,7 @@ func (l *Limiter) Wait(ctx context.Context, k Key) error {
 		return &DelayError{RetryIn: jitter(d)}
 	}
 	if err := sleep(ctx, d); err != nil {
+		res.CancelAt(l.opts.Now())
 		return fmt.Errorf("rate limit %s: %w", k, err)
 	}
 	for {
@@ -271,12 +273,15 @@ func (l *Limiter) Wait(ctx context.Context, k Key) error {
 // when retryAfter is not positive. When Redis is unreachable this process
 // still honours the cooldown, and the error is returned.
 func (l *Limiter) Throttled(ctx context.Context, k Key, retryAfter time.Duration) error {
+	st, limited, err := l.lookup(k)
+	if err != nil {
+		return err
+	}
 	if o := l.opts.Observer; o != nil {
 		o.Throttled(k)
 	}
-	st, limited, err := l.lookup(k)
-	if err != nil || !limited {
-		return err
+	if !limited {
+		return nil
 	}
 	cool := retryAfter
 	if cool <= 0 {
@@ -376,7 +381,7 @@ func (l *Limiter) redisFailed(k Key, err error) error {
 	l.err = err
 	d, n := l.downTo.Sub(now), l.fails
 	l.mu.Unlock()
-	return &DelayError{RetryIn: d, Err: fmt.Errorf("rate limit %s: redis unavailable (%d consecutive failures): %w", k, n, err)}
+	return &DelayError{RetryIn: d, Err: fmt.Errorf("rate limit %s: redis failed (%d consecutive failures): %w", k, n, err)}
 }
 
 // redisDown returns how long Redis is still to be left alone, and why.
@@ -384,12 +389,13 @@ func (l *Limiter) redisDown(now time.Time) (time.Duration, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if d := l.downTo.Sub(now); d > 0 && l.fails > 0 {
-		return d, fmt.Errorf("redis unavailable (%d consecutive failures): %w", l.fails, l.err)
+		return d, fmt.Errorf("redis failed (%d consecutive failures), backing off: %w", l.fails, l.err)
 	}
 	return 0, nil
 }
 
-// sawRate follows the shared rate locally.
+// sawRate follows the shared rate locally, and reports it to the Observer
+// when it is new to this process.
 func (l *Limiter) sawRate(k Key, st *local, shared float64) {
 	if shared <= 0 {
 		return
