@@ -18,19 +18,16 @@ type parser struct {
 
 func newParser(where string) *parser { return &parser{where: where} }
 
-// at returns a Problem at position n of the input.
-func (p *parser) at(n int, format string, args ...any) Problem {
+// problem records a problem at line or element n of the input (0: not at
+// one place).
+func (p *parser) problem(n int, format string, args ...any) {
 	pr := Problem{Msg: fmt.Sprintf(format, args...)}
 	if p.where == "element" {
 		pr.Element = n
 	} else {
 		pr.Line = n
 	}
-	return pr
-}
-
-func (p *parser) problem(n int, format string, args ...any) {
-	p.probs.add(p.at(n, format, args...))
+	p.probs.add(pr)
 }
 
 // add validates one entry found at position n.
