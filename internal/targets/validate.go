@@ -13,9 +13,12 @@ const (
 	MaxKeypairNameBytes = 64
 )
 
-// ValidateServerID reports why id cannot be a CPH server id. Ids are 32 hex
-// digits today and were UUIDs once, so any 1–32 bytes of letters, digits,
-// '-' and '_' pass; existence is the API's business.
+// ValidateServerID reports why id cannot be a CPH server id: it must be
+// 1–32 bytes of letters, digits, '-' and '_'. Ids are 32 hex digits today,
+// but the shape is not checked further (an old API example shows a UUID);
+// whether a server exists is the API's business. A dashed UUID is 36 bytes,
+// over the limit UpdateKeypair documents, so it is rejected here rather than
+// by every chunk that carries it.
 func ValidateServerID(id string) error {
 	return check("server id", id, MaxServerIDBytes)
 }
