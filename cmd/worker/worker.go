@@ -65,11 +65,16 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	if region == "" {
 		region = endpointKey(c.cph.Endpoint)
 	}
+	var limiter tasks.Limiter = fleetLimiter{l: lim, region: region, project: c.cph.ProjectID}
+	if c.limiter == limiterLocal {
+		limiter = newLocalLimiter(map[string]ratelimit.Limit{tasks.APIUpdateKeypair: c.submitRate, tasks.APIListJobs: c.pollRate}, 2*time.Second)
+		log.Warn("local rate limiter: each process limits itself, none shares the quota or reacts to 429s (benchmark baselines only)")
+	}
 	enq := asynq.NewClientFromRedisClient(rdb)
 	h := tasks.NewHandler(tasks.HandlerOptions{
 		Store:    store,
 		API:      api,
-		Limiter:  fleetLimiter{l: lim, region: region, project: c.cph.ProjectID},
+		Limiter:  limiter,
 		Enqueuer: enq,
 		Observer: m,
 		Logger:   log,
