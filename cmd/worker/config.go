@@ -27,6 +27,7 @@ type config struct {
 	shutdownTimeout time.Duration
 	submitRate      ratelimit.Limit
 	pollRate        ratelimit.Limit
+	limiter         string
 	logFormat       string
 	logLevel        slog.Level
 	pipeline        tasks.Config
@@ -55,6 +56,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 25*time.Second, "on SIGTERM, how long in-flight tasks may finish before they are handed back")
 	submitRate := fs.String("submit-rate", "10/s", "fleet-wide UpdateKeypair `rate` (like 10/s, 600/m, 10/s:20 for burst 20)")
 	pollRate := fs.String("poll-rate", "20/s", "fleet-wide ListJobs `rate`")
+	fs.StringVar(&c.limiter, "limiter", limiterFleet, "rate limiter: fleet (shared through Redis) or local (per process x/time/rate at the rates above, no 429 feedback; for benchmark baselines only)")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log `format`: json or text")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	fs.DurationVar(&c.pipeline.JobTimeout, "job-timeout", 15*time.Minute, "a CPH job still running after this counts as a transient failure")
@@ -80,6 +82,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	if c.limiter != limiterFleet && c.limiter != limiterLocal {
+		return nil, fmt.Errorf("--limiter %q: want %s or %s", c.limiter, limiterFleet, limiterLocal)
 	}
 	if c.logFormat != "json" && c.logFormat != "text" {
 		return nil, fmt.Errorf("--log-format %q: want json or text", c.logFormat)

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+)
+
+func TestLocalLimiter(t *testing.T) {
+	// One token an hour: after the burst, the next one is always beyond
+	// maxWait, so no case depends on the machine's speed.
+	limits := map[string]ratelimit.Limit{"UpdateKeypair": {Rate: 1, Period: time.Hour, Burst: 2}}
+	l := newLocalLimiter(limits, 2*time.Second)
+	ctx := context.Background()
+	for i := range 2 {
+		if err := l.Wait(ctx, "UpdateKeypair"); err != nil {
+			t.Fatalf("wait %d within the burst: %v", i, err)
+		}
+	}
+	err := l.Wait(ctx, "UpdateKeypair")
+	var d *ratelimit.DelayError
+	if !errors.As(err, &d) || d.RetryIn < 59*time.Minute {
+		t.Fatalf("wait beyond the burst = %v, want a *ratelimit.DelayError of about an hour", err)
+	}
+	if err := l.Wait(ctx, "ListJobs"); err != nil {
+		t.Fatalf("wait on an API without a limit = %v, want nil", err)
+	}
+	if err := l.Throttled(ctx, "UpdateKeypair", time.Second); err != nil {
+		t.Fatalf("Throttled = %v, want nil", err)
+	}
+}
+
+func TestLocalLimiterHonoursContext(t *testing.T) {
+	// 1/s with a 1 h maxWait: the second Wait would sleep a second, and the
+	// cancelled context must end it at once instead.
+	l := newLocalLimiter(map[string]ratelimit.Limit{"ListJobs": ratelimit.PerSecond(1)}, time.Hour)
+	if err := l.Wait(context.Background(), "ListJobs"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.Wait(ctx, "ListJobs"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("wait on a cancelled context = %v, want context.Canceled", err)
+	}
+}
+
+func TestLimiterFlag(t *testing.T) {
+	env := map[string]string{"REKEY_ENDPOINT": "http://127.0.0.1:1"}
+	for _, tc := range []struct {
+		args    []string
+		env     string
+		want    string
+		wantErr bool
+	}{
+		{want: limiterFleet},
+		{args: []string{"--limiter", "local"}, want: limiterLocal},
+		{env: "local", want: limiterLocal},
+		{args: []string{"--limiter", "fleet"}, env: "local", want: limiterFleet},
+		{args: []string{"--limiter", "redis"}, wantErr: true},
+	} {
+		getenv := func(k string) string {
+			if k == "REKEY_LIMITER" {
+				return tc.env
+			}
+			return env[k]
+		}
+		c, err := parseConfig(tc.args, getenv, io.Discard)
+		switch {
+		case tc.wantErr && err == nil:
+			t.Errorf("parseConfig(%q, REKEY_LIMITER=%q) accepted %q", tc.args, tc.env, c.limiter)
+		case !tc.wantErr && err != nil:
+			t.Errorf("parseConfig(%q, REKEY_LIMITER=%q): %v", tc.args, tc.env, err)
+		case !tc.wantErr && c.limiter != tc.want:
+			t.Errorf("parseConfig(%q, REKEY_LIMITER=%q) limiter = %q, want %q", tc.args, tc.env, c.limiter, tc.want)
+		}
+	}
+}
