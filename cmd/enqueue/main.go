@@ -1,8 +1,10 @@
 // Command enqueue is the operator's and tools' CLI for cph-rekey: it starts
-// rotations (from a list or from discovery), shows their status, exports
-// their per-server report, and pauses, resumes or cancels them.
+// rotations (from a list or from discovery), dry-runs them, shows their
+// status, exports their per-server report, pauses, resumes or cancels
+// them, and rolls them back.
 //
-//	enqueue start --keypair kp-2026 --file servers.txt
+//	enqueue start --dry-run --keypair kp-2026 servers.txt
+//	enqueue start --keypair kp-2026 --waves 1,10,10% --max-errors 5 servers.txt
 //	enqueue status --watch r-3f2a…
 //	enqueue report --format csv r-3f2a… > report.csv
 //
@@ -62,8 +64,9 @@ var commands = []struct {
 	{"report", "export a rotation's per-server report as CSV or JSON", cmdReport},
 	{"list", "list rotations with their state and progress", cmdList},
 	{"pause", "stop new submissions of a rotation (in-flight chunks finish)", cmdPause},
-	{"resume", "resume a paused rotation", cmdResume},
+	{"resume", "resume a paused or halted rotation (--max-errors raises the error budget)", cmdResume},
 	{"cancel", "cancel a rotation: in-flight calls end, every remaining server is recorded cancelled", cmdCancel},
+	{"rollback", "start a rotation putting every server a rotation changed back on its old keypair", cmdRollback},
 }
 
 func run(ctx context.Context, args []string, e *env) int {

@@ -14,7 +14,7 @@ import (
 func cmdStatus(ctx context.Context, args []string, e *env) error {
 	f := newFlags(e, "status", "ROTATION", "Shows a rotation's counts per state, percent done, current rate and ETA.")
 	watch := f.Bool("watch", false, "keep watching: a live progress bar on a terminal, a line per interval otherwise")
-	wait := f.Bool("wait", false, "block until the rotation ends; exit 0 if it succeeded, 1 otherwise")
+	wait := f.Bool("wait", false, "block until the rotation ends, or its error budget halts it; exit 0 if it succeeded, 1 otherwise")
 	interval := f.Duration("interval", 2*time.Second, "refresh `interval` of --watch and --wait")
 	asJSON := f.Bool("json", false, "print JSON (one object per refresh with --watch)")
 	if err := f.parse(args, 1); err != nil {
@@ -53,7 +53,8 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 		default:
 			fmt.Fprintln(e.stdout, st.line())
 		}
-		if (!*watch && !*wait) || rot.Finished() {
+		// A halted rotation waits for an operator: --wait does not.
+		if (!*watch && !*wait) || rot.Finished() || *wait && rot.Halted() {
 			if *watch && e.isTerminal && !*asJSON {
 				fmt.Fprintln(e.stdout)
 			}
@@ -82,6 +83,10 @@ type sample struct {
 type status struct {
 	Rotation   string       `json:"rotation"`
 	State      tasks.State  `json:"state"`
+	Reason     string       `json:"reason,omitempty"`
+	Wave       int          `json:"wave"`
+	Waves      int          `json:"waves"`
+	MaxErrors  int          `json:"max_errors"`
 	Keypair    string       `json:"keypair"`
 	Counts     tasks.Counts `json:"counts"`
 	Percent    float64      `json:"percent_done"`
@@ -92,8 +97,8 @@ type status struct {
 }
 
 func newStatus(rot *tasks.Rotation, prev, cur *sample) *status {
-	st := &status{Rotation: rot.ID, State: rot.State, Keypair: rot.Keypair, Counts: rot.Counts,
-		CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
+	st := &status{Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Wave: rot.Wave, Waves: len(rot.Waves),
+		MaxErrors: rot.MaxErrors, Keypair: rot.Keypair, Counts: rot.Counts, CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
 	c := rot.Counts
 	if c.Total > 0 {
 		st.Percent = 100 * float64(c.Done()) / float64(c.Total)
@@ -122,8 +127,15 @@ func (s *status) line() string {
 	if s.ETASeconds > 0 {
 		eta = " eta " + (time.Duration(s.ETASeconds) * time.Second).String()
 	}
-	return fmt.Sprintf("%s %s %.1f%% done: %d succeeded, %d failed, %d skipped, %d cancelled, %d running, %d pending of %d (%.1f servers/s%s)",
-		s.Rotation, s.State, s.Percent, c.Succeeded, c.Failed, c.Skipped, c.Cancelled, c.Running, c.Pending, c.Total, s.Rate, eta)
+	wave, reason := "", ""
+	if s.Waves > 1 {
+		wave = fmt.Sprintf(" wave %d/%d", s.Wave, s.Waves)
+	}
+	if s.Reason != "" {
+		reason = " — " + s.Reason
+	}
+	return fmt.Sprintf("%s %s%s %.1f%% done: %d succeeded, %d failed (max %d), %d skipped, %d cancelled, %d running, %d pending of %d (%.1f servers/s%s)%s",
+		s.Rotation, s.State, wave, s.Percent, c.Succeeded, c.Failed, s.MaxErrors, c.Skipped, c.Cancelled, c.Running, c.Pending, c.Total, s.Rate, eta, reason)
 }
 
 func (s *status) bar(width int) string {
@@ -199,39 +211,4 @@ func cmdReport(ctx context.Context, args []string, e *env) error {
 		return store.WriteReportJSON(ctx, id, e.stdout)
 	}
 	return store.WriteReportCSV(ctx, id, e.stdout)
-}
-
-func cmdPause(ctx context.Context, args []string, e *env) error {
-	return setState(ctx, args, e, "pause", tasks.StatePaused,
-		"Pauses a rotation: no new chunk is submitted; chunks already submitted are polled to the end.")
-}
-
-func cmdResume(ctx context.Context, args []string, e *env) error {
-	return setState(ctx, args, e, "resume", tasks.StateRunning, "Resumes a paused rotation.")
-}
-
-func cmdCancel(ctx context.Context, args []string, e *env) error {
-	return setState(ctx, args, e, "cancel", tasks.StateCancelled,
-		"Cancels a rotation: in-flight API calls end and their jobs are recorded; every server not yet\nsubmitted is recorded as cancelled.")
-}
-
-func setState(ctx context.Context, args []string, e *env, name string, st tasks.State, summary string) error {
-	f := newFlags(e, name, "ROTATION", summary)
-	if err := f.parse(args, 1); err != nil {
-		return err
-	}
-	id, err := f.rotationArg()
-	if err != nil {
-		return err
-	}
-	rdb, store, _, err := f.connect()
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	if err := store.SetState(ctx, id, st); err != nil {
-		return notFound(err)
-	}
-	fmt.Fprintf(e.stdout, "%s %s\n", id, st)
-	return nil
 }

@@ -37,8 +37,27 @@ type Spec struct {
 	ChunkSize   int
 	MaxAttempts int
 	// SkipMatching reads every target's current keypair first and reports
-	// servers already on their target keypair as skipped.
+	// servers already on their target keypair as skipped. It is also what
+	// records each server's old keypair, which a rollback needs.
 	SkipMatching bool
+	// Waves are canary waves (see ParseWaves); nil: one wave.
+	Waves []Size
+	// MaxErrors is the error budget; nil: DefaultMaxErrors.
+	MaxErrors *Size
+	// SkipVerify does not read keypairs back after jobs succeed.
+	SkipVerify bool
+	// PauseAfterWave pauses the rotation after each wave until resumed.
+	PauseAfterWave bool
+	// Retention keeps the rotation's records this long after it ends;
+	// zero: the worker's default (TaskOptions.Retention).
+	Retention time.Duration
+}
+
+func (s *Spec) maxErrors() Size {
+	if s.MaxErrors == nil {
+		return DefaultMaxErrors
+	}
+	return *s.MaxErrors
 }
 
 func (s *Spec) validate() error {
@@ -57,6 +76,20 @@ func (s *Spec) validate() error {
 	if len(s.Targets) == 0 {
 		return errors.New("no target servers")
 	}
+	if len(s.Waves) > MaxWaves {
+		return fmt.Errorf("%d waves: at most %d", len(s.Waves), MaxWaves)
+	}
+	for i, w := range s.Waves {
+		if w.N < 1 || w.Percent && w.N > 100 {
+			return fmt.Errorf("wave %d: size %s: want at least 1 server, at most 100%%", i+1, w)
+		}
+	}
+	if b := s.maxErrors(); b.N < 0 || b.Percent && b.N > 100 {
+		return fmt.Errorf("max errors %s: want a number of servers or a percentage up to 100%%", b)
+	}
+	if s.Retention < 0 {
+		return fmt.Errorf("retention %s: want a positive duration", s.Retention)
+	}
 	if s.ID != "" {
 		return ValidateRotationID(s.ID)
 	}
@@ -72,7 +105,8 @@ func (s *Spec) Fingerprint() string {
 	}
 	sort.Strings(ts)
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%d\n%d\n%t\n", s.Keypair, s.ChunkSize, s.MaxAttempts, s.SkipMatching)
+	fmt.Fprintf(h, "%s\n%d\n%d\n%t\n%v\n%s\n%t\n%t\n", s.Keypair, s.ChunkSize, s.MaxAttempts, s.SkipMatching,
+		s.Waves, s.maxErrors(), s.SkipVerify, s.PauseAfterWave)
 	for _, t := range ts {
 		h.Write([]byte(t))
 		h.Write([]byte{'\n'})
@@ -90,14 +124,16 @@ type Enqueuer interface {
 	EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
 }
 
-// Plan is a rotation resolved against the fleet: the chunks to submit and
-// the servers that need nothing.
+// Plan is a rotation resolved against the fleet: the chunks to submit,
+// grouped into waves (Rotation.Waves), and the servers that need nothing.
 type Plan struct {
 	Rotation *Rotation
 	Chunks   [][]Entry
 	Skipped  []Entry // already on their target keypair
 	NotFound []Entry // not listed by the API: submitted anyway, so the API's own answer is reported
 	Abnormal []Entry // listed, but not in the normal status: their jobs will fail
+	// Read reports whether current keypairs were read (SkipMatching).
+	Read bool
 }
 
 // Servers is the number of servers the plan submits.
@@ -121,7 +157,9 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 	if id == "" {
 		id = "r-" + fp[:16]
 	}
-	plan := &Plan{Rotation: &Rotation{ID: id, Keypair: spec.Keypair, ChunkSize: spec.ChunkSize, MaxAttempts: spec.MaxAttempts, Fingerprint: fp}}
+	plan := &Plan{Read: spec.SkipMatching, Rotation: &Rotation{ID: id, Keypair: spec.Keypair, ChunkSize: spec.ChunkSize,
+		MaxAttempts: spec.MaxAttempts, Fingerprint: fp, Verify: !spec.SkipVerify, PauseAfterWave: spec.PauseAfterWave,
+		Retention: spec.Retention}}
 	type current struct {
 		keypair string
 		status  int
@@ -145,7 +183,7 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 			return nil, fmt.Errorf("read current keypairs: %w", err)
 		}
 	}
-	var chunk []Entry
+	var submit []Entry
 	for _, t := range spec.Targets {
 		e := Entry{ServerID: t.ServerID, Keypair: t.Keypair}
 		if e.Keypair == "" {
@@ -164,16 +202,21 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 				plan.Abnormal = append(plan.Abnormal, e)
 			}
 		}
-		chunk = append(chunk, e)
-		if len(chunk) == spec.ChunkSize {
-			plan.Chunks = append(plan.Chunks, chunk)
-			chunk = nil
-		}
+		submit = append(submit, e)
 	}
-	if len(chunk) > 0 {
-		plan.Chunks = append(plan.Chunks, chunk)
+	// A wave is whole chunks: its last chunk may be short.
+	for _, n := range waveServers(spec.Waves, len(submit)) {
+		wave := submit[:n]
+		submit = submit[n:]
+		for len(wave) > 0 {
+			c := min(spec.ChunkSize, len(wave))
+			plan.Chunks = append(plan.Chunks, wave[:c:c])
+			wave = wave[c:]
+		}
+		plan.Rotation.Waves = append(plan.Rotation.Waves, Wave{LastChunk: len(plan.Chunks), Servers: n})
 	}
 	plan.Rotation.Chunks = len(plan.Chunks)
+	plan.Rotation.MaxErrors = spec.maxErrors().Floor(plan.Servers())
 	return plan, nil
 }
 
@@ -199,25 +242,84 @@ func Start(ctx context.Context, store *Store, enq Enqueuer, plan *Plan, opts Tas
 	}
 	st := &Started{Rotation: rot, Created: created}
 	if rot.Finished() {
-		return st, nil
+		// Every server was skipped: nothing to submit, but the completion
+		// event and the retention are due as for any rotation.
+		return st, finish(ctx, store, enq, rot, created, opts)
 	}
-	for c := 1; c <= rot.Chunks; c++ {
+	if rot.State != StateRunning {
+		return st, nil // paused or halted: resume enqueues what is left
+	}
+	st.Enqueued, err = enqueueWave(ctx, store, enq, rot, rot.Wave, opts)
+	return st, err
+}
+
+// enqueueWave enqueues the first attempt of every chunk of wave w that has
+// not been submitted yet, and reports how many it enqueued. Task IDs are
+// deterministic and chunks with a checkpoint or a started call are left to
+// their own tasks, so running it again enqueues nothing twice.
+func enqueueWave(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, w int, opts TaskOptions) (int, error) {
+	first, last := rot.chunksOf(w)
+	n := 0
+	for c := first; c <= last; c++ {
 		a, err := store.Attempt(ctx, rot.ID, c, 1)
 		if err != nil {
-			return st, err
+			return n, err
 		}
 		if a.Checkpointed || a.Intents > 0 {
 			continue // submitted, or being submitted: its own task carries on
 		}
 		ok, err := enqueueSubmit(ctx, enq, SubmitPayload{Rotation: rot.ID, Chunk: c, Attempt: 1, Servers: len(a.Servers)}, 0, opts)
 		if err != nil {
-			return st, err
+			return n, err
 		}
 		if ok {
-			st.Enqueued++
+			n++
 		}
 	}
-	return st, nil
+	return n, nil
+}
+
+// Resume sets a paused rotation, or one halted by its error budget,
+// running again and enqueues what its current wave has left to submit.
+// maxErrors, when not nil, replaces the error budget (a percentage is of
+// the servers the rotation submits); resuming is refused while the failed
+// count is still beyond the budget.
+func Resume(ctx context.Context, store *Store, enq Enqueuer, id string, maxErrors *Size, opts TaskOptions) (*Rotation, int, error) {
+	limit := -1
+	if maxErrors != nil {
+		rot, err := store.Rotation(ctx, id)
+		if err != nil {
+			return nil, 0, err
+		}
+		limit = maxErrors.Floor(int(rot.Counts.Total - rot.Counts.Skipped))
+	}
+	wave, err := store.Resume(ctx, id, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	rot, err := store.Rotation(ctx, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := enqueueWave(ctx, store, enq, rot, wave, opts)
+	return rot, n, err
+}
+
+// Cancel cancels a rotation (see Store.Cancel) and, when that leaves
+// nothing running, runs the finished rotation's follow-ups at once.
+func Cancel(ctx context.Context, store *Store, enq Enqueuer, id string, opts TaskOptions, now time.Time) (*Rotation, int, error) {
+	closed, finished, err := store.Cancel(ctx, id, now)
+	if err != nil {
+		return nil, closed, err
+	}
+	rot, err := store.Rotation(ctx, id)
+	if err != nil {
+		return nil, closed, err
+	}
+	if rot.Finished() {
+		return rot, closed, finish(ctx, store, enq, rot, finished, opts)
+	}
+	return rot, closed, nil
 }
 
 // TaskOptions are the asynq options of the pipeline's tasks.

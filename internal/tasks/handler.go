@@ -18,6 +18,7 @@ import (
 const (
 	APIUpdateKeypair = "UpdateKeypair"
 	APIListJobs      = "ListJobs"
+	APIShowServer    = "ShowServer" // verification reads
 )
 
 // Codes cph-rekey gives outcomes the CPH API did not name.
@@ -26,12 +27,19 @@ const (
 	CodeMissingJob   = "REKEY.MISSING_JOB"   // the answer had no entry for a server that was sent
 	CodeSubmitFailed = "REKEY.SUBMIT_FAILED" // UpdateKeypair kept failing until the task's retries ran out
 	CodePollFailed   = "REKEY.POLL_FAILED"   // ListJobs kept failing until the task's retries ran out
+	// CodeVerifyMismatch: the job reported success but the server's
+	// keypair_name, read back, is not the target. Permanent: not retried.
+	CodeVerifyMismatch = "REKEY.VERIFY_MISMATCH"
+	// CodeVerifyFailed: the read-back itself failed for good (the server
+	// is gone, or reads kept failing until the task's retries ran out).
+	CodeVerifyFailed = "REKEY.VERIFY_FAILED"
 )
 
 // API is the part of the CPH API the handlers call (cph.Client has it).
 type API interface {
 	UpdateKeypair(ctx context.Context, servers []cph.ServerKeypair) (*cph.UpdateKeypairResponse, error)
 	ListJobs(ctx context.Context, requestIDs ...string) ([]cph.Job, error)
+	ShowServer(ctx context.Context, serverID string) (*cph.Server, error)
 }
 
 // Limiter hands out tokens of the fleet-wide rate limit per API. Wait

@@ -51,6 +51,7 @@ func (h *Handler) HandlePoll(ctx context.Context, t *asynq.Task) error {
 		}
 		open++
 	}
+	var verr error
 	if open > 0 {
 		jobs, err := h.listJobs(ctx, log, a.RequestID)
 		switch {
@@ -61,7 +62,11 @@ func (h *Handler) HandlePoll(ctx context.Context, t *asynq.Task) error {
 			return err
 		default:
 			h.obs.PollRound(APIListJobs)
-			rs = append(rs, h.resolveOpen(rot, p.Attempt, a, jobs, "", "")...)
+			ended := h.resolveOpen(rot, p.Attempt, a, jobs, "", "")
+			if rot.Verify {
+				ended, verr = h.verify(ctx, log, a, ended)
+			}
+			rs = append(rs, ended...)
 		}
 	}
 	wctx, cancel := detached(ctx)
@@ -71,6 +76,11 @@ func (h *Handler) HandlePoll(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	h.countOutcomes(rs, res)
+	if verr != nil {
+		// What was verified is recorded; the rest is read again on the
+		// task's next run.
+		return verr
+	}
 	if res.Complete || len(rs) == len(a.Servers)-len(a.Resolved) {
 		log.InfoContext(ctx, "chunk attempt complete", "retries", res.Retries)
 		return h.afterComplete(wctx, p.Rotation, p.Chunk, p.Attempt, res)
@@ -133,6 +143,73 @@ func (h *Handler) resolveOpen(rot *Rotation, attempt int, a *Attempt, jobs []cph
 	return rs
 }
 
+// verify reads back the keypair of every server whose job succeeded (see
+// docs/controls.md for why one ShowServer per server, paced by the read
+// limiter, is the batch). A server on another keypair failed with
+// CodeVerifyMismatch, permanently: the job claimed a change that did not
+// happen, and submitting again would only repeat the claim. When a read
+// must wait (rate limit, 429, transient error) verify returns the servers
+// resolved so far with the error; the others stay open for the next run.
+func (h *Handler) verify(ctx context.Context, log *slog.Logger, a *Attempt, rs []Resolution) ([]Resolution, error) {
+	want := make(map[string]string, len(a.Servers))
+	for _, e := range a.Servers {
+		want[e.ServerID] = e.Keypair
+	}
+	for i := range rs {
+		r := &rs[i]
+		if r.Retry != nil || r.Outcome != OutcomeSucceeded {
+			continue
+		}
+		srv, err := h.showServer(ctx, r.ServerID)
+		switch {
+		case err != nil && !isDelay(err) && ctx.Err() == nil && (cph.KindOf(err) == cph.KindPermanent || lastTry(ctx)):
+			*r = Resolution{ServerID: r.ServerID, Outcome: OutcomeFailed, JobID: r.JobID, Attempts: r.Attempts,
+				Code: CodeVerifyFailed, Message: "read-back after the job succeeded: " + err.Error()}
+		case err != nil:
+			log.WarnContext(ctx, "verification read must wait", "server", r.ServerID, "err", err)
+			return unverified(rs, i), err
+		case srv.KeypairName != want[r.ServerID]:
+			log.ErrorContext(ctx, "job succeeded but the keypair did not change", "server", r.ServerID, "job_id", r.JobID,
+				"keypair_name", srv.KeypairName, "want", want[r.ServerID])
+			*r = Resolution{ServerID: r.ServerID, Outcome: OutcomeFailed, JobID: r.JobID, Attempts: r.Attempts,
+				Code: CodeVerifyMismatch, Message: fmt.Sprintf("job succeeded but keypair_name is %q, not %q", srv.KeypairName, want[r.ServerID])}
+		}
+	}
+	return rs, nil
+}
+
+// unverified drops from rs the succeeded servers from index i on, which
+// were not read back yet.
+func unverified(rs []Resolution, i int) []Resolution {
+	out := rs[:i:i]
+	for _, r := range rs[i:] {
+		if r.Retry != nil || r.Outcome != OutcomeSucceeded {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (h *Handler) showServer(ctx context.Context, id string) (*cph.Server, error) {
+	if err := h.limiter.Wait(ctx, APIShowServer); err != nil {
+		return nil, err
+	}
+	var srv *cph.Server
+	err := h.call(ctx, APIShowServer, func(ctx context.Context) (err error) {
+		srv, err = h.api.ShowServer(ctx, id)
+		return err
+	})
+	switch {
+	case err == nil:
+		return srv, nil
+	case ctx.Err() != nil:
+		return nil, err
+	case cph.IsThrottled(err):
+		return nil, h.throttled(ctx, APIShowServer, err)
+	}
+	return nil, fmt.Errorf("read back server %s: %w", id, err)
+}
+
 // failure resolves a server whose job (or submission) failed: retried in
 // the next attempt when the cause is transient and attempts remain,
 // recorded as failed otherwise. A cancelled rotation retries nothing.
@@ -169,8 +246,9 @@ func (h *Handler) countOutcomes(rs []Resolution, res Resolved) {
 }
 
 // afterComplete runs the follow-ups of a complete chunk attempt: the next
-// attempt for its retried servers, and the completion event when the
-// rotation has finished. Both are idempotent, so a task that crashed after
+// attempt for its retried servers, the next wave's chunks when this
+// attempt finished its wave, and the completion event when the rotation
+// has finished. All are idempotent, so a task that crashed after
 // completing the attempt can run them again.
 func (h *Handler) afterComplete(ctx context.Context, rotation string, chunk, attempt int, res Resolved) error {
 	next, err := h.store.Attempt(ctx, rotation, chunk, attempt+1)
@@ -188,6 +266,19 @@ func (h *Handler) afterComplete(ctx context.Context, rotation string, chunk, att
 	if err != nil {
 		return err
 	}
+	if res.Advanced > 0 {
+		h.log.InfoContext(ctx, "wave finished within the error budget", "rotation", rotation, "next_wave", res.Advanced,
+			"waves", len(rot.Waves), "state", rot.State, "failed", rot.Counts.Failed, "max_errors", rot.MaxErrors)
+	}
+	if rot.State == StateRunning && rot.WaveOf(chunk) < rot.Wave {
+		n, err := enqueueWave(ctx, h.store, h.enq, rot, rot.Wave, h.cfg.Tasks)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			h.log.InfoContext(ctx, "wave started", "rotation", rotation, "wave", rot.Wave, "chunks", n)
+		}
+	}
 	if !rot.Finished() {
 		return nil
 	}
@@ -195,19 +286,34 @@ func (h *Handler) afterComplete(ctx context.Context, rotation string, chunk, att
 		h.log.InfoContext(ctx, "rotation finished", "rotation", rotation, "state", rot.State,
 			"succeeded", rot.Counts.Succeeded, "failed", rot.Counts.Failed, "skipped", rot.Counts.Skipped,
 			"cancelled", rot.Counts.Cancelled)
-		if err := h.store.Expire(ctx, rot, h.cfg.Tasks.Retention); err != nil {
+	}
+	return finish(ctx, h.store, h.enq, rot, res.Finished, h.cfg.Tasks)
+}
+
+// finish runs a finished rotation's follow-ups: the retention of its
+// records (set by whoever finished it) and its completion event.
+func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, finishedNow bool, opts TaskOptions) error {
+	opts = opts.withDefaults()
+	if finishedNow {
+		if err := store.Expire(ctx, rot, opts.Retention); err != nil {
 			return err
 		}
 	}
-	return enqueueFinished(ctx, h.enq, rot, h.cfg.Tasks)
+	return enqueueFinished(ctx, enq, rot, opts)
 }
 
 // enqueueFinished enqueues the rotation's completion event once: its task
-// ID is kept (Retention) for as long as the rotation's records.
+// ID is kept (Retention) for as long as the rotation's records, so a second
+// finisher's enqueue is refused as a duplicate.
 func enqueueFinished(ctx context.Context, enq Enqueuer, rot *Rotation, opts TaskOptions) error {
 	opts = opts.withDefaults()
-	s := Summary{Rotation: rot.ID, State: rot.State, Keypair: rot.Keypair, Counts: rot.Counts, CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
-	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(QueueEvents), asynq.Retention(opts.Retention))
+	ret := opts.Retention
+	if rot.Retention > 0 {
+		ret = rot.Retention
+	}
+	s := Summary{Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Keypair: rot.Keypair, Counts: rot.Counts,
+		CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
+	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(QueueEvents), asynq.Retention(ret))
 	return err
 }
 

@@ -3,6 +3,7 @@ package tasks
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -12,7 +13,9 @@ type State string
 
 // Rotation states. A rotation is Running from the moment it is created; it
 // ends Succeeded when every server succeeded or was skipped, Failed when some
-// server failed, and Cancelled when an operator cancelled it.
+// server failed, and Cancelled when an operator cancelled it. A rotation
+// that is Failed before it has finished was halted by its error budget: no
+// new chunk is submitted until an operator resumes or cancels it.
 const (
 	StateRunning   State = "running"
 	StatePaused    State = "paused"
@@ -59,25 +62,170 @@ func (c Counts) Done() int64 { return c.Succeeded + c.Failed + c.Skipped + c.Can
 
 // Rotation is a rotation's record: what it was asked to do and where it is.
 type Rotation struct {
-	ID          string    `json:"id"`
-	Keypair     string    `json:"keypair"`
-	ChunkSize   int       `json:"chunk_size"`
-	Chunks      int       `json:"chunks"`
-	MaxAttempts int       `json:"max_attempts"`
-	Fingerprint string    `json:"fingerprint"`
-	State       State     `json:"state"`
-	CreatedAt   time.Time `json:"created_at"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
-	Counts      Counts    `json:"counts"`
+	ID          string `json:"id"`
+	Keypair     string `json:"keypair"`
+	ChunkSize   int    `json:"chunk_size"`
+	Chunks      int    `json:"chunks"`
+	MaxAttempts int    `json:"max_attempts"`
+	Fingerprint string `json:"fingerprint"`
+	// Waves split the chunks into canary waves, in order; a rotation
+	// without waves given has one wave of every chunk.
+	Waves []Wave `json:"waves"`
+	// Wave is the wave being submitted (1-based); later waves wait.
+	Wave int `json:"wave"`
+	// MaxErrors is the error budget: one more permanently failed server
+	// halts the rotation.
+	MaxErrors int `json:"max_errors"`
+	// Verify reads every succeeded server's keypair back.
+	Verify bool `json:"verify"`
+	// PauseAfterWave pauses the rotation whenever a wave has finished.
+	PauseAfterWave bool `json:"pause_after_wave"`
+	// Retention is how long the records are kept after the rotation ends
+	// (zero: the worker's default).
+	Retention  time.Duration `json:"retention"`
+	State      State         `json:"state"`
+	Reason     string        `json:"reason,omitempty"` // why the rotation is halted or paused
+	CreatedAt  time.Time     `json:"created_at"`
+	FinishedAt time.Time     `json:"finished_at,omitzero"`
+	Counts     Counts        `json:"counts"`
 }
 
 // Finished reports whether every server of the rotation is terminal.
 func (r *Rotation) Finished() bool { return !r.FinishedAt.IsZero() }
 
+// Halted reports whether the error budget stopped the rotation: it has
+// not finished, and waits for resume (with a larger budget) or cancel.
+func (r *Rotation) Halted() bool { return r.State == StateFailed && !r.Finished() }
+
+// WaveOf returns the wave chunk belongs to (1-based).
+func (r *Rotation) WaveOf(chunk int) int {
+	for i, w := range r.Waves {
+		if chunk <= w.LastChunk {
+			return i + 1
+		}
+	}
+	return len(r.Waves)
+}
+
+// chunksOf returns the first and last chunk of wave w (1-based).
+func (r *Rotation) chunksOf(w int) (first, last int) {
+	if w < 1 || w > len(r.Waves) {
+		return 1, 0
+	}
+	if w > 1 {
+		first = r.Waves[w-2].LastChunk + 1
+	} else {
+		first = 1
+	}
+	return first, r.Waves[w-1].LastChunk
+}
+
+// Wave is one canary wave of a rotation: whole chunks, up to LastChunk.
+type Wave struct {
+	LastChunk int `json:"last_chunk"`
+	Servers   int `json:"servers"`
+}
+
+// Size is a number of servers, or a percentage of a rotation's servers to
+// submit (the targets not skipped at planning time).
+type Size struct {
+	N       int
+	Percent bool // N is a percentage, 0-100
+}
+
+// MaxWaves bounds the --waves list.
+const MaxWaves = 100
+
+// DefaultMaxErrors is the error budget when none is given: like Ansible's
+// max_fail_percentage, stricter than AWS Config's 50 %, and unlike SSM's
+// default of 0 it lets a few bad servers of a large fleet through while a
+// systematic failure (a wrong keypair name) halts the rotation early.
+var DefaultMaxErrors = Size{N: 10, Percent: true}
+
+// ParseSize parses "12" (servers) or "10%" (of the rotation).
+func ParseSize(s string) (Size, error) {
+	num, pct := strings.CutSuffix(strings.TrimSpace(s), "%")
+	n, err := strconv.Atoi(num)
+	switch {
+	case err != nil || n < 0:
+		return Size{}, fmt.Errorf("%q: want a number of servers (like 5) or a percentage (like 10%%)", s)
+	case pct && n > 100:
+		return Size{}, fmt.Errorf("%q: a percentage is at most 100%%", s)
+	}
+	return Size{N: n, Percent: pct}, nil
+}
+
+func (s Size) String() string {
+	if s.Percent {
+		return strconv.Itoa(s.N) + "%"
+	}
+	return strconv.Itoa(s.N)
+}
+
+// Floor is the size in servers of a rotation of total servers, a
+// percentage rounded down: 10% of 55 is 5, so the 6th failure trips the
+// budget (AWS SSM's MaxErrors rounding).
+func (s Size) Floor(total int) int {
+	if s.Percent {
+		return total * s.N / 100
+	}
+	return s.N
+}
+
+// ParseWaves parses a --waves list such as "1,10,10%,100%". Each entry is
+// that wave's own size; a percentage is of the servers to submit, rounded
+// up. A wave never takes more than what is left, and whatever the list
+// does not cover forms one last wave, so "100%" (or nothing) means "the
+// rest". Sizes must be at least 1.
+func ParseWaves(s string) ([]Size, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	if len(parts) > MaxWaves {
+		return nil, fmt.Errorf("waves %q: at most %d waves", s, MaxWaves)
+	}
+	out := make([]Size, len(parts))
+	for i, p := range parts {
+		sz, err := ParseSize(p)
+		if err != nil {
+			return nil, fmt.Errorf("wave %d: %w", i+1, err)
+		}
+		if sz.N < 1 {
+			return nil, fmt.Errorf("wave %d: %q: a wave has at least 1 server", i+1, p)
+		}
+		out[i] = sz
+	}
+	return out, nil
+}
+
+// waveServers splits total servers into the waves' sizes.
+func waveServers(waves []Size, total int) []int {
+	var out []int
+	left := total
+	for _, w := range waves {
+		if left == 0 {
+			break
+		}
+		n := w.N
+		if w.Percent {
+			n = max(1, (total*w.N+99)/100)
+		}
+		n = min(n, left)
+		out = append(out, n)
+		left -= n
+	}
+	if left > 0 {
+		out = append(out, left)
+	}
+	return out
+}
+
 // Summary is the payload of a rotation:finished task.
 type Summary struct {
 	Rotation   string    `json:"rotation"`
 	State      State     `json:"state"`
+	Reason     string    `json:"reason,omitempty"`
 	Keypair    string    `json:"keypair"`
 	Counts     Counts    `json:"counts"`
 	CreatedAt  time.Time `json:"created_at"`

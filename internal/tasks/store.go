@@ -27,7 +27,8 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 // Cluster keeps a rotation (and its scripts' keys) on one slot:
 //
 //	<prefix>rotations                 ZSET  rotation ids by creation time
-//	<prefix>{<id>}:meta               HASH  the rotation record and its counters
+//	<prefix>{<id>}:meta               HASH  the rotation record and its counters;
+//	                                        wave_end:<n>, wave_size:<n> per wave
 //	<prefix>{<id>}:rec                HASH  server id → terminal outcome record
 //	<prefix>{<id>}:c:<chunk>:<attempt> HASH  one chunk attempt: its servers, the
 //	                                        checkpoint (request id, job ids) and
@@ -108,12 +109,25 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 	for _, c := range chunks {
 		pending += int64(len(c))
 	}
+	maxErrors := r.MaxErrors
+	if maxErrors < 0 {
+		maxErrors = -1
+	}
 	fields := []any{
 		"id", id, "keypair", r.Keypair, "chunk_size", r.ChunkSize, "chunks", len(chunks),
 		"max_attempts", r.MaxAttempts, "fingerprint", r.Fingerprint, "state", string(StateRunning),
 		"created_at", now.UnixMilli(), "total", pending + int64(len(skipped)), "pending", pending,
 		"running", 0, "succeeded", 0, "failed", 0, "skipped", len(skipped), "cancelled", 0,
 		"submitted", 0, "retried", 0, "resubmitted", 0,
+		"max_errors", maxErrors, "verify", flag(r.Verify), "pause_after_wave", flag(r.PauseAfterWave),
+		"retention_ms", r.Retention.Milliseconds(), "waves", len(r.Waves), "wave", min(1, len(r.Waves)),
+	}
+	for i, w := range r.Waves {
+		fields = append(fields, "wave_end:"+strconv.Itoa(i+1), w.LastChunk, "wave_size:"+strconv.Itoa(i+1), w.Servers)
+	}
+	if len(r.Waves) > 0 {
+		// wave_open counts the current wave's servers not yet terminal.
+		fields = append(fields, "wave_open", r.Waves[0].Servers)
 	}
 	args := append([]any{id, r.Fingerprint, now.UnixMilli()}, fields...)
 	res, err := createScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.rotationsKey()}, args...).Int()
@@ -157,7 +171,24 @@ func (s *Store) Rotation(ctx context.Context, id string) (*Rotation, error) {
 	if f := n("finished_at"); f > 0 {
 		r.FinishedAt = time.UnixMilli(f).UTC()
 	}
+	r.Wave, r.MaxErrors, r.Reason = int(n("wave")), int(n("max_errors")), m["reason"]
+	r.Verify, r.PauseAfterWave = m["verify"] == "1", m["pause_after_wave"] == "1"
+	r.Retention = time.Duration(n("retention_ms")) * time.Millisecond
+	if _, ok := m["max_errors"]; !ok {
+		r.MaxErrors = -1
+	}
+	for w := 1; w <= int(n("waves")); w++ {
+		i := strconv.Itoa(w)
+		r.Waves = append(r.Waves, Wave{LastChunk: int(n("wave_end:" + i)), Servers: int(n("wave_size:" + i))})
+	}
 	return r, nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 // Rotations lists rotations, newest first, at most limit of them.
@@ -188,19 +219,21 @@ if not cur then return redis.error_reply('not found') end
 if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return redis.error_reply('rotation has finished (' .. cur .. ')') end
 if cur == 'cancelled' then return redis.error_reply('rotation is cancelled') end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
+if ARGV[2] == '' then redis.call('HDEL', KEYS[1], 'reason') else redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
 return cur
 `)
 
-// SetState pauses, resumes (StateRunning) or cancels a rotation. Workers
-// read the state before every submission, so the change takes effect across
-// the fleet with the next task each worker picks up.
-func (s *Store) SetState(ctx context.Context, id string, st State) error {
+// SetState pauses, resumes (StateRunning) or cancels a rotation, with the
+// reason shown next to the state. Workers check the state right before
+// every UpdateKeypair call, so the change takes effect across the fleet at
+// once for calls not yet started. Resume and Cancel do more than this.
+func (s *Store) SetState(ctx context.Context, id string, st State, reason string) error {
 	switch st {
 	case StateRunning, StatePaused, StateCancelled:
 	default:
 		return fmt.Errorf("set rotation %s state: %q is not running, paused or cancelled", id, st)
 	}
-	err := setStateScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, string(st)).Err()
+	err := setStateScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, string(st), reason).Err()
 	if err != nil && err.Error() == "not found" {
 		return fmt.Errorf("rotation %s: %w", id, ErrNotFound)
 	}
@@ -259,14 +292,50 @@ func (s *Store) Attempt(ctx context.Context, id string, chunk, attempt int) (*At
 	return a, nil
 }
 
+// intentScript marks a submit call about to start, unless the chunk
+// attempt has a checkpoint (returns {1}) or the rotation is not running
+// (returns {2, state}); otherwise it returns {0, earlier intents}. Cancel
+// closes only attempts without intents, in a script of its own, so a chunk
+// is either closed or called, never both.
+var intentScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], 'cp') == 1 then return {1, ''} end
+local st = redis.call('HGET', KEYS[2], 'state')
+if st ~= 'running' then return {2, st or ''} end
+return {0, tostring(redis.call('HINCRBY', KEYS[1], 'intents', 1) - 1)}
+`)
+
+// Intent is what MarkIntent found.
+type Intent struct {
+	// Go: the call may start; Earlier calls started without a checkpoint.
+	Go      bool
+	Earlier int
+	// Checkpointed: another task submitted the chunk attempt meanwhile.
+	Checkpointed bool
+	// State is the rotation's state when it is not running.
+	State State
+}
+
 // MarkIntent records that a submit call for the chunk attempt is about to
-// start and returns how many earlier calls started without a checkpoint.
-func (s *Store) MarkIntent(ctx context.Context, id string, chunk, attempt int) (earlier int, err error) {
-	n, err := s.rdb.HIncrBy(ctx, s.attemptKey(id, chunk, attempt), "intents", 1).Result()
-	if err != nil {
-		return 0, fmt.Errorf("mark submit intent for chunk %d attempt %d of %s: %w", chunk, attempt, id, err)
+// start, if the rotation is still running and nobody submitted the attempt
+// meanwhile: the last check before the API call.
+func (s *Store) MarkIntent(ctx context.Context, id string, chunk, attempt int) (Intent, error) {
+	v, err := intentScript.Run(ctx, s.rdb, []string{s.attemptKey(id, chunk, attempt), s.metaKey(id)}).Slice()
+	if err == nil && len(v) != 2 {
+		err = fmt.Errorf("unexpected answer %v", v)
 	}
-	return int(n - 1), nil
+	if err != nil {
+		return Intent{}, fmt.Errorf("mark submit intent for chunk %d attempt %d of %s: %w", chunk, attempt, id, err)
+	}
+	code, _ := v[0].(int64)
+	val, _ := v[1].(string)
+	switch code {
+	case 1:
+		return Intent{Checkpointed: true}, nil
+	case 2:
+		return Intent{State: State(val)}, nil
+	}
+	n, _ := strconv.Atoi(val)
+	return Intent{Go: true, Earlier: n}, nil
 }
 
 // ClearIntent withdraws an intent after a call the API certainly did not
@@ -337,27 +406,38 @@ type Resolved struct {
 	Complete bool // this call resolved the attempt's last server
 	Finished bool // this call finished the rotation
 	Retries  int  // servers in the next attempt, when Complete
+	// Advanced is the wave this call started (0: none): the previous wave
+	// had finished within the error budget.
+	Advanced int
 }
 
 // resolveScript records resolutions exactly once per server and attempt,
-// moves the counters, completes the attempt when its last server resolves,
-// and finishes the rotation when nothing is pending or running.
-// KEYS: attempt, meta, records, next attempt. ARGV: now (ms), then triples
-// server, kind ("retry" or an outcome counter name), value.
+// moves the counters, halts the rotation at the first failure beyond its
+// error budget, completes the attempt when its last server resolves,
+// starts the next wave when the current one has finished, and finishes the
+// rotation when nothing is pending or running. In a cancelled rotation a
+// retry is recorded as cancelled instead, so no server joins a next attempt
+// Cancel may already have closed.
+// KEYS: attempt, meta, records, next attempt. ARGV: now (ms), then
+// quadruples server, kind ("retry" or an outcome counter name), value (the
+// next attempt's entry, or the record), the record if cancelled.
 var resolveScript = redis.NewScript(`
 local meta = KEYS[2]
+` + budgetLua + advanceLua + `
 local open = tonumber(redis.call('HGET', KEYS[1], 'open') or '0')
 local recorded = 0
 local first = 2
 if redis.call('HEXISTS', KEYS[1], 'done') == 1 then
   first = #ARGV + 1 -- complete: its resolution markers are trimmed, nothing more to record
 end
-for i = first, #ARGV, 3 do
+local cancelled = redis.call('HGET', meta, 'state') == 'cancelled'
+for i = first, #ARGV, 4 do
   local sid, kind, val = ARGV[i], ARGV[i+1], ARGV[i+2]
   if redis.call('HSETNX', KEYS[1], 'd:' .. sid, '1') == 1 then
     open = open - 1
     recorded = recorded + 1
     redis.call('HINCRBY', meta, 'running', -1)
+    if kind == 'retry' and cancelled then kind, val = 'cancelled', ARGV[i+3] end
     if kind == 'retry' then
       local cur = redis.call('HGET', KEYS[4], 'servers') or ''
       redis.call('HSET', KEYS[4], 'servers', cur .. val)
@@ -365,7 +445,9 @@ for i = first, #ARGV, 3 do
       redis.call('HINCRBY', meta, 'retried', 1)
     else
       redis.call('HSET', KEYS[3], sid, val)
-      redis.call('HINCRBY', meta, kind, 1)
+      local n = redis.call('HINCRBY', meta, kind, 1)
+      redis.call('HINCRBY', meta, 'wave_open', -1)
+      if kind == 'failed' then budget(n) end
     end
   end
 end
@@ -382,9 +464,44 @@ if open <= 0 and redis.call('HSETNX', KEYS[1], 'done', '1') == 1 then
   end
   if #trim > 0 then redis.call('HDEL', KEYS[1], unpack(trim)) end
 end
+local advanced = 0
+if recorded > 0 then advanced = advance() end
 ` + finishLua + `
-return {recorded, complete, finished, retries}
+return {recorded, complete, finished, retries, advanced}
 `)
+
+// budgetLua halts a running or paused rotation whose failed count has just
+// gone beyond max_errors (-1: no budget), naming the count that tripped it.
+const budgetLua = `
+local function budget(failed)
+  local st = redis.call('HGET', meta, 'state')
+  local maxe = tonumber(redis.call('HGET', meta, 'max_errors') or '-1')
+  if (st == 'running' or st == 'paused') and maxe >= 0 and failed > maxe then
+    redis.call('HSET', meta, 'state', 'failed', 'reason',
+      'error budget exceeded: ' .. failed .. ' failed > max ' .. maxe .. '; resume with a larger --max-errors, or cancel')
+  end
+end
+`
+
+// advanceLua starts the next wave of a running rotation whose current
+// wave has no server left that is not terminal, pausing it there with
+// pause_after_wave. It returns the new wave, or 0.
+const advanceLua = `
+local function advance()
+  local w = tonumber(redis.call('HGET', meta, 'wave') or '0')
+  local n = tonumber(redis.call('HGET', meta, 'waves') or '0')
+  if w >= n or tonumber(redis.call('HGET', meta, 'wave_open') or '1') > 0
+     or redis.call('HGET', meta, 'state') ~= 'running' then
+    return 0
+  end
+  redis.call('HSET', meta, 'wave', w + 1, 'wave_open', redis.call('HGET', meta, 'wave_size:' .. (w + 1)))
+  if redis.call('HGET', meta, 'pause_after_wave') == '1' then
+    redis.call('HSET', meta, 'state', 'paused', 'reason',
+      'wave ' .. w .. ' of ' .. n .. ' finished; paused after the wave: resume to start wave ' .. (w + 1))
+  end
+  return w + 1
+end
+`
 
 // finishScript finishes a rotation with nothing pending or running. KEYS:
 // meta. ARGV: now (ms).
@@ -413,23 +530,118 @@ end
 // Resolve records resolutions of a chunk attempt. Each server is resolved
 // at most once per attempt, however many pollers race.
 func (s *Store) Resolve(ctx context.Context, id string, chunk, attempt int, rs []Resolution, now time.Time) (Resolved, error) {
-	args := make([]any, 0, 1+3*len(rs))
+	args := make([]any, 0, 1+4*len(rs))
 	args = append(args, now.UnixMilli())
 	for _, r := range rs {
+		rec := record{Outcome: r.Outcome, Attempts: r.Attempts, JobID: r.JobID, Code: r.Code, Message: r.Message, FinishedAt: now}
 		if r.Retry != nil {
-			args = append(args, r.ServerID, "retry", encodeEntries([]Entry{*r.Retry}))
+			rec.Outcome = OutcomeCancelled
+			args = append(args, r.ServerID, "retry", encodeEntries([]Entry{*r.Retry}), encodeRecord(rec))
 			continue
 		}
-		args = append(args, r.ServerID, string(r.Outcome), encodeRecord(record{
-			Outcome: r.Outcome, Attempts: r.Attempts, JobID: r.JobID, Code: r.Code, Message: r.Message, FinishedAt: now,
-		}))
+		args = append(args, r.ServerID, string(r.Outcome), encodeRecord(rec), "")
 	}
 	keys := []string{s.attemptKey(id, chunk, attempt), s.metaKey(id), s.recordsKey(id), s.attemptKey(id, chunk, attempt+1)}
 	v, err := resolveScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return Resolved{}, fmt.Errorf("record outcomes of chunk %d attempt %d of %s: %w", chunk, attempt, id, err)
 	}
-	return Resolved{Recorded: int(v[0]), Complete: v[1] == 1, Finished: v[2] == 1, Retries: int(v[3])}, nil
+	return Resolved{Recorded: int(v[0]), Complete: v[1] == 1, Finished: v[2] == 1, Retries: int(v[3]), Advanced: int(v[4])}, nil
+}
+
+// resumeScript sets a paused or halted rotation running again, with a new
+// error budget if ARGV[2] >= 0, refusing while the budget is still
+// exceeded, and starts the next wave if the current one has finished. It
+// returns the current wave. KEYS: meta. ARGV: now (ms), max errors or -1.
+var resumeScript = redis.NewScript(`
+local meta = KEYS[1]
+` + advanceLua + `
+local st = redis.call('HGET', meta, 'state')
+if not st then return redis.error_reply('not found') end
+if redis.call('HEXISTS', meta, 'finished_at') == 1 then return redis.error_reply('rotation has finished (' .. st .. ')') end
+if st == 'cancelled' then return redis.error_reply('rotation is cancelled') end
+if tonumber(ARGV[2]) >= 0 then redis.call('HSET', meta, 'max_errors', ARGV[2]) end
+local failed = tonumber(redis.call('HGET', meta, 'failed'))
+local maxe = tonumber(redis.call('HGET', meta, 'max_errors') or '-1')
+if maxe >= 0 and failed > maxe then
+  return redis.error_reply('error budget still exceeded: ' .. failed .. ' failed > max ' .. maxe .. '; raise it with --max-errors')
+end
+redis.call('HSET', meta, 'state', 'running')
+redis.call('HDEL', meta, 'reason')
+advance()
+return tonumber(redis.call('HGET', meta, 'wave') or '0')
+`)
+
+// Resume sets a paused or halted rotation running, with a new error budget
+// of maxErrors servers unless maxErrors < 0, and returns the wave to
+// submit (it may have just started).
+func (s *Store) Resume(ctx context.Context, id string, maxErrors int) (wave int, err error) {
+	wave, err = resumeScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, time.Now().UnixMilli(), maxErrors).Int()
+	if err != nil && err.Error() == "not found" {
+		return 0, fmt.Errorf("rotation %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("resume rotation %s: %w", id, err)
+	}
+	return wave, nil
+}
+
+// closeScript records every server of a chunk's attempts that were never
+// submitted (no checkpoint, no submit call started) as cancelled, and
+// finishes the rotation if nothing is left. KEYS: meta, records, then the
+// chunk's attempt keys in order. ARGV: now (ms), now (s), message.
+var closeScript = redis.NewScript(`
+local meta = KEYS[1]
+local closed = 0
+for a = 3, #KEYS do
+  local k = KEYS[a]
+  local servers = redis.call('HGET', k, 'servers')
+  if servers and redis.call('HEXISTS', k, 'cp') == 0 and tonumber(redis.call('HGET', k, 'intents') or '0') <= 0 then
+    local rec = 'cancelled\t' .. (a - 2) .. '\t\t\t' .. ARGV[3] .. '\t' .. ARGV[2]
+    local n = 0
+    for sid in string.gmatch(servers, '([^\t\n]+)\t[^\n]*\n') do
+      if redis.call('HSETNX', KEYS[2], sid, rec) == 1 then n = n + 1 end
+    end
+    redis.call('HSET', k, 'cp', '1', 'req', '', 'at', ARGV[1], 'open', 0, 'done', '1')
+    redis.call('HINCRBY', meta, 'pending', -n)
+    redis.call('HINCRBY', meta, 'cancelled', n)
+    closed = closed + n
+  end
+end
+` + finishLua + `
+return {closed, finished}
+`)
+
+// Cancel cancels a rotation and records every server not submitted yet as
+// cancelled at once, retries waiting for their backoff included, instead
+// of leaving that to each chunk's submit task. Chunk attempts being
+// submitted or already submitted are left to their tasks: their jobs'
+// outcomes are recorded, and their failed servers are not retried. It
+// reports how many servers it closed and whether that finished the rotation.
+func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (closed int, finished bool, err error) {
+	if err := s.SetState(ctx, id, StateCancelled, "cancelled by an operator"); err != nil {
+		return 0, false, err
+	}
+	rot, err := s.Rotation(ctx, id)
+	if err != nil {
+		return 0, false, err
+	}
+	msg := "rotation cancelled before this chunk was submitted"
+	keys := make([]string, 2, 2+rot.MaxAttempts)
+	keys[0], keys[1] = s.metaKey(id), s.recordsKey(id)
+	for c := 1; c <= rot.Chunks; c++ {
+		keys = keys[:2]
+		for a := 1; a <= rot.MaxAttempts; a++ {
+			keys = append(keys, s.attemptKey(id, c, a))
+		}
+		v, err := closeScript.Run(ctx, s.rdb, keys, now.UnixMilli(), now.Unix(), msg).Int64Slice()
+		if err != nil {
+			return closed, finished, fmt.Errorf("cancel %s: close chunk %d: %w", id, c, err)
+		}
+		closed += int(v[0])
+		finished = finished || v[1] == 1
+	}
+	return closed, finished, nil
 }
 
 // finishIfDone finishes a rotation with nothing left to do (every server
@@ -443,8 +655,12 @@ func (s *Store) finishIfDone(ctx context.Context, id string, now time.Time) (boo
 }
 
 // Expire sets the retention of a finished rotation: all its keys expire
-// after d, and its entry in the rotation index is dropped when listed after that.
+// after the rotation's own Retention, or d when it has none, and its entry
+// in the rotation index is dropped when listed after that.
 func (s *Store) Expire(ctx context.Context, r *Rotation, d time.Duration) error {
+	if r.Retention > 0 {
+		d = r.Retention
+	}
 	pipe := s.rdb.Pipeline()
 	pipe.Expire(ctx, s.metaKey(r.ID), d)
 	pipe.Expire(ctx, s.recordsKey(r.ID), d)

@@ -13,7 +13,8 @@ import (
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 )
 
-// pauseRecheck is how often a paused rotation's submit tasks look again.
+// pauseRecheck is how often a paused or halted rotation's submit tasks
+// look again: resume takes effect within it.
 const pauseRecheck = 5 * time.Second
 
 // HandleSubmit submits one chunk attempt. It calls UpdateKeypair at most
@@ -43,22 +44,25 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	if len(a.Servers) == 0 {
 		return fmt.Errorf("submit chunk %d attempt %d of %s: no servers planned: %w", p.Chunk, p.Attempt, p.Rotation, asynq.SkipRetry)
 	}
-	switch rot.State {
-	case StatePaused:
-		return delayed(pauseRecheck, fmt.Errorf("rotation %s is paused", p.Rotation))
-	case StateCancelled:
-		return h.closeAttempt(ctx, log, p, a, OutcomeCancelled, "", "rotation cancelled before this chunk was submitted")
+	if err := h.notRunning(ctx, log, p, a, rot.State); err != nil || rot.State != StateRunning {
+		return err
 	}
 
 	if err := h.limiter.Wait(ctx, APIUpdateKeypair); err != nil {
 		return err
 	}
-	earlier, err := h.store.MarkIntent(ctx, p.Rotation, p.Chunk, p.Attempt)
-	if err != nil {
+	// The limiter may have waited: the rotation's state is checked again,
+	// atomically with marking the call, right before it.
+	in, err := h.store.MarkIntent(ctx, p.Rotation, p.Chunk, p.Attempt)
+	switch {
+	case err != nil:
 		return err
-	}
-	if earlier > 0 {
-		log.WarnContext(ctx, "an earlier submit of this chunk attempt ended without a checkpoint; submitting again", "earlier", earlier)
+	case in.Checkpointed:
+		return h.schedulePoll(ctx, p, 1)
+	case !in.Go:
+		return h.notRunning(ctx, log, p, a, in.State)
+	case in.Earlier > 0:
+		log.WarnContext(ctx, "an earlier submit of this chunk attempt ended without a checkpoint; submitting again", "earlier", in.Earlier)
 	}
 	req := make([]cph.ServerKeypair, len(a.Servers))
 	for i, e := range a.Servers {
@@ -85,6 +89,23 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	h.obs.Submitted(len(a.Servers))
 	log.InfoContext(ctx, "chunk submitted", "request_id", resp.RequestID, "jobs", len(jobs), "rejected", len(errs))
 	return h.schedulePoll(ctx, p, 1)
+}
+
+// notRunning handles a chunk attempt of a rotation that is not running:
+// paused and halted (failed before finishing) rotations put the task back
+// until resumed; a cancelled one closes the attempt as cancelled.
+func (h *Handler) notRunning(ctx context.Context, log *slog.Logger, p SubmitPayload, a *Attempt, st State) error {
+	switch st {
+	case StateRunning:
+		return nil
+	case StatePaused:
+		return delayed(pauseRecheck, fmt.Errorf("rotation %s is paused", p.Rotation))
+	case StateCancelled:
+		return h.closeAttempt(ctx, log, p, a, OutcomeCancelled, "", "rotation cancelled before this chunk was submitted")
+	case StateFailed:
+		return delayed(pauseRecheck, fmt.Errorf("rotation %s is halted by its error budget", p.Rotation))
+	}
+	return fmt.Errorf("submit chunk %d attempt %d of %s: rotation is %s: %w", p.Chunk, p.Attempt, p.Rotation, st, asynq.SkipRetry)
 }
 
 // splitAnswer sorts an UpdateKeypair answer into job ids and per-server
