@@ -104,6 +104,17 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"list bad limit", []string{"list", "--limit", "0"}, nil},
 		{"pause bad id", []string{"pause", "a b"}, nil},
 		{"cancel missing rotation", []string{"cancel", "r-missing"}, nil},
+		{"wave of 0", []string{"start", "--keypair", "kp", "--skip-matching=false", "--waves", "0,100%", file}, nil},
+		{"wave not a size", []string{"start", "--keypair", "kp", "--skip-matching=false", "--waves", "1,ten", file}, nil},
+		{"max errors over 100%", []string{"start", "--keypair", "kp", "--skip-matching=false", "--max-errors", "101%", file}, nil},
+		{"max errors negative", []string{"start", "--keypair", "kp", "--skip-matching=false", "--max-errors", "-1", file}, nil},
+		{"retention 0", []string{"start", "--keypair", "kp", "--skip-matching=false", "--retention", "0s", file}, nil},
+		{"bad submit rate", []string{"start", "--keypair", "kp", "--skip-matching=false", "--submit-rate", "fast", file}, nil},
+		{"dry run without reading", []string{"start", "--keypair", "kp", "--skip-matching=false", "--dry-run", file}, nil},
+		{"resume bad max errors", []string{"resume", "--max-errors", "lots", "r-1"}, nil},
+		{"resume missing rotation", []string{"resume", "r-missing"}, nil},
+		{"rollback missing rotation", []string{"rollback", "--skip-matching=false", "r-missing"}, nil},
+		{"rollback id too long", []string{"rollback", strings.Repeat("r", 60)}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
