@@ -60,7 +60,7 @@ type fleet struct {
 	url string
 }
 
-func startSim(t *testing.T, opts cphsim.Options) *fleet {
+func startSim(t testing.TB, opts cphsim.Options) *fleet {
 	t.Helper()
 	opts.ProjectID, opts.AccessKey, opts.SecretKey = testProject, testAK, testSK
 	sim := cphsim.New(opts)
@@ -113,7 +113,7 @@ func (s *syncBuffer) String() string {
 
 // startWorker starts a worker process tuned for tests: short polls and a
 // generous rate (the simulator's quota is what throttles).
-func startWorker(t *testing.T, env []string, args ...string) *worker {
+func startWorker(t testing.TB, env []string, args ...string) *worker {
 	t.Helper()
 	args = append([]string{"--admin-addr", "", "--first-poll", "1s", "--poll-cap", "2s", "--concurrency", "10",
 		"--submit-rate", "40/s", "--poll-rate", "80/s", "--shutdown-timeout", "5s"}, args...)
@@ -147,7 +147,7 @@ func tail(s string, n int) string {
 
 // enqueue runs the enqueue command and returns its stdout; it fails the
 // test on a non-zero exit.
-func enqueue(t *testing.T, env []string, args ...string) string {
+func enqueue(t testing.TB, env []string, args ...string) string {
 	t.Helper()
 	out, code, stderr := enqueueCode(t, env, args...)
 	if code != 0 {
@@ -156,7 +156,7 @@ func enqueue(t *testing.T, env []string, args ...string) string {
 	return out
 }
 
-func enqueueCode(t *testing.T, env []string, args ...string) (string, int, string) {
+func enqueueCode(t testing.TB, env []string, args ...string) (string, int, string) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "enqueue"), args...)
 	cmd.Env = env
@@ -172,7 +172,7 @@ func enqueueCode(t *testing.T, env []string, args ...string) (string, int, strin
 	return out.String(), code, errb.String()
 }
 
-func writeTargets(t *testing.T, f *fleet) string {
+func writeTargets(t testing.TB, f *fleet) string {
 	t.Helper()
 	var b strings.Builder
 	for _, s := range f.sim.Servers() {
@@ -192,7 +192,7 @@ type started struct {
 	Servers  int64  `json:"servers"`
 }
 
-func startRotation(t *testing.T, env []string, args ...string) started {
+func startRotation(t testing.TB, env []string, args ...string) started {
 	t.Helper()
 	var st started
 	out := enqueue(t, env, append([]string{"start", "--json", "--keypair", newKeypair}, args...)...)
@@ -203,7 +203,7 @@ func startRotation(t *testing.T, env []string, args ...string) started {
 }
 
 // waitFinished polls the rotation until it finishes.
-func waitFinished(t *testing.T, rdb redis.UniversalClient, id string, timeout time.Duration) *tasks.Rotation {
+func waitFinished(t testing.TB, rdb redis.UniversalClient, id string, timeout time.Duration) *tasks.Rotation {
 	t.Helper()
 	store := tasks.NewStore(rdb, "")
 	deadline := time.Now().Add(timeout)
@@ -222,7 +222,7 @@ func waitFinished(t *testing.T, rdb redis.UniversalClient, id string, timeout ti
 	}
 }
 
-func report(t *testing.T, env []string, id string) []tasks.ReportRow {
+func report(t testing.TB, env []string, id string) []tasks.ReportRow {
 	t.Helper()
 	var rows []tasks.ReportRow
 	if err := json.Unmarshal([]byte(enqueue(t, env, "report", "--format", "json", id)), &rows); err != nil {

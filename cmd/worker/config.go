@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -27,10 +30,12 @@ type config struct {
 	shutdownTimeout time.Duration
 	submitRate      ratelimit.Limit
 	pollRate        ratelimit.Limit
+	readRate        ratelimit.Limit
 	limiter         string
 	logFormat       string
 	logLevel        slog.Level
 	pipeline        tasks.Config
+	queues          map[string]int
 
 	demo        bool
 	demoExit    bool
@@ -56,6 +61,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 25*time.Second, "on SIGTERM, how long in-flight tasks may finish before they are handed back")
 	submitRate := fs.String("submit-rate", "10/s", "fleet-wide UpdateKeypair `rate` (like 10/s, 600/m, 10/s:20 for burst 20)")
 	pollRate := fs.String("poll-rate", "20/s", "fleet-wide ListJobs `rate`")
+	readRate := fs.String("read-rate", "20/s", "fleet-wide ShowServer `rate` (verification read-back)")
+	queues := fs.String("queues", formatQueues(tasks.Queues()), "queue `weights`: queue=weight,… (polls outweigh submits so started chunks finish first; 0 skips a queue)")
 	fs.StringVar(&c.limiter, "limiter", limiterFleet, "rate limiter: fleet (shared through Redis) or local (per process x/time/rate at the rates above, no 429 feedback; for benchmark baselines only)")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log `format`: json or text")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
@@ -73,42 +80,56 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 
+	// bad names the flag and its environment variable: the value may have
+	// come from either.
+	bad := func(flag, format string, args ...any) error {
+		return fmt.Errorf("--%s (%s): "+format, append([]any{flag, fs.EnvName(flag)}, args...)...)
+	}
 	var err error
 	if c.submitRate, err = ratelimit.ParseLimit(*submitRate); err != nil {
-		return nil, fmt.Errorf("--submit-rate: %w", err)
+		return nil, bad("submit-rate", "%w", err)
 	}
 	if c.pollRate, err = ratelimit.ParseLimit(*pollRate); err != nil {
-		return nil, fmt.Errorf("--poll-rate: %w", err)
+		return nil, bad("poll-rate", "%w", err)
+	}
+	if c.readRate, err = ratelimit.ParseLimit(*readRate); err != nil {
+		return nil, bad("read-rate", "%w", err)
+	}
+	if c.queues, err = parseQueues(*queues); err != nil {
+		return nil, bad("queues", "%w", err)
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+		return nil, bad("log-level", "%q: want debug, info, warn or error", *logLevel)
 	}
 	if c.limiter != limiterFleet && c.limiter != limiterLocal {
-		return nil, fmt.Errorf("--limiter %q: want %s or %s", c.limiter, limiterFleet, limiterLocal)
+		return nil, bad("limiter", "%q: want %s or %s", c.limiter, limiterFleet, limiterLocal)
 	}
 	if c.logFormat != "json" && c.logFormat != "text" {
-		return nil, fmt.Errorf("--log-format %q: want json or text", c.logFormat)
+		return nil, bad("log-format", "%q: want json or text", c.logFormat)
 	}
 	if c.concurrency < 1 || c.concurrency > 10000 {
-		return nil, fmt.Errorf("--concurrency %d: want 1-10000", c.concurrency)
+		return nil, bad("concurrency", "%d: want 1-10000", c.concurrency)
 	}
-	if c.shutdownTimeout <= 0 {
-		return nil, fmt.Errorf("--shutdown-timeout %s: want a positive duration", c.shutdownTimeout)
+	durations := []struct {
+		flag string
+		d    time.Duration
+	}{
+		{"shutdown-timeout", c.shutdownTimeout}, {"job-timeout", c.pipeline.JobTimeout}, {"first-poll", c.pipeline.FirstPoll},
+		{"poll-cap", c.pipeline.PollCap}, {"call-timeout", c.pipeline.CallTimeout},
 	}
-	for name, d := range map[string]time.Duration{"--job-timeout": c.pipeline.JobTimeout, "--first-poll": c.pipeline.FirstPoll,
-		"--poll-cap": c.pipeline.PollCap, "--call-timeout": c.pipeline.CallTimeout} {
-		if d <= 0 {
-			return nil, fmt.Errorf("%s %s: want a positive duration", name, d)
+	for _, d := range durations {
+		if d.d <= 0 {
+			return nil, bad(d.flag, "%s: want a positive duration", d.d)
 		}
 	}
 	if c.demoServers < 1 || c.demoServers > 1_000_000 {
-		return nil, fmt.Errorf("--demo-servers %d: want 1-1000000", c.demoServers)
+		return nil, bad("demo-servers", "%d: want 1-1000000", c.demoServers)
 	}
 	if c.demo {
 		return c, nil // the demo brings its own Redis and CPH
 	}
 	if c.redis, err = asynq.ParseRedisURI(c.redisURL); err != nil {
-		return nil, fmt.Errorf("--redis / REDIS_URL: %w", err)
+		return nil, bad("redis", "%w", err)
 	}
 	if *region == "" && *endpoint == "" {
 		return nil, errors.New("no CPH endpoint: set --region (REKEY_REGION) or --endpoint (REKEY_ENDPOINT)")
@@ -120,6 +141,54 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		Credentials: cph.CredentialsFromEnv(getenv),
 	}
 	return c, nil
+}
+
+// parseQueues parses "rekey-poll=6,rekey-submit=3".
+func parseQueues(s string) (map[string]int, error) {
+	known := tasks.Queues()
+	out := map[string]int{}
+	positive := false
+	for _, part := range strings.Split(s, ",") {
+		name, w, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return nil, fmt.Errorf("%q: want queue=weight", part)
+		}
+		if _, ok := known[name]; !ok {
+			return nil, fmt.Errorf("unknown queue %q: want one of %s", name, formatQueues(known))
+		}
+		n, err := strconv.Atoi(w)
+		if err != nil || n < 0 || n > 100 {
+			return nil, fmt.Errorf("queue %s weight %q: want 0-100", name, w)
+		}
+		out[name] = n
+		positive = positive || n > 0
+	}
+	if !positive {
+		return nil, errors.New("every queue weight is 0: the worker would take no task")
+	}
+	return out, nil
+}
+
+func formatQueues(q map[string]int) string {
+	names := make([]string, 0, len(q))
+	for name := range q {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, name := range names {
+		parts[i] = name + "=" + strconv.Itoa(q[name])
+	}
+	return strings.Join(parts, ",")
+}
+
+// limits are the fleet-wide rates of every API the workers call.
+func (c *config) limits() map[string]ratelimit.Limit {
+	return map[string]ratelimit.Limit{
+		tasks.APIUpdateKeypair: c.submitRate,
+		tasks.APIListJobs:      c.pollRate,
+		tasks.APIShowServer:    c.readRate,
+	}
 }
 
 func (c *config) logger(w io.Writer) *slog.Logger {

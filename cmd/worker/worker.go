@@ -55,8 +55,8 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	reg.MustRegister(metrics.NewProgressCollector(progress(store), 15*time.Second))
 
 	lim, err := ratelimit.New(rdb, ratelimit.Options{
-		Limits:   map[string]ratelimit.Limit{tasks.APIUpdateKeypair: c.submitRate, tasks.APIListJobs: c.pollRate},
-		Observer: limiterObserver{m},
+		Limits:   c.limits(),
+		Observer: limiterObserver{m: m, log: log},
 	})
 	if err != nil {
 		return fmt.Errorf("rate limiter: %w", err)
@@ -67,7 +67,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	}
 	var limiter tasks.Limiter = fleetLimiter{l: lim, region: region, project: c.cph.ProjectID}
 	if c.limiter == limiterLocal {
-		limiter = newLocalLimiter(map[string]ratelimit.Limit{tasks.APIUpdateKeypair: c.submitRate, tasks.APIListJobs: c.pollRate}, 2*time.Second)
+		limiter = newLocalLimiter(c.limits(), 2*time.Second)
 		log.Warn("local rate limiter: each process limits itself, none shares the quota or reacts to 429s (benchmark baselines only)")
 	}
 	enq := asynq.NewClientFromRedisClient(rdb)
@@ -85,7 +85,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              c.concurrency,
-		Queues:                   tasks.Queues(),
+		Queues:                   c.queues,
 		IsFailure:                tasks.IsFailure,
 		RetryDelayFunc:           tasks.RetryDelay,
 		ShutdownTimeout:          c.shutdownTimeout,
@@ -205,17 +205,28 @@ func (f fleetLimiter) Throttled(ctx context.Context, api string, retryAfter time
 	return f.l.Throttled(ctx, f.key(api), retryAfter)
 }
 
-// limiterObserver feeds the limiter's hooks into the metrics.
-type limiterObserver struct{ m *metrics.Metrics }
+// limiterObserver feeds the limiter's hooks into the metrics and the log.
+type limiterObserver struct {
+	m   *metrics.Metrics
+	log *slog.Logger
+}
 
 func (o limiterObserver) Granted(k ratelimit.Key, waited time.Duration) {
 	o.m.LimiterWait(k.API, waited)
 }
+
+// Throttled needs nothing here: the task handler that saw the 429 counts it
+// (cph_rekey_api_throttled_total) before reporting it to the limiter.
 func (o limiterObserver) Throttled(ratelimit.Key) {}
+
 func (o limiterObserver) RateChanged(k ratelimit.Key, perSecond float64) {
 	o.m.LimiterRate(k.API, perSecond)
+	o.log.Info("fleet-wide rate changed", "api", k.API, "per_second", perSecond)
 }
-func (o limiterObserver) RedisError(ratelimit.Key, error) {}
+
+func (o limiterObserver) RedisError(k ratelimit.Key, err error) {
+	o.log.Warn("rate limiter cannot reach Redis; nothing is granted until it can", "api", k.API, "err", err)
+}
 
 // asynqLogger sends asynq's own log lines to slog.
 type asynqLogger struct{ l *slog.Logger }
