@@ -140,6 +140,7 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 			"With --dry-run it prints what would change instead, and writes nothing.")
 	keypair := f.String("keypair", "", "the keypair every server must end on (required)")
 	format := f.String("format", "auto", "input `format`: auto, lines, csv or json")
+	f.Env("format", "REKEY_INPUT_FORMAT") // REKEY_FORMAT is the report's
 	discover := f.Bool("discover", false, "take the targets from ListCloudPhoneServers instead of a file")
 	name := f.String("name", "", "with --discover, only servers whose name contains `text`")
 	status := f.String("status", "", "with --discover, only servers in this `status` (5 = normal)")
