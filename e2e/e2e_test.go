@@ -202,6 +202,26 @@ func startRotation(t testing.TB, env []string, args ...string) started {
 	return st
 }
 
+// waitSubmitted polls the rotation until at least n server submissions
+// happened: a point mid-rotation to crash or stop a worker at.
+func waitSubmitted(t testing.TB, rdb redis.UniversalClient, id string, n int64) {
+	t.Helper()
+	store := tasks.NewStore(rdb, "")
+	for {
+		rot, err := store.Rotation(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rot.Finished() {
+			t.Fatalf("rotation %s finished before %d submissions", id, n)
+		}
+		if rot.Counts.Submitted >= n {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // waitFinished polls the rotation until it finishes.
 func waitFinished(t testing.TB, rdb redis.UniversalClient, id string, timeout time.Duration) *tasks.Rotation {
 	t.Helper()
@@ -374,17 +394,7 @@ func TestWorkerCrash(t *testing.T) {
 	st := startRotation(t, env, "--chunk-size", "20", writeTargets(t, f))
 	a, b := startWorker(t, env), startWorker(t, env)
 	rdb := r.Client(t)
-	store := tasks.NewStore(rdb, "")
-	for {
-		rot, err := store.Rotation(context.Background(), st.Rotation)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rot.Counts.Submitted >= 300 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitSubmitted(t, rdb, st.Rotation, 300)
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	b.cmd.Process.Signal(syscall.SIGKILL)
 	a.wait()

@@ -202,17 +202,7 @@ func TestSIGTERMLosesNothing(t *testing.T) {
 	st := startRotation(t, env, "--chunk-size", "20", writeTargets(t, f))
 	a := startWorker(t, env, "--submit-rate", "8/s")
 	rdb := r.Client(t)
-	store := tasks.NewStore(rdb, "")
-	for {
-		rot, err := store.Rotation(context.Background(), st.Rotation)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rot.Counts.Submitted >= 200 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitSubmitted(t, rdb, st.Rotation, 200)
 	sent := time.Now()
 	a.cmd.Process.Signal(syscall.SIGTERM)
 	if err := a.wait(); err != nil {
