@@ -71,6 +71,17 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		c.logLevel = slog.LevelWarn
 	}
 
+	if c.adminAddr != "" {
+		// The demo's UI is a convenience: when the usual port is taken, any
+		// free one will do.
+		if ln, err := net.Listen("tcp", c.adminAddr); err != nil {
+			fmt.Fprintf(stdout, "%s is in use; the web UI takes a free port instead\n", c.adminAddr)
+			c.adminAddr = "127.0.0.1:0"
+		} else {
+			ln.Close()
+		}
+	}
+
 	wctx, stopWorker := context.WithCancel(ctx)
 	defer stopWorker()
 	adminAddr := make(chan string, 1)
