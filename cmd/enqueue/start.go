@@ -65,7 +65,9 @@ func (p *planFlags) client(e *env, discover bool) (*cph.Client, error) {
 	if p.region == "" && p.endpoint == "" {
 		return nil, usagef("--discover, --skip-matching and --dry-run read the fleet: set --region or --endpoint (or --skip-matching=false)")
 	}
-	c, err := cph.NewClient(cph.Config{Region: p.region, Endpoint: p.endpoint,
+	// The fleet is read page by page at whatever quota the API allows: a
+	// throttled or failed page is read again rather than failing the start.
+	c, err := cph.NewClient(cph.Config{Region: p.region, Endpoint: p.endpoint, ReadRetries: 10,
 		ProjectID: e.getenv("HUAWEICLOUD_SDK_PROJECT_ID"), Credentials: cph.CredentialsFromEnv(e.getenv)})
 	if err != nil {
 		return nil, usageError{err}

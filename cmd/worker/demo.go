@@ -16,6 +16,7 @@ import (
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
+	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
@@ -46,7 +47,7 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		JobJitter:          time.Second,
 		UpdateKeypairQuota: 8,
 		ListJobsQuota:      30,
-		ReadQuota:          50,
+		ReadQuota:          250,
 		Error5xxRate:       0.02,
 		JobFailRate:        0.05,
 		BadServerRate:      0.01,
@@ -64,6 +65,9 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	c.redis = asynq.RedisClientOpt{Addr: mr.Addr()}
 	c.cph = cph.Config{Endpoint: "http://" + simLn.Addr().String(), ProjectID: demoProject,
 		Credentials: cph.Credentials{AccessKey: demoAK, SecretKey: demoSK}}
+	// Verification reads one server a call (ShowServer): give it the
+	// simulator's read quota so a few thousand servers verify in seconds.
+	c.readRate = ratelimit.PerSecond(200)
 	c.pipeline.FirstPoll = 2 * time.Second
 	c.pipeline.PollCap = 5 * time.Second
 	c.pipeline.JobTimeout = time.Minute
@@ -101,7 +105,9 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	// Start the rotation the way `enqueue start --discover` does.
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
-	client, err := cph.NewClient(c.cph)
+	readCfg := c.cph
+	readCfg.ReadRetries = 10 // discovery pages through the simulator's read quota, like `enqueue start`
+	client, err := cph.NewClient(readCfg)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -59,6 +60,12 @@ type Config struct {
 	Timeout time.Duration
 	// Now is the clock used for X-Sdk-Date and Retry-After dates. Nil: time.Now.
 	Now func() time.Time
+	// ReadRetries is how many times a read (GET) that was throttled or
+	// failed transiently is tried again, after its Retry-After or a
+	// full-jitter backoff (500 ms doubling, capped at 20 s). Zero: never,
+	// for callers that retry themselves (the worker's tasks do). Writes are
+	// never retried here: only the caller knows whether repeating one is safe.
+	ReadRetries int
 }
 
 // Client calls the CPH API. It is safe for concurrent use; share one per
@@ -72,6 +79,7 @@ type Client struct {
 	userAgent string
 	timeout   time.Duration
 	now       func() time.Time
+	retries   int
 }
 
 var regionPattern = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)+$`)
@@ -95,6 +103,9 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("negative Timeout %s", cfg.Timeout))
 	}
+	if cfg.ReadRetries < 0 {
+		errs = append(errs, fmt.Errorf("negative ReadRetries %d", cfg.ReadRetries))
+	}
 	if cfg.MaxIdleConnsPerHost < 0 {
 		errs = append(errs, fmt.Errorf("negative MaxIdleConnsPerHost %d", cfg.MaxIdleConnsPerHost))
 	}
@@ -111,6 +122,7 @@ func NewClient(cfg Config) (*Client, error) {
 		userAgent: cfg.UserAgent,
 		timeout:   cfg.Timeout,
 		now:       cfg.Now,
+		retries:   cfg.ReadRetries,
 	}
 	if cfg.Credentials.AccessKey != "" {
 		c.signer = NewSigner(cfg.Credentials.AccessKey, cfg.Credentials.SecretKey)
@@ -208,9 +220,31 @@ func checkID(what, id string) error {
 	return nil
 }
 
-// do sends one request and decodes a 2xx answer into out. path is relative
-// to /v1/{project_id}/cloud-phone/. Every error it returns is a *Error.
+// do sends a request, trying a read again up to ReadRetries times when it
+// was throttled or failed transiently. Every error it returns is a *Error.
 func (c *Client) do(ctx context.Context, op, method, path string, query url.Values, in, out any) error {
+	for attempt := 0; ; attempt++ {
+		err := c.doOnce(ctx, op, method, path, query, in, out)
+		if err == nil || method != http.MethodGet || attempt >= c.retries || !KindOf(err).Retryable() {
+			return err
+		}
+		wait := RetryAfter(err)
+		if wait <= 0 {
+			wait = rand.N(min(20*time.Second, 500*time.Millisecond<<attempt) + 1)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// doOnce sends one request and decodes a 2xx answer into out. path is
+// relative to /v1/{project_id}/cloud-phone/.
+func (c *Client) doOnce(ctx context.Context, op, method, path string, query url.Values, in, out any) error {
 	var body []byte
 	if in != nil {
 		var buf bytes.Buffer
