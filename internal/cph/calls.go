@@ -54,6 +54,20 @@ func (c *Client) UpdateKeypair(ctx context.Context, servers []ServerKeypair) (*U
 // request ids, as returned by UpdateKeypair), following pages of 100 until
 // a short page: the API reports no total.
 func (c *Client) ListJobs(ctx context.Context, requestIDs ...string) ([]Job, error) {
+	return c.listJobs(ctx, 0, requestIDs)
+}
+
+// ListJobsOf returns the jobs of one UpdateKeypair request that created
+// expected jobs. It stops paging as soon as it has seen them all, so a
+// request of exactly one page of jobs costs one call, not two (the empty
+// page after a full one); otherwise it pages like ListJobs.
+func (c *Client) ListJobsOf(ctx context.Context, requestID string, expected int) ([]Job, error) {
+	return c.listJobs(ctx, expected, []string{requestID})
+}
+
+// listJobs lists the jobs of requestIDs, stopping at a short page or, when
+// expected > 0, once that many distinct jobs are listed.
+func (c *Client) listJobs(ctx context.Context, expected int, requestIDs []string) ([]Job, error) {
 	const op = "ListJobs"
 	if len(requestIDs) == 0 || len(requestIDs) > MaxRequestIDs {
 		return nil, &Error{Op: op, Kind: KindPermanent,
@@ -90,7 +104,7 @@ func (c *Client) ListJobs(ctx context.Context, requestIDs ...string) ([]Job, err
 			}
 		}
 		jobs = append(jobs, resp.Jobs...)
-		if len(resp.Jobs) < JobsPageSize {
+		if len(resp.Jobs) < JobsPageSize || expected > 0 && len(seen) >= expected {
 			return jobs, nil
 		}
 		if fresh == 0 {

@@ -38,7 +38,9 @@ const (
 // API is the part of the CPH API the handlers call (cph.Client has it).
 type API interface {
 	UpdateKeypair(ctx context.Context, servers []cph.ServerKeypair) (*cph.UpdateKeypairResponse, error)
-	ListJobs(ctx context.Context, requestIDs ...string) ([]cph.Job, error)
+	// ListJobsOf lists the jobs of one UpdateKeypair request that created
+	// expected jobs, without paging past them.
+	ListJobsOf(ctx context.Context, requestID string, expected int) ([]cph.Job, error)
 	ShowServer(ctx context.Context, serverID string) (*cph.Server, error)
 }
 
@@ -209,7 +211,10 @@ func (h *Handler) throttled(ctx context.Context, api string, err error) error {
 		h.log.WarnContext(ctx, "report throttling to limiter", "api", api, "err", lerr)
 	}
 	if ra <= 0 {
-		ra = 2*time.Second + rand.N(3*time.Second) // Huawei's advice: retry after 2-5 s
+		// The limiter now holds every process back for its shared cooldown
+		// (2-3 s, Huawei's advice is 2-5 s): come back about when it ends and
+		// let the limiter pace the restart, rather than leave the quota idle.
+		ra = time.Second + rand.N(time.Second)
 	}
 	return delayed(ra, err)
 }

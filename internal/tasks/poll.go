@@ -53,7 +53,7 @@ func (h *Handler) HandlePoll(ctx context.Context, t *asynq.Task) error {
 	}
 	var verr error
 	if open > 0 {
-		jobs, err := h.listJobs(ctx, log, a.RequestID)
+		jobs, err := h.listJobs(ctx, log, a.RequestID, len(a.Jobs))
 		switch {
 		case err != nil && lastTry(ctx) && !isDelay(err):
 			log.ErrorContext(ctx, "ListJobs kept failing; giving up on the open jobs", "err", err)
@@ -90,13 +90,13 @@ func (h *Handler) HandlePoll(ctx context.Context, t *asynq.Task) error {
 	return err
 }
 
-func (h *Handler) listJobs(ctx context.Context, log *slog.Logger, requestID string) ([]cph.Job, error) {
+func (h *Handler) listJobs(ctx context.Context, log *slog.Logger, requestID string, expected int) ([]cph.Job, error) {
 	if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
 		return nil, err
 	}
 	var jobs []cph.Job
 	err := h.call(ctx, APIListJobs, func(ctx context.Context) (err error) {
-		jobs, err = h.api.ListJobs(ctx, requestID)
+		jobs, err = h.api.ListJobsOf(ctx, requestID, expected)
 		return err
 	})
 	switch {
