@@ -111,12 +111,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startWorker starts a worker process tuned for tests: short polls and a
-// generous rate (the simulator's quota is what throttles).
+// startWorker starts a worker process tuned for tests: short polls and
+// generous rates (the simulator's quota is what throttles; verification
+// reads one server a call, so its rate decides how long a test takes).
 func startWorker(t testing.TB, env []string, args ...string) *worker {
 	t.Helper()
 	args = append([]string{"--admin-addr", "", "--first-poll", "1s", "--poll-cap", "2s", "--concurrency", "10",
-		"--submit-rate", "40/s", "--poll-rate", "80/s", "--shutdown-timeout", "5s"}, args...)
+		"--submit-rate", "40/s", "--poll-rate", "80/s", "--read-rate", "400/s", "--shutdown-timeout", "5s"}, args...)
 	cmd := exec.Command(filepath.Join(binDir, "worker"), args...)
 	cmd.Env = env
 	w := &worker{cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
@@ -308,10 +309,11 @@ func checkReport(t *testing.T, f *fleet, rows []tasks.ReportRow, rot *tasks.Rota
 // two worker processes.
 func TestRotationWithFaults(t *testing.T) {
 	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
+		// The quotas are below the workers' rates, so 429s happen.
 		f := startSim(t, cphsim.Options{
 			Servers: 2000, Seed: 7,
 			JobLatency: 500 * time.Millisecond, JobJitter: 400 * time.Millisecond,
-			UpdateKeypairQuota: 30, ListJobsQuota: 60,
+			UpdateKeypairQuota: 8, ListJobsQuota: 15,
 			Error5xxRate: 0.02, JobFailRate: 0.05, BadServerRate: 0.01,
 		})
 		env := baseEnv(r, f)
@@ -329,7 +331,7 @@ func TestRotationWithFaults(t *testing.T) {
 		checkReport(t, f, rows, rot)
 		stats := f.sim.Stats()
 		if stats.Throttled[cphsim.APIUpdateKeypair]+stats.Throttled[cphsim.APIListJobs] == 0 {
-			t.Log("no 429s were seen in this run")
+			t.Error("no 429s were seen: the test is meant to run into the quota")
 		}
 		if rot.Counts.Failed == 0 || rot.Counts.Succeeded < 1900 {
 			t.Fatalf("counts %+v: want ~1%% permanent failures and the rest succeeded", rot.Counts)
