@@ -457,10 +457,11 @@ if open <= 0 and redis.call('HSETNX', KEYS[1], 'done', '1') == 1 then
   complete = 1
   local s = redis.call('HGET', KEYS[4], 'servers')
   if s then local _, c = string.gsub(s, '\n', '') retries = c end
+  -- per-server fields are done with: outcomes (and job ids) are in the records
   local trim = {}
   for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
     local p = string.sub(f, 1, 2)
-    if p == 'd:' or p == 'e:' then trim[#trim + 1] = f end
+    if p == 'd:' or p == 'e:' or p == 'j:' then trim[#trim + 1] = f end
   end
   if #trim > 0 then redis.call('HDEL', KEYS[1], unpack(trim)) end
 end
