@@ -182,9 +182,15 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	}
 
 	if *discover {
+		// Offset paging repeats a server when the fleet changes while it is
+		// listed: keep the first sighting.
+		seen := map[string]bool{}
 		err = client.ListServers(ctx, cph.ServerFilter{ServerName: *name, Status: statusFilter}, func(page []cph.Server) error {
 			for _, s := range page {
-				spec.Targets = append(spec.Targets, tasks.Target{ServerID: s.ServerID})
+				if !seen[s.ServerID] {
+					seen[s.ServerID] = true
+					spec.Targets = append(spec.Targets, tasks.Target{ServerID: s.ServerID})
+				}
 			}
 			return nil
 		})

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -75,6 +77,21 @@ func (s *Spec) validate() error {
 	}
 	if len(s.Targets) == 0 {
 		return errors.New("no target servers")
+	}
+	// Every path to Redis comes through here (files, discovery, rollback):
+	// a server listed twice would hold its chunk attempt open for ever, and
+	// tabs or newlines would corrupt the chunk encoding.
+	seen := make(map[string]bool, len(s.Targets))
+	for i, t := range s.Targets {
+		switch {
+		case t.ServerID == "":
+			return fmt.Errorf("target %d: empty server id", i+1)
+		case strings.ContainsAny(t.ServerID+t.Keypair, "\t\n\r"):
+			return fmt.Errorf("target %d: server id %q or its keypair contains a tab or line break", i+1, t.ServerID)
+		case seen[t.ServerID]:
+			return fmt.Errorf("target %d: server %s is listed twice", i+1, t.ServerID)
+		}
+		seen[t.ServerID] = true
 	}
 	if len(s.Waves) > MaxWaves {
 		return fmt.Errorf("%d waves: at most %d", len(s.Waves), MaxWaves)
@@ -324,14 +341,23 @@ func Cancel(ctx context.Context, store *Store, enq Enqueuer, id string, opts Tas
 
 // TaskOptions are the asynq options of the pipeline's tasks.
 type TaskOptions struct {
-	// MaxRetry bounds asynq's retries of one task after API-level transient
-	// errors (5xx, timeouts). Rate-limit waits and 429s do not count.
+	// MaxRetry is how many API-level transient failures (5xx, timeouts) of
+	// one task are retried before the handler gives up on the API and
+	// records the chunk's servers as failed. Rate-limit waits, 429s and
+	// dead workers do not count. The handler counts, not asynq: asynq
+	// archives a task that returns any error on its last retry, before it
+	// asks IsFailure, which would strand the chunk's servers.
 	MaxRetry int
 	// Timeout bounds one run of a task; handlers honour it through ctx.
 	Timeout time.Duration
 	// Retention keeps finished rotations' records and events this long.
 	Retention time.Duration
 }
+
+// neverArchive is the asynq MaxRetry of the pipeline's tasks: asynq must
+// always hand a task back, and the handler decides when to give up (see
+// TaskOptions.MaxRetry).
+const neverArchive = math.MaxInt32
 
 func (o TaskOptions) withDefaults() TaskOptions {
 	if o.MaxRetry <= 0 {
@@ -351,13 +377,13 @@ func (o TaskOptions) withDefaults() TaskOptions {
 func enqueueSubmit(ctx context.Context, enq Enqueuer, p SubmitPayload, delay time.Duration, opts TaskOptions) (bool, error) {
 	opts = opts.withDefaults()
 	return enqueue(ctx, enq, TypeSubmit, p, SubmitTaskID(p.Rotation, p.Chunk, p.Attempt),
-		asynq.Queue(QueueSubmit), asynq.MaxRetry(opts.MaxRetry), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
+		asynq.Queue(QueueSubmit), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
 }
 
 func enqueuePoll(ctx context.Context, enq Enqueuer, p PollPayload, delay time.Duration, opts TaskOptions) (bool, error) {
 	opts = opts.withDefaults()
 	return enqueue(ctx, enq, TypePoll, p, PollTaskID(p.Rotation, p.Chunk, p.Attempt, p.Round),
-		asynq.Queue(QueuePoll), asynq.MaxRetry(opts.MaxRetry), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
+		asynq.Queue(QueuePoll), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
 }
 
 func enqueue(ctx context.Context, enq Enqueuer, typ string, payload any, id string, opts ...asynq.Option) (bool, error) {

@@ -167,11 +167,13 @@ func delayed(d time.Duration, err error) error {
 	return &ratelimit.DelayError{RetryIn: d, Err: err}
 }
 
-// lastTry reports whether the running task has no asynq retries left.
-func lastTry(ctx context.Context) bool {
-	n, ok1 := asynq.GetRetryCount(ctx)
-	max, ok2 := asynq.GetMaxRetry(ctx)
-	return ok1 && ok2 && n >= max
+// lastTry reports whether the running task has failed MaxRetry times
+// already, so this run must give up on the API rather than fail again.
+// asynq's retry count grows only with real failures (IsFailure), never with
+// rate-limit waits or a dead worker's lease.
+func (h *Handler) lastTry(ctx context.Context) bool {
+	n, ok := asynq.GetRetryCount(ctx)
+	return ok && n >= h.cfg.Tasks.MaxRetry
 }
 
 // detached returns a context for writes that must happen even when the

@@ -55,7 +55,7 @@ func (h *Handler) HandlePoll(ctx context.Context, t *asynq.Task) error {
 	if open > 0 {
 		jobs, err := h.listJobs(ctx, log, a.RequestID, len(a.Jobs))
 		switch {
-		case err != nil && lastTry(ctx) && !isDelay(err):
+		case err != nil && h.lastTry(ctx) && !isDelay(err):
 			log.ErrorContext(ctx, "ListJobs kept failing; giving up on the open jobs", "err", err)
 			rs = append(rs, h.resolveOpen(rot, p.Attempt, a, nil, CodePollFailed, err.Error())...)
 		case err != nil:
@@ -83,7 +83,7 @@ func (h *Handler) HandlePoll(ctx context.Context, t *asynq.Task) error {
 	}
 	if res.Complete || len(rs) == len(a.Servers)-len(a.Resolved) {
 		log.InfoContext(ctx, "chunk attempt complete", "retries", res.Retries)
-		return h.afterComplete(wctx, p.Rotation, p.Chunk, p.Attempt, res)
+		return h.afterComplete(ctx, p.Rotation, p.Chunk, p.Attempt, res)
 	}
 	_, err = enqueuePoll(ctx, h.enq, PollPayload{Rotation: p.Rotation, Chunk: p.Chunk, Attempt: p.Attempt, Round: p.Round + 1},
 		h.pollDelay(p.Round+1), h.cfg.Tasks)
@@ -162,7 +162,7 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, a *Attempt, rs [
 		}
 		srv, err := h.showServer(ctx, r.ServerID)
 		switch {
-		case err != nil && !isDelay(err) && ctx.Err() == nil && (cph.KindOf(err) == cph.KindPermanent || lastTry(ctx)):
+		case err != nil && !isDelay(err) && ctx.Err() == nil && (cph.KindOf(err) == cph.KindPermanent || h.lastTry(ctx)):
 			*r = Resolution{ServerID: r.ServerID, Outcome: OutcomeFailed, JobID: r.JobID, Attempts: r.Attempts,
 				Code: CodeVerifyFailed, Message: "read-back after the job succeeded: " + err.Error()}
 		case err != nil:
@@ -294,10 +294,10 @@ func (h *Handler) afterComplete(ctx context.Context, rotation string, chunk, att
 // records (set by whoever finished it) and its completion event.
 func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, finishedNow bool, opts TaskOptions) error {
 	opts = opts.withDefaults()
-	if finishedNow {
-		if err := store.Expire(ctx, rot, opts.Retention); err != nil {
-			return err
-		}
+	// Not only when finishedNow: the task that finished the rotation may
+	// have died before setting the retention, and its re-run must set it.
+	if err := store.Expire(ctx, rot, opts.Retention); err != nil {
+		return err
 	}
 	return enqueueFinished(ctx, enq, rot, opts)
 }

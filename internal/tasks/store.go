@@ -75,6 +75,20 @@ return 0
 // with a different fingerprint returns ErrConflict.
 func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipped []Entry, now time.Time) (created bool, err error) {
 	id := r.ID
+	// An existing rotation is never written to: a re-run's plan (servers
+	// now skipped because this rotation changed them, or another target
+	// list under the same id) must not leak into its chunks or records. The
+	// writes below are all set-if-absent, so a start that died before the
+	// record was created is completed by running it again.
+	fp, err := s.rdb.HGet(ctx, s.metaKey(id), "fingerprint").Result()
+	switch {
+	case err == nil && fp == r.Fingerprint:
+		return false, nil
+	case err == nil:
+		return false, fmt.Errorf("rotation %s: %w", id, ErrConflict)
+	case !errors.Is(err, redis.Nil):
+		return false, fmt.Errorf("create rotation %s: %w", id, err)
+	}
 	pipe := s.rdb.Pipeline()
 	flush := func() error {
 		if _, err := pipe.Exec(ctx); err != nil {
@@ -662,8 +676,15 @@ func (s *Store) Expire(ctx context.Context, r *Rotation, d time.Duration) error 
 	if r.Retention > 0 {
 		d = r.Retention
 	}
+	// The record's TTL is set last: once it has one, every key has.
+	ttl, err := s.rdb.TTL(ctx, s.metaKey(r.ID)).Result()
+	if err != nil {
+		return fmt.Errorf("set retention of %s: %w", r.ID, err)
+	}
+	if ttl > 0 {
+		return nil
+	}
 	pipe := s.rdb.Pipeline()
-	pipe.Expire(ctx, s.metaKey(r.ID), d)
 	pipe.Expire(ctx, s.recordsKey(r.ID), d)
 	for c := 0; c <= r.Chunks; c++ {
 		for a := 1; a <= r.MaxAttempts; a++ {
@@ -675,6 +696,7 @@ func (s *Store) Expire(ctx context.Context, r *Rotation, d time.Duration) error 
 			}
 		}
 	}
+	pipe.Expire(ctx, s.metaKey(r.ID), d)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("set retention of %s: %w", r.ID, err)
 	}

@@ -81,10 +81,17 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	// task's own cancellation cannot cut short.
 	jobs, errs := splitAnswer(a.Servers, resp)
 	wctx, cancel := detached(ctx)
-	_, err = h.store.Checkpoint(wctx, p.Rotation, p.Chunk, p.Attempt, len(a.Servers), resp.RequestID, jobs, errs, h.now())
+	first, err := h.store.Checkpoint(wctx, p.Rotation, p.Chunk, p.Attempt, len(a.Servers), resp.RequestID, jobs, errs, h.now())
 	cancel()
 	if err != nil {
 		return fmt.Errorf("submit chunk %d attempt %d: %w", p.Chunk, p.Attempt, err)
+	}
+	if !first {
+		// asynq ran this task twice at once (a lease expired while the
+		// first run was alive): the other run's answer is the one polled.
+		log.WarnContext(ctx, "another run of this chunk attempt checkpointed first; this call's jobs are not polled",
+			"request_id", resp.RequestID)
+		return nil
 	}
 	h.obs.Submitted(len(a.Servers))
 	log.InfoContext(ctx, "chunk submitted", "request_id", resp.RequestID, "jobs", len(jobs), "rejected", len(errs))
@@ -157,7 +164,7 @@ func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, p SubmitPa
 	case answered && !cph.IsTransient(err):
 		log.ErrorContext(ctx, "UpdateKeypair rejected the chunk", "request_id", ce.RequestID, "code", ce.Code, "err", err)
 		return h.closeAttempt(ctx, log, p, a, OutcomeFailed, ce.Code, ce.Message)
-	case lastTry(ctx):
+	case h.lastTry(ctx):
 		log.ErrorContext(ctx, "UpdateKeypair kept failing; giving up on this chunk attempt", "err", err)
 		return h.closeAttempt(ctx, log, p, a, OutcomeFailed, CodeSubmitFailed, err.Error())
 	}
@@ -183,7 +190,7 @@ func (h *Handler) closeAttempt(ctx context.Context, log *slog.Logger, p SubmitPa
 	}
 	h.obs.ServerOutcome(string(o), res.Recorded)
 	log.InfoContext(ctx, "chunk attempt closed", "outcome", o, "servers", res.Recorded, "code", code)
-	return h.afterComplete(wctx, p.Rotation, p.Chunk, p.Attempt, res)
+	return h.afterComplete(ctx, p.Rotation, p.Chunk, p.Attempt, res)
 }
 
 func (h *Handler) schedulePoll(ctx context.Context, p SubmitPayload, round int) error {

@@ -1,0 +1,185 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/testredis"
+)
+
+// failOnceAPI answers UpdateKeypair with one 503, then succeeds.
+type failOnceAPI struct{ calls atomic.Int32 }
+
+func (f *failOnceAPI) UpdateKeypair(ctx context.Context, s []cph.ServerKeypair) (*cph.UpdateKeypairResponse, error) {
+	if f.calls.Add(1) == 1 {
+		return nil, &cph.Error{Op: "UpdateKeypair", StatusCode: 503, Kind: cph.KindTransient}
+	}
+	resp := &cph.UpdateKeypairResponse{RequestID: "req"}
+	for _, k := range s {
+		resp.Jobs = append(resp.Jobs, cph.ServerJob{ServerID: k.ServerID, JobID: "job-" + k.ServerID})
+	}
+	return resp, nil
+}
+
+func (f *failOnceAPI) ListJobsOf(context.Context, string, int) ([]cph.Job, error) { return nil, nil }
+func (f *failOnceAPI) ShowServer(context.Context, string) (*cph.Server, error)    { return nil, nil }
+
+// delayAfterFirst grants the first token and then says "come back later"
+// every time.
+type delayAfterFirst struct{ n atomic.Int32 }
+
+func (l *delayAfterFirst) Wait(context.Context, string) error {
+	if l.n.Add(1) == 1 {
+		return nil
+	}
+	return &ratelimit.DelayError{RetryIn: 200 * time.Millisecond}
+}
+
+func (l *delayAfterFirst) Throttled(context.Context, string, time.Duration) error { return nil }
+
+type fixedLister []cph.Server
+
+func (l fixedLister) ListServers(ctx context.Context, f cph.ServerFilter, fn func([]cph.Server) error) error {
+	return fn(l)
+}
+
+func fleetOn(kp string, ids ...string) fixedLister {
+	var l fixedLister
+	for _, id := range ids {
+		l = append(l, cph.Server{ServerID: id, KeypairName: kp, Status: cph.ServerStatusNormal})
+	}
+	return l
+}
+
+// TestRateLimitAfterLastFailureDoesNotArchive: asynq archives a task that
+// returns any error once Retried reaches its MaxRetry, before it asks
+// IsFailure. A rate-limit wait after a task's last real failure must still
+// put it back, or the chunk's servers are never terminal.
+func TestRateLimitAfterLastFailureDoesNotArchive(t *testing.T) {
+	r := testredis.Mini(t)
+	rdb := r.Client(t)
+	ctx := context.Background()
+	store := NewStore(rdb, "")
+	enq := asynq.NewClientFromRedisClient(rdb)
+	opts := TaskOptions{MaxRetry: 1}
+	plan, err := MakePlan(ctx, Spec{Keypair: "kp-new", Targets: []Target{{ServerID: "a"}, {ServerID: "b"}}, ChunkSize: 50, MaxAttempts: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(ctx, store, enq, plan, opts, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(HandlerOptions{Store: store, API: &failOnceAPI{}, Limiter: &delayAfterFirst{}, Enqueuer: enq, Config: Config{Tasks: opts}})
+	mux := asynq.NewServeMux()
+	h.Register(mux)
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{Concurrency: 2, Queues: Queues(), IsFailure: IsFailure,
+		RetryDelayFunc: RetryDelay, DelayedTaskCheckInterval: 100 * time.Millisecond, LogLevel: asynq.FatalLevel})
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * time.Second) // one 503 (retried after 1-2 s), then rate-limit waits
+	srv.Shutdown()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	info, err := insp.GetQueueInfo(QueueSubmit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Archived != 0 {
+		t.Fatalf("%d submit tasks archived after a rate-limit wait: their servers would never be terminal", info.Archived)
+	}
+	if info.Retry+info.Pending+info.Scheduled != 1 {
+		t.Fatalf("queue %+v: want the submit task waiting to run again", info)
+	}
+}
+
+// TestRerunWritesNothingIntoExistingRotation: re-running a start after the
+// rotation changed the fleet (everything now "skipped"), or with another
+// target list under the same id, must not touch the existing rotation.
+func TestRerunWritesNothingIntoExistingRotation(t *testing.T) {
+	r := testredis.Mini(t)
+	rdb := r.Client(t)
+	ctx := context.Background()
+	store := NewStore(rdb, "")
+	enq := asynq.NewClientFromRedisClient(rdb)
+	spec := Spec{ID: "prod", Keypair: "kp-new", Targets: []Target{{ServerID: "a"}, {ServerID: "b"}}, ChunkSize: 50, MaxAttempts: 3, SkipMatching: true}
+	plan, err := MakePlan(ctx, spec, fleetOn("kp-old", "a", "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(ctx, store, enq, plan, TaskOptions{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	store.Checkpoint(ctx, "prod", 1, 1, 2, "req", map[string]string{"a": "ja", "b": "jb"}, nil, time.Now())
+	if res, err := store.Resolve(ctx, "prod", 1, 1, outcomes(OutcomeSucceeded, "a", "b"), time.Now()); err != nil || !res.Finished {
+		t.Fatalf("Resolve = %+v, %v", res, err)
+	}
+
+	again, err := MakePlan(ctx, spec, fleetOn("kp-new", "a", "b")) // the same command, after the rotation
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := Start(ctx, store, enq, again, TaskOptions{}, time.Now()); err != nil || st.Created || st.Enqueued != 0 {
+		t.Fatalf("re-run Start = %+v, %v; want nothing", st, err)
+	}
+	other, err := MakePlan(ctx, Spec{ID: "prod", Keypair: "kp-new", Targets: []Target{{ServerID: "x"}}, ChunkSize: 50, MaxAttempts: 3,
+		SkipMatching: true}, fleetOn("kp-new", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(ctx, store, enq, other, TaskOptions{}, time.Now()); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Start with other targets under the same id: %v, want ErrConflict", err)
+	}
+	var rows []string
+	store.Report(ctx, "prod", func(row ReportRow) error {
+		rows = append(rows, row.ServerID+":"+string(row.Outcome))
+		return nil
+	})
+	if len(rows) != 2 || rows[0] != "a:succeeded" || rows[1] != "b:succeeded" {
+		t.Fatalf("report rows %v, want a and b succeeded, once each", rows)
+	}
+}
+
+func TestDuplicateTargetsRejected(t *testing.T) {
+	_, err := MakePlan(context.Background(), Spec{Keypair: "kp", Targets: []Target{{ServerID: "a"}, {ServerID: "b"}, {ServerID: "a"}},
+		ChunkSize: 50, MaxAttempts: 3}, nil)
+	if err == nil {
+		t.Fatal("MakePlan accepted a server listed twice: its chunk attempt would never complete")
+	}
+}
+
+// TestRetentionSetByRerun: the task that finished a rotation may die before
+// setting its retention; the re-run must set it.
+func TestRetentionSetByRerun(t *testing.T) {
+	r := testredis.Mini(t)
+	rdb := r.Client(t)
+	ctx := context.Background()
+	store := NewStore(rdb, "")
+	enq := asynq.NewClientFromRedisClient(rdb)
+	plan, err := MakePlan(ctx, Spec{Keypair: "kp-new", Targets: []Target{{ServerID: "a"}}, ChunkSize: 50, MaxAttempts: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Start(ctx, store, enq, plan, TaskOptions{}, time.Now())
+	id := plan.Rotation.ID
+	store.Checkpoint(ctx, id, 1, 1, 1, "req", map[string]string{"a": "ja"}, nil, time.Now())
+	if res, _ := store.Resolve(ctx, id, 1, 1, outcomes(OutcomeSucceeded, "a"), time.Now()); !res.Finished {
+		t.Fatal("rotation not finished")
+	}
+	// The finishing task dies here; asynq runs it again.
+	h := NewHandler(HandlerOptions{Store: store, API: &failOnceAPI{}, Limiter: &delayAfterFirst{}, Enqueuer: enq})
+	data, _ := json.Marshal(PollPayload{Rotation: id, Chunk: 1, Attempt: 1, Round: 1})
+	if err := h.HandlePoll(ctx, asynq.NewTask(TypePoll, data)); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := rdb.TTL(ctx, store.metaKey(id)).Val(); ttl <= 0 {
+		t.Fatalf("rotation record TTL %v after the re-run: retention never set", ttl)
+	}
+}
