@@ -44,7 +44,7 @@ func addPlanFlags(f *flags, idHelp string) *planFlags {
 	f.StringVar(&p.endpoint, "endpoint", "", "CPH endpoint `url`, overrides --region")
 	f.BoolVar(&p.asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&p.dryRun, "dry-run", false, "read the fleet and print what would change and an ETA; write nothing, enqueue nothing")
-	f.StringVar(&p.submitRate, "submit-rate", "10/s", "with --dry-run, the workers' fleet-wide UpdateKeypair `rate`, for the ETA")
+	f.StringVar(&p.submitRate, "submit-rate", "10/s:1", "with --dry-run, the workers' fleet-wide UpdateKeypair `rate`, for the ETA")
 	f.DurationVar(&p.jobLatency, "job-latency", 30*time.Second, "with --dry-run, the expected CPH job `duration`, for the ETA")
 	f.StringVar(&p.waves, "waves", "", "canary `waves`, like 1,10,10%,100%: each entry is that wave's own size, in servers or % of the\nservers to submit; what the list leaves over is one last wave. A wave starts when the previous\none has finished within the error budget. Default: one wave")
 	f.BoolVar(&p.pauseAfterWave, "pause-after-wave", false, "pause after each wave until 'enqueue resume'")

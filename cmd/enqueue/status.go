@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
@@ -173,16 +174,17 @@ func cmdList(ctx context.Context, args []string, e *env) error {
 }
 
 func writeList(w io.Writer, rots []*tasks.Rotation) error {
-	fmt.Fprintf(w, "%-24s %-10s %-20s %8s %7s %10s %8s\n", "ROTATION", "STATE", "KEYPAIR", "SERVERS", "DONE", "FAILED", "CREATED")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROTATION\tSTATE\tKEYPAIR\tSERVERS\tDONE\tFAILED\tCREATED")
 	for _, r := range rots {
 		pct := 0.0
 		if r.Counts.Total > 0 {
 			pct = 100 * float64(r.Counts.Done()) / float64(r.Counts.Total)
 		}
-		fmt.Fprintf(w, "%-24s %-10s %-20s %8d %6.1f%% %10d %8s\n", r.ID, r.State, r.Keypair, r.Counts.Total, pct,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f%%\t%d\t%s\n", r.ID, r.State, r.Keypair, r.Counts.Total, pct,
 			r.Counts.Failed, r.CreatedAt.Format("01-02 15:04"))
 	}
-	return nil
+	return tw.Flush()
 }
 
 func cmdReport(ctx context.Context, args []string, e *env) error {
