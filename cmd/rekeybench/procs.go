@@ -200,9 +200,10 @@ func (b *bench) startSim(ctx context.Context, n int, q float64) (*sim, error) {
 	return nil, fmt.Errorf("cphsim did not start within 30s: %w", context.Cause(ctx))
 }
 
-// getJSON GETs a /_sim path of the simulator into v.
-func (b *bench) getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+// call sends a request to a /_sim path of the simulator and decodes a JSON
+// answer into v, if v is not nil.
+func (b *bench) call(ctx context.Context, method, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		return err
 	}
@@ -213,17 +214,20 @@ func (b *bench) getJSON(ctx context.Context, url string, v any) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, body)
+	}
+	if v == nil {
+		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
+		return fmt.Errorf("%s %s: %w", method, url, err)
 	}
 	return nil
 }
 
 func (s *sim) stats(ctx context.Context, b *bench) (cphsim.Stats, error) {
 	var st cphsim.Stats
-	err := b.getJSON(ctx, s.url+"/_sim/stats", &st)
+	err := b.call(ctx, http.MethodGet, s.url+"/_sim/stats", &st)
 	return st, err
 }
 
@@ -232,7 +236,7 @@ func (s *sim) servers(ctx context.Context, b *bench) ([]cphsim.ServerState, erro
 	var body struct {
 		Servers []cphsim.ServerState `json:"servers"`
 	}
-	if err := b.getJSON(ctx, s.url+"/_sim/servers", &body); err != nil {
+	if err := b.call(ctx, http.MethodGet, s.url+"/_sim/servers", &body); err != nil {
 		return nil, err
 	}
 	return body.Servers, nil
@@ -241,20 +245,7 @@ func (s *sim) servers(ctx context.Context, b *bench) ([]cphsim.ServerState, erro
 // setQuota changes a quota of the running simulator.
 func (s *sim) setQuota(ctx context.Context, b *bench, api cphsim.API, rate float64) error {
 	url := fmt.Sprintf("%s/_sim/quota?api=%s&rate=%s", s.url, api, strconv.FormatFloat(rate, 'f', -1, 64))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := b.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("PUT %s: %s: %s", url, resp.Status, body)
-	}
-	return nil
+	return b.call(ctx, http.MethodPut, url, nil)
 }
 
 // env is the environment of the worker and enqueue processes.
