@@ -63,7 +63,6 @@ if fp then
   return -1
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 0
 `)
 
@@ -83,7 +82,7 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 	fp, err := s.rdb.HGet(ctx, s.metaKey(id), "fingerprint").Result()
 	switch {
 	case err == nil && fp == r.Fingerprint:
-		return false, nil
+		return false, s.index(ctx, id, now)
 	case err == nil:
 		return false, fmt.Errorf("rotation %s: %w", id, ErrConflict)
 	case !errors.Is(err, redis.Nil):
@@ -144,7 +143,7 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		fields = append(fields, "wave_open", r.Waves[0].Servers)
 	}
 	args := append([]any{id, r.Fingerprint, now.UnixMilli()}, fields...)
-	res, err := createScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.rotationsKey()}, args...).Int()
+	res, err := createScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("create rotation %s: %w", id, err)
 	}
@@ -154,12 +153,27 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 	case 1:
 		return false, nil
 	}
+	if err := s.index(ctx, id, now); err != nil {
+		return true, err
+	}
 	if pending == 0 {
 		if _, err := s.finishIfDone(ctx, id, now); err != nil {
 			return true, err
 		}
 	}
 	return true, nil
+}
+
+// index adds a rotation to the index of rotations. The index is in
+// another slot of a Redis Cluster than the rotation, so it is written apart
+// from the create script; a start that died before it is completed by its
+// re-run.
+func (s *Store) index(ctx context.Context, id string, created time.Time) error {
+	err := s.rdb.ZAddNX(ctx, s.rotationsKey(), redis.Z{Score: float64(created.UnixMilli()), Member: id}).Err()
+	if err != nil {
+		return fmt.Errorf("index rotation %s: %w", id, err)
+	}
+	return nil
 }
 
 // Rotation reads a rotation's record and counters.
