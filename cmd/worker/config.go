@@ -61,13 +61,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 25*time.Second, "on SIGTERM, how long in-flight tasks may finish before they are handed back")
 	submitRate := fs.String("submit-rate", "10/s:1", "fleet-wide UpdateKeypair `rate`: 10/s, 600/m, 10/s:20 for burst 20 (a burst of 1 paces calls evenly, so grants that reach the API late never add up to a burst its own bucket refuses)")
 	pollRate := fs.String("poll-rate", "20/s:5", "fleet-wide ListJobs `rate`")
-	readRate := fs.String("read-rate", "20/s:5", "fleet-wide ShowServer `rate` (verification read-back)")
+	readRate := fs.String("read-rate", "20/s:5", "fleet-wide `rate` of each verification read API: ListCloudPhoneServers pages, and ShowServer for single servers")
 	queues := fs.String("queues", formatQueues(tasks.Queues()), "queue `weights`: queue=weight,… (polls outweigh submits so started chunks finish first; 0 skips a queue)")
 	fs.StringVar(&c.limiter, "limiter", limiterFleet, "rate limiter: fleet (shared through Redis) or local (per process x/time/rate at the rates above, no 429 feedback; for benchmark baselines only)")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log `format`: json or text")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	fs.DurationVar(&c.pipeline.JobTimeout, "job-timeout", 15*time.Minute, "a CPH job still running after this counts as a transient failure")
-	fs.DurationVar(&c.pipeline.FirstPoll, "first-poll", 3*time.Second, "delay before a chunk's first poll")
+	fs.DurationVar(&c.pipeline.FirstPoll, "first-poll", 3*time.Second, "delay before a batch's first poll")
 	fs.DurationVar(&c.pipeline.PollCap, "poll-cap", 30*time.Second, "longest delay between polls of a chunk")
 	fs.DurationVar(&c.pipeline.CallTimeout, "call-timeout", 30*time.Second, "timeout of one CPH API call")
 	fs.BoolVar(&c.demo, "demo", false, "run everything in-process: Redis, the CPH simulator, a rotation and the web UI")
@@ -187,6 +187,7 @@ func (c *config) limits() map[string]ratelimit.Limit {
 	return map[string]ratelimit.Limit{
 		tasks.APIUpdateKeypair: c.submitRate,
 		tasks.APIListJobs:      c.pollRate,
+		tasks.APIListServers:   c.readRate,
 		tasks.APIShowServer:    c.readRate,
 	}
 }

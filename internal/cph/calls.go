@@ -57,12 +57,13 @@ func (c *Client) ListJobs(ctx context.Context, requestIDs ...string) ([]Job, err
 	return c.listJobs(ctx, 0, requestIDs)
 }
 
-// ListJobsOf returns the jobs of one UpdateKeypair request that created
-// expected jobs. It stops paging as soon as it has seen them all, so a
-// request of exactly one page of jobs costs one call, not two (the empty
-// page after a full one); otherwise it pages like ListJobs.
-func (c *Client) ListJobsOf(ctx context.Context, requestID string, expected int) ([]Job, error) {
-	return c.listJobs(ctx, expected, []string{requestID})
+// ListJobsOf returns the jobs of UpdateKeypair requests (1 to 20 request
+// ids) that created expected jobs in all. It stops paging as soon as it
+// has seen them all, so requests of exactly one page of jobs cost one
+// call, not two (the empty page after a full one); otherwise it pages like
+// ListJobs.
+func (c *Client) ListJobsOf(ctx context.Context, expected int, requestIDs ...string) ([]Job, error) {
+	return c.listJobs(ctx, expected, requestIDs)
 }
 
 // listJobs lists the jobs of requestIDs, stopping at a short page or, when
@@ -197,6 +198,23 @@ func (c *Client) ListServers(ctx context.Context, f ServerFilter, fn func(page [
 			return nil
 		}
 	}
+}
+
+// ListServersPage returns one page of every server of the project (GET
+// /v1/{project_id}/cloud-phone/servers?offset=&limit=), unfiltered, in the
+// API's order (newest first). Verification reads the pages that hold the
+// servers it checks: one call for up to 100 servers.
+func (c *Client) ListServersPage(ctx context.Context, offset, limit int) (*ListServersResponse, error) {
+	const op = "ListCloudPhoneServers"
+	if offset < 0 || limit < 1 || limit > MaxServersPageSize {
+		return nil, &Error{Op: op, Kind: KindPermanent, Err: fmt.Errorf("offset %d, limit %d: want offset ≥ 0 and limit 1..%d", offset, limit, MaxServersPageSize)}
+	}
+	q := url.Values{"offset": {strconv.Itoa(offset)}, "limit": {strconv.Itoa(limit)}}
+	var resp ListServersResponse
+	if err := c.do(ctx, op, http.MethodGet, "servers", q, nil, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
 }
 
 // ShowServer returns one server's details (GET

@@ -39,7 +39,7 @@ func TestListJobsOfStopsAtExpected(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			jobs, err := c.ListJobsOf(context.Background(), "req", tt.jobs)
+			jobs, err := c.ListJobsOf(context.Background(), tt.jobs, "req")
 			if err != nil || len(jobs) != tt.jobs || calls.Load() != tt.wantOf {
 				t.Fatalf("ListJobsOf: %d jobs, %v, %d calls; want %d jobs in %d calls", len(jobs), err, calls.Load(), tt.jobs, tt.wantOf)
 			}

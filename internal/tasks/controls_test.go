@@ -127,7 +127,7 @@ func checkpoint(t *testing.T, s *Store, id string, chunk int, servers ...string)
 	for _, sid := range servers {
 		jobs[sid] = "job-" + sid
 	}
-	if _, err := s.Checkpoint(context.Background(), id, chunk, 1, len(servers), "req", jobs, nil, time.Now()); err != nil {
+	if _, err := s.Checkpoint(context.Background(), id, chunk, len(servers), "req", jobs, nil, time.Now(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -146,7 +146,7 @@ func TestErrorBudgetTripsAtNPlusOne(t *testing.T) {
 		s := NewStore(r.Client(t), "")
 		controlled(t, s, "r1", []int{5, 5}, []Wave{{2, 10}}, 2, false)
 		checkpoint(t, s, "r1", 1, "s0", "s1", "s2", "s3", "s4")
-		if _, err := s.Resolve(ctx, "r1", 1, 1, outcomes(OutcomeFailed, "s0", "s1"), time.Now()); err != nil {
+		if _, err := s.Resolve(ctx, "r1", 1, outcomes(OutcomeFailed, "s0", "s1"), time.Time{}, false, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if rot := mustRotation(t, s, "r1"); rot.State != StateRunning {
@@ -154,14 +154,14 @@ func TestErrorBudgetTripsAtNPlusOne(t *testing.T) {
 		}
 		// Two more failures in one call: the third one trips, and the
 		// reason names it.
-		if _, err := s.Resolve(ctx, "r1", 1, 1, outcomes(OutcomeFailed, "s2", "s3"), time.Now()); err != nil {
+		if _, err := s.Resolve(ctx, "r1", 1, outcomes(OutcomeFailed, "s2", "s3"), time.Time{}, false, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		rot := mustRotation(t, s, "r1")
 		if !rot.Halted() || !strings.Contains(rot.Reason, "3 failed > max 2") {
 			t.Fatalf("state %s, reason %q; want halted at 3 failed > max 2", rot.State, rot.Reason)
 		}
-		if in, err := s.MarkIntent(ctx, "r1", 2, 1); err != nil || in.Go || in.State != StateFailed {
+		if in, err := s.MarkIntent(ctx, "r1", 2); err != nil || in.Go || in.State != StateFailed {
 			t.Fatalf("MarkIntent on a halted rotation = %+v, %v; want no go", in, err)
 		}
 		if _, err := s.Resume(ctx, "r1", -1); err == nil || !strings.Contains(err.Error(), "still exceeded") {
@@ -173,7 +173,7 @@ func TestErrorBudgetTripsAtNPlusOne(t *testing.T) {
 		if rot := mustRotation(t, s, "r1"); rot.State != StateRunning || rot.MaxErrors != 5 || rot.Reason != "" {
 			t.Fatalf("after resume: %+v", rot)
 		}
-		if in, err := s.MarkIntent(ctx, "r1", 2, 1); err != nil || !in.Go {
+		if in, err := s.MarkIntent(ctx, "r1", 2); err != nil || !in.Go {
 			t.Fatalf("MarkIntent after resume = %+v, %v", in, err)
 		}
 	})
@@ -185,15 +185,15 @@ func TestWavesAdvanceOnceAndPause(t *testing.T) {
 		s := NewStore(r.Client(t), "")
 		controlled(t, s, "r1", []int{2, 1, 1}, []Wave{{1, 2}, {3, 2}}, 5, true)
 		checkpoint(t, s, "r1", 1, "s0", "s1")
-		res, err := s.Resolve(ctx, "r1", 1, 1, outcomes(OutcomeSucceeded, "s0"), time.Now())
+		res, err := s.Resolve(ctx, "r1", 1, outcomes(OutcomeSucceeded, "s0"), time.Time{}, false, time.Now())
 		if err != nil || res.Advanced != 0 {
 			t.Fatalf("half a wave: %+v, %v; want no advance", res, err)
 		}
-		res, err = s.Resolve(ctx, "r1", 1, 1, outcomes(OutcomeSucceeded, "s0", "s1"), time.Now())
+		res, err = s.Resolve(ctx, "r1", 1, outcomes(OutcomeSucceeded, "s0", "s1"), time.Time{}, false, time.Now())
 		if err != nil || res.Advanced != 2 {
 			t.Fatalf("wave 1 done: %+v, %v; want wave 2 started", res, err)
 		}
-		if res, _ := s.Resolve(ctx, "r1", 1, 1, outcomes(OutcomeSucceeded, "s1"), time.Now()); res.Advanced != 0 {
+		if res, _ := s.Resolve(ctx, "r1", 1, outcomes(OutcomeSucceeded, "s1"), time.Time{}, false, time.Now()); res.Advanced != 0 {
 			t.Fatalf("repeated resolve advanced again: %+v", res)
 		}
 		rot := mustRotation(t, s, "r1")
@@ -212,7 +212,7 @@ func TestFailingWaveDoesNotAdvance(t *testing.T) {
 		s := NewStore(r.Client(t), "")
 		controlled(t, s, "r1", []int{2, 2}, []Wave{{1, 2}, {2, 2}}, 0, false)
 		checkpoint(t, s, "r1", 1, "s0", "s1")
-		res, err := s.Resolve(ctx, "r1", 1, 1, append(outcomes(OutcomeFailed, "s0"), outcomes(OutcomeSucceeded, "s1")...), time.Now())
+		res, err := s.Resolve(ctx, "r1", 1, append(outcomes(OutcomeFailed, "s0"), outcomes(OutcomeSucceeded, "s1")...), time.Time{}, false, time.Now())
 		if err != nil || res.Advanced != 0 || !res.Complete {
 			t.Fatalf("failing wave: %+v, %v; want complete, no advance", res, err)
 		}
@@ -233,25 +233,25 @@ func TestCancelClosesWhatWasNotSubmitted(t *testing.T) {
 		s := NewStore(r.Client(t), "")
 		controlled(t, s, "r1", []int{2, 2, 2}, []Wave{{3, 6}}, 5, false)
 		checkpoint(t, s, "r1", 1, "s0", "s1") // in flight
-		if in, err := s.MarkIntent(ctx, "r1", 3, 1); err != nil || !in.Go {
+		if in, err := s.MarkIntent(ctx, "r1", 3); err != nil || !in.Go {
 			t.Fatalf("MarkIntent = %+v, %v", in, err) // chunk 3's call has started
 		}
 		closed, finished, err := s.Cancel(ctx, "r1", time.Now())
 		if err != nil || closed != 2 || finished {
 			t.Fatalf("Cancel = %d, %v, %v; want chunk 2's 2 servers closed, not finished", closed, finished, err)
 		}
-		if in, _ := s.MarkIntent(ctx, "r1", 3, 1); in.Go || in.State != StateCancelled {
+		if in, _ := s.MarkIntent(ctx, "r1", 3); in.Go || in.State != StateCancelled {
 			t.Fatalf("MarkIntent after cancel = %+v", in)
 		}
 		// A transient failure in flight is not retried: it is cancelled.
-		retry := Resolution{ServerID: "s0", Retry: &Entry{ServerID: "s0", Keypair: "kp-new"}, Attempts: 1}
-		res, err := s.Resolve(ctx, "r1", 1, 1, append([]Resolution{retry}, outcomes(OutcomeSucceeded, "s1")...), time.Now())
-		if err != nil || res.Retries != 0 {
-			t.Fatalf("Resolve = %+v, %v; want no retries", res, err)
+		retry := Resolution{ServerID: "s0", Retry: &Entry{ServerID: "s0", Keypair: "kp-new", Attempt: 2}, Attempts: 1}
+		res, err := s.Resolve(ctx, "r1", 1, append([]Resolution{retry}, outcomes(OutcomeSucceeded, "s1")...), time.Time{}, false, time.Now())
+		if pool, _ := s.RetryPool(ctx, "r1", time.Now()); err != nil || !res.Complete || pool.Size != 0 {
+			t.Fatalf("Resolve = %+v, %v, retry pool %+v; want complete, no retries", res, err, pool)
 		}
 		// Chunk 3's started call checkpoints and its jobs end.
 		checkpoint(t, s, "r1", 3, "s4", "s5")
-		res, err = s.Resolve(ctx, "r1", 3, 1, outcomes(OutcomeSucceeded, "s4", "s5"), time.Now())
+		res, err = s.Resolve(ctx, "r1", 3, outcomes(OutcomeSucceeded, "s4", "s5"), time.Time{}, false, time.Now())
 		if err != nil || !res.Finished {
 			t.Fatalf("last Resolve = %+v, %v; want finished", res, err)
 		}

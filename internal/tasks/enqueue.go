@@ -1,12 +1,14 @@
 package tasks
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -16,9 +18,10 @@ import (
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 )
 
-// Chunk size limits: one chunk's jobs must fit one ListJobs page.
+// Chunk size limits: one chunk's jobs must fit one ListJobs page, and a
+// full chunk is what makes every call carry as many servers as it can.
 const (
-	DefaultChunkSize   = 50
+	DefaultChunkSize   = 100
 	MaxChunkSize       = 100
 	DefaultMaxAttempts = 3
 )
@@ -163,8 +166,11 @@ func (p *Plan) Servers() int {
 }
 
 // MakePlan validates spec and, with SkipMatching, reads every target's
-// current keypair and status through ListCloudPhoneServers pages (one call
-// per 100 servers of the fleet, never one per target).
+// current keypair, status and place through ListCloudPhoneServers pages
+// (one call per 100 servers of the fleet, never one per target). Each
+// wave's servers are then chunked in the order the list gives them, so
+// verification reads the few pages a chunk spans (one, when a chunk is a
+// whole page) instead of one server at a time.
 func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error) {
 	if err := spec.validate(); err != nil {
 		return nil, err
@@ -180,6 +186,7 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 	type current struct {
 		keypair string
 		status  int
+		pos     int
 	}
 	var fleet map[string]current
 	if spec.SkipMatching {
@@ -188,11 +195,13 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 			want[t.ServerID] = true
 		}
 		fleet = make(map[string]current, len(spec.Targets))
+		pos := 0
 		err := lister.ListServers(ctx, cph.ServerFilter{}, func(page []cph.Server) error {
 			for _, s := range page {
-				if want[s.ServerID] {
-					fleet[s.ServerID] = current{s.KeypairName, s.Status}
+				if _, seen := fleet[s.ServerID]; want[s.ServerID] && !seen {
+					fleet[s.ServerID] = current{s.KeypairName, s.Status, pos}
 				}
+				pos++
 			}
 			return nil
 		})
@@ -202,13 +211,16 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 	}
 	var submit []Entry
 	for _, t := range spec.Targets {
-		e := Entry{ServerID: t.ServerID, Keypair: t.Keypair}
+		e := Entry{ServerID: t.ServerID, Keypair: t.Keypair, Attempt: 1, Pos: -1}
 		if e.Keypair == "" {
 			e.Keypair = spec.Keypair
 		}
 		if fleet != nil {
 			cur, ok := fleet[t.ServerID]
 			e.OldKeypair = cur.keypair
+			if ok {
+				e.Pos = cur.pos
+			}
 			switch {
 			case !ok:
 				plan.NotFound = append(plan.NotFound, e)
@@ -221,10 +233,17 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 		}
 		submit = append(submit, e)
 	}
-	// A wave is whole chunks: its last chunk may be short.
+	// A wave is whole chunks: its last chunk may be short. Within a wave
+	// the list's order (servers not listed last) makes chunks of
+	// neighbouring pages; the waves themselves keep the input's order, so a
+	// canary is the servers the operator put first.
+	plan.Rotation.Positions = fleet != nil
 	for _, n := range waveServers(spec.Waves, len(submit)) {
 		wave := submit[:n]
 		submit = submit[n:]
+		if fleet != nil {
+			slices.SortStableFunc(wave, func(a, b Entry) int { return cmp.Compare(uint(a.Pos), uint(b.Pos)) })
+		}
 		for len(wave) > 0 {
 			c := min(spec.ChunkSize, len(wave))
 			plan.Chunks = append(plan.Chunks, wave[:c:c])
@@ -233,6 +252,7 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 		plan.Rotation.Waves = append(plan.Rotation.Waves, Wave{LastChunk: len(plan.Chunks), Servers: n})
 	}
 	plan.Rotation.Chunks = len(plan.Chunks)
+	plan.Rotation.Batches = len(plan.Chunks)
 	plan.Rotation.MaxErrors = spec.maxErrors().Floor(plan.Servers())
 	return plan, nil
 }
@@ -263,6 +283,12 @@ func Start(ctx context.Context, store *Store, enq Enqueuer, plan *Plan, opts Tas
 		// event and the retention are due as for any rotation.
 		return st, finish(ctx, store, enq, rot, created, opts)
 	}
+	if !created {
+		// A re-run revives a rotation whose tick was lost.
+		if err := wake(ctx, store, enq, rot.ID, opts, now); err != nil {
+			return st, err
+		}
+	}
 	if rot.State != StateRunning {
 		return st, nil // paused or halted: resume enqueues what is left
 	}
@@ -270,22 +296,34 @@ func Start(ctx context.Context, store *Store, enq Enqueuer, plan *Plan, opts Tas
 	return st, err
 }
 
+// wake starts a tick chain for a rotation with work in flight and no live
+// chain.
+func wake(ctx context.Context, store *Store, enq Enqueuer, id string, opts TaskOptions, now time.Time) error {
+	gen, err := store.Wake(ctx, id, now, now)
+	if err != nil || gen == 0 {
+		return err
+	}
+	_, err = enqueueTick(ctx, enq, TickPayload{Rotation: id, Gen: gen, Seq: 1}, 0, opts)
+	return err
+}
+
 // enqueueWave enqueues the first attempt of every chunk of wave w that has
-// not been submitted yet, and reports how many it enqueued. Task IDs are
-// deterministic and chunks with a checkpoint or a started call are left to
-// their own tasks, so running it again enqueues nothing twice.
+// not been submitted yet, records that the wave is enqueued, and reports
+// how many it enqueued. Task IDs are deterministic and chunks with a
+// checkpoint or a started call are left to their own tasks, so running it
+// again enqueues nothing twice.
 func enqueueWave(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, w int, opts TaskOptions) (int, error) {
 	first, last := rot.chunksOf(w)
 	n := 0
 	for c := first; c <= last; c++ {
-		a, err := store.Attempt(ctx, rot.ID, c, 1)
+		b, err := store.Batch(ctx, rot.ID, c)
 		if err != nil {
 			return n, err
 		}
-		if a.Checkpointed || a.Intents > 0 {
+		if b.Checkpointed || b.Intents > 0 {
 			continue // submitted, or being submitted: its own task carries on
 		}
-		ok, err := enqueueSubmit(ctx, enq, SubmitPayload{Rotation: rot.ID, Chunk: c, Attempt: 1, Servers: len(a.Servers)}, 0, opts)
+		ok, err := enqueueSubmit(ctx, enq, SubmitPayload{Rotation: rot.ID, Batch: c, Servers: len(b.Servers)}, 0, opts)
 		if err != nil {
 			return n, err
 		}
@@ -293,7 +331,7 @@ func enqueueWave(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation,
 			n++
 		}
 	}
-	return n, nil
+	return n, store.WaveQueued(ctx, rot.ID, w)
 }
 
 // Resume sets a paused rotation, or one halted by its error budget,
@@ -317,6 +355,9 @@ func Resume(ctx context.Context, store *Store, enq Enqueuer, id string, maxError
 	rot, err := store.Rotation(ctx, id)
 	if err != nil {
 		return nil, 0, err
+	}
+	if err := wake(ctx, store, enq, id, opts, time.Now()); err != nil {
+		return rot, 0, err
 	}
 	n, err := enqueueWave(ctx, store, enq, rot, wave, opts)
 	return rot, n, err
@@ -372,17 +413,19 @@ func (o TaskOptions) withDefaults() TaskOptions {
 	return o
 }
 
-// enqueueSubmit enqueues a chunk attempt's submit task; it reports false
-// when the task is already there.
+// enqueueSubmit enqueues a batch's submit task; it reports false when the
+// task is already there.
 func enqueueSubmit(ctx context.Context, enq Enqueuer, p SubmitPayload, delay time.Duration, opts TaskOptions) (bool, error) {
 	opts = opts.withDefaults()
-	return enqueue(ctx, enq, TypeSubmit, p, SubmitTaskID(p.Rotation, p.Chunk, p.Attempt),
+	return enqueue(ctx, enq, TypeSubmit, p, SubmitTaskID(p.Rotation, p.Batch),
 		asynq.Queue(QueueSubmit), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
 }
 
-func enqueuePoll(ctx context.Context, enq Enqueuer, p PollPayload, delay time.Duration, opts TaskOptions) (bool, error) {
+// enqueueTick enqueues a rotation's tick; it reports false when the task is
+// already there.
+func enqueueTick(ctx context.Context, enq Enqueuer, p TickPayload, delay time.Duration, opts TaskOptions) (bool, error) {
 	opts = opts.withDefaults()
-	return enqueue(ctx, enq, TypePoll, p, PollTaskID(p.Rotation, p.Chunk, p.Attempt, p.Round),
+	return enqueue(ctx, enq, TypeTick, p, TickTaskID(p.Rotation, p.Gen, p.Seq),
 		asynq.Queue(QueuePoll), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
 }
 

@@ -18,7 +18,8 @@ import (
 const (
 	APIUpdateKeypair = "UpdateKeypair"
 	APIListJobs      = "ListJobs"
-	APIShowServer    = "ShowServer" // verification reads
+	APIListServers   = "ListServers" // verification reads, a page at a time
+	APIShowServer    = "ShowServer"  // verification reads, a server at a time
 )
 
 // Codes cph-rekey gives outcomes the CPH API did not name.
@@ -38,9 +39,11 @@ const (
 // API is the part of the CPH API the handlers call (cph.Client has it).
 type API interface {
 	UpdateKeypair(ctx context.Context, servers []cph.ServerKeypair) (*cph.UpdateKeypairResponse, error)
-	// ListJobsOf lists the jobs of one UpdateKeypair request that created
-	// expected jobs, without paging past them.
-	ListJobsOf(ctx context.Context, requestID string, expected int) ([]cph.Job, error)
+	// ListJobsOf lists the jobs of UpdateKeypair requests (at most 20) that
+	// created expected jobs in all, without paging past them.
+	ListJobsOf(ctx context.Context, expected int, requestIDs ...string) ([]cph.Job, error)
+	// ListServersPage reads one page of the project's server list.
+	ListServersPage(ctx context.Context, offset, limit int) (*cph.ListServersResponse, error)
 	ShowServer(ctx context.Context, serverID string) (*cph.Server, error)
 }
 
@@ -63,11 +66,15 @@ type Observer interface {
 
 // Config tunes the handlers. Zero values take the defaults shown.
 type Config struct {
-	FirstPoll   time.Duration // delay before a chunk's first poll: 3s
-	PollCap     time.Duration // longest delay between polls: 30s
-	JobTimeout  time.Duration // a job still running after this is a transient failure: 15m
-	RetryBase   time.Duration // backoff base of a failed server's next attempt: 2s
-	RetryCap    time.Duration // backoff cap: 60s
+	FirstPoll  time.Duration // delay before a batch's first poll: 3s
+	PollCap    time.Duration // longest delay between polls: 30s
+	JobTimeout time.Duration // a job still running (or unverified) after this is a transient failure: 15m
+	RetryBase  time.Duration // backoff base of a failed server's next attempt: 2s
+	RetryCap   time.Duration // backoff cap: 60s
+	// Linger is how long servers due for a retry, or for verification of a
+	// page that other servers still hold up, wait for company before a
+	// smaller call carries them: 10s.
+	Linger      time.Duration
 	CallTimeout time.Duration // one API call: 30s
 	Tasks       TaskOptions
 }
@@ -83,6 +90,7 @@ func (c Config) withDefaults() Config {
 	def(&c.JobTimeout, 15*time.Minute)
 	def(&c.RetryBase, 2*time.Second)
 	def(&c.RetryCap, 60*time.Second)
+	def(&c.Linger, 10*time.Second)
 	def(&c.CallTimeout, 30*time.Second)
 	c.Tasks = c.Tasks.withDefaults()
 	return c
@@ -128,7 +136,7 @@ func NewHandler(o HandlerOptions) *Handler {
 // Register adds the pipeline's task handlers to mux.
 func (h *Handler) Register(mux *asynq.ServeMux) {
 	mux.HandleFunc(TypeSubmit, h.HandleSubmit)
-	mux.HandleFunc(TypePoll, h.HandlePoll)
+	mux.HandleFunc(TypeTick, h.HandleTick)
 }
 
 // IsFailure tells asynq which errors count against a task's retries:

@@ -9,12 +9,13 @@ import (
 // Task types.
 const (
 	TypeSubmit   = "rotation:submit"
-	TypePoll     = "rotation:poll"
+	TypeTick     = "rotation:tick"
 	TypeFinished = "rotation:finished"
 )
 
-// Queues. Polls outweigh submits so chunks already submitted are finished
-// before new ones start; events are for the tools that watch rotations.
+// Queues. Ticks (polls, verification, retries) outweigh submits so batches
+// already submitted are finished before new ones start; events are for the
+// tools that watch rotations.
 const (
 	QueuePoll   = "rekey-poll"
 	QueueSubmit = "rekey-submit"
@@ -26,36 +27,41 @@ func Queues() map[string]int {
 	return map[string]int{QueuePoll: 6, QueueSubmit: 3}
 }
 
-// SubmitPayload is the payload of a submit task: one chunk attempt. The
-// servers themselves are in Redis, frozen when the chunk attempt was made.
+// SubmitPayload is the payload of a submit task: one batch. Batches 1 to
+// Rotation.Chunks are the planned chunks' first attempts; later ones gather
+// retries. The servers themselves are in Redis, frozen when the batch was
+// made.
 type SubmitPayload struct {
 	Rotation string `json:"rotation"`
-	Chunk    int    `json:"chunk"`
-	Attempt  int    `json:"attempt"`
+	Batch    int    `json:"batch"`
 	Servers  int    `json:"servers"`
 }
 
-// PollPayload is the payload of a poll task.
-type PollPayload struct {
+// TickPayload is the payload of a rotation's tick: one round of its
+// driver, which polls the batches whose jobs run, verifies, and gathers
+// retries. Gen and Seq place it in the rotation's one chain of ticks.
+type TickPayload struct {
 	Rotation string `json:"rotation"`
-	Chunk    int    `json:"chunk"`
-	Attempt  int    `json:"attempt"`
-	Round    int    `json:"round"`
+	Gen      int    `json:"gen"`
+	Seq      int    `json:"seq"`
 }
 
-// SubmitTaskID is the deterministic ID of a chunk attempt's submit task, so
-// enqueueing it twice is refused by asynq.
-func SubmitTaskID(rotation string, chunk, attempt int) string {
-	return rotation + ":" + strconv.Itoa(chunk) + ":" + strconv.Itoa(attempt)
+// Task IDs are deterministic, so enqueueing a task twice is refused by
+// asynq. They start with what tells tasks apart, because asynqmon shows an
+// ID up to its first "-" (and rotation ids start "r-").
+
+// SubmitTaskID is the ID of a batch's submit task.
+func SubmitTaskID(rotation string, batch int) string {
+	return "submit." + strconv.Itoa(batch) + "-" + rotation
 }
 
-// PollTaskID is the deterministic ID of a poll round.
-func PollTaskID(rotation string, chunk, attempt, round int) string {
-	return SubmitTaskID(rotation, chunk, attempt) + ":poll:" + strconv.Itoa(round)
+// TickTaskID is the ID of a rotation's tick.
+func TickTaskID(rotation string, gen, seq int) string {
+	return "tick." + strconv.Itoa(gen) + "." + strconv.Itoa(seq) + "-" + rotation
 }
 
 // FinishedTaskID is the ID of a rotation's completion event.
-func FinishedTaskID(rotation string) string { return rotation + ":finished" }
+func FinishedTaskID(rotation string) string { return "finished-" + rotation }
 
 func marshal(v any) ([]byte, error) {
 	data, err := json.Marshal(v)

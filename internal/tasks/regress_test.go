@@ -29,8 +29,11 @@ func (f *failOnceAPI) UpdateKeypair(ctx context.Context, s []cph.ServerKeypair) 
 	return resp, nil
 }
 
-func (f *failOnceAPI) ListJobsOf(context.Context, string, int) ([]cph.Job, error) { return nil, nil }
-func (f *failOnceAPI) ShowServer(context.Context, string) (*cph.Server, error)    { return nil, nil }
+func (f *failOnceAPI) ListJobsOf(context.Context, int, ...string) ([]cph.Job, error) { return nil, nil }
+func (f *failOnceAPI) ShowServer(context.Context, string) (*cph.Server, error)      { return nil, nil }
+func (f *failOnceAPI) ListServersPage(context.Context, int, int) (*cph.ListServersResponse, error) {
+	return &cph.ListServersResponse{}, nil
+}
 
 // delayAfterFirst grants the first token and then says "come back later"
 // every time.
@@ -117,8 +120,8 @@ func TestRerunWritesNothingIntoExistingRotation(t *testing.T) {
 	if _, err := Start(ctx, store, enq, plan, TaskOptions{}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	store.Checkpoint(ctx, "prod", 1, 1, 2, "req", map[string]string{"a": "ja", "b": "jb"}, nil, time.Now())
-	if res, err := store.Resolve(ctx, "prod", 1, 1, outcomes(OutcomeSucceeded, "a", "b"), time.Now()); err != nil || !res.Finished {
+	store.Checkpoint(ctx, "prod", 1, 2, "req", map[string]string{"a": "ja", "b": "jb"}, nil, time.Now(), time.Now())
+	if res, err := store.Resolve(ctx, "prod", 1, outcomes(OutcomeSucceeded, "a", "b"), time.Time{}, false, time.Now()); err != nil || !res.Finished {
 		t.Fatalf("Resolve = %+v, %v", res, err)
 	}
 
@@ -169,14 +172,16 @@ func TestRetentionSetByRerun(t *testing.T) {
 	}
 	Start(ctx, store, enq, plan, TaskOptions{}, time.Now())
 	id := plan.Rotation.ID
-	store.Checkpoint(ctx, id, 1, 1, 1, "req", map[string]string{"a": "ja"}, nil, time.Now())
-	if res, _ := store.Resolve(ctx, id, 1, 1, outcomes(OutcomeSucceeded, "a"), time.Now()); !res.Finished {
+	if cp, err := store.Checkpoint(ctx, id, 1, 1, "req", map[string]string{"a": "ja"}, nil, time.Now(), time.Now()); err != nil || cp.Tick != 1 {
+		t.Fatalf("Checkpoint = %+v, %v; want the first tick chain", cp, err)
+	}
+	if res, _ := store.Resolve(ctx, id, 1, outcomes(OutcomeSucceeded, "a"), time.Time{}, false, time.Now()); !res.Finished {
 		t.Fatal("rotation not finished")
 	}
 	// The finishing task dies here; asynq runs it again.
 	h := NewHandler(HandlerOptions{Store: store, API: &failOnceAPI{}, Limiter: &delayAfterFirst{}, Enqueuer: enq})
-	data, _ := json.Marshal(PollPayload{Rotation: id, Chunk: 1, Attempt: 1, Round: 1})
-	if err := h.HandlePoll(ctx, asynq.NewTask(TypePoll, data)); err != nil {
+	data, _ := json.Marshal(TickPayload{Rotation: id, Gen: 1, Seq: 1})
+	if err := h.HandleTick(ctx, asynq.NewTask(TypeTick, data)); err != nil {
 		t.Fatal(err)
 	}
 	if ttl := rdb.TTL(ctx, store.metaKey(id)).Val(); ttl <= 0 {

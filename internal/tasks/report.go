@@ -27,38 +27,52 @@ type ReportRow struct {
 
 // Report calls fn for every server of the rotation, chunk by chunk (skipped
 // servers first), so memory stays bounded whatever the fleet size. Servers
-// not terminal yet are reported pending or running.
+// not terminal yet are reported pending or running, with their first
+// attempt's request; a terminal server's row names its last attempt's.
 func (s *Store) Report(ctx context.Context, id string, fn func(ReportRow) error) error {
 	rot, err := s.Rotation(ctx, id)
 	if err != nil {
 		return err
 	}
+	type submission struct {
+		req string
+		at  time.Time
+	}
+	subs := map[int]submission{}
+	submissionOf := func(n int) (submission, error) {
+		if sub, ok := subs[n]; ok {
+			return sub, nil
+		}
+		v, err := s.rdb.HMGet(ctx, s.batchKey(id, n), "req", "at").Result()
+		if err != nil {
+			return submission{}, fmt.Errorf("report %s batch %d: %w", id, n, err)
+		}
+		var sub submission
+		sub.req, _ = v[0].(string)
+		if at, _ := v[1].(string); at != "" {
+			ms, _ := strconv.ParseInt(at, 10, 64)
+			sub.at = time.UnixMilli(ms).UTC()
+		}
+		subs[n] = sub
+		return sub, nil
+	}
 	for c := 0; c <= rot.Chunks; c++ {
-		first, err := s.Attempt(ctx, id, c, 1)
+		chunk, err := s.Batch(ctx, id, c)
 		if err != nil {
 			return err
 		}
-		if len(first.Servers) == 0 {
+		if len(chunk.Servers) == 0 {
 			continue
 		}
-		ids := make([]string, len(first.Servers))
-		for i, e := range first.Servers {
+		ids := make([]string, len(chunk.Servers))
+		for i, e := range chunk.Servers {
 			ids[i] = e.ServerID
 		}
 		recs, err := s.rdb.HMGet(ctx, s.recordsKey(id), ids...).Result()
 		if err != nil {
 			return fmt.Errorf("report %s chunk %d: %w", id, c, err)
 		}
-		attempts := map[int]*Attempt{1: first}
-		attemptOf := func(n int) (*Attempt, error) {
-			if a, ok := attempts[n]; ok {
-				return a, nil
-			}
-			a, err := s.Attempt(ctx, id, c, n)
-			attempts[n] = a
-			return a, err
-		}
-		for i, e := range first.Servers {
+		for i, e := range chunk.Servers {
 			row := ReportRow{ServerID: e.ServerID, OldKeypair: e.OldKeypair, NewKeypair: e.Keypair}
 			if v, ok := recs[i].(string); ok {
 				r, err := decodeRecord(v)
@@ -67,15 +81,18 @@ func (s *Store) Report(ctx context.Context, id string, fn func(ReportRow) error)
 				}
 				row.Outcome, row.Attempts, row.JobID, row.ErrorCode, row.ErrorMsg, row.FinishedAt =
 					r.Outcome, r.Attempts, r.JobID, r.Code, r.Message, r.FinishedAt
-				if r.Attempts > 0 {
-					a, err := attemptOf(r.Attempts)
+				if r.Batch > 0 {
+					sub, err := submissionOf(r.Batch)
 					if err != nil {
 						return err
 					}
-					row.RequestID, row.SubmittedAt = a.RequestID, a.SubmittedAt.UTC()
+					row.RequestID, row.SubmittedAt = sub.req, sub.at
 				}
-			} else if err := s.inFlight(&row, c, attemptOf); err != nil {
-				return err
+			} else {
+				row.Outcome, row.Attempts = OutcomePending, 1
+				if chunk.Checkpointed {
+					row.Outcome, row.RequestID, row.JobID, row.SubmittedAt = OutcomeRunning, chunk.RequestID, chunk.Jobs[e.ServerID], chunk.SubmittedAt.UTC()
+				}
 			}
 			if err := fn(row); err != nil {
 				return err
@@ -83,36 +100,6 @@ func (s *Store) Report(ctx context.Context, id string, fn func(ReportRow) error)
 		}
 	}
 	return nil
-}
-
-// inFlight fills the row of a server without a terminal record from the
-// latest attempt that holds it.
-func (s *Store) inFlight(row *ReportRow, chunk int, attemptOf func(int) (*Attempt, error)) error {
-	row.Outcome = OutcomePending
-	for n := 1; ; n++ {
-		a, err := attemptOf(n)
-		if err != nil {
-			return err
-		}
-		if !contains(a.Servers, row.ServerID) {
-			return nil
-		}
-		row.Attempts = n
-		if a.Checkpointed && !a.Resolved[row.ServerID] {
-			row.Outcome, row.RequestID, row.JobID, row.SubmittedAt = OutcomeRunning, a.RequestID, a.Jobs[row.ServerID], a.SubmittedAt.UTC()
-		} else {
-			row.Outcome = OutcomePending
-		}
-	}
-}
-
-func contains(es []Entry, id string) bool {
-	for _, e := range es {
-		if e.ServerID == id {
-			return true
-		}
-	}
-	return false
 }
 
 // ReportColumns are the CSV report's columns.

@@ -6,22 +6,27 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
 )
 
 // State is the life-cycle state of a rotation.
 type State string
 
 // Rotation states. A rotation is Running from the moment it is created; it
-// ends Succeeded when every server succeeded or was skipped, Failed when some
-// server failed, and Cancelled when an operator cancelled it. A rotation
-// that is Failed before it has finished was halted by its error budget: no
-// new chunk is submitted until an operator resumes or cancels it.
+// ends Succeeded when every server succeeded or was skipped,
+// CompletedWithErrors when some servers failed within the error budget,
+// Failed when the error budget halted it, and Cancelled when an operator
+// cancelled it. A rotation that is Failed before it has finished was halted
+// by its error budget: no new batch is submitted until an operator resumes
+// or cancels it.
 const (
-	StateRunning   State = "running"
-	StatePaused    State = "paused"
-	StateCancelled State = "cancelled"
-	StateSucceeded State = "succeeded"
-	StateFailed    State = "failed"
+	StateRunning             State = "running"
+	StatePaused              State = "paused"
+	StateCancelled           State = "cancelled"
+	StateSucceeded           State = "succeeded"
+	StateCompletedWithErrors State = "completed_with_errors"
+	StateFailed              State = "failed"
 )
 
 // Outcome is a server's terminal outcome in a rotation.
@@ -41,6 +46,7 @@ const (
 // Counts are a rotation's counters. Pending, Running, Succeeded, Failed,
 // Skipped and Cancelled partition the servers (they add up to Total);
 // Submitted and Retried count server submissions, which retries repeat.
+// Pending includes servers waiting in the retry pool.
 type Counts struct {
 	Total     int64 `json:"total"`
 	Pending   int64 `json:"pending"`
@@ -49,9 +55,12 @@ type Counts struct {
 	Failed    int64 `json:"failed"`
 	Skipped   int64 `json:"skipped"`
 	Cancelled int64 `json:"cancelled"`
+	// Verifying counts the Running servers whose job succeeded and whose
+	// keypair is still to be read back.
+	Verifying int64 `json:"verifying"`
 	Submitted int64 `json:"submitted"`
 	Retried   int64 `json:"retried"`
-	// Resubmitted counts chunk submissions repeated because an earlier
+	// Resubmitted counts batch submissions repeated because an earlier
 	// call's outcome was unknown (a worker died, or the connection dropped,
 	// between the API call and the checkpoint).
 	Resubmitted int64 `json:"resubmitted"`
@@ -62,10 +71,13 @@ func (c Counts) Done() int64 { return c.Succeeded + c.Failed + c.Skipped + c.Can
 
 // Rotation is a rotation's record: what it was asked to do and where it is.
 type Rotation struct {
-	ID          string `json:"id"`
-	Keypair     string `json:"keypair"`
-	ChunkSize   int    `json:"chunk_size"`
+	ID        string `json:"id"`
+	Keypair   string `json:"keypair"`
+	ChunkSize int    `json:"chunk_size"`
+	// Chunks are the first-attempt batches, 1 to Chunks, planned at start;
+	// Batches counts them and the retry batches formed since.
 	Chunks      int    `json:"chunks"`
+	Batches     int    `json:"batches"`
 	MaxAttempts int    `json:"max_attempts"`
 	Fingerprint string `json:"fingerprint"`
 	// Waves split the chunks into canary waves, in order; a rotation
@@ -78,6 +90,9 @@ type Rotation struct {
 	MaxErrors int `json:"max_errors"`
 	// Verify reads every succeeded server's keypair back.
 	Verify bool `json:"verify"`
+	// Positions: the plan read the project's server list, and each
+	// server's place in it lets verification read whole pages.
+	Positions bool `json:"positions"`
 	// PauseAfterWave pauses the rotation whenever a wave has finished.
 	PauseAfterWave bool `json:"pause_after_wave"`
 	// Retention is how long the records are kept after the rotation ends
@@ -88,6 +103,8 @@ type Rotation struct {
 	CreatedAt  time.Time     `json:"created_at"`
 	FinishedAt time.Time     `json:"finished_at,omitzero"`
 	Counts     Counts        `json:"counts"`
+	// waveQueued is the last wave whose chunks were enqueued.
+	waveQueued int
 }
 
 // Finished reports whether every server of the rotation is terminal.
@@ -121,6 +138,8 @@ func (r *Rotation) chunksOf(w int) (first, last int) {
 }
 
 // Wave is one canary wave of a rotation: whole chunks, up to LastChunk.
+// Retry batches belong to the wave being submitted (a wave ends only when
+// all its servers are terminal).
 type Wave struct {
 	LastChunk int `json:"last_chunk"`
 	Servers   int `json:"servers"`
@@ -243,12 +262,25 @@ func ValidateRotationID(id string) error {
 	return nil
 }
 
-// Entry is one server of a chunk: its id, the keypair it had when the
-// rotation was planned (if known) and the keypair it must end on.
+// Entry is one server of a batch: its id, the keypair it had when the
+// rotation was planned (if known), the keypair it must end on, the attempt
+// this batch is for it, and its position in the project's server list when
+// the plan read it (-1: not read, or not listed).
 type Entry struct {
 	ServerID   string
 	OldKeypair string
 	Keypair    string
+	Attempt    int
+	Pos        int
+}
+
+// page is the ListCloudPhoneServers page (of 100) the plan saw the server
+// on, or -1.
+func (e Entry) page() int {
+	if e.Pos < 0 {
+		return -1
+	}
+	return e.Pos / cph.MaxServersPageSize
 }
 
 // encodeEntries packs entries as tab-separated lines: compact in Redis, and
@@ -257,24 +289,28 @@ type Entry struct {
 func encodeEntries(es []Entry) string {
 	var b strings.Builder
 	for _, e := range es {
-		b.WriteString(e.ServerID)
-		b.WriteByte('\t')
-		b.WriteString(e.OldKeypair)
-		b.WriteByte('\t')
-		b.WriteString(e.Keypair)
-		b.WriteByte('\n')
+		b.WriteString(encodeEntry(e))
 	}
 	return b.String()
+}
+
+func encodeEntry(e Entry) string {
+	return e.ServerID + "\t" + e.OldKeypair + "\t" + e.Keypair + "\t" + strconv.Itoa(e.Attempt) + "\t" + strconv.Itoa(e.Pos) + "\n"
 }
 
 func decodeEntries(s string) ([]Entry, error) {
 	var es []Entry
 	for line := range strings.Lines(s) {
 		f := strings.Split(strings.TrimSuffix(line, "\n"), "\t")
-		if len(f) != 3 {
-			return nil, fmt.Errorf("corrupt chunk entry %q", line)
+		if len(f) != 5 {
+			return nil, fmt.Errorf("corrupt batch entry %q", line)
 		}
-		es = append(es, Entry{ServerID: f[0], OldKeypair: f[1], Keypair: f[2]})
+		a, err1 := strconv.Atoi(f[3])
+		pos, err2 := strconv.Atoi(f[4])
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("corrupt batch entry %q", line)
+		}
+		es = append(es, Entry{ServerID: f[0], OldKeypair: f[1], Keypair: f[2], Attempt: a, Pos: pos})
 	}
 	return es, nil
 }

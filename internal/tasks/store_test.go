@@ -19,7 +19,7 @@ func testRotation(id string, chunks [][]Entry) *Rotation {
 func entries(ids ...string) []Entry {
 	es := make([]Entry, len(ids))
 	for i, id := range ids {
-		es[i] = Entry{ServerID: id, OldKeypair: "kp-old", Keypair: "kp-new"}
+		es[i] = Entry{ServerID: id, OldKeypair: "kp-old", Keypair: "kp-new", Attempt: 1, Pos: i}
 	}
 	return es
 }
@@ -81,39 +81,51 @@ func TestStoreCheckpointAndResolveExactlyOnce(t *testing.T) {
 		ctx := context.Background()
 		s := NewStore(r.Client(t), "")
 		chunks := [][]Entry{entries("a", "b", "c")}
-		if _, err := s.Create(ctx, testRotation("r1", chunks), chunks, nil, time.Now()); err != nil {
+		rot := testRotation("r1", chunks)
+		rot.Positions, rot.MaxErrors = true, 5
+		if _, err := s.Create(ctx, rot, chunks, nil, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		jobs := map[string]string{"a": "job-a", "b": "job-b"}
 		errs := map[string][2]string{"c": {"CPS.0016", "server_id is invalid."}}
-		for i, want := range []bool{true, false} {
-			ok, err := s.Checkpoint(ctx, "r1", 1, 1, 3, "req-1", jobs, errs, time.Now())
-			if err != nil || ok != want {
-				t.Fatalf("Checkpoint #%d = %v, %v; want %v", i+1, ok, err, want)
+		now := time.Now()
+		for i, want := range []Checkpointed{{First: true, Tick: 1}, {}} {
+			cp, err := s.Checkpoint(ctx, "r1", 1, 3, "req-1", jobs, errs, now, now.Add(3*time.Second))
+			if err != nil || cp != want {
+				t.Fatalf("Checkpoint #%d = %+v, %v; want %+v", i+1, cp, err, want)
 			}
 		}
-		a, err := s.Attempt(ctx, "r1", 1, 1)
+		b, err := s.Batch(ctx, "r1", 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !a.Checkpointed || a.RequestID != "req-1" || a.Jobs["a"] != "job-a" || a.Errors["c"][0] != "CPS.0016" {
-			t.Fatalf("attempt = %+v", a)
+		if !b.Checkpointed || b.RequestID != "req-1" || b.Jobs["a"] != "job-a" || b.Errors["c"][0] != "CPS.0016" || b.TickGen != 1 {
+			t.Fatalf("batch = %+v", b)
 		}
 		if got := mustRotation(t, s, "r1").Counts; got.Pending != 0 || got.Running != 3 || got.Submitted != 3 {
 			t.Fatalf("counts after checkpoint = %+v", got)
 		}
+		if due, _, _ := s.DuePolls(ctx, "r1", now.Add(2*time.Second), 10); len(due) != 0 {
+			t.Fatalf("due polls before the first poll: %v", due)
+		}
+		if due, _, _ := s.DuePolls(ctx, "r1", now.Add(4*time.Second), 10); len(due) != 1 || due[0] != 1 {
+			t.Fatalf("due polls after the first poll: %v, want [1]", due)
+		}
 
-		// Ten racing pollers resolve the same servers: each is recorded once.
+		// Ten racing ticks resolve the same servers: each is recorded once.
+		es := chunks[0]
+		retry := es[1]
+		retry.Attempt = 2
 		rs := []Resolution{
-			{ServerID: "a", Outcome: OutcomeSucceeded, JobID: "job-a", Attempts: 1},
-			{ServerID: "b", Retry: &Entry{ServerID: "b", OldKeypair: "kp-old", Keypair: "kp-new"}},
-			{ServerID: "c", Outcome: OutcomeFailed, Code: "CPS.0016", Message: "server_id is invalid.", Attempts: 1},
+			{ServerID: "a", Verify: true, JobID: "job-a", Attempts: 1, Entry: es[0]},
+			{ServerID: "b", Retry: &retry, RetryAt: now, Attempts: 1, Entry: es[1]},
+			{ServerID: "c", Outcome: OutcomeFailed, Code: "CPS.0016", Message: "server_id is invalid.", Attempts: 1, Entry: es[2]},
 		}
 		var wg sync.WaitGroup
 		results := make([]Resolved, 10)
 		for i := range results {
 			wg.Go(func() {
-				res, err := s.Resolve(ctx, "r1", 1, 1, rs, time.Now())
+				res, err := s.Resolve(ctx, "r1", 1, rs, time.Time{}, false, now)
 				if err != nil {
 					t.Error(err)
 				}
@@ -121,43 +133,74 @@ func TestStoreCheckpointAndResolveExactlyOnce(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		recorded, complete := 0, 0
+		recorded := 0
 		for _, res := range results {
 			recorded += res.Recorded
 			if res.Complete {
-				complete++
-				if res.Retries != 1 {
-					t.Errorf("complete with %d retries, want 1", res.Retries)
-				}
+				t.Errorf("batch complete with a server still verifying")
 			}
 		}
-		if recorded != 3 || complete != 1 {
-			t.Fatalf("recorded %d, completed %d times; want 3 and 1", recorded, complete)
+		if recorded != 3 {
+			t.Fatalf("recorded %d, want 3", recorded)
 		}
 		c := mustRotation(t, s, "r1").Counts
-		if want := (Counts{Total: 3, Pending: 1, Succeeded: 1, Failed: 1, Submitted: 3, Retried: 1}); c != want {
+		if want := (Counts{Total: 3, Pending: 1, Running: 1, Verifying: 1, Failed: 1, Submitted: 3, Retried: 1}); c != want {
 			t.Fatalf("counts = %+v, want %+v", c, want)
 		}
-		next, err := s.Attempt(ctx, "r1", 1, 2)
-		if err != nil || len(next.Servers) != 1 || next.Servers[0].ServerID != "b" || next.Servers[0].OldKeypair != "kp-old" {
-			t.Fatalf("next attempt = %+v, %v", next, err)
+		pend, pages, err := s.Verifying(ctx, "r1", 10)
+		if err != nil || len(pend) != 1 || pend[0].ServerID != "a" || pend[0].Pos != 0 || pend[0].Batch != 1 {
+			t.Fatalf("verifying = %+v, %v", pend, err)
+		}
+		if pages[0] != 1 {
+			t.Fatalf("page 0 has %d targets in flight, want 1 (b, in the retry pool)", pages[0])
 		}
 
-		// The retried server succeeds in attempt 2 and the rotation finishes once.
-		if _, err := s.Checkpoint(ctx, "r1", 1, 2, 1, "req-2", map[string]string{"b": "job-b2"}, nil, time.Now()); err != nil {
-			t.Fatal(err)
+		// b is gathered into retry batch 2, submitted, and succeeds there.
+		if k, err := s.FormBatch(ctx, "r1", 3, 2, true, now); err != nil || k != -1 {
+			t.Fatalf("FormBatch with a wrong number = %d, %v; want -1", k, err)
 		}
-		final := []Resolution{{ServerID: "b", Outcome: OutcomeSucceeded, JobID: "job-b2", Attempts: 2}}
-		res, err := s.Resolve(ctx, "r1", 1, 2, final, time.Now())
+		if k, err := s.FormBatch(ctx, "r1", 2, 2, false, now); err != nil || k != 0 {
+			t.Fatalf("FormBatch of a short batch, not forced = %d, %v; want 0", k, err)
+		}
+		if k, err := s.FormBatch(ctx, "r1", 2, 2, true, now); err != nil || k != 1 {
+			t.Fatalf("FormBatch forced = %d, %v; want 1", k, err)
+		}
+		if fresh, _ := s.Fresh(ctx, "r1"); len(fresh) != 1 || fresh[0] != 2 {
+			t.Fatalf("fresh = %v, want [2]", fresh)
+		}
+		b2, err := s.Batch(ctx, "r1", 2)
+		if err != nil || len(b2.Servers) != 1 || b2.Servers[0] != retry {
+			t.Fatalf("retry batch = %+v, %v; want b at attempt 2", b2, err)
+		}
+		if cp, err := s.Checkpoint(ctx, "r1", 2, 1, "req-2", map[string]string{"b": "job-b2"}, nil, now, now); err != nil || !cp.First || cp.Tick != 0 {
+			t.Fatalf("Checkpoint of the retry batch = %+v, %v; want first, the chain alive", cp, err)
+		}
+		if fresh, _ := s.Fresh(ctx, "r1"); len(fresh) != 0 {
+			t.Fatalf("fresh after its checkpoint = %v", fresh)
+		}
+		final := []Resolution{{ServerID: "b", Outcome: OutcomeSucceeded, JobID: "job-b2", Attempts: 2, Entry: retry}}
+		if res, err := s.Resolve(ctx, "r1", 2, final, time.Time{}, false, now); err != nil || !res.Complete || res.Finished {
+			t.Fatalf("Resolve of the retry = %+v, %v; want complete, not finished (a still verifying)", res, err)
+		}
+
+		// a is verified last, and that finishes the rotation, once.
+		v := []Resolution{verified(pend[0], OutcomeSucceeded, "", "")}
+		res, err := s.Resolve(ctx, "r1", 1, v, time.Time{}, true, now)
 		if err != nil || !res.Complete || !res.Finished {
-			t.Fatalf("last Resolve = %+v, %v; want complete and finished", res, err)
+			t.Fatalf("verification Resolve = %+v, %v; want complete and finished", res, err)
 		}
-		if res, _ := s.Resolve(ctx, "r1", 1, 2, final, time.Now()); res.Finished || res.Recorded != 0 {
-			t.Fatalf("repeated last Resolve = %+v; want nothing new", res)
+		if res, _ := s.Resolve(ctx, "r1", 1, v, time.Time{}, true, now); res.Finished || res.Recorded != 0 {
+			t.Fatalf("repeated Resolve = %+v; want nothing new", res)
 		}
-		rot := mustRotation(t, s, "r1")
-		if rot.State != StateFailed || !rot.Finished() || rot.Counts.Succeeded != 2 {
-			t.Fatalf("rotation = %+v; want failed (one server failed), finished", rot)
+		if pend, _, _ := s.Verifying(ctx, "r1", 10); len(pend) != 0 {
+			t.Fatalf("verification set after verifying: %+v", pend)
+		}
+		rot = mustRotation(t, s, "r1")
+		if rot.State != StateCompletedWithErrors || !rot.Finished() || rot.Counts.Succeeded != 2 || rot.Counts.Verifying != 0 {
+			t.Fatalf("rotation = %+v; want completed with errors (one server failed), finished", rot)
+		}
+		if ok, _ := s.NextTick(ctx, "r1", 1, now); ok {
+			t.Fatal("the tick chain goes on with nothing in flight")
 		}
 	})
 }
@@ -170,8 +213,8 @@ func TestStoreReport(t *testing.T) {
 		if _, err := s.Create(ctx, testRotation("r1", chunks), chunks, entries("z"), time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		s.Checkpoint(ctx, "r1", 1, 1, 2, "req-1", map[string]string{"a": "job-a", "b": "job-b"}, nil, time.Now())
-		s.Resolve(ctx, "r1", 1, 1, []Resolution{{ServerID: "a", Outcome: OutcomeFailed, JobID: "job-a", Code: "CPS.9", Message: "tab\there", Attempts: 1}}, time.Now())
+		s.Checkpoint(ctx, "r1", 1, 2, "req-1", map[string]string{"a": "job-a", "b": "job-b"}, nil, time.Now(), time.Now())
+		s.Resolve(ctx, "r1", 1, []Resolution{{ServerID: "a", Outcome: OutcomeFailed, JobID: "job-a", Code: "CPS.9", Message: "tab\there", Attempts: 1}}, time.Time{}, false, time.Now())
 
 		var b strings.Builder
 		if err := s.WriteReportCSV(ctx, "r1", &b); err != nil {
@@ -225,7 +268,7 @@ func TestStoreSetState(t *testing.T) {
 }
 
 func TestEncodeRecordRoundTrip(t *testing.T) {
-	in := record{Outcome: OutcomeFailed, Attempts: 3, JobID: "j", Code: "CPS.1", Message: "a\tb\nc", FinishedAt: time.Unix(1700000000, 0).UTC()}
+	in := record{Outcome: OutcomeFailed, Attempts: 3, Batch: 7, JobID: "j", Code: "CPS.1", Message: "a\tb\nc", FinishedAt: time.Unix(1700000000, 0).UTC()}
 	out, err := decodeRecord(encodeRecord(in))
 	if err != nil {
 		t.Fatal(err)

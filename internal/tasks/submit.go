@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -17,34 +16,34 @@ import (
 // look again: resume takes effect within it.
 const pauseRecheck = 5 * time.Second
 
-// HandleSubmit submits one chunk attempt. It calls UpdateKeypair at most
-// once per chunk attempt unless a previous call's outcome is unknown, and
-// writes the answer's checkpoint before anything else.
+// HandleSubmit submits one batch. It calls UpdateKeypair at most once per
+// batch unless a previous call's outcome is unknown, and writes the
+// answer's checkpoint before anything else; the rotation's tick polls it
+// from then on.
 func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	var p SubmitPayload
 	if err := decode(t.Payload(), &p, TypeSubmit); err != nil {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
-	log := h.log.With("rotation", p.Rotation, "chunk", p.Chunk, "attempt", p.Attempt)
+	log := h.log.With("rotation", p.Rotation, "chunk", p.Batch)
 	rot, err := h.store.Rotation(ctx, p.Rotation)
 	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("submit chunk %d: %w: %w", p.Chunk, err, asynq.SkipRetry)
+		return fmt.Errorf("submit batch %d: %w: %w", p.Batch, err, asynq.SkipRetry)
 	}
 	if err != nil {
 		return err
 	}
-	a, err := h.store.Attempt(ctx, p.Rotation, p.Chunk, p.Attempt)
+	b, err := h.store.Batch(ctx, p.Rotation, p.Batch)
 	if err != nil {
 		return err
 	}
-	if a.Checkpointed {
-		log.InfoContext(ctx, "chunk attempt already submitted; polling", "request_id", a.RequestID)
-		return h.schedulePoll(ctx, p, 1)
+	if b.Checkpointed {
+		return h.startTick(ctx, log, p.Rotation, b.TickGen, true)
 	}
-	if len(a.Servers) == 0 {
-		return fmt.Errorf("submit chunk %d attempt %d of %s: no servers planned: %w", p.Chunk, p.Attempt, p.Rotation, asynq.SkipRetry)
+	if len(b.Servers) == 0 {
+		return fmt.Errorf("submit batch %d of %s: no servers planned: %w", p.Batch, p.Rotation, asynq.SkipRetry)
 	}
-	if err := h.notRunning(ctx, log, p, a, rot.State); err != nil || rot.State != StateRunning {
+	if err := h.notRunning(ctx, log, p, b, rot.State); err != nil || rot.State != StateRunning {
 		return err
 	}
 
@@ -53,19 +52,19 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	}
 	// The limiter may have waited: the rotation's state is checked again,
 	// atomically with marking the call, right before it.
-	in, err := h.store.MarkIntent(ctx, p.Rotation, p.Chunk, p.Attempt)
+	in, err := h.store.MarkIntent(ctx, p.Rotation, p.Batch)
 	switch {
 	case err != nil:
 		return err
 	case in.Checkpointed:
-		return h.schedulePoll(ctx, p, 1)
+		return nil
 	case !in.Go:
-		return h.notRunning(ctx, log, p, a, in.State)
+		return h.notRunning(ctx, log, p, b, in.State)
 	case in.Earlier > 0:
-		log.WarnContext(ctx, "an earlier submit of this chunk attempt ended without a checkpoint; submitting again", "earlier", in.Earlier)
+		log.WarnContext(ctx, "an earlier submit of this batch ended without a checkpoint; submitting again", "earlier", in.Earlier)
 	}
-	req := make([]cph.ServerKeypair, len(a.Servers))
-	for i, e := range a.Servers {
+	req := make([]cph.ServerKeypair, len(b.Servers))
+	for i, e := range b.Servers {
 		req[i] = cph.ServerKeypair{ServerID: e.ServerID, KeypairName: e.Keypair}
 	}
 	var resp *cph.UpdateKeypairResponse
@@ -74,45 +73,66 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		return err
 	})
 	if err != nil {
-		return h.submitFailed(ctx, log, p, a, err)
+		return h.submitFailed(ctx, log, p, b, err)
 	}
 
 	// The API has acted: the checkpoint comes first, on a context the
 	// task's own cancellation cannot cut short.
-	jobs, errs := splitAnswer(a.Servers, resp)
+	jobs, errs := splitAnswer(b.Servers, resp)
 	wctx, cancel := detached(ctx)
-	first, err := h.store.Checkpoint(wctx, p.Rotation, p.Chunk, p.Attempt, len(a.Servers), resp.RequestID, jobs, errs, h.now())
+	now := h.now()
+	cp, err := h.store.Checkpoint(wctx, p.Rotation, p.Batch, len(b.Servers), resp.RequestID, jobs, errs, now, now.Add(h.cfg.FirstPoll))
 	cancel()
 	if err != nil {
-		return fmt.Errorf("submit chunk %d attempt %d: %w", p.Chunk, p.Attempt, err)
+		return fmt.Errorf("submit batch %d: %w", p.Batch, err)
 	}
-	if !first {
+	if !cp.First {
 		// asynq ran this task twice at once (a lease expired while the
 		// first run was alive): the other run's answer is the one polled.
-		log.WarnContext(ctx, "another run of this chunk attempt checkpointed first; this call's jobs are not polled",
+		log.WarnContext(ctx, "another run of this batch checkpointed first; this call's jobs are not polled",
 			"request_id", resp.RequestID)
 		return nil
 	}
-	h.obs.Submitted(len(a.Servers))
-	log.InfoContext(ctx, "chunk submitted", "request_id", resp.RequestID, "jobs", len(jobs), "rejected", len(errs))
-	return h.schedulePoll(ctx, p, 1)
+	h.obs.Submitted(len(b.Servers))
+	log.InfoContext(ctx, "batch submitted", "request_id", resp.RequestID, "jobs", len(jobs), "rejected", len(errs))
+	return h.startTick(ctx, log, p.Rotation, cp.Tick, false)
+}
+
+// startTick enqueues the first tick of the chain a checkpoint started. A
+// submit run again after a crash (rerun) enqueues it only if that tick has
+// not run yet, so a batch never starts a second chain.
+func (h *Handler) startTick(ctx context.Context, log *slog.Logger, rotation string, gen int, rerun bool) error {
+	if gen == 0 {
+		return nil
+	}
+	if rerun {
+		due, err := h.store.FirstTickDue(ctx, rotation, gen)
+		if err != nil || !due {
+			return err
+		}
+	}
+	ok, err := enqueueTick(ctx, h.enq, TickPayload{Rotation: rotation, Gen: gen, Seq: 1}, h.cfg.FirstPoll, h.cfg.Tasks)
+	if ok {
+		log.DebugContext(ctx, "tick chain started", "gen", gen)
+	}
+	return err
 }
 
 // notRunning handles a chunk attempt of a rotation that is not running:
 // paused and halted (failed before finishing) rotations put the task back
 // until resumed; a cancelled one closes the attempt as cancelled.
-func (h *Handler) notRunning(ctx context.Context, log *slog.Logger, p SubmitPayload, a *Attempt, st State) error {
+func (h *Handler) notRunning(ctx context.Context, log *slog.Logger, p SubmitPayload, b *Batch, st State) error {
 	switch st {
 	case StateRunning:
 		return nil
 	case StatePaused:
 		return delayed(pauseRecheck, fmt.Errorf("rotation %s is paused", p.Rotation))
 	case StateCancelled:
-		return h.closeAttempt(ctx, log, p, a, OutcomeCancelled, "", "rotation cancelled before this chunk was submitted")
+		return h.closeBatch(ctx, log, p, b, OutcomeCancelled, "", "rotation cancelled before this server was submitted")
 	case StateFailed:
 		return delayed(pauseRecheck, fmt.Errorf("rotation %s is halted by its error budget", p.Rotation))
 	}
-	return fmt.Errorf("submit chunk %d attempt %d of %s: rotation is %s: %w", p.Chunk, p.Attempt, p.Rotation, st, asynq.SkipRetry)
+	return fmt.Errorf("submit batch %d of %s: rotation is %s: %w", p.Batch, p.Rotation, st, asynq.SkipRetry)
 }
 
 // splitAnswer sorts an UpdateKeypair answer into job ids and per-server
@@ -142,8 +162,8 @@ func splitAnswer(servers []Entry, resp *cph.UpdateKeypairResponse) (jobs map[str
 }
 
 // submitFailed decides what a failed UpdateKeypair call means for the
-// chunk attempt.
-func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, p SubmitPayload, a *Attempt, err error) error {
+// batch.
+func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, p SubmitPayload, b *Batch, err error) error {
 	var ce *cph.Error
 	// Only a 4xx answer proves the API did not act: a 5xx may come from the
 	// gateway after CPH acted (504 backend timeout), and an undecodable 2xx
@@ -151,7 +171,7 @@ func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, p SubmitPa
 	answered := errors.As(err, &ce) && ce.StatusCode >= 400 && ce.StatusCode < 500
 	if answered {
 		// This call must not count as a possible duplicate.
-		if cerr := h.store.ClearIntent(ctx, p.Rotation, p.Chunk, p.Attempt); cerr != nil {
+		if cerr := h.store.ClearIntent(ctx, p.Rotation, p.Batch); cerr != nil {
 			log.WarnContext(ctx, "clear submit intent", "err", cerr)
 		}
 	}
@@ -162,52 +182,43 @@ func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, p SubmitPa
 		log.InfoContext(ctx, "UpdateKeypair throttled", "request_id", requestID(err))
 		return h.throttled(ctx, APIUpdateKeypair, err)
 	case answered && !cph.IsTransient(err):
-		log.ErrorContext(ctx, "UpdateKeypair rejected the chunk", "request_id", ce.RequestID, "code", ce.Code, "err", err)
-		return h.closeAttempt(ctx, log, p, a, OutcomeFailed, ce.Code, ce.Message)
+		msg := ce.Message
+		if ce.StatusCode == 400 && len(b.Servers) > 1 {
+			// CPH documents no batch limit; if it has one, this is where
+			// it shows.
+			msg += fmt.Sprintf(" (the whole batch of %d servers was rejected; if CPH limits the servers a call, start the rotation with a smaller --chunk-size)", len(b.Servers))
+		}
+		log.ErrorContext(ctx, "UpdateKeypair rejected the batch", "request_id", ce.RequestID, "code", ce.Code, "servers", len(b.Servers), "err", err)
+		return h.closeBatch(ctx, log, p, b, OutcomeFailed, ce.Code, msg)
 	case h.lastTry(ctx):
-		log.ErrorContext(ctx, "UpdateKeypair kept failing; giving up on this chunk attempt", "err", err)
-		return h.closeAttempt(ctx, log, p, a, OutcomeFailed, CodeSubmitFailed, err.Error())
+		log.ErrorContext(ctx, "UpdateKeypair kept failing; giving up on this batch", "err", err)
+		return h.closeBatch(ctx, log, p, b, OutcomeFailed, CodeSubmitFailed, err.Error())
 	}
 	log.WarnContext(ctx, "UpdateKeypair failed; retrying", "request_id", requestID(err), "err", err)
-	return fmt.Errorf("submit chunk %d attempt %d: %w", p.Chunk, p.Attempt, err)
+	return fmt.Errorf("submit batch %d: %w", p.Batch, err)
 }
 
-// closeAttempt ends a chunk attempt without jobs: every server gets the
-// same terminal outcome.
-func (h *Handler) closeAttempt(ctx context.Context, log *slog.Logger, p SubmitPayload, a *Attempt, o Outcome, code, msg string) error {
+// closeBatch ends a batch without jobs: every server gets the same
+// terminal outcome.
+func (h *Handler) closeBatch(ctx context.Context, log *slog.Logger, p SubmitPayload, b *Batch, o Outcome, code, msg string) error {
 	wctx, cancel := detached(ctx)
 	defer cancel()
-	if _, err := h.store.Checkpoint(wctx, p.Rotation, p.Chunk, p.Attempt, len(a.Servers), "", nil, nil, h.now()); err != nil {
+	now := h.now()
+	if _, err := h.store.Checkpoint(wctx, p.Rotation, p.Batch, len(b.Servers), "", nil, nil, now, now); err != nil {
 		return err
 	}
-	rs := make([]Resolution, len(a.Servers))
-	for i, e := range a.Servers {
-		rs[i] = Resolution{ServerID: e.ServerID, Outcome: o, Code: code, Message: msg, Attempts: p.Attempt}
+	rs := make([]Resolution, len(b.Servers))
+	for i, e := range b.Servers {
+		rs[i] = Resolution{ServerID: e.ServerID, Outcome: o, Code: code, Message: msg, Attempts: e.Attempt, Entry: e}
 	}
-	res, err := h.store.Resolve(wctx, p.Rotation, p.Chunk, p.Attempt, rs, h.now())
+	res, err := h.store.Resolve(wctx, p.Rotation, p.Batch, rs, time.Time{}, false, now)
 	if err != nil {
 		return err
 	}
 	h.obs.ServerOutcome(string(o), res.Recorded)
-	log.InfoContext(ctx, "chunk attempt closed", "outcome", o, "servers", res.Recorded, "code", code)
-	return h.afterComplete(ctx, p.Rotation, p.Chunk, p.Attempt, res)
-}
-
-func (h *Handler) schedulePoll(ctx context.Context, p SubmitPayload, round int) error {
-	_, err := enqueuePoll(ctx, h.enq, PollPayload{Rotation: p.Rotation, Chunk: p.Chunk, Attempt: p.Attempt, Round: round},
-		h.pollDelay(round), h.cfg.Tasks)
+	log.InfoContext(ctx, "batch closed", "outcome", o, "servers", res.Recorded, "code", code)
+	_, err = h.followUps(ctx, p.Rotation, res.Finished)
 	return err
-}
-
-// pollDelay grows by half each round from FirstPoll to PollCap, with ±20 %
-// jitter so chunks submitted together do not poll together for ever.
-func (h *Handler) pollDelay(round int) time.Duration {
-	d := h.cfg.FirstPoll
-	for i := 1; i < round && d < h.cfg.PollCap; i++ {
-		d = d * 3 / 2
-	}
-	d = min(d, h.cfg.PollCap)
-	return d*4/5 + rand.N(d*2/5+1)
 }
 
 func requestID(err error) string {
