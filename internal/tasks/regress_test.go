@@ -30,7 +30,7 @@ func (f *failOnceAPI) UpdateKeypair(ctx context.Context, s []cph.ServerKeypair) 
 }
 
 func (f *failOnceAPI) ListJobsOf(context.Context, int, ...string) ([]cph.Job, error) { return nil, nil }
-func (f *failOnceAPI) ShowServer(context.Context, string) (*cph.Server, error)      { return nil, nil }
+func (f *failOnceAPI) ShowServer(context.Context, string) (*cph.Server, error)       { return nil, nil }
 func (f *failOnceAPI) ListServersPage(context.Context, int, int) (*cph.ListServersResponse, error) {
 	return &cph.ListServersResponse{}, nil
 }
