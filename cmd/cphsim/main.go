@@ -67,7 +67,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.StringVar(&c.keypairs, "keypairs", "", "comma-separated keypair names that exist (empty: every name exists)")
 	fs.Float64Var(&o.UpdateKeypairQuota, "quota-update", 0, "UpdateKeypair requests per second (0: unlimited)")
 	fs.Float64Var(&o.ListJobsQuota, "quota-list", 0, "ListJobs requests per second (0: unlimited)")
-	fs.Float64Var(&o.ReadQuota, "quota-read", 0, "ShowJob+ListServers+ShowServer requests per second (0: unlimited)")
+	fs.Float64Var(&o.ReadQuota, "quota-read", 0, "requests per second of each read API: ShowJob, ListServers, ShowServer (0: unlimited)")
 	fs.IntVar(&o.QuotaBurst, "quota-burst", 0, "token bucket size of every quota (0: the rate rounded up)")
 	fs.BoolVar(&o.LegacyThrottleCode, "legacy-throttle-code", false, "answer 429 with APIG.0308 instead of APIGW.0308")
 	fs.BoolVar(&o.RetryAfter, "retry-after", false, "add a Retry-After header to 429 answers")

@@ -11,22 +11,34 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// quotas holds one token bucket per quota: UpdateKeypair, ListJobs, and
-// the three read calls together. The buckets take the simulator's clock, so
-// throttling follows Options.Clock.
+// quotas holds one token bucket per API, as the API gateway throttles
+// each API on its own: UpdateKeypair, ListJobs, and each read call at the
+// read quota. The buckets take the simulator's clock, so throttling follows
+// Options.Clock.
 type quotas struct {
 	burst int // Options.QuotaBurst
 
-	mu                  sync.Mutex // guards the pointers; rate.Limiter locks itself
-	update, list, reads *rate.Limiter
+	mu      sync.Mutex // guards the map; rate.Limiter locks itself
+	buckets map[API]*rate.Limiter
 }
 
 func newQuotas(o Options) *quotas {
-	q := &quotas{burst: max(o.QuotaBurst, 0)}
-	q.update = q.newLimiter(o.UpdateKeypairQuota)
-	q.list = q.newLimiter(o.ListJobsQuota)
-	q.reads = q.newLimiter(o.ReadQuota)
+	q := &quotas{burst: max(o.QuotaBurst, 0), buckets: map[API]*rate.Limiter{}}
+	for _, api := range APIs() {
+		q.buckets[api] = q.newLimiter(o.quota(api))
+	}
 	return q
+}
+
+// quota is the configured rate of api's bucket.
+func (o Options) quota(api API) float64 {
+	switch api {
+	case APIUpdateKeypair:
+		return o.UpdateKeypairQuota
+	case APIListJobs:
+		return o.ListJobsQuota
+	}
+	return o.ReadQuota
 }
 
 // newLimiter returns a full bucket of perSecond tokens a second (≤ 0:
@@ -45,20 +57,10 @@ func (q *quotas) burstOf(perSecond float64) int {
 	return max(int(math.Ceil(perSecond)), 1)
 }
 
-func (q *quotas) slot(api API) **rate.Limiter {
-	switch api {
-	case APIUpdateKeypair:
-		return &q.update
-	case APIListJobs:
-		return &q.list
-	}
-	return &q.reads
-}
-
 func (q *quotas) limiter(api API) *rate.Limiter {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return *q.slot(api)
+	return q.buckets[api]
 }
 
 // set changes api's rate, keeping the tokens already in a finite bucket. A
@@ -67,10 +69,9 @@ func (q *quotas) limiter(api API) *rate.Limiter {
 func (q *quotas) set(api API, perSecond float64, now time.Time) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	slot := q.slot(api)
-	lim := *slot
+	lim := q.buckets[api]
 	if lim.Limit() == rate.Inf || !(perSecond > 0) || math.IsInf(perSecond, 1) {
-		*slot = q.newLimiter(perSecond)
+		q.buckets[api] = q.newLimiter(perSecond)
 		return
 	}
 	lim.SetLimitAt(now, rate.Limit(perSecond))
@@ -90,8 +91,6 @@ func (q *quotas) allow(api API, now time.Time) (wait time.Duration, limit rate.L
 }
 
 // SetQuota changes the rate of api's quota at run time (≤ 0: unlimited).
-// ShowJob, ListServers and ShowServer share one quota: setting any of them
-// sets it for all three.
 func (s *Sim) SetQuota(api API, perSecond float64) error {
 	if !api.known() {
 		return fmt.Errorf("set quota: unknown API %q", api)

@@ -26,8 +26,8 @@ func TestThrottling(t *testing.T) {
 			"The throttling threshold has been reached: policy user over ratelimit,limit:2,time:1 second", ""},
 		{"list jobs", cphsim.Options{ListJobsQuota: 1}, []string{"/jobs?request_id=a", "/jobs?request_id=a"}, "APIGW.0308",
 			"The throttling threshold has been reached: policy user over ratelimit,limit:1,time:1 second", ""},
-		{"reads share a quota", cphsim.Options{ReadQuota: 2}, []string{"/servers", "/jobs/x", "/servers/x"}, "APIGW.0308",
-			"The throttling threshold has been reached: policy user over ratelimit,limit:2,time:1 second", ""},
+		{"each read API has its own quota", cphsim.Options{ReadQuota: 1}, []string{"/servers", "/jobs/x", "/servers/x", "/servers"}, "APIGW.0308",
+			"The throttling threshold has been reached: policy user over ratelimit,limit:1,time:1 second", ""},
 		{"legacy code and Retry-After", cphsim.Options{ListJobsQuota: 0.5, LegacyThrottleCode: true, RetryAfter: true},
 			[]string{"/jobs?request_id=a", "/jobs?request_id=a"}, "APIG.0308",
 			"The throttling threshold has been reached: policy user over ratelimit,limit:30,time:1 minute", "2"},
@@ -122,12 +122,15 @@ func TestSetQuota(t *testing.T) {
 	if err := e.sim.SetQuota("Nope", 1); err == nil {
 		t.Error("unknown API accepted")
 	}
-	// Setting any read API sets the read quota all three share.
-	if err := e.sim.SetQuota(cphsim.APIShowServer, 1); err != nil {
+	// A read API's quota is its own: the others stay unlimited.
+	if err := e.sim.SetQuota(cphsim.APIListServers, 1); err != nil {
 		t.Fatal(err)
 	}
 	e.get(t, base+"/servers")
-	wantError(t, e.get(t, base+"/jobs/x"), http.StatusTooManyRequests, "APIGW.0308")
+	wantError(t, e.get(t, base+"/servers"), http.StatusTooManyRequests, "APIGW.0308")
+	if a := e.get(t, base+"/jobs/x"); a.status == http.StatusTooManyRequests {
+		t.Errorf("ShowJob throttled by ListServers' quota: %s", a.body)
+	}
 }
 
 func TestInjected5xx(t *testing.T) {

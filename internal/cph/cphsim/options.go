@@ -47,8 +47,9 @@ type Options struct {
 	JobJitter time.Duration
 
 	// UpdateKeypairQuota, ListJobsQuota and ReadQuota are the per-second
-	// rates of three token buckets: UpdateKeypair; ListJobs; and ShowJob,
-	// ListServers and ShowServer together. Zero: unlimited.
+	// rates of the token buckets of UpdateKeypair, of ListJobs, and of each
+	// read call (ShowJob, ListServers, ShowServer: a bucket each, as the
+	// gateway throttles every API on its own). Zero: unlimited.
 	UpdateKeypairQuota, ListJobsQuota, ReadQuota float64
 	// QuotaBurst is the bucket size of every quota. Zero: the quota's rate
 	// rounded up (at least 1), like the gateway's "limit:N,time:1 second".
