@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"golang.org/x/time/rate"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
@@ -29,6 +30,7 @@ type planFlags struct {
 	region, endpoint       string
 	asJSON, dryRun         bool
 	submitRate, waves      string
+	readRate               string
 	maxErrors              string
 	jobLatency, retention  time.Duration
 	pauseAfterWave, verify bool
@@ -45,6 +47,7 @@ func addPlanFlags(f *flags, idHelp string) *planFlags {
 	f.BoolVar(&p.asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&p.dryRun, "dry-run", false, "read the fleet and print what would change and an ETA; write nothing, enqueue nothing")
 	f.StringVar(&p.submitRate, "submit-rate", "10/s:1", "with --dry-run, the workers' fleet-wide UpdateKeypair `rate`, for the ETA")
+	f.StringVar(&p.readRate, "read-rate", "20/s:5", "`rate` of this command's reads of the fleet (ListCloudPhoneServers pages), like the workers' --read-rate")
 	f.DurationVar(&p.jobLatency, "job-latency", 30*time.Second, "with --dry-run, the expected CPH job `duration`, for the ETA")
 	f.StringVar(&p.waves, "waves", "", "canary `waves`, like 1,10,10%,100%: each entry is that wave's own size, in servers or % of the\nservers to submit; what the list leaves over is one last wave. A wave starts when the previous\none has finished within the error budget. Default: one wave")
 	f.BoolVar(&p.pauseAfterWave, "pause-after-wave", false, "pause after each wave until 'enqueue resume'")
@@ -65,9 +68,14 @@ func (p *planFlags) client(e *env, discover bool) (*cph.Client, error) {
 	if p.region == "" && p.endpoint == "" {
 		return nil, usagef("--discover, --skip-matching and --dry-run read the fleet: set --region or --endpoint (or --skip-matching=false)")
 	}
-	// The fleet is read page by page at whatever quota the API allows: a
-	// throttled or failed page is read again rather than failing the start.
-	c, err := cph.NewClient(cph.Config{Region: p.region, Endpoint: p.endpoint, ReadRetries: 10,
+	// The fleet is read page by page at the read rate: a throttled or
+	// failed page is read again rather than failing the start.
+	lim, err := ratelimit.ParseLimit(p.readRate)
+	if err != nil {
+		return nil, usagef("--read-rate: %v", err)
+	}
+	pace := rate.NewLimiter(rate.Limit(float64(lim.Rate)/lim.Period.Seconds()), lim.Burst)
+	c, err := cph.NewClient(cph.Config{Region: p.region, Endpoint: p.endpoint, ReadRetries: 10, ReadRate: pace,
 		ProjectID: e.getenv("HUAWEICLOUD_SDK_PROJECT_ID"), Credentials: cph.CredentialsFromEnv(e.getenv)})
 	if err != nil {
 		return nil, usageError{err}

@@ -1,7 +1,9 @@
-// Command rekeybench measures how well cph-rekey uses a CPH API quota: the
-// Quota, quota-halving and scale-out scenarios of issue 4. It runs the real
-// worker, enqueue and cphsim binaries as processes against a real Redis and
-// prints one Markdown table per scenario:
+// Command rekeybench measures how well cph-rekey uses a CPH API quota at
+// its defaults: every API at the simulator's quota Q, verification on, with
+// 0 % and 5 % transient job failures, beside baselines; a rotation of part
+// of a project; quota halving; scale-out. It runs the real worker, enqueue
+// and cphsim binaries as processes against a real Redis and prints one
+// Markdown table per scenario:
 //
 //	go run ./cmd/rekeybench --scenario all
 //	go run ./cmd/rekeybench --scenario quota --servers 20000 --quota 20
@@ -28,6 +30,7 @@ import (
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/envflag"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
 func main() {
@@ -51,6 +54,9 @@ type config struct {
 	quota       int
 	submitBurst int
 	pollBurst   int
+	readBurst   int
+	failRates   []float64
+	subset      int
 	workers     int
 	scale       []int
 	chunkSize   int
@@ -67,7 +73,11 @@ type config struct {
 	keep        bool
 }
 
-var scenarioNames = []string{"quota", "halve", "scale"}
+var scenarioNames = []string{"defaults", "quota", "subset", "halve", "scale"}
+
+// allScenarios are the scenarios of --scenario all: quota runs the
+// defaults' rows too.
+var allScenarios = []string{"quota", "subset", "halve", "scale"}
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	c := &config{}
@@ -77,28 +87,35 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		fmt.Fprintf(stderr, "Usage: rekeybench [flags]\n\n"+
 			"Runs cph-rekey's quota benchmarks (issue 4) with the real worker, enqueue and cphsim binaries\n"+
 			"against a real Redis, and prints one Markdown table per scenario:\n"+
-			"  quota  cph-rekey (fleet limiter at Q) vs a sequential client and 4 workers with local limiters at Q and Q/4\n"+
-			"  halve  the simulator's UpdateKeypair quota halves mid-run: how long until 429s stop, quota use after\n"+
-			"  scale  1, 4 and 16 worker processes at the same Q\n\n"+
+			"  defaults  cph-rekey at its defaults, every API at Q: 0 %% and 5 %% transient job failures, and --verify=false\n"+
+			"  quota     the defaults' rows, then a sequential client and 4 workers with local limiters at Q and Q/4\n"+
+			"  subset    a rotation of every --subset'th server of the project: which way verification reads\n"+
+			"  halve     the simulator's UpdateKeypair quota halves mid-run: how long until 429s stop, quota use after\n"+
+			"  scale     1, 4 and 16 worker processes at the same Q\n\n"+
+			"Runs use the worker's and enqueue's defaults except the rates: every API at Q, with the worker's default\n"+
+			"bursts (--submit-rate Q/s:1, --poll-rate and --read-rate Q/s:5).\n\n"+
 			"WARNING: every run FLUSHDBs the Redis database given with --redis (default DB 13).\n"+
 			"The bench deliberately does not read REDIS_URL, so it cannot flush a Redis meant for something else.\n\n"+
 			"Every flag also reads the environment variable shown. Exit codes: 0 ok, 1 a run failed or was wrong, 2 bad flags.\n\nFlags:\n")
 		fs.PrintUsage(stderr)
 	}
-	scenario := fs.String("scenario", "all", "`scenarios` to run: all, or a comma-separated list of quota, halve, scale")
+	scenario := fs.String("scenario", "all", "`scenarios` to run: all (quota, subset, halve, scale), or a comma-separated list of defaults, quota, subset, halve, scale")
 	fs.IntVar(&c.servers, "servers", 20000, "fleet size of every cph-rekey run")
 	fs.IntVar(&c.seqServers, "seq-servers", 1000, "fleet size of the sequential baseline, extrapolated to --servers (it takes ~2.5 s a chunk)")
-	fs.IntVar(&c.quota, "quota", 20, "the simulator's quota Q, requests/s for UpdateKeypair and for ListJobs each")
-	fs.IntVar(&c.submitBurst, "submit-burst", 0, "burst of the fleet limiter's UpdateKeypair rate (worker --submit-rate Q/s:N); 0: the worker's default, Q")
-	fs.IntVar(&c.pollBurst, "poll-burst", 0, "burst of the fleet limiter's ListJobs rate (worker --poll-rate Q/s:N); 0: Q")
+	fs.IntVar(&c.quota, "quota", 20, "the simulator's quota Q, requests/s of every API (UpdateKeypair, ListJobs, each read)")
+	fs.IntVar(&c.submitBurst, "submit-burst", 1, "burst of the workers' UpdateKeypair rate (--submit-rate Q/s:N); the worker's default is 1")
+	fs.IntVar(&c.pollBurst, "poll-burst", 5, "burst of the workers' ListJobs rate (--poll-rate Q/s:N); the worker's default is 5")
+	fs.IntVar(&c.readBurst, "read-burst", 5, "burst of the workers' read rates (--read-rate Q/s:N); the worker's default is 5")
+	failRates := fs.String("fail-rates", "0,0.05", "`fractions` of jobs failing transiently in the defaults and quota scenarios, one run each")
+	fs.IntVar(&c.subset, "subset", 10, "the subset scenario rotates every `N`th server of the project")
 	fs.IntVar(&c.workers, "workers", 4, "worker processes of the quota and halve scenarios")
 	scale := fs.String("scale", "1,4,16", "worker process `counts` of the scale scenario")
-	fs.IntVar(&c.chunkSize, "chunk-size", 100, "servers per UpdateKeypair call (1-100)")
+	fs.IntVar(&c.chunkSize, "chunk-size", 0, "servers per UpdateKeypair call (1-100); 0: enqueue's default")
 	fs.IntVar(&c.concurrency, "concurrency", 20, "--concurrency of every worker process")
 	fs.DurationVar(&c.jobLatency, "job-latency", 2*time.Second, "the simulator's job latency")
 	fs.DurationVar(&c.jobJitter, "job-jitter", 0, "the simulator's job latency spread (latency ± jitter)")
-	fs.DurationVar(&c.firstPoll, "first-poll", 2500*time.Millisecond, "--first-poll of the workers (and the sequential client's first poll)")
-	fs.DurationVar(&c.pollCap, "poll-cap", 5*time.Second, "--poll-cap of the workers")
+	fs.DurationVar(&c.firstPoll, "first-poll", 0, "--first-poll of the workers (and the sequential client's first poll); 0: the worker's default")
+	fs.DurationVar(&c.pollCap, "poll-cap", 0, "--poll-cap of the workers; 0: the worker's default")
 	fs.Float64Var(&c.halveAt, "halve-at", 0.3, "halve scenario: halve the quota when this `fraction` of the chunks is submitted")
 	fs.DurationVar(&c.sample, "sample", 100*time.Millisecond, "how often the simulator's /_sim/stats is sampled")
 	fs.DurationVar(&c.runTimeout, "run-timeout", 5*time.Minute, "give up on a run after this long")
@@ -118,6 +135,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if c.scale, err = parseCounts(*scale); err != nil {
 		return nil, fmt.Errorf("--scale: %w", err)
 	}
+	if c.failRates, err = parseRates(*failRates); err != nil {
+		return nil, fmt.Errorf("--fail-rates: %w", err)
+	}
 	for _, r := range []struct {
 		name   string
 		v      int
@@ -125,7 +145,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}{
 		{"servers", c.servers, 1, 1_000_000}, {"seq-servers", c.seqServers, 1, 1_000_000},
 		{"quota", c.quota, 1, 10_000}, {"submit-burst", c.submitBurst, 0, 10_000}, {"poll-burst", c.pollBurst, 0, 10_000}, {"workers", c.workers, 1, 64},
-		{"chunk-size", c.chunkSize, 1, 100}, {"concurrency", c.concurrency, 1, 10_000},
+		{"read-burst", c.readBurst, 1, 10_000}, {"subset", c.subset, 1, 1_000},
+		{"chunk-size", c.chunkSize, 0, 100}, {"concurrency", c.concurrency, 1, 10_000},
 	} {
 		if r.v < r.lo || r.v > r.hi {
 			return nil, fmt.Errorf("--%s %d: want %d-%d", r.name, r.v, r.lo, r.hi)
@@ -134,10 +155,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"job-latency", c.jobLatency}, {"first-poll", c.firstPoll}, {"poll-cap", c.pollCap}, {"sample", c.sample}, {"run-timeout", c.runTimeout}} {
+	}{{"job-latency", c.jobLatency}, {"sample", c.sample}, {"run-timeout", c.runTimeout}} {
 		if d.v <= 0 {
 			return nil, fmt.Errorf("--%s %s: want a positive duration", d.name, d.v)
 		}
+	}
+	if c.firstPoll < 0 || c.pollCap < 0 {
+		return nil, fmt.Errorf("--first-poll %s, --poll-cap %s: want 0 (the worker's default) or a positive duration", c.firstPoll, c.pollCap)
+	}
+	if c.chunkSize == 0 {
+		c.chunkSize = tasks.DefaultChunkSize
 	}
 	if c.jobJitter < 0 || c.jobJitter > c.jobLatency {
 		return nil, fmt.Errorf("--job-jitter %s: want 0 to --job-latency (%s)", c.jobJitter, c.jobLatency)
@@ -156,7 +183,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 
 func parseScenarios(s string) ([]string, error) {
 	if s == "all" {
-		return scenarioNames, nil
+		return allScenarios, nil
 	}
 	var out []string
 	for _, name := range strings.Split(s, ",") {
@@ -181,6 +208,18 @@ func parseCounts(s string) ([]int, error) {
 			return nil, fmt.Errorf("%q: want comma-separated process counts of 1-64", f)
 		}
 		out = append(out, n)
+	}
+	return out, nil
+}
+
+func parseRates(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || r < 0 || r >= 1 {
+			return nil, fmt.Errorf("%q: want comma-separated fractions in [0, 1)", f)
+		}
+		out = append(out, r)
 	}
 	return out, nil
 }
@@ -210,14 +249,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitFailure
 	}
 	defer b.close()
-	fmt.Fprintf(stdout, "rekeybench %s, GOMAXPROCS %d, Redis %s, Q = %d/s, fleet limiter rates %s and %s, job latency %s±%s, chunk %d, first poll %s\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), b.cpus, c.redisURL, c.quota, b.fleetRate(c.submitBurst), b.fleetRate(c.pollBurst), c.jobLatency, c.jobJitter, c.chunkSize, c.firstPoll)
+	fmt.Fprintf(stdout, "rekeybench %s, GOMAXPROCS %d, Redis %s, Q = %d/s for every API, worker rates --submit-rate %s --poll-rate %s --read-rate %s, job latency %s±%s, chunk %d, first poll %s, poll cap %s\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), b.cpus, c.redisURL, c.quota, b.fleetRate(c.submitBurst), b.fleetRate(c.pollBurst), b.fleetRate(c.readBurst),
+		c.jobLatency, c.jobJitter, c.chunkSize, orDefault(c.firstPoll), orDefault(c.pollCap))
 	failed := false
 	for _, s := range c.scenarios {
 		var t *table
 		switch s {
+		case "defaults":
+			t, err = b.defaultsScenario(ctx, false)
 		case "quota":
-			t, err = b.quotaScenario(ctx)
+			t, err = b.defaultsScenario(ctx, true)
+		case "subset":
+			t, err = b.subsetScenario(ctx)
 		case "halve":
 			t, err = b.halveScenario(ctx)
 		case "scale":
@@ -237,4 +281,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitFailure
 	}
 	return exitOK
+}
+
+// orDefault shows a duration flag, 0 meaning the worker's default.
+func orDefault(d time.Duration) string {
+	if d == 0 {
+		return "the worker's default"
+	}
+	return d.String()
 }

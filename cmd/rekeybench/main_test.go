@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
 )
 
@@ -20,8 +22,11 @@ func TestParseConfig(t *testing.T) {
 		check   func(*config) bool
 	}{
 		{check: func(c *config) bool {
-			return len(c.scenarios) == 3 && c.servers == 20000 && c.quota == 20 && c.workers == 4 &&
-				c.redisURL == "redis://127.0.0.1:6379/13" && len(c.scale) == 3 && c.scale[2] == 16
+			// With no flags: the worker's and enqueue's defaults, 0 % and 5 % job failures.
+			return len(c.scenarios) == 4 && c.servers == 20000 && c.quota == 20 && c.workers == 4 &&
+				c.redisURL == "redis://127.0.0.1:6379/13" && len(c.scale) == 3 && c.scale[2] == 16 &&
+				c.submitBurst == 1 && c.pollBurst == 5 && c.readBurst == 5 && c.chunkSize == tasks.DefaultChunkSize &&
+				c.firstPoll == 0 && c.pollCap == 0 && fmt.Sprint(c.failRates) == "[0 0.05]"
 		}},
 		{args: []string{"--scenario", "halve,scale", "--scale", "2,8"}, check: func(c *config) bool {
 			return len(c.scenarios) == 2 && c.scenarios[0] == "halve" && len(c.scale) == 2 && c.scale[1] == 8
@@ -35,7 +40,8 @@ func TestParseConfig(t *testing.T) {
 		{args: []string{"--scenario", "speed"}, wantErr: `--scenario: unknown scenario "speed"`},
 		{args: []string{"--scale", "1,x"}, wantErr: `--scale: "x"`},
 		{args: []string{"--quota", "0"}, wantErr: "--quota 0: want 1-10000"},
-		{args: []string{"--chunk-size", "101"}, wantErr: "--chunk-size 101: want 1-100"},
+		{args: []string{"--chunk-size", "101"}, wantErr: "--chunk-size 101: want 0-100"},
+		{args: []string{"--fail-rates", "0,1"}, wantErr: `--fail-rates: "1"`},
 		{args: []string{"--halve-at", "1"}, wantErr: "--halve-at 1: want a fraction in (0, 1)"},
 		{args: []string{"--job-jitter", "3s"}, wantErr: "--job-jitter 3s: want 0 to --job-latency (2s)"},
 		{args: []string{"--quota", "1", "--scenario", "halve"}, wantErr: "the halve scenario needs at least 2"},

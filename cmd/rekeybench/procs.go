@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
 // The simulator's credentials: made up, known to nothing else.
@@ -162,11 +163,13 @@ type sim struct {
 	url string
 }
 
-// startSim starts the simulator with n servers and quota q for
-// UpdateKeypair and ListJobs, and reads its URL from its first stdout line.
-func (b *bench) startSim(ctx context.Context, n int, q float64) (*sim, error) {
+// startSim starts the simulator with n servers, quota q for every API and
+// a share failRate of jobs failing transiently, and reads its URL from its
+// first stdout line.
+func (b *bench) startSim(ctx context.Context, n int, q, failRate float64) (*sim, error) {
 	args := []string{"--ak", benchAK, "--sk", benchSK, "--project-id", benchProject,
-		"--servers", strconv.Itoa(n), "--quota-update", fmt.Sprint(q), "--quota-list", fmt.Sprint(q),
+		"--servers", strconv.Itoa(n), "--quota-update", fmt.Sprint(q), "--quota-list", fmt.Sprint(q), "--quota-read", fmt.Sprint(q),
+		"--fail-rate", fmt.Sprint(failRate),
 		"--job-latency", b.c.jobLatency.String(), "--job-jitter", b.c.jobJitter.String(), "--seed", "1"}
 	pr, pw := io.Pipe()
 	p, err := b.start("cphsim", "cphsim", args, os.Environ(), pw)
@@ -259,15 +262,21 @@ func (b *bench) env(simURL string) []string {
 	)
 }
 
-// startWorkers starts n worker processes with the given limiter and rates,
-// and waits until all of them have registered with asynq.
-func (b *bench) startWorkers(ctx context.Context, n int, env []string, limiter, submitRate, pollRate string) ([]*proc, error) {
+// startWorkers starts n worker processes with the given limiter and rates
+// (and the worker's defaults for the rest), and waits until all of them
+// have registered with asynq.
+func (b *bench) startWorkers(ctx context.Context, n int, env []string, limiter, submitRate, pollRate, readRate string) ([]*proc, error) {
 	var ws []*proc
 	for i := range n {
 		args := []string{"--admin-addr", "", "--log-format", "json", "--log-level", "warn",
 			"--concurrency", strconv.Itoa(b.c.concurrency), "--limiter", limiter,
-			"--submit-rate", submitRate, "--poll-rate", pollRate,
-			"--first-poll", b.c.firstPoll.String(), "--poll-cap", b.c.pollCap.String(), "--shutdown-timeout", "5s"}
+			"--submit-rate", submitRate, "--poll-rate", pollRate, "--read-rate", readRate, "--shutdown-timeout", "5s"}
+		if b.c.firstPoll > 0 {
+			args = append(args, "--first-poll", b.c.firstPoll.String())
+		}
+		if b.c.pollCap > 0 {
+			args = append(args, "--poll-cap", b.c.pollCap.String())
+		}
 		w, err := b.start(fmt.Sprintf("worker%02d", i), "worker", args, env, nil)
 		if err != nil {
 			stopAll(ws)
@@ -299,6 +308,22 @@ func (b *bench) startWorkers(ctx context.Context, n int, env []string, limiter, 
 	}
 }
 
+// peakRSS is the most memory the process has held (VmHWM), in bytes, or
+// 0 where /proc cannot tell.
+func (p *proc) peakRSS() int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
 // stopAll stops processes in parallel; each gets its shutdown grace.
 func stopAll(ps []*proc) {
 	done := make(chan struct{}, len(ps))
@@ -313,13 +338,15 @@ func stopAll(ps []*proc) {
 	}
 }
 
-// enqueueStart runs `enqueue start` over the target file and returns the
-// rotation id.
-func (b *bench) enqueueStart(ctx context.Context, env []string, file string) (string, error) {
-	// --verify=false: the benchmark measures the UpdateKeypair and ListJobs
-	// quotas; verification spends a separate read quota, one call a server.
-	cmd := exec.CommandContext(ctx, b.bins["enqueue"], "start", "--json", "--keypair", benchKeypair,
-		"--chunk-size", strconv.Itoa(b.c.chunkSize), "--skip-matching=false", "--verify=false", file)
+// enqueueStart runs `enqueue start` over the target file, at enqueue's
+// defaults but for --chunk-size (when set) and extra, and returns the
+// rotation id. Its reads of the fleet count as the run's calls.
+func (b *bench) enqueueStart(ctx context.Context, env []string, file string, extra ...string) (string, error) {
+	args := []string{"start", "--json", "--keypair", benchKeypair}
+	if b.c.chunkSize != tasks.DefaultChunkSize {
+		args = append(args, "--chunk-size", strconv.Itoa(b.c.chunkSize))
+	}
+	cmd := exec.CommandContext(ctx, b.bins["enqueue"], append(append(args, extra...), file)...)
 	cmd.Env = env
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,8 +29,11 @@ type result struct {
 	chunks  int // UpdateKeypair calls the fleet needs
 	wall    time.Duration
 	samples []sample     // /_sim/stats every --sample, in order
-	final   cphsim.Stats // after the run
-	check   error        // nil when the run's outcome is right
+	final   cphsim.Stats // after the run, the plan's reads included
+	rot     *tasks.Rotation
+	planned int   // ListServers calls of enqueue's plan
+	rss     int64 // the largest peak RSS of the worker processes
+	check   error // nil when the run's outcome is right
 }
 
 // accepted counts the calls of api the simulator served (not 429, not a
@@ -38,14 +42,22 @@ func accepted(st cphsim.Stats, api cphsim.API) int {
 	return st.Calls[api] - st.Throttled[api] - st.Injected5xx[api] - st.Dropped[api]
 }
 
+// throttled counts the 429s of every API.
 func (r *result) throttled() int {
-	return r.final.Throttled[cphsim.APIUpdateKeypair] + r.final.Throttled[cphsim.APIListJobs]
+	n := 0
+	for _, v := range r.final.Throttled {
+		n += v
+	}
+	return n
 }
 
-// callsPerServer is every UpdateKeypair and ListJobs request, 429s
-// included, per server.
+// callsPerServer is every request to every API, 429s included, per server.
 func (r *result) callsPerServer() float64 {
-	return float64(r.final.Calls[cphsim.APIUpdateKeypair]+r.final.Calls[cphsim.APIListJobs]) / float64(r.servers)
+	n := 0
+	for _, v := range r.final.Calls {
+		n += v
+	}
+	return float64(n) / float64(r.servers)
 }
 
 // crossing returns when api's served calls first reached n, as the middle
@@ -136,6 +148,10 @@ type rotationRun struct {
 	workers              int
 	limiter              string // fleet or local
 	submitRate, pollRate string // worker --submit-rate and --poll-rate
+	readRate             string // worker --read-rate; empty: the submit rate
+	failRate             float64
+	every                int      // rotate every every'th server of the project (0, 1: all)
+	enqueue              []string // extra flags of enqueue start
 	onSample             func(*sim, sample)
 }
 
@@ -149,7 +165,7 @@ func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err er
 	if err := b.rdb.FlushDB(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("flushdb: %w", err)
 	}
-	s, err := b.startSim(ctx, n, float64(b.c.quota))
+	s, err := b.startSim(ctx, n, float64(b.c.quota), rr.failRate)
 	if err != nil {
 		return nil, err
 	}
@@ -158,12 +174,22 @@ func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err er
 	if err != nil {
 		return nil, err
 	}
+	if rr.every > 1 {
+		var some []cphsim.ServerState
+		for i := 0; i < len(servers); i += rr.every {
+			some = append(some, servers[i])
+		}
+		servers = some
+	}
 	file, err := b.writeTargets(servers)
 	if err != nil {
 		return nil, err
 	}
 	env := b.env(s.url)
-	ws, err := b.startWorkers(ctx, rr.workers, env, rr.limiter, rr.submitRate, rr.pollRate)
+	if rr.readRate == "" {
+		rr.readRate = b.fleetRate(b.c.readBurst)
+	}
+	ws, err := b.startWorkers(ctx, rr.workers, env, rr.limiter, rr.submitRate, rr.pollRate, rr.readRate)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +200,14 @@ func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err er
 		onSample = func(smp sample) { rr.onSample(s, smp) }
 	}
 	sm := b.startSampler(ctx, s, onSample)
-	id, err := b.enqueueStart(ctx, env, file)
+	id, err := b.enqueueStart(ctx, env, file, rr.enqueue...)
+	if err != nil {
+		sm.finish()
+		return nil, err
+	}
+	// Verification reads start after the first poll, seconds later: every
+	// ListServers call so far was the plan's.
+	planned, err := s.stats(ctx, b)
 	if err != nil {
 		sm.finish()
 		return nil, err
@@ -185,7 +218,11 @@ func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err er
 	if err = errors.Join(err, serr); err != nil {
 		return nil, err
 	}
-	res = &result{servers: n, chunks: chunksOf(n, b.c.chunkSize), wall: rot.FinishedAt.Sub(rot.CreatedAt), samples: samples}
+	res = &result{servers: len(servers), chunks: chunksOf(len(servers), b.c.chunkSize), wall: rot.FinishedAt.Sub(rot.CreatedAt), samples: samples, rot: rot,
+		planned: planned.Calls[cphsim.APIListServers]}
+	for _, w := range ws {
+		res.rss = max(res.rss, w.peakRSS())
+	}
 	if err := b.finalSample(ctx, s, res); err != nil {
 		return nil, err
 	}
@@ -193,7 +230,7 @@ func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err er
 	if err != nil {
 		return nil, err
 	}
-	res.check = verifyRotation(ctx, store, rot, after)
+	res.check = verifyRotation(ctx, store, rot, after, len(servers))
 	return res, nil
 }
 
@@ -214,11 +251,12 @@ func (b *bench) finalSample(ctx context.Context, s *sim, res *result) error {
 // closer look at a run kept with --keep.
 func (b *bench) writeTimeline(samples []sample) error {
 	var sb strings.Builder
-	sb.WriteString("seconds,update_calls,update_429,list_calls,list_429,jobs_running\n")
+	sb.WriteString("seconds,update_calls,update_429,list_calls,list_429,jobs_running,servers_calls,servers_429,show_calls\n")
 	for _, s := range samples {
-		fmt.Fprintf(&sb, "%.3f,%d,%d,%d,%d,%d\n", s.at.Sub(samples[0].at).Seconds(),
+		fmt.Fprintf(&sb, "%.3f,%d,%d,%d,%d,%d,%d,%d,%d\n", s.at.Sub(samples[0].at).Seconds(),
 			s.st.Calls[cphsim.APIUpdateKeypair], s.st.Throttled[cphsim.APIUpdateKeypair],
-			s.st.Calls[cphsim.APIListJobs], s.st.Throttled[cphsim.APIListJobs], s.st.JobsRunning)
+			s.st.Calls[cphsim.APIListJobs], s.st.Throttled[cphsim.APIListJobs], s.st.JobsRunning,
+			s.st.Calls[cphsim.APIListServers], s.st.Throttled[cphsim.APIListServers], s.st.Calls[cphsim.APIShowServer])
 	}
 	return os.WriteFile(filepath.Join(b.logDir, fmt.Sprintf("run%02d-timeline.csv", b.runs)), []byte(sb.String()), 0o600)
 }
@@ -245,20 +283,22 @@ func (b *bench) waitFinished(ctx context.Context, store *tasks.Store, id string,
 	}
 }
 
-// verifyRotation checks a finished rotation against the simulator: every
-// target in the report exactly once and succeeded, on the new keypair in
-// the simulator, and submitted no more often than its attempts and the
-// measured unknown-outcome resubmissions explain.
-func verifyRotation(ctx context.Context, store *tasks.Store, rot *tasks.Rotation, servers []cphsim.ServerState) error {
+// verifyRotation checks a finished rotation of targets servers against the
+// simulator: every target in the report exactly once; succeeded and on the
+// new keypair in the simulator, or failed after its last attempt with the
+// simulator's transient job failure and not on the new keypair; submitted
+// no more often than its attempts and the measured unknown-outcome
+// resubmissions explain.
+func verifyRotation(ctx context.Context, store *tasks.Store, rot *tasks.Rotation, servers []cphsim.ServerState, targets int) error {
 	c := rot.Counts
-	if c.Pending != 0 || c.Running != 0 || c.Succeeded != c.Total || c.Total != int64(len(servers)) {
-		return fmt.Errorf("counts %+v: want all %d servers succeeded", c, len(servers))
+	if c.Pending != 0 || c.Running != 0 || c.Succeeded+c.Failed != c.Total || c.Total != int64(targets) {
+		return fmt.Errorf("counts %+v: want all %d servers succeeded or failed", c, targets)
 	}
 	byID := make(map[string]cphsim.ServerState, len(servers))
 	for _, s := range servers {
 		byID[s.ServerID] = s
 	}
-	seen := make(map[string]bool, len(servers))
+	seen := make(map[string]bool, targets)
 	extra := 0
 	err := store.Report(ctx, rot.ID, func(r tasks.ReportRow) error {
 		s, ok := byID[r.ServerID]
@@ -267,10 +307,13 @@ func verifyRotation(ctx context.Context, store *tasks.Store, rot *tasks.Rotation
 			return fmt.Errorf("report names server %s, which the simulator does not have", r.ServerID)
 		case seen[r.ServerID]:
 			return fmt.Errorf("server %s appears twice in the report", r.ServerID)
-		case r.Outcome != tasks.OutcomeSucceeded:
-			return fmt.Errorf("server %s is %s (%s %s)", r.ServerID, r.Outcome, r.ErrorCode, r.ErrorMsg)
-		case s.KeypairName != rot.Keypair:
+		case r.Outcome == tasks.OutcomeSucceeded && s.KeypairName != rot.Keypair:
 			return fmt.Errorf("server %s reported succeeded, but the simulator has it on %q", r.ServerID, s.KeypairName)
+		case r.Outcome == tasks.OutcomeFailed && (r.ErrorCode != cphsim.JobCodeTransient || r.Attempts != rot.MaxAttempts || s.KeypairName == rot.Keypair):
+			return fmt.Errorf("server %s failed after %d attempts with %s %s, on %q in the simulator; want only transient job failures after %d attempts",
+				r.ServerID, r.Attempts, r.ErrorCode, r.ErrorMsg, s.KeypairName, rot.MaxAttempts)
+		case r.Outcome != tasks.OutcomeSucceeded && r.Outcome != tasks.OutcomeFailed:
+			return fmt.Errorf("server %s is %s (%s %s)", r.ServerID, r.Outcome, r.ErrorCode, r.ErrorMsg)
 		}
 		seen[r.ServerID] = true
 		extra += max(0, s.Submits-r.Attempts)
@@ -279,11 +322,11 @@ func verifyRotation(ctx context.Context, store *tasks.Store, rot *tasks.Rotation
 	if err != nil {
 		return err
 	}
-	if len(seen) != len(servers) {
-		return fmt.Errorf("report has %d servers, the simulator %d", len(seen), len(servers))
+	if len(seen) != targets {
+		return fmt.Errorf("report has %d servers, want %d", len(seen), targets)
 	}
 	if allowed := int(c.Resubmitted) * rot.ChunkSize; extra > allowed {
-		return fmt.Errorf("%d submissions beyond the servers' attempts; %d resubmitted chunks explain at most %d", extra, c.Resubmitted, allowed)
+		return fmt.Errorf("%d submissions beyond the servers' attempts; %d resubmitted batches explain at most %d", extra, c.Resubmitted, allowed)
 	}
 	return nil
 }
@@ -297,7 +340,7 @@ func (b *bench) sequential(ctx context.Context) (*result, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.c.runTimeout)
 	defer cancel()
 	q := float64(b.c.quota)
-	s, err := b.startSim(ctx, n, q)
+	s, err := b.startSim(ctx, n, q, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +362,7 @@ func (b *bench) sequential(ctx context.Context) (*result, error) {
 		for _, sv := range servers[lo:min(n, lo+b.c.chunkSize)] {
 			chunk = append(chunk, cph.ServerKeypair{ServerID: sv.ServerID, KeypairName: benchKeypair})
 		}
-		if err := rotateChunk(ctx, client, submitLim, pollLim, chunk, b.c.firstPoll); err != nil {
+		if err := rotateChunk(ctx, client, submitLim, pollLim, chunk, cmp.Or(b.c.firstPoll, defaultFirstPoll)); err != nil {
 			sm.finish()
 			return nil, fmt.Errorf("sequential baseline, chunk at server %d: %w", lo, err)
 		}
@@ -343,6 +386,10 @@ func (b *bench) sequential(ctx context.Context) (*result, error) {
 	}
 	return res, nil
 }
+
+// defaultFirstPoll is the worker's --first-poll default, which the
+// sequential client uses too.
+const defaultFirstPoll = 3 * time.Second
 
 // seqPollEvery is the sequential client's poll interval after its first
 // poll: short, since it has nothing else to do.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
 // table is one scenario's Markdown table and the notes under it.
@@ -69,54 +70,143 @@ func (b *bench) progress(format string, args ...any) {
 	fmt.Fprintf(b.stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
-var quotaHeader = []string{"run", "wall", "lower bound", "ratio", "429s", "submit rate ÷ Q", "poll rate ÷ Q", "API calls / server", "check"}
+var quotaHeader = []string{"run", "wall", "lower bound", "ratio", "429s", "UpdateKeypair", "ListJobs", "ListServers (plan + verify)", "ShowServer",
+	"API calls / server", "submit rate ÷ Q", "worker RSS", "check"}
 
-// quotaRow fills a row of quotaHeader from a cph-rekey run.
-func (b *bench) quotaRow(t *table, name string, r *result) {
-	lb := b.lowerBound(r.chunks)
-	q := float64(b.c.quota)
-	t.add(r.check, name, secs(r.wall), secs(lb), fmt.Sprintf("%.2f", r.wall.Seconds()/lb.Seconds()),
-		fmt.Sprint(r.throttled()), pct(r.rateShare(cphsim.APIUpdateKeypair, q)),
-		pct(r.rateShare(cphsim.APIListJobs, q)), fmt.Sprintf("%.4f", r.callsPerServer()))
+// lowerBoundOf is the fastest a run can be: its first attempts' calls at Q
+// and a job's latency, and with job failures the retry rounds too.
+func (b *bench) lowerBoundOf(r *result, failRate float64) time.Duration {
+	if failRate == 0 {
+		return b.lowerBound(r.chunks)
+	}
+	// Retries of a share f come back as f·N, then f²·N servers; each round
+	// waits a job, and the backoff before it (at least 2 s).
+	calls := r.chunks
+	left := float64(r.servers)
+	for range r.rot.MaxAttempts - 1 {
+		left *= failRate
+		calls += chunksOf(int(math.Ceil(left)), b.c.chunkSize)
+	}
+	rounds := time.Duration(r.rot.MaxAttempts)
+	return time.Duration(float64(calls)/float64(b.c.quota)*float64(time.Second)) + rounds*(b.c.jobLatency+b.c.jobJitter) + (rounds-1)*retryBase
 }
 
-// quotaScenario is the Quota benchmark: cph-rekey against a sequential
-// client and against asynq's per-process limiter at Q and at Q/4.
-func (b *bench) quotaScenario(ctx context.Context) (*table, error) {
+// retryBase is the worker's shortest backoff before a retry.
+const retryBase = 2 * time.Second
+
+// quotaRow fills a row of quotaHeader from a cph-rekey run.
+func (b *bench) quotaRow(t *table, name string, r *result, failRate float64) {
+	lb := b.lowerBoundOf(r, failRate)
+	q := float64(b.c.quota)
+	c := r.final.Calls
+	rss := "n/a"
+	if r.rss > 0 {
+		rss = fmt.Sprintf("%d MiB", r.rss>>20)
+	}
+	t.add(r.check, name, secs(r.wall), secs(lb), fmt.Sprintf("%.2f", r.wall.Seconds()/lb.Seconds()),
+		fmt.Sprint(r.throttled()), fmt.Sprint(c[cphsim.APIUpdateKeypair]), fmt.Sprint(c[cphsim.APIListJobs]),
+		fmt.Sprintf("%d + %d", r.planned, c[cphsim.APIListServers]-r.planned), fmt.Sprint(c[cphsim.APIShowServer]),
+		fmt.Sprintf("%.4f", r.callsPerServer()), pct(r.rateShare(cphsim.APIUpdateKeypair, q)), rss)
+}
+
+// defaultsScenario runs cph-rekey at its defaults with every API at Q:
+// once per --fail-rates, and with --verify=false; with baselines, then a
+// sequential client and asynq's per-process limiter at Q and at Q/4.
+func (b *bench) defaultsScenario(ctx context.Context, baselines bool) (*table, error) {
 	c := b.c
 	q := float64(c.quota)
+	title := "Defaults"
+	if baselines {
+		title = "Quota"
+	}
 	t := &table{
-		title:  fmt.Sprintf("Quota: %d servers, chunk %d, Q = %d req/s per API, job latency %s, %d worker processes", c.servers, c.chunkSize, c.quota, c.jobLatency, c.workers),
+		title: fmt.Sprintf("%s: %d servers (the whole project), chunk %d, Q = %d req/s for every API, job latency %s, %d worker processes, verification on",
+			title, c.servers, c.chunkSize, c.quota, c.jobLatency, c.workers),
 		header: quotaHeader,
 	}
-	runs := []struct {
-		name                  string
-		limiter, submit, poll string
-	}{
-		{fmt.Sprintf("cph-rekey: %d workers, fleet limiter at Q", c.workers), limiterFleet, b.fleetRate(c.submitBurst), b.fleetRate(c.pollBurst)},
-		{fmt.Sprintf("baseline: %d workers, local x/time/rate at Q each", c.workers), limiterLocal, perSecond(q), perSecond(q)},
-		{fmt.Sprintf("baseline: %d workers, local x/time/rate at Q/%d each", c.workers, c.workers), limiterLocal,
-			perSecond(q / float64(c.workers)), perSecond(q / float64(c.workers))},
+	type run struct {
+		name string
+		rr   rotationRun
 	}
-	for i, r := range runs {
-		b.progress("quota: %s", r.name)
-		res, err := b.rotate(ctx, rotationRun{workers: c.workers, limiter: r.limiter, submitRate: r.submit, pollRate: r.poll})
+	fleet := rotationRun{workers: c.workers, limiter: limiterFleet, submitRate: b.fleetRate(c.submitBurst), pollRate: b.fleetRate(c.pollBurst)}
+	var runs []run
+	for _, f := range c.failRates {
+		rr := fleet
+		rr.failRate = f
+		runs = append(runs, run{fmt.Sprintf("cph-rekey, defaults, %s transient job failures", pct(f)), rr})
+	}
+	noVerify := fleet
+	noVerify.enqueue = []string{"--verify=false"}
+	runs = append(runs, run{"cph-rekey, defaults but --verify=false, 0 % failures", noVerify})
+	if baselines {
+		local := func(rate string) rotationRun {
+			return rotationRun{workers: c.workers, limiter: limiterLocal, submitRate: rate, pollRate: rate, readRate: rate}
+		}
+		runs = append(runs,
+			run{fmt.Sprintf("baseline: %d workers, local x/time/rate at Q each, 0 %% failures", c.workers), local(perSecond(q))},
+			run{fmt.Sprintf("baseline: %d workers, local x/time/rate at Q/%d each, 0 %% failures", c.workers, c.workers), local(perSecond(q / float64(c.workers)))})
+	}
+	for _, r := range runs {
+		b.progress("%s: %s", strings.ToLower(title), r.name)
+		res, err := b.rotate(ctx, r.rr)
 		if err != nil {
 			return t, fmt.Errorf("%s: %w", r.name, err)
 		}
-		b.quotaRow(t, r.name, res)
-		if i == 0 {
-			if err := b.sequentialRow(ctx, t); err != nil {
-				return t, err
-			}
+		b.quotaRow(t, r.name, res, r.rr.failRate)
+	}
+	if baselines {
+		if err := b.sequentialRow(ctx, t); err != nil {
+			return t, err
 		}
 	}
 	t.notes = append(t.notes,
-		fmt.Sprintf("Lower bound = %d UpdateKeypair calls ÷ Q + job latency (%s). Wall = the rotation's created → finished time in Redis (enqueue's planning excluded).", chunksOf(c.servers, c.chunkSize), c.jobLatency+c.jobJitter),
-		"Submit (poll) rate ÷ Q = UpdateKeypair (ListJobs) calls served per second from the API's first served call to its last, ÷ Q: the quota use while the API was busy (the simulator's bucket of Q lets a run that starts with a burst exceed 100 %).",
-		"The poll rate is not a target: poll demand follows the poll cadence. 429s = UpdateKeypair + ListJobs answers 429. API calls / server counts every request, 429s included.",
-		fmt.Sprintf("Sequential baseline: run on %d servers (%d chunks) and its wall time extrapolated linearly to %d chunks; its other columns are measured on the smaller run.", c.seqServers, chunksOf(c.seqServers, c.chunkSize), chunksOf(c.servers, c.chunkSize)))
+		fmt.Sprintf("Lower bound = %d UpdateKeypair calls ÷ Q + job latency (%s). With job failures it adds the retry rounds: their UpdateKeypair calls at Q, and for each of the %d attempts a job's latency and (between them) the shortest backoff, %s. Wall = the rotation's created → finished time in Redis (enqueue's planning excluded; its reads are counted).",
+			chunksOf(c.servers, c.chunkSize), c.jobLatency+c.jobJitter, tasks.DefaultMaxAttempts, retryBase),
+		"API calls count every request to every API, 429s included: UpdateKeypair, ListJobs, ListServers (enqueue's plan, then verification by pages), ShowServer (verification of single servers). The floor is 0.04 a server: one plan page, one submit, one poll and one verification page per 100 servers.",
+		"Submit rate ÷ Q = UpdateKeypair calls served per second from the API's first served call to its last, ÷ Q. Worker RSS = the largest peak RSS (VmHWM) of the worker processes.")
+	if baselines {
+		t.notes = append(t.notes, fmt.Sprintf("Sequential baseline: run on %d servers (%d chunks) with --verify=false semantics (no read-back) and its wall time extrapolated linearly to %d chunks; its other columns are measured on the smaller run.",
+			c.seqServers, chunksOf(c.seqServers, c.chunkSize), chunksOf(c.servers, c.chunkSize)))
+	}
 	return t, nil
+}
+
+// subsetScenario rotates every --subset'th server of the project, so the
+// servers to verify are spread over every page: verification must choose
+// between a page per 100 servers of the project and a ShowServer per
+// target.
+func (b *bench) subsetScenario(ctx context.Context) (*table, error) {
+	c := b.c
+	t := &table{
+		title: fmt.Sprintf("Subset: every %d%s server of a %d-server project, defaults, Q = %d req/s for every API, %d worker processes",
+			c.subset, ordinal(c.subset), c.servers, c.quota, c.workers),
+		header: quotaHeader,
+	}
+	rr := rotationRun{workers: c.workers, limiter: limiterFleet, submitRate: b.fleetRate(c.submitBurst), pollRate: b.fleetRate(c.pollBurst), every: c.subset}
+	b.progress("subset: every %d%s server", c.subset, ordinal(c.subset))
+	res, err := b.rotate(ctx, rr)
+	if err != nil {
+		return t, err
+	}
+	b.quotaRow(t, fmt.Sprintf("cph-rekey, defaults, %d servers", res.servers), res, 0)
+	pages := chunksOf(c.servers, 100)
+	t.notes = append(t.notes, fmt.Sprintf("Verification's choice: the targets sit on all %d pages of the project, about %d a page, so reading the pages (at most %d calls) is cheaper than %d ShowServer calls, one a target; a page with a single target left is read with ShowServer. Lower bound and columns as in the Defaults table.",
+		pages, res.servers/max(pages, 1), pages, res.servers))
+	return t, nil
+}
+
+func ordinal(n int) string {
+	switch {
+	case n%100 >= 11 && n%100 <= 13:
+		return "th"
+	case n%10 == 1:
+		return "st"
+	case n%10 == 2:
+		return "nd"
+	case n%10 == 3:
+		return "rd"
+	}
+	return "th"
 }
 
 func (b *bench) sequentialRow(ctx context.Context, t *table) error {
@@ -130,10 +220,11 @@ func (b *bench) sequentialRow(ctx context.Context, t *table) error {
 	wall := time.Duration(float64(res.wall) * float64(chunks) / float64(res.chunks))
 	lb := b.lowerBound(chunks)
 	q := float64(b.c.quota)
+	c := res.final.Calls
 	t.add(res.check, name, fmt.Sprintf("%s (extrapolated from %s for %d servers)", secs(wall), secs(res.wall), res.servers), secs(lb),
 		fmt.Sprintf("%.2f", wall.Seconds()/lb.Seconds()), fmt.Sprint(res.throttled()),
-		pct(res.rateShare(cphsim.APIUpdateKeypair, q)), pct(res.rateShare(cphsim.APIListJobs, q)),
-		fmt.Sprintf("%.4f", res.callsPerServer()))
+		fmt.Sprint(c[cphsim.APIUpdateKeypair]), fmt.Sprint(c[cphsim.APIListJobs]), "0 + 0", "0",
+		fmt.Sprintf("%.4f", res.callsPerServer()), pct(res.rateShare(cphsim.APIUpdateKeypair, q)), "n/a")
 	return nil
 }
 
@@ -142,7 +233,7 @@ func (b *bench) sequentialRow(ctx context.Context, t *table) error {
 func (b *bench) scaleScenario(ctx context.Context) (*table, error) {
 	c := b.c
 	t := &table{
-		title:  fmt.Sprintf("Scale-out: %d servers, Q = %d req/s per API, fleet limiter at Q, 1 to %d worker processes", c.servers, c.quota, c.scale[len(c.scale)-1]),
+		title:  fmt.Sprintf("Scale-out: %d servers, defaults, Q = %d req/s per API, fleet limiter at Q, 1 to %d worker processes", c.servers, c.quota, c.scale[len(c.scale)-1]),
 		header: append([]string{"worker processes"}, quotaHeader[1:]...),
 	}
 	for _, n := range c.scale {
@@ -151,7 +242,7 @@ func (b *bench) scaleScenario(ctx context.Context) (*table, error) {
 		if err != nil {
 			return t, fmt.Errorf("%d workers: %w", n, err)
 		}
-		b.quotaRow(t, fmt.Sprint(n), res)
+		b.quotaRow(t, fmt.Sprint(n), res, 0)
 	}
 	t.notes = append(t.notes, "The configured rate equals the simulator's quota, so every 429 here is self-inflicted. Columns as in the Quota table.")
 	return t, nil

@@ -18,6 +18,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/time/rate"
 )
 
 // Defaults of Config.
@@ -66,6 +68,11 @@ type Config struct {
 	// for callers that retry themselves (the worker's tasks do). Writes are
 	// never retried here: only the caller knows whether repeating one is safe.
 	ReadRetries int
+	// ReadRate, when set, paces every read (GET) of the client, retries
+	// included, so a command that pages through a fleet stays within the
+	// read quota instead of learning it from 429s. Nil: unpaced (the
+	// worker's tasks pace themselves with the fleet-wide limiter).
+	ReadRate *rate.Limiter
 }
 
 // Client calls the CPH API. It is safe for concurrent use; share one per
@@ -80,6 +87,7 @@ type Client struct {
 	timeout   time.Duration
 	now       func() time.Time
 	retries   int
+	reads     *rate.Limiter
 }
 
 var regionPattern = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)+$`)
@@ -123,6 +131,7 @@ func NewClient(cfg Config) (*Client, error) {
 		timeout:   cfg.Timeout,
 		now:       cfg.Now,
 		retries:   cfg.ReadRetries,
+		reads:     cfg.ReadRate,
 	}
 	if cfg.Credentials.AccessKey != "" {
 		c.signer = NewSigner(cfg.Credentials.AccessKey, cfg.Credentials.SecretKey)
@@ -224,6 +233,11 @@ func checkID(what, id string) error {
 // was throttled or failed transiently. Every error it returns is a *Error.
 func (c *Client) do(ctx context.Context, op, method, path string, query url.Values, in, out any) error {
 	for attempt := 0; ; attempt++ {
+		if c.reads != nil && method == http.MethodGet {
+			if err := c.reads.Wait(ctx); err != nil {
+				return &Error{Op: op, Kind: KindTransient, Err: fmt.Errorf("wait for the read rate: %w", err)}
+			}
+		}
 		err := c.doOnce(ctx, op, method, path, query, in, out)
 		if err == nil || method != http.MethodGet || attempt >= c.retries || !KindOf(err).Retryable() {
 			return err

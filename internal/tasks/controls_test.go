@@ -146,7 +146,7 @@ func TestErrorBudgetTripsAtNPlusOne(t *testing.T) {
 		s := NewStore(r.Client(t), "")
 		controlled(t, s, "r1", []int{5, 5}, []Wave{{2, 10}}, 2, false)
 		checkpoint(t, s, "r1", 1, "s0", "s1", "s2", "s3", "s4")
-		if _, err := s.Resolve(ctx, "r1", 1, outcomes(OutcomeFailed, "s0", "s1"), time.Time{}, false, time.Now()); err != nil {
+		if _, err := s.Resolve(ctx, "r1", 1, 1, outcomes(OutcomeFailed, "s0", "s1"), time.Time{}, false, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if rot := mustRotation(t, s, "r1"); rot.State != StateRunning {
@@ -154,7 +154,7 @@ func TestErrorBudgetTripsAtNPlusOne(t *testing.T) {
 		}
 		// Two more failures in one call: the third one trips, and the
 		// reason names it.
-		if _, err := s.Resolve(ctx, "r1", 1, outcomes(OutcomeFailed, "s2", "s3"), time.Time{}, false, time.Now()); err != nil {
+		if _, err := s.Resolve(ctx, "r1", 1, 1, outcomes(OutcomeFailed, "s2", "s3"), time.Time{}, false, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		rot := mustRotation(t, s, "r1")
@@ -185,15 +185,15 @@ func TestWavesAdvanceOnceAndPause(t *testing.T) {
 		s := NewStore(r.Client(t), "")
 		controlled(t, s, "r1", []int{2, 1, 1}, []Wave{{1, 2}, {3, 2}}, 5, true)
 		checkpoint(t, s, "r1", 1, "s0", "s1")
-		res, err := s.Resolve(ctx, "r1", 1, outcomes(OutcomeSucceeded, "s0"), time.Time{}, false, time.Now())
+		res, err := s.Resolve(ctx, "r1", 1, 1, outcomes(OutcomeSucceeded, "s0"), time.Time{}, false, time.Now())
 		if err != nil || res.Advanced != 0 {
 			t.Fatalf("half a wave: %+v, %v; want no advance", res, err)
 		}
-		res, err = s.Resolve(ctx, "r1", 1, outcomes(OutcomeSucceeded, "s0", "s1"), time.Time{}, false, time.Now())
+		res, err = s.Resolve(ctx, "r1", 1, 1, outcomes(OutcomeSucceeded, "s0", "s1"), time.Time{}, false, time.Now())
 		if err != nil || res.Advanced != 2 {
 			t.Fatalf("wave 1 done: %+v, %v; want wave 2 started", res, err)
 		}
-		if res, _ := s.Resolve(ctx, "r1", 1, outcomes(OutcomeSucceeded, "s1"), time.Time{}, false, time.Now()); res.Advanced != 0 {
+		if res, _ := s.Resolve(ctx, "r1", 1, 1, outcomes(OutcomeSucceeded, "s1"), time.Time{}, false, time.Now()); res.Advanced != 0 {
 			t.Fatalf("repeated resolve advanced again: %+v", res)
 		}
 		rot := mustRotation(t, s, "r1")
@@ -212,7 +212,7 @@ func TestFailingWaveDoesNotAdvance(t *testing.T) {
 		s := NewStore(r.Client(t), "")
 		controlled(t, s, "r1", []int{2, 2}, []Wave{{1, 2}, {2, 2}}, 0, false)
 		checkpoint(t, s, "r1", 1, "s0", "s1")
-		res, err := s.Resolve(ctx, "r1", 1, append(outcomes(OutcomeFailed, "s0"), outcomes(OutcomeSucceeded, "s1")...), time.Time{}, false, time.Now())
+		res, err := s.Resolve(ctx, "r1", 1, 1, append(outcomes(OutcomeFailed, "s0"), outcomes(OutcomeSucceeded, "s1")...), time.Time{}, false, time.Now())
 		if err != nil || res.Advanced != 0 || !res.Complete {
 			t.Fatalf("failing wave: %+v, %v; want complete, no advance", res, err)
 		}
@@ -245,13 +245,13 @@ func TestCancelClosesWhatWasNotSubmitted(t *testing.T) {
 		}
 		// A transient failure in flight is not retried: it is cancelled.
 		retry := Resolution{ServerID: "s0", Retry: &Entry{ServerID: "s0", Keypair: "kp-new", Attempt: 2}, Attempts: 1}
-		res, err := s.Resolve(ctx, "r1", 1, append([]Resolution{retry}, outcomes(OutcomeSucceeded, "s1")...), time.Time{}, false, time.Now())
+		res, err := s.Resolve(ctx, "r1", 1, 1, append([]Resolution{retry}, outcomes(OutcomeSucceeded, "s1")...), time.Time{}, false, time.Now())
 		if pool, _ := s.RetryPool(ctx, "r1", time.Now()); err != nil || !res.Complete || pool.Size != 0 {
 			t.Fatalf("Resolve = %+v, %v, retry pool %+v; want complete, no retries", res, err, pool)
 		}
 		// Chunk 3's started call checkpoints and its jobs end.
 		checkpoint(t, s, "r1", 3, "s4", "s5")
-		res, err = s.Resolve(ctx, "r1", 3, outcomes(OutcomeSucceeded, "s4", "s5"), time.Time{}, false, time.Now())
+		res, err = s.Resolve(ctx, "r1", 3, 1, outcomes(OutcomeSucceeded, "s4", "s5"), time.Time{}, false, time.Now())
 		if err != nil || !res.Finished {
 			t.Fatalf("last Resolve = %+v, %v; want finished", res, err)
 		}

@@ -71,12 +71,15 @@ type Config struct {
 	JobTimeout time.Duration // a job still running (or unverified) after this is a transient failure: 15m
 	RetryBase  time.Duration // backoff base of a failed server's next attempt: 2s
 	RetryCap   time.Duration // backoff cap: 60s
-	// Linger is how long servers due for a retry, or for verification of a
-	// page that other servers still hold up, wait for company before a
-	// smaller call carries them: 10s.
-	Linger      time.Duration
-	CallTimeout time.Duration // one API call: 30s
-	Tasks       TaskOptions
+	// Linger is how long servers due for a retry wait for company before a
+	// smaller batch carries them: 10s.
+	Linger time.Duration
+	// VerifyLinger is how long servers wait for verification on a page
+	// whose other targets are still in flight before the page is read
+	// anyway (and read again for the others): 30s.
+	VerifyLinger time.Duration
+	CallTimeout  time.Duration // one API call: 30s
+	Tasks        TaskOptions
 }
 
 func (c Config) withDefaults() Config {
@@ -91,6 +94,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RetryBase, 2*time.Second)
 	def(&c.RetryCap, 60*time.Second)
 	def(&c.Linger, 10*time.Second)
+	def(&c.VerifyLinger, 30*time.Second)
 	def(&c.CallTimeout, 30*time.Second)
 	c.Tasks = c.Tasks.withDefaults()
 	return c

@@ -37,7 +37,7 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 			return err
 		}
 		if b.Done || !b.Checkpointed {
-			if _, err := h.store.Resolve(ctx, rot.ID, n, nil, time.Time{}, false, r.now); err != nil {
+			if _, err := h.store.Resolve(ctx, rot.ID, n, rot.waveOfBatch(n), nil, time.Time{}, false, r.now); err != nil {
 				return err
 			}
 			continue
@@ -144,7 +144,7 @@ func (h *Handler) pollFailed(ctx context.Context, log *slog.Logger, rot *Rotatio
 	if r.now.Sub(b.SubmittedAt) <= h.cfg.JobTimeout {
 		next := r.now.Add(h.pollDelay(b.Round + 1))
 		r.at(next)
-		_, err := h.store.Resolve(ctx, rot.ID, b.N, nil, next, false, r.now)
+		_, err := h.store.Resolve(ctx, rot.ID, b.N, rot.waveOfBatch(b.N), nil, next, false, r.now)
 		return err
 	}
 	log.ErrorContext(ctx, "ListJobs kept failing past the job timeout; giving up on the open jobs", "chunk", b.N, "request_id", b.RequestID, "err", err)
@@ -168,7 +168,7 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, rot *Rotation, b
 	}
 	wctx, cancel := detached(ctx)
 	defer cancel()
-	res, err := h.store.Resolve(wctx, rot.ID, b.N, rs, next, false, r.now)
+	res, err := h.store.Resolve(wctx, rot.ID, b.N, rot.waveOfBatch(b.N), rs, next, false, r.now)
 	if err != nil {
 		return err
 	}

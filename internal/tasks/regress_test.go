@@ -121,7 +121,7 @@ func TestRerunWritesNothingIntoExistingRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	store.Checkpoint(ctx, "prod", 1, 2, "req", map[string]string{"a": "ja", "b": "jb"}, nil, time.Now(), time.Now())
-	if res, err := store.Resolve(ctx, "prod", 1, outcomes(OutcomeSucceeded, "a", "b"), time.Time{}, false, time.Now()); err != nil || !res.Finished {
+	if res, err := store.Resolve(ctx, "prod", 1, 1, outcomes(OutcomeSucceeded, "a", "b"), time.Time{}, false, time.Now()); err != nil || !res.Finished {
 		t.Fatalf("Resolve = %+v, %v", res, err)
 	}
 
@@ -175,7 +175,7 @@ func TestRetentionSetByRerun(t *testing.T) {
 	if cp, err := store.Checkpoint(ctx, id, 1, 1, "req", map[string]string{"a": "ja"}, nil, time.Now(), time.Now()); err != nil || cp.Tick != 1 {
 		t.Fatalf("Checkpoint = %+v, %v; want the first tick chain", cp, err)
 	}
-	if res, _ := store.Resolve(ctx, id, 1, outcomes(OutcomeSucceeded, "a"), time.Time{}, false, time.Now()); !res.Finished {
+	if res, _ := store.Resolve(ctx, id, 1, 1, outcomes(OutcomeSucceeded, "a"), time.Time{}, false, time.Now()); !res.Finished {
 		t.Fatal("rotation not finished")
 	}
 	// The finishing task dies here; asynq runs it again.

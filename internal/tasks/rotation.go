@@ -124,6 +124,16 @@ func (r *Rotation) WaveOf(chunk int) int {
 	return len(r.Waves)
 }
 
+// waveOfBatch returns the wave batch n belongs to: a chunk's own, and the
+// wave being submitted for a retry batch (a wave ends only when all its
+// servers are terminal, so retries never outlive it).
+func (r *Rotation) waveOfBatch(n int) int {
+	if n <= r.Chunks {
+		return r.WaveOf(n)
+	}
+	return r.Wave
+}
+
 // chunksOf returns the first and last chunk of wave w (1-based).
 func (r *Rotation) chunksOf(w int) (first, last int) {
 	if w < 1 || w > len(r.Waves) {
@@ -281,6 +291,15 @@ func (e Entry) page() int {
 		return -1
 	}
 	return e.Pos / cph.MaxServersPageSize
+}
+
+// pageField names a page's count of targets in flight in wave w: a wave's
+// servers are verified without waiting for the next wave's.
+func pageField(w, page int) string {
+	if page < 0 {
+		return "-1"
+	}
+	return strconv.Itoa(w) + ":" + strconv.Itoa(page)
 }
 
 // encodeEntries packs entries as tab-separated lines: compact in Redis, and

@@ -107,12 +107,13 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		}
 		return nil
 	}
-	pages := map[int]int{}
+	pages := map[string]int{}
 	for i, c := range chunks {
 		pipe.HSetNX(ctx, s.batchKey(id, i+1), "servers", encodeEntries(c))
+		w := r.WaveOf(i + 1)
 		for _, e := range c {
 			if p := e.page(); p >= 0 {
-				pages[p]++
+				pages[pageField(w, p)]++
 			}
 		}
 		if pipe.Len() >= 500 {
@@ -123,8 +124,8 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 	}
 	// Set, not incremented: a start run again after dying here writes the
 	// same counts.
-	for p, n := range pages {
-		pipe.HSet(ctx, s.pagesKey(id), strconv.Itoa(p), n)
+	for f, n := range pages {
+		pipe.HSet(ctx, s.pagesKey(id), f, n)
 		if pipe.Len() >= 500 {
 			if err := flush(); err != nil {
 				return false, err
@@ -341,12 +342,12 @@ func (s *Store) Resume(ctx context.Context, id string, maxErrors int) (wave int,
 // (no checkpoint, no submit call started) as cancelled, and with ARGV[4]
 // set every server of the retry pool too, and finishes the rotation if
 // nothing is left. KEYS: meta, records, pages, fresh, retry, then the
-// batch keys. ARGV: now (ms), now (s), message, drain pool (1/0), then the
-// batch numbers.
+// batch keys. ARGV: now (ms), now (s), message, drain pool (1/0), the
+// current wave, then pairs of batch number and wave.
 var closeScript = redis.NewScript(`
 local meta = KEYS[1]
 local closed = 0
-local function close(entries)
+local function close(entries, wave)
   local n = 0
   for line in string.gmatch(entries, '[^\n]*\n') do
     local sid, attempt, pos = string.match(line, '^([^\t]+)\t[^\t]*\t[^\t]*\t([^\t]*)\t([^\t]*)\n$')
@@ -354,7 +355,7 @@ local function close(entries)
       local rec = 'cancelled\t' .. (tonumber(attempt) - 1) .. '\t\t\t\t' .. ARGV[3] .. '\t' .. ARGV[2]
       if redis.call('HSETNX', KEYS[2], sid, rec) == 1 then
         n = n + 1
-        if tonumber(pos) >= 0 then redis.call('HINCRBY', KEYS[3], math.floor(tonumber(pos) / 100), -1) end
+        if tonumber(pos) >= 0 then redis.call('HINCRBY', KEYS[3], wave .. ':' .. math.floor(tonumber(pos) / 100), -1) end
       end
     end
   end
@@ -367,15 +368,15 @@ for a = 6, #KEYS do
   local k = KEYS[a]
   local servers = redis.call('HGET', k, 'servers')
   if servers and redis.call('HEXISTS', k, 'cp') == 0 and tonumber(redis.call('HGET', k, 'intents') or '0') <= 0 then
-    close(servers)
+    close(servers, ARGV[2 * a - 5])
     redis.call('HSET', k, 'cp', '1', 'req', '', 'at', ARGV[1], 'open', 0, 'done', '1')
-    redis.call('SREM', KEYS[4], ARGV[a - 1])
+    redis.call('SREM', KEYS[4], ARGV[2 * a - 6])
   end
 end
 if ARGV[4] == '1' then
   local pool = redis.call('ZRANGE', KEYS[5], 0, -1)
   if #pool > 0 then
-    close(table.concat(pool))
+    close(table.concat(pool), ARGV[5])
     redis.call('DEL', KEYS[5])
   end
 end
@@ -403,10 +404,10 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (closed in
 	// call, so reading Batches once is enough.
 	for first := 1; first <= max(rot.Batches, 1); first += per {
 		keys := []string{s.metaKey(id), s.recordsKey(id), s.pagesKey(id), s.freshKey(id), s.retryKey(id)}
-		args := []any{now.UnixMilli(), now.Unix(), msg, flag(first == 1)}
+		args := []any{now.UnixMilli(), now.Unix(), msg, flag(first == 1), rot.Wave}
 		for n := first; n < first+per && n <= rot.Batches; n++ {
 			keys = append(keys, s.batchKey(id, n))
-			args = append(args, n)
+			args = append(args, n, rot.waveOfBatch(n))
 		}
 		v, err := closeScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
 		if err != nil {

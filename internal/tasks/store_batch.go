@@ -478,10 +478,10 @@ if tonumber(redis.call('HGET', meta, 'pending')) <= 0 and tonumber(redis.call('H
 end
 `
 
-// Resolve records resolutions of batch n and sets its next poll (nextPoll
-// zero: no more polls; keepPoll: unchanged). Each server is resolved at
-// most once per batch, however many ticks race.
-func (s *Store) Resolve(ctx context.Context, id string, n int, rs []Resolution, nextPoll time.Time, keepPoll bool, now time.Time) (Resolved, error) {
+// Resolve records resolutions of batch n, of wave w, and sets its next
+// poll (nextPoll zero: no more polls; keepPoll: unchanged). Each server is
+// resolved at most once per batch, however many ticks race.
+func (s *Store) Resolve(ctx context.Context, id string, n, w int, rs []Resolution, nextPoll time.Time, keepPoll bool, now time.Time) (Resolved, error) {
 	next := int64(0)
 	switch {
 	case keepPoll:
@@ -492,7 +492,7 @@ func (s *Store) Resolve(ctx context.Context, id string, n int, rs []Resolution, 
 	args := make([]any, 0, 3+6*len(rs))
 	args = append(args, now.UnixMilli(), n, next)
 	for _, r := range rs {
-		page := strconv.Itoa(r.Entry.page())
+		page := pageField(w, r.Entry.page())
 		switch {
 		case r.Verify:
 			args = append(args, r.ServerID, "verify", "", verifyScore(r.Entry), verifyMember(r, n, now), page)
@@ -544,8 +544,8 @@ type Pending struct {
 
 // Verifying returns up to limit servers waiting for verification, in the
 // order of the project's server list (servers of unknown place last), and
-// how many targets of each page they are on are still in flight.
-func (s *Store) Verifying(ctx context.Context, id string, limit int) ([]Pending, map[int]int, error) {
+// how many targets of wave w on each page they are on are still in flight.
+func (s *Store) Verifying(ctx context.Context, id string, w, limit int) ([]Pending, map[int]int, error) {
 	zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: s.verifyKey(id), Start: 0, Stop: int64(limit - 1)}).Result()
 	if err != nil {
 		return nil, nil, fmt.Errorf("read verification set of %s: %w", id, err)
@@ -572,14 +572,15 @@ func (s *Store) Verifying(ctx context.Context, id string, limit int) ([]Pending,
 	if len(pages) > 0 {
 		fields := make([]string, 0, len(pages))
 		for p := range pages {
-			fields = append(fields, strconv.Itoa(p))
+			fields = append(fields, pageField(w, p))
 		}
 		v, err := s.rdb.HMGet(ctx, s.pagesKey(id), fields...).Result()
 		if err != nil {
 			return nil, nil, fmt.Errorf("read page counts of %s: %w", id, err)
 		}
 		for i, f := range fields {
-			p, _ := strconv.Atoi(f)
+			_, pg, _ := strings.Cut(f, ":")
+			p, _ := strconv.Atoi(pg)
 			str, _ := v[i].(string)
 			inFlight[p], _ = strconv.Atoi(str)
 		}

@@ -13,7 +13,15 @@ import (
 )
 
 func testRotation(id string, chunks [][]Entry) *Rotation {
-	return &Rotation{ID: id, Keypair: "kp-new", ChunkSize: 2, Chunks: len(chunks), MaxAttempts: 3, Fingerprint: "fp-" + id}
+	r := &Rotation{ID: id, Keypair: "kp-new", ChunkSize: 2, Chunks: len(chunks), MaxAttempts: 3, Fingerprint: "fp-" + id}
+	n := 0
+	for _, c := range chunks {
+		n += len(c)
+	}
+	if n > 0 {
+		r.Waves = []Wave{{LastChunk: len(chunks), Servers: n}}
+	}
+	return r
 }
 
 func entries(ids ...string) []Entry {
@@ -125,7 +133,7 @@ func TestStoreCheckpointAndResolveExactlyOnce(t *testing.T) {
 		results := make([]Resolved, 10)
 		for i := range results {
 			wg.Go(func() {
-				res, err := s.Resolve(ctx, "r1", 1, rs, time.Time{}, false, now)
+				res, err := s.Resolve(ctx, "r1", 1, 1, rs, time.Time{}, false, now)
 				if err != nil {
 					t.Error(err)
 				}
@@ -147,7 +155,7 @@ func TestStoreCheckpointAndResolveExactlyOnce(t *testing.T) {
 		if want := (Counts{Total: 3, Pending: 1, Running: 1, Verifying: 1, Failed: 1, Submitted: 3, Retried: 1}); c != want {
 			t.Fatalf("counts = %+v, want %+v", c, want)
 		}
-		pend, pages, err := s.Verifying(ctx, "r1", 10)
+		pend, pages, err := s.Verifying(ctx, "r1", 1, 10)
 		if err != nil || len(pend) != 1 || pend[0].ServerID != "a" || pend[0].Pos != 0 || pend[0].Batch != 1 {
 			t.Fatalf("verifying = %+v, %v", pend, err)
 		}
@@ -179,20 +187,20 @@ func TestStoreCheckpointAndResolveExactlyOnce(t *testing.T) {
 			t.Fatalf("fresh after its checkpoint = %v", fresh)
 		}
 		final := []Resolution{{ServerID: "b", Outcome: OutcomeSucceeded, JobID: "job-b2", Attempts: 2, Entry: retry}}
-		if res, err := s.Resolve(ctx, "r1", 2, final, time.Time{}, false, now); err != nil || !res.Complete || res.Finished {
+		if res, err := s.Resolve(ctx, "r1", 2, 1, final, time.Time{}, false, now); err != nil || !res.Complete || res.Finished {
 			t.Fatalf("Resolve of the retry = %+v, %v; want complete, not finished (a still verifying)", res, err)
 		}
 
 		// a is verified last, and that finishes the rotation, once.
 		v := []Resolution{verified(pend[0], OutcomeSucceeded, "", "")}
-		res, err := s.Resolve(ctx, "r1", 1, v, time.Time{}, true, now)
+		res, err := s.Resolve(ctx, "r1", 1, 1, v, time.Time{}, true, now)
 		if err != nil || !res.Complete || !res.Finished {
 			t.Fatalf("verification Resolve = %+v, %v; want complete and finished", res, err)
 		}
-		if res, _ := s.Resolve(ctx, "r1", 1, v, time.Time{}, true, now); res.Finished || res.Recorded != 0 {
+		if res, _ := s.Resolve(ctx, "r1", 1, 1, v, time.Time{}, true, now); res.Finished || res.Recorded != 0 {
 			t.Fatalf("repeated Resolve = %+v; want nothing new", res)
 		}
-		if pend, _, _ := s.Verifying(ctx, "r1", 10); len(pend) != 0 {
+		if pend, _, _ := s.Verifying(ctx, "r1", 1, 10); len(pend) != 0 {
 			t.Fatalf("verification set after verifying: %+v", pend)
 		}
 		rot = mustRotation(t, s, "r1")
@@ -214,7 +222,7 @@ func TestStoreReport(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.Checkpoint(ctx, "r1", 1, 2, "req-1", map[string]string{"a": "job-a", "b": "job-b"}, nil, time.Now(), time.Now())
-		s.Resolve(ctx, "r1", 1, []Resolution{{ServerID: "a", Outcome: OutcomeFailed, JobID: "job-a", Code: "CPS.9", Message: "tab\there", Attempts: 1}}, time.Time{}, false, time.Now())
+		s.Resolve(ctx, "r1", 1, 1, []Resolution{{ServerID: "a", Outcome: OutcomeFailed, JobID: "job-a", Code: "CPS.9", Message: "tab\there", Attempts: 1}}, time.Time{}, false, time.Now())
 
 		var b strings.Builder
 		if err := s.WriteReportCSV(ctx, "r1", &b); err != nil {

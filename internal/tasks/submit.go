@@ -211,7 +211,11 @@ func (h *Handler) closeBatch(ctx context.Context, log *slog.Logger, p SubmitPayl
 	for i, e := range b.Servers {
 		rs[i] = Resolution{ServerID: e.ServerID, Outcome: o, Code: code, Message: msg, Attempts: e.Attempt, Entry: e}
 	}
-	res, err := h.store.Resolve(wctx, p.Rotation, p.Batch, rs, time.Time{}, false, now)
+	rot, err := h.store.Rotation(wctx, p.Rotation)
+	if err != nil {
+		return err
+	}
+	res, err := h.store.Resolve(wctx, p.Rotation, p.Batch, rot.waveOfBatch(p.Batch), rs, time.Time{}, false, now)
 	if err != nil {
 		return err
 	}

@@ -16,19 +16,29 @@ import (
 // moves scheduled tasks to their queue once a second anyway.
 const minTick = time.Second
 
-// callers is how many API calls one tick has in flight at once: enough to
+// tickBudget bounds how long one tick keeps working while work comes due
+// within loopGap; then it hands its worker slot back and the next tick
+// goes on.
+const (
+	tickBudget = 10 * time.Second
+	loopGap    = time.Second
+)
+
+// callers is how many API calls one stage has in flight at once: enough to
 // use a quota of tens of calls a second at real API latencies, few enough
 // that one tick never holds many connections.
 const callers = 4
 
 // HandleTick runs one round of a rotation's driver: it polls the batches
-// whose jobs are due (poll.go), reads back the keypairs of servers whose
-// job succeeded (verify.go), gathers servers due for another attempt into
-// full batches (retry.go), starts the next wave and finishes the rotation,
-// then schedules the next tick for when something is due. A rotation has
-// one chain of ticks at a time, started by the first checkpoint and ended
-// when nothing is in flight; a tick of an older chain, or one whose
-// successor has started, does nothing.
+// whose jobs are due and gathers servers due for another attempt into full
+// batches (poll.go, retry.go), and side by side reads back the keypairs of
+// servers whose job succeeded (verify.go), each under its own quota, for as
+// long as work comes due within a second (up to tickBudget); then it starts
+// the next wave, finishes the rotation, and schedules the next tick for
+// when something is due. A rotation has one chain of ticks at a time,
+// started by the first checkpoint and ended when nothing is in flight; a
+// tick of an older chain, or one whose successor has started, does
+// nothing.
 func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 	var p TickPayload
 	if err := decode(t.Payload(), &p, TypeTick); err != nil {
@@ -39,36 +49,111 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 	if err != nil || !ok {
 		return err
 	}
-	rot, err := h.store.Rotation(ctx, p.Rotation)
-	if errors.Is(err, ErrNotFound) {
+	if _, err := h.store.Rotation(ctx, p.Rotation); errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("tick: %w: %w", err, asynq.SkipRetry)
 	}
-	if err != nil {
+	deadline := h.now().Add(tickBudget)
+	var (
+		polled               = make(chan struct{})
+		pollNext, verNext    time.Time
+		pollErr, verErr      error
+		pollDone, verDone    bool
+		finished1, finished2 bool
+		wg                   sync.WaitGroup
+	)
+	wg.Go(func() {
+		defer close(polled)
+		pollNext, pollDone, finished1, pollErr = h.loop(ctx, p.Rotation, deadline, nil, func(rot *Rotation, r *round) error {
+			if err := h.poll(ctx, log, rot, r); err != nil {
+				return err
+			}
+			return h.retry(ctx, log, rot, r)
+		})
+	})
+	wg.Go(func() {
+		verNext, verDone, finished2, verErr = h.loop(ctx, p.Rotation, deadline, polled, func(rot *Rotation, r *round) error {
+			return h.verify(ctx, log, rot, r)
+		})
+	})
+	wg.Wait()
+	if err := errors.Join(pollErr, verErr); err != nil {
 		return err
 	}
-	r := &round{now: h.now()}
-	r.at(r.now.Add(h.cfg.PollCap))
-	if err := h.poll(ctx, log, rot, r); err != nil {
+	if _, err := h.followUps(ctx, p.Rotation, finished1 || finished2); err != nil {
 		return err
 	}
-	if err := h.verify(ctx, log, rot, r); err != nil {
-		return err
-	}
-	if err := h.retry(ctx, log, rot, r); err != nil {
-		return err
-	}
-	if _, err := h.followUps(ctx, rot.ID, r.finished); err != nil {
-		return err
-	}
-	due := r.next
-	if soonest := h.now().Add(minTick); due.Before(soonest) {
+	due := earliest(pollNext, verNext)
+	if soonest := h.now().Add(minTick); pollDone && verDone && due.Before(soonest) {
 		due = soonest
 	}
-	if ok, err := h.store.NextTick(ctx, rot.ID, p.Gen, due); err != nil || !ok {
+	if ok, err := h.store.NextTick(ctx, p.Rotation, p.Gen, due); err != nil || !ok {
 		return err
 	}
-	_, err = enqueueTick(ctx, h.enq, TickPayload{Rotation: p.Rotation, Gen: p.Gen, Seq: p.Seq + 1}, time.Until(due), h.cfg.Tasks)
+	_, err = enqueueTick(ctx, h.enq, TickPayload{Rotation: p.Rotation, Gen: p.Gen, Seq: p.Seq + 1}, max(0, time.Until(due)), h.cfg.Tasks)
 	return err
+}
+
+// loop runs stage in rounds while its next round comes due within loopGap
+// (and, while others is open, while a stage it waits for is at work), up to
+// deadline. It returns when the next round is due, whether the loop ran
+// out of work (not out of time), and whether a round finished the
+// rotation.
+func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, others <-chan struct{}, stage func(*Rotation, *round) error) (next time.Time, idle, finished bool, err error) {
+	for {
+		rot, err := h.store.Rotation(ctx, id)
+		if err != nil {
+			return time.Time{}, false, finished, err
+		}
+		r := &round{now: h.now()}
+		r.at(r.now.Add(h.cfg.PollCap))
+		if err := stage(rot, r); err != nil {
+			return time.Time{}, false, finished, err
+		}
+		finished = finished || r.finished
+		now := h.now()
+		if now.After(deadline) {
+			return r.next, false, finished, nil
+		}
+		wait := r.next.Sub(now)
+		if others != nil {
+			select {
+			case <-others:
+				// What the other stage did last is not seen yet: once more.
+				others = nil
+				continue
+			default:
+				// Another stage is at work and may hand this one work.
+				wait = min(wait, loopGap/2)
+			}
+		}
+		if wait > loopGap {
+			return r.next, true, finished, nil
+		}
+		if err := sleepCtx(ctx, max(wait, 50*time.Millisecond)); err != nil {
+			return r.next, false, finished, nil
+		}
+	}
+}
+
+func earliest(ts ...time.Time) time.Time {
+	var e time.Time
+	for _, t := range ts {
+		if !t.IsZero() && (e.IsZero() || t.Before(e)) {
+			e = t
+		}
+	}
+	return e
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // round is what one tick's stages found: when the next tick is due, and

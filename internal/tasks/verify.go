@@ -26,7 +26,7 @@ const verifyLimit = 20000
 // submitting again would only repeat the claim. A read that must wait
 // leaves its servers for the next tick; nothing is polled again.
 func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r *round) error {
-	pend, inFlight, err := h.store.Verifying(ctx, rot.ID, verifyLimit)
+	pend, inFlight, err := h.store.Verifying(ctx, rot.ID, rot.Wave, verifyLimit)
 	if err != nil || len(pend) == 0 {
 		return err
 	}
@@ -53,8 +53,8 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	var reads []int
 	for _, pg := range slices.Sorted(maps.Keys(pages)) {
 		ps := pages[pg]
-		if held := r.now.Sub(ps[0].Since); inFlight[pg] > 0 && held < h.cfg.Linger {
-			r.at(ps[0].Since.Add(h.cfg.Linger))
+		if held := r.now.Sub(ps[0].Since); inFlight[pg] > 0 && held < h.cfg.VerifyLinger {
+			r.at(ps[0].Since.Add(h.cfg.VerifyLinger))
 			continue
 		}
 		if len(ps) == 1 {
@@ -190,7 +190,7 @@ func (h *Handler) recordVerified(ctx context.Context, log *slog.Logger, rot *Rot
 	wctx, cancel := detached(ctx)
 	defer cancel()
 	for n, xs := range byBatch {
-		res, err := h.store.Resolve(wctx, rot.ID, n, xs, time.Time{}, true, h.now())
+		res, err := h.store.Resolve(wctx, rot.ID, n, rot.waveOfBatch(n), xs, time.Time{}, true, h.now())
 		if err != nil {
 			return err
 		}
