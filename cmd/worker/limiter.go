@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 
+	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
 // Limiter kinds of --limiter.
@@ -73,3 +76,57 @@ func (l *localLimiter) Wait(ctx context.Context, api string) error {
 // Throttled does nothing: a local limiter does not learn from 429s, which
 // is the behaviour the baselines measure.
 func (l *localLimiter) Throttled(context.Context, string, time.Duration) error { return nil }
+
+// ThrottledQuota does nothing either.
+func (l *localLimiter) ThrottledQuota(context.Context, string, time.Duration, float64) error {
+	return nil
+}
+
+// quotaTap passes the pipeline's CPH calls through and keeps, per API, the
+// quota the last 429 named (cph.QuotaPerSecond), for fleetLimiter.Throttled
+// to hand to the limiter. It bridges until the task handlers pass the quota
+// themselves (fleetLimiter.ThrottledQuota); the handler reports a 429 to the
+// limiter right after the call that got it, so the quota kept is that
+// answer's or a later one's.
+type quotaTap struct {
+	tasks.API
+	mu     sync.Mutex
+	quotas map[string]float64
+}
+
+// UpdateKeypair is the API's, noting the quota of a 429.
+func (q *quotaTap) UpdateKeypair(ctx context.Context, servers []cph.ServerKeypair) (*cph.UpdateKeypairResponse, error) {
+	resp, err := q.API.UpdateKeypair(ctx, servers)
+	q.note(tasks.APIUpdateKeypair, err)
+	return resp, err
+}
+
+// ListJobsOf is the API's, noting the quota of a 429.
+func (q *quotaTap) ListJobsOf(ctx context.Context, requestID string, expected int) ([]cph.Job, error) {
+	jobs, err := q.API.ListJobsOf(ctx, requestID, expected)
+	q.note(tasks.APIListJobs, err)
+	return jobs, err
+}
+
+func (q *quotaTap) note(api string, err error) {
+	if !cph.IsThrottled(err) {
+		return
+	}
+	quota := cph.QuotaPerSecond(err)
+	q.mu.Lock()
+	if q.quotas == nil {
+		q.quotas = map[string]float64{}
+	}
+	q.quotas[api] = quota
+	q.mu.Unlock()
+}
+
+// last returns the quota the last 429 of api named, 0 when none did.
+func (q *quotaTap) last(api string) float64 {
+	if q == nil {
+		return 0
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.quotas[api]
+}

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+	"github.com/cph-rekey/cph-rekey/internal/testredis"
 )
 
 func TestLocalLimiter(t *testing.T) {
@@ -77,5 +80,55 @@ func TestLimiterFlag(t *testing.T) {
 		case !tc.wantErr && c.limiter != tc.want:
 			t.Errorf("parseConfig(%q, REKEY_LIMITER=%q) limiter = %q, want %q", tc.args, tc.env, c.limiter, tc.want)
 		}
+	}
+}
+
+// throttlingAPI answers every call with the gateway's 429 naming a quota.
+type throttlingAPI struct{ tasks.API }
+
+func (throttlingAPI) UpdateKeypair(context.Context, []cph.ServerKeypair) (*cph.UpdateKeypairResponse, error) {
+	return nil, &cph.Error{Op: "UpdateKeypair", StatusCode: 429, Code: cph.CodeThrottled, Kind: cph.KindThrottled,
+		Message: "The throttling threshold has been reached: policy user over ratelimit,limit:8,time:1 second"}
+}
+
+func (throttlingAPI) ListJobsOf(context.Context, string, int) ([]cph.Job, error) {
+	return nil, &cph.Error{Op: "ListJobs", StatusCode: 429, Code: cph.CodeThrottled, Kind: cph.KindThrottled, Message: "Too Many Requests"}
+}
+
+// TestFleetLimiterTakesTheQuotaOfA429 checks the bridge: the quota a 429
+// names reaches the shared limiter through the tasks.Limiter interface's
+// Throttled, which the pipeline calls with the Retry-After only.
+func TestFleetLimiterTakesTheQuotaOfA429(t *testing.T) {
+	r := testredis.Mini(t)
+	lim, err := ratelimit.New(r.Client(t), ratelimit.Options{Limits: map[string]ratelimit.Limit{
+		tasks.APIUpdateKeypair: ratelimit.PerSecond(20), tasks.APIListJobs: ratelimit.PerSecond(20)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tap := &quotaTap{API: throttlingAPI{}}
+	f := fleetLimiter{l: lim, region: "r", project: "p", quotas: tap}
+	ctx := context.Background()
+	var api tasks.API = tap
+	if _, err := api.UpdateKeypair(ctx, nil); !cph.IsThrottled(err) {
+		t.Fatalf("UpdateKeypair through the tap = %v; want the API's 429", err)
+	}
+	if err := f.Throttled(ctx, tasks.APIUpdateKeypair, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := lim.CurrentRate(ctx, f.key(tasks.APIUpdateKeypair)); err != nil || got != 7.6 {
+		t.Fatalf("UpdateKeypair rate after a 429 naming 8/s = %v, %v; want 7.6 (95 %%)", got, err)
+	}
+	// A 429 naming no quota is isolated: the rate stays.
+	if _, err := api.ListJobsOf(ctx, "req", 1); !cph.IsThrottled(err) {
+		t.Fatalf("ListJobsOf through the tap = %v; want the API's 429", err)
+	}
+	if q := tap.last(tasks.APIListJobs); q != 0 {
+		t.Fatalf("quota kept for a 429 naming none = %v; want 0", q)
+	}
+	if err := f.Throttled(ctx, tasks.APIListJobs, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := lim.CurrentRate(ctx, f.key(tasks.APIListJobs)); err != nil || got != 20 {
+		t.Fatalf("ListJobs rate after an isolated 429 = %v, %v; want 20", got, err)
 	}
 }

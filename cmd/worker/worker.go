@@ -66,7 +66,8 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	if region == "" {
 		region = endpointKey(c.cph.Endpoint)
 	}
-	var limiter tasks.Limiter = fleetLimiter{l: lim, region: region, project: c.cph.ProjectID}
+	tap := &quotaTap{API: api}
+	var limiter tasks.Limiter = fleetLimiter{l: lim, region: region, project: c.cph.ProjectID, quotas: tap}
 	if c.limiter == limiterLocal {
 		limiter = newLocalLimiter(c.limits(), 2*time.Second)
 		log.Warn("local rate limiter: each process limits itself, none shares the quota or reacts to 429s (benchmark baselines only)")
@@ -74,7 +75,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	enq := asynq.NewClientFromRedisClient(rdb)
 	h := tasks.NewHandler(tasks.HandlerOptions{
 		Store:    store,
-		API:      api,
+		API:      tap,
 		Limiter:  limiter,
 		Enqueuer: enq,
 		Observer: m,
@@ -194,6 +195,7 @@ func progress(store *tasks.Store) func(ctx context.Context) ([]metrics.RotationP
 type fleetLimiter struct {
 	l               *ratelimit.Limiter
 	region, project string
+	quotas          *quotaTap
 }
 
 func (f fleetLimiter) key(api string) ratelimit.Key {
@@ -202,8 +204,16 @@ func (f fleetLimiter) key(api string) ratelimit.Key {
 
 func (f fleetLimiter) Wait(ctx context.Context, api string) error { return f.l.Wait(ctx, f.key(api)) }
 
+// Throttled reports a 429 with the quota its message named, as the quota
+// tap last saw it for api (see quotaTap).
 func (f fleetLimiter) Throttled(ctx context.Context, api string, retryAfter time.Duration) error {
-	return f.l.Throttled(ctx, f.key(api), retryAfter)
+	return f.ThrottledQuota(ctx, api, retryAfter, f.quotas.last(api))
+}
+
+// ThrottledQuota reports a 429 whose message named quota calls per second
+// (0: none), as cph.QuotaPerSecond reads it.
+func (f fleetLimiter) ThrottledQuota(ctx context.Context, api string, retryAfter time.Duration, quota float64) error {
+	return f.l.ThrottledQuota(ctx, f.key(api), retryAfter, quota)
 }
 
 // limiterObserver feeds the limiter's hooks into the metrics and the log.
