@@ -65,6 +65,7 @@ type config struct {
 	redisURL    string
 	binDir      string
 	keep        bool
+	adaptive    adaptiveConfig // the raise and isolated scenarios (adaptive.go)
 }
 
 var scenarioNames = []string{"quota", "halve", "scale"}
@@ -79,13 +80,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			"against a real Redis, and prints one Markdown table per scenario:\n"+
 			"  quota  cph-rekey (fleet limiter at Q) vs a sequential client and 4 workers with local limiters at Q and Q/4\n"+
 			"  halve  the simulator's UpdateKeypair quota halves mid-run: how long until 429s stop, quota use after\n"+
-			"  scale  1, 4 and 16 worker processes at the same Q\n\n"+
+			"  scale  1, 4 and 16 worker processes at the same Q\n"+
+			"  raise  the UpdateKeypair quota halves, then comes back: quota use after each change\n"+
+			"  isolated  the fleet limiter at Q with burst Q vs burst 1 and the local baselines\n\n"+
 			"WARNING: every run FLUSHDBs the Redis database given with --redis (default DB 13).\n"+
 			"The bench deliberately does not read REDIS_URL, so it cannot flush a Redis meant for something else.\n\n"+
 			"Every flag also reads the environment variable shown. Exit codes: 0 ok, 1 a run failed or was wrong, 2 bad flags.\n\nFlags:\n")
 		fs.PrintUsage(stderr)
 	}
-	scenario := fs.String("scenario", "all", "`scenarios` to run: all, or a comma-separated list of quota, halve, scale")
+	scenario := fs.String("scenario", "all", "`scenarios` to run: all, or a comma-separated list of "+strings.Join(scenarioNames, ", "))
 	fs.IntVar(&c.servers, "servers", 20000, "fleet size of every cph-rekey run")
 	fs.IntVar(&c.seqServers, "seq-servers", 1000, "fleet size of the sequential baseline, extrapolated to --servers (it takes ~2.5 s a chunk)")
 	fs.IntVar(&c.quota, "quota", 20, "the simulator's quota Q, requests/s for UpdateKeypair and for ListJobs each")
@@ -100,6 +103,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.firstPoll, "first-poll", 2500*time.Millisecond, "--first-poll of the workers (and the sequential client's first poll)")
 	fs.DurationVar(&c.pollCap, "poll-cap", 5*time.Second, "--poll-cap of the workers")
 	fs.Float64Var(&c.halveAt, "halve-at", 0.3, "halve scenario: halve the quota when this `fraction` of the chunks is submitted")
+	c.adaptive.flags(fs)
 	fs.DurationVar(&c.sample, "sample", 100*time.Millisecond, "how often the simulator's /_sim/stats is sampled")
 	fs.DurationVar(&c.runTimeout, "run-timeout", 5*time.Minute, "give up on a run after this long")
 	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379/13", "Redis `url` of a database the bench may FLUSHDB before every run")
@@ -147,6 +151,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.quota < 2 && c.wants("halve") {
 		return nil, fmt.Errorf("--quota %d: the halve scenario needs at least 2", c.quota)
+	}
+	if err := c.adaptive.validate(); err != nil {
+		return nil, err
 	}
 	if c.redisURL == "" {
 		return nil, errors.New("--redis: empty URL")
@@ -222,6 +229,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			t, err = b.halveScenario(ctx)
 		case "scale":
 			t, err = b.scaleScenario(ctx)
+		default:
+			t, err = b.adaptiveScenario(ctx, s)
 		}
 		if t != nil {
 			t.write(stdout)

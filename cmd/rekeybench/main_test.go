@@ -20,7 +20,7 @@ func TestParseConfig(t *testing.T) {
 		check   func(*config) bool
 	}{
 		{check: func(c *config) bool {
-			return len(c.scenarios) == 3 && c.servers == 20000 && c.quota == 20 && c.workers == 4 &&
+			return len(c.scenarios) == len(scenarioNames) && c.servers == 20000 && c.quota == 20 && c.workers == 4 &&
 				c.redisURL == "redis://127.0.0.1:6379/13" && len(c.scale) == 3 && c.scale[2] == 16
 		}},
 		{args: []string{"--scenario", "halve,scale", "--scale", "2,8"}, check: func(c *config) bool {
