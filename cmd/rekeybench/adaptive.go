@@ -22,12 +22,30 @@ type adaptiveConfig struct {
 	raiseServers int
 	raiseHalveAt float64
 	raiseAfter   time.Duration
+	hideQuota    bool // the simulator's 429s name no quota
 }
 
 func (a *adaptiveConfig) flags(fs *envflag.FlagSet) {
 	fs.IntVar(&a.raiseServers, "raise-servers", 60000, "fleet size of the raise scenario (long enough to measure the restored quota 10 s after it comes back)")
 	fs.Float64Var(&a.raiseHalveAt, "raise-halve-at", 0.1, "raise scenario: halve the quota when this `fraction` of the chunks is submitted")
 	fs.DurationVar(&a.raiseAfter, "raise-after", 10*time.Second, "raise scenario: restore the quota this long after halving it")
+	fs.BoolVar(&a.hideQuota, "sim-hide-quota", false, "the simulator's 429s name no quota (cphsim --hide-quota): the limiter must find it from the 429s alone")
+}
+
+// header is what the settings add to the output's first line.
+func (a *adaptiveConfig) header() string {
+	if a.hideQuota {
+		return "The simulator's 429s name no quota (--sim-hide-quota)."
+	}
+	return ""
+}
+
+// simArgs are the simulator flags these settings add.
+func (a *adaptiveConfig) simArgs() []string {
+	if a.hideQuota {
+		return []string{"--hide-quota"}
+	}
+	return nil
 }
 
 func (a *adaptiveConfig) validate() error {

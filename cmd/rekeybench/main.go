@@ -219,6 +219,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer b.close()
 	fmt.Fprintf(stdout, "rekeybench %s, GOMAXPROCS %d, Redis %s, Q = %d/s, fleet limiter rates %s and %s, job latency %s±%s, chunk %d, first poll %s\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), b.cpus, c.redisURL, c.quota, b.fleetRate(c.submitBurst), b.fleetRate(c.pollBurst), c.jobLatency, c.jobJitter, c.chunkSize, c.firstPoll)
+	if h := c.adaptive.header(); h != "" {
+		fmt.Fprintf(stdout, "%s\n\n", h)
+	}
 	failed := false
 	for _, s := range c.scenarios {
 		var t *table

@@ -168,6 +168,7 @@ func (b *bench) startSim(ctx context.Context, n int, q float64) (*sim, error) {
 	args := []string{"--ak", benchAK, "--sk", benchSK, "--project-id", benchProject,
 		"--servers", strconv.Itoa(n), "--quota-update", fmt.Sprint(q), "--quota-list", fmt.Sprint(q),
 		"--job-latency", b.c.jobLatency.String(), "--job-jitter", b.c.jobJitter.String(), "--seed", "1"}
+	args = append(args, b.c.adaptive.simArgs()...)
 	pr, pw := io.Pipe()
 	p, err := b.start("cphsim", "cphsim", args, os.Environ(), pw)
 	if err != nil {
