@@ -71,6 +71,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.IntVar(&o.QuotaBurst, "quota-burst", 0, "token bucket size of every quota (0: the rate rounded up)")
 	fs.BoolVar(&o.LegacyThrottleCode, "legacy-throttle-code", false, "answer 429 with APIG.0308 instead of APIGW.0308")
 	fs.BoolVar(&o.RetryAfter, "retry-after", false, "add a Retry-After header to 429 answers")
+	fs.BoolVar(&o.HideQuota, "hide-quota", false, "leave the quota (limit:N,time:…) out of 429 messages")
 	fs.DurationVar(&o.JobLatency, "job-latency", 2*time.Second, "mean time from a job's creation to its end")
 	fs.DurationVar(&o.JobJitter, "job-jitter", 0, "job latency is uniform in latency±jitter")
 	fs.Float64Var(&o.JobFailRate, "fail-rate", 0, "fraction of jobs failing with the transient "+cphsim.JobCodeTransient)

@@ -71,13 +71,14 @@ type config struct {
 	redisURL    string
 	binDir      string
 	keep        bool
+	adaptive    adaptiveConfig // the raise and isolated scenarios (adaptive.go)
 }
 
-var scenarioNames = []string{"defaults", "quota", "subset", "halve", "scale"}
+var scenarioNames = []string{"defaults", "quota", "subset", "halve", "scale", "raise", "isolated"}
 
 // allScenarios are the scenarios of --scenario all: quota runs the
 // defaults' rows too.
-var allScenarios = []string{"quota", "subset", "halve", "scale"}
+var allScenarios = []string{"quota", "subset", "halve", "scale", "raise", "isolated"}
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	c := &config{}
@@ -91,7 +92,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			"  quota     the defaults' rows, then a sequential client and 4 workers with local limiters at Q and Q/4\n"+
 			"  subset    a rotation of every --subset'th server of the project: which way verification reads\n"+
 			"  halve     the simulator's UpdateKeypair quota halves mid-run: how long until 429s stop, quota use after\n"+
-			"  scale     1, 4 and 16 worker processes at the same Q\n\n"+
+			"  scale     1, 4 and 16 worker processes at the same Q\n"+
+			"  raise     the UpdateKeypair quota halves, then comes back: quota use after each change\n"+
+			"  isolated  the fleet limiter at Q with burst Q vs burst 1 and the local baselines\n\n"+
 			"Runs use the worker's and enqueue's defaults except the rates: every API at Q, with the worker's default\n"+
 			"bursts (--submit-rate Q/s:1, --poll-rate and --read-rate Q/s:5).\n\n"+
 			"WARNING: every run FLUSHDBs the Redis database given with --redis (default DB 13).\n"+
@@ -99,7 +102,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			"Every flag also reads the environment variable shown. Exit codes: 0 ok, 1 a run failed or was wrong, 2 bad flags.\n\nFlags:\n")
 		fs.PrintUsage(stderr)
 	}
-	scenario := fs.String("scenario", "all", "`scenarios` to run: all (quota, subset, halve, scale), or a comma-separated list of defaults, quota, subset, halve, scale")
+	scenario := fs.String("scenario", "all", "`scenarios` to run: all ("+strings.Join(allScenarios, ", ")+"), or a comma-separated list of "+strings.Join(scenarioNames, ", "))
 	fs.IntVar(&c.servers, "servers", 20000, "fleet size of every cph-rekey run")
 	fs.IntVar(&c.seqServers, "seq-servers", 1000, "fleet size of the sequential baseline, extrapolated to --servers (it takes ~2.5 s a chunk)")
 	fs.IntVar(&c.quota, "quota", 20, "the simulator's quota Q, requests/s of every API (UpdateKeypair, ListJobs, each read)")
@@ -117,6 +120,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.firstPoll, "first-poll", 0, "--first-poll of the workers (and the sequential client's first poll); 0: the worker's default")
 	fs.DurationVar(&c.pollCap, "poll-cap", 0, "--poll-cap of the workers; 0: the worker's default")
 	fs.Float64Var(&c.halveAt, "halve-at", 0.3, "halve scenario: halve the quota when this `fraction` of the chunks is submitted")
+	c.adaptive.flags(fs)
 	fs.DurationVar(&c.sample, "sample", 100*time.Millisecond, "how often the simulator's /_sim/stats is sampled")
 	fs.DurationVar(&c.runTimeout, "run-timeout", 5*time.Minute, "give up on a run after this long")
 	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379/13", "Redis `url` of a database the bench may FLUSHDB before every run")
@@ -174,6 +178,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.quota < 2 && c.wants("halve") {
 		return nil, fmt.Errorf("--quota %d: the halve scenario needs at least 2", c.quota)
+	}
+	if err := c.adaptive.validate(); err != nil {
+		return nil, err
 	}
 	if c.redisURL == "" {
 		return nil, errors.New("--redis: empty URL")
@@ -252,6 +259,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fmt.Fprintf(stdout, "rekeybench %s, GOMAXPROCS %d, Redis %s, Q = %d/s for every API, worker rates --submit-rate %s --poll-rate %s --read-rate %s, job latency %s±%s, chunk %d, first poll %s, poll cap %s\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), b.cpus, c.redisURL, c.quota, b.fleetRate(c.submitBurst), b.fleetRate(c.pollBurst), b.fleetRate(c.readBurst),
 		c.jobLatency, c.jobJitter, c.chunkSize, orDefault(c.firstPoll), orDefault(c.pollCap))
+	if h := c.adaptive.header(); h != "" {
+		fmt.Fprintf(stdout, "%s\n\n", h)
+	}
 	failed := false
 	for _, s := range c.scenarios {
 		var t *table
@@ -266,6 +276,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			t, err = b.halveScenario(ctx)
 		case "scale":
 			t, err = b.scaleScenario(ctx)
+		default:
+			t, err = b.adaptiveScenario(ctx, s)
 		}
 		if t != nil {
 			t.write(stdout)

@@ -23,7 +23,7 @@ func TestParseConfig(t *testing.T) {
 	}{
 		{check: func(c *config) bool {
 			// With no flags: the worker's and enqueue's defaults, 0 % and 5 % job failures.
-			return len(c.scenarios) == 4 && c.servers == 20000 && c.quota == 20 && c.workers == 4 &&
+			return len(c.scenarios) == len(allScenarios) && c.servers == 20000 && c.quota == 20 && c.workers == 4 &&
 				c.redisURL == "redis://127.0.0.1:6379/13" && len(c.scale) == 3 && c.scale[2] == 16 &&
 				c.submitBurst == 1 && c.pollBurst == 5 && c.readBurst == 5 && c.chunkSize == tasks.DefaultChunkSize &&
 				c.firstPoll == 0 && c.pollCap == 0 && fmt.Sprint(c.failRates) == "[0 0.05]"

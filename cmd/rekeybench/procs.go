@@ -171,6 +171,7 @@ func (b *bench) startSim(ctx context.Context, n int, q, failRate float64) (*sim,
 		"--servers", strconv.Itoa(n), "--quota-update", fmt.Sprint(q), "--quota-list", fmt.Sprint(q), "--quota-read", fmt.Sprint(q),
 		"--fail-rate", fmt.Sprint(failRate),
 		"--job-latency", b.c.jobLatency.String(), "--job-jitter", b.c.jobJitter.String(), "--seed", "1"}
+	args = append(args, b.c.adaptive.simArgs()...)
 	pr, pw := io.Pipe()
 	p, err := b.start("cphsim", "cphsim", args, os.Environ(), pw)
 	if err != nil {

@@ -145,6 +145,7 @@ func (sm *sampler) finish() ([]sample, error) {
 // rotationRun is one cph-rekey run: worker processes with a limiter at
 // given rates, against a fresh simulator and a flushed Redis.
 type rotationRun struct {
+	servers              int // 0: --servers
 	workers              int
 	limiter              string // fleet or local
 	submitRate, pollRate string // worker --submit-rate and --poll-rate
@@ -159,7 +160,7 @@ type rotationRun struct {
 // error means the run could not be done; a wrong outcome is result.check.
 func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err error) {
 	b.runs++
-	n := b.c.servers
+	n := cmp.Or(rr.servers, b.c.servers)
 	ctx, cancel := context.WithTimeout(ctx, b.c.runTimeout)
 	defer cancel()
 	if err := b.rdb.FlushDB(ctx).Err(); err != nil {

@@ -294,8 +294,9 @@ func (b *bench) halveScenario(ctx context.Context) (*table, error) {
 	t.add(res.check, secs(halvedAt.Sub(start)), fmt.Sprintf("%d / %d", h.before, h.after), secs(h.stopAfter),
 		fmt.Sprint(h.later), useStop, pct(h.useSinceHalving), secs(res.wall))
 	t.notes = append(t.notes,
-		fmt.Sprintf("Only UpdateKeypair 429s are counted. \"429s stop after\" = time from the halving to the last 429 followed by at least %s without one (or by the end of the submits); \"later 429s\" come after that, when the limiter probes back up (+10 %% of Q per 10 s without a 429).", quietGap),
-		"New-quota use = UpdateKeypair calls served per second ÷ Q/2, from the moment given up to the last submit.")
+		fmt.Sprintf("Only UpdateKeypair 429s are counted. \"429s stop after\" = time from the halving to the last 429 followed by at least %s without one (or by the end of the submits); \"later 429s\" come after that, when the limiter probes above the quota it learned.", quietGap),
+		"New-quota use = UpdateKeypair calls served per second ÷ Q/2, from the moment given up to the last submit.",
+		halveUseNote(res, halvedAt, newQ))
 	return t, nil
 }
 

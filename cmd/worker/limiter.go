@@ -72,4 +72,4 @@ func (l *localLimiter) Wait(ctx context.Context, api string) error {
 
 // Throttled does nothing: a local limiter does not learn from 429s, which
 // is the behaviour the baselines measure.
-func (l *localLimiter) Throttled(context.Context, string, time.Duration) error { return nil }
+func (l *localLimiter) Throttled(context.Context, string, time.Duration, float64) error { return nil }

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+	"github.com/cph-rekey/cph-rekey/internal/testredis"
 )
 
 func TestLocalLimiter(t *testing.T) {
@@ -29,7 +32,7 @@ func TestLocalLimiter(t *testing.T) {
 	if err := l.Wait(ctx, "ListJobs"); err != nil {
 		t.Fatalf("wait on an API without a limit = %v, want nil", err)
 	}
-	if err := l.Throttled(ctx, "UpdateKeypair", time.Second); err != nil {
+	if err := l.Throttled(ctx, "UpdateKeypair", time.Second, 5); err != nil {
 		t.Fatalf("Throttled = %v, want nil", err)
 	}
 }
@@ -77,5 +80,45 @@ func TestLimiterFlag(t *testing.T) {
 		case !tc.wantErr && c.limiter != tc.want:
 			t.Errorf("parseConfig(%q, REKEY_LIMITER=%q) limiter = %q, want %q", tc.args, tc.env, c.limiter, tc.want)
 		}
+	}
+}
+
+// throttlingAPI answers every call with the gateway's 429 naming a quota.
+type throttlingAPI struct{ tasks.API }
+
+func (throttlingAPI) UpdateKeypair(context.Context, []cph.ServerKeypair) (*cph.UpdateKeypairResponse, error) {
+	return nil, &cph.Error{Op: "UpdateKeypair", StatusCode: 429, Code: cph.CodeThrottled, Kind: cph.KindThrottled,
+		Message: "The throttling threshold has been reached: policy user over ratelimit,limit:8,time:1 second"}
+}
+
+func (throttlingAPI) ListJobsOf(context.Context, int, ...string) ([]cph.Job, error) {
+	return nil, &cph.Error{Op: "ListJobs", StatusCode: 429, Code: cph.CodeThrottled, Kind: cph.KindThrottled, Message: "Too Many Requests"}
+}
+
+// TestFleetLimiterTakesTheQuotaOfA429: the quota a 429 names, as the
+// pipeline reads it with cph.QuotaPerSecond, reaches the shared limiter.
+func TestFleetLimiterTakesTheQuotaOfA429(t *testing.T) {
+	r := testredis.Mini(t)
+	lim, err := ratelimit.New(r.Client(t), ratelimit.Options{Limits: map[string]ratelimit.Limit{
+		tasks.APIUpdateKeypair: ratelimit.PerSecond(20), tasks.APIListJobs: ratelimit.PerSecond(20)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fleetLimiter{l: lim, region: "r", project: "p"}
+	ctx := context.Background()
+	_, err = throttlingAPI{}.UpdateKeypair(ctx, nil)
+	if err := f.Throttled(ctx, tasks.APIUpdateKeypair, 0, cph.QuotaPerSecond(err)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := lim.CurrentRate(ctx, f.key(tasks.APIUpdateKeypair)); err != nil || got != 7.6 {
+		t.Fatalf("UpdateKeypair rate after a 429 naming 8/s = %v, %v; want 7.6 (95 %%)", got, err)
+	}
+	// A 429 naming no quota is isolated: the rate stays.
+	_, err = throttlingAPI{}.ListJobsOf(ctx, 1, "req")
+	if err := f.Throttled(ctx, tasks.APIListJobs, 0, cph.QuotaPerSecond(err)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := lim.CurrentRate(ctx, f.key(tasks.APIListJobs)); err != nil || got != 20 {
+		t.Fatalf("ListJobs rate after an isolated 429 = %v, %v; want 20", got, err)
 	}
 }

@@ -202,8 +202,10 @@ func (f fleetLimiter) key(api string) ratelimit.Key {
 
 func (f fleetLimiter) Wait(ctx context.Context, api string) error { return f.l.Wait(ctx, f.key(api)) }
 
-func (f fleetLimiter) Throttled(ctx context.Context, api string, retryAfter time.Duration) error {
-	return f.l.Throttled(ctx, f.key(api), retryAfter)
+// Throttled reports a 429 whose message named quota calls per second
+// (0: none), as cph.QuotaPerSecond reads it.
+func (f fleetLimiter) Throttled(ctx context.Context, api string, retryAfter time.Duration, quota float64) error {
+	return f.l.ThrottledQuota(ctx, f.key(api), retryAfter, quota)
 }
 
 // limiterObserver feeds the limiter's hooks into the metrics and the log.

@@ -11,15 +11,19 @@
 //		return err // a *DelayError puts the task back without a failure
 //	}
 //	resp, err := client.UpdateKeypair(ctx, req)
-//	if isThrottled(err) {
-//		lim.Throttled(ctx, k, retryAfter)
+//	if cph.IsThrottled(err) {
+//		lim.ThrottledQuota(ctx, k, cph.RetryAfter(err), cph.QuotaPerSecond(err))
 //	}
 //
 // Grants come from GCRA in a Lua script on Redis's clock (the algorithm
 // and epoch of github.com/go-redis/redis_rate), one round trip each. The
-// rate itself lives in Redis and adapts: a 429 multiplies it by Beta and
-// starts a cooldown every process honours; it grows back by a step for
-// every quiet period without a 429 (AIMD). Inside a process a token
+// rate itself lives in Redis and adapts to the quota, fleet-wide: a 429
+// that names a quota below the rate sets the rate just under it at once;
+// an isolated 429 costs a short pause every process honours; 429s that
+// keep coming cut it by Beta and remember the rate they came at, which the
+// rate returns to just under within seconds (CUBIC, as the AWS SDK's
+// adaptive retry mode). After a hold the rate probes above the estimate,
+// so a quota that comes back is used again. Inside a process a token
 // bucket from golang.org/x/time/rate, following the shared rate, spaces the
 // calls to Redis, so waiting goroutines sleep rather than poll.
 //

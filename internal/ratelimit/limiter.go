@@ -59,23 +59,43 @@ type Options struct {
 	// a limit is not limited: Wait returns at once and Throttled only
 	// notifies the Observer.
 	Limits map[string]Limit
-	// Beta multiplies the shared rate on a 429; default 0.7 (as AWS's
-	// adaptive retry mode).
+	// Beta multiplies the shared rate on a cut that no quota named in the
+	// 429 explains (429s that keep coming); default 0.7 (as AWS's adaptive
+	// retry mode).
 	Beta float64
 	// MinRate is the floor of the shared rate, as a fraction of the
-	// configured rate; default 0.1.
+	// configured rate; default 0.1. A quota named by a 429 may take the
+	// rate below it.
 	MinRate float64
-	// RecoveryStep is the fraction of the configured rate given back for
-	// every QuietPeriod without a 429; default 0.1.
-	RecoveryStep float64
-	// QuietPeriod is the time without a 429 after which the rate recovers
-	// by one step; default 10s.
-	QuietPeriod time.Duration
+	// Margin is the fraction of the estimated quota the rate returns to
+	// after a cut: "just under" the quota a 429 named, or the rate at which
+	// the last 429s came; default 0.95.
+	Margin float64
+	// Recovery is how long the rate takes to climb from a cut back to
+	// Margin × the estimate (concave, as CUBIC's return to W_max); default 2s.
+	Recovery time.Duration
+	// Hold is the time from a cut during which the rate stays at Margin ×
+	// the estimate; after it the rate probes above it, convexly, until the
+	// configured rate or the next 429. Default 7s: a quota that comes back
+	// is found within Hold plus about 3s.
+	Hold time.Duration
+	// ProbeGain sets the probe's speed: after Hold + p the rate is
+	// Margin·est + ProbeGain·est·p³; default 0.05 (+5 % of the estimate
+	// after 1 s, +40 % after 2 s, +135 % after 3 s).
+	ProbeGain float64
+	// Isolation is how long after the previous 429 a 429 counts as
+	// isolated: at no more than the estimated quota (or a quota named in
+	// it) it only pauses, the rate is kept. Default 5s.
+	Isolation time.Duration
 	// Cooldown is how long nobody calls an API after a 429 without a
-	// Retry-After; a random extra of up to half of it is added so that
-	// pods do not resume in step. Default 2s. At most one decrease of the
-	// rate happens per cooldown.
+	// Retry-After; a random extra of up to half of it is added. Default
+	// 250ms: the rate, not the pause, is what stops 429s, and a short pause
+	// lets the API's bucket refill a little.
 	Cooldown time.Duration
+	// Window is how long after an episode's first 429 further 429s (calls
+	// that were in flight) count as the same episode: they extend the pause
+	// but decide nothing. At least the pause; default 1s.
+	Window time.Duration
 	// MaxWait is the longest wait done inside Wait; a longer one returns a
 	// *DelayError. Default 2s.
 	MaxWait time.Duration
@@ -111,6 +131,7 @@ type local struct {
 	bucket    *rate.Limiter
 	mu        sync.Mutex
 	rate      float64 // the shared rate last seen; 0 before the first reply
+	reported  float64 // the shared rate last reported to the Observer
 	notBefore time.Time
 }
 
@@ -137,7 +158,8 @@ func New(rdb redis.UniversalClient, opts Options) (*Limiter, error) {
 	for _, f := range []error{
 		def(&opts.Beta, 0.7, "Beta", 1),
 		def(&opts.MinRate, 0.1, "MinRate", 1),
-		def(&opts.RecoveryStep, 0.1, "RecoveryStep", 1),
+		def(&opts.Margin, 0.95, "Margin", 1),
+		def(&opts.ProbeGain, 0.05, "ProbeGain", 100),
 	} {
 		if f != nil {
 			return nil, f
@@ -153,8 +175,11 @@ func New(rdb redis.UniversalClient, opts Options) (*Limiter, error) {
 		return nil
 	}
 	for _, f := range []error{
-		defDur(&opts.QuietPeriod, 10*time.Second, "QuietPeriod"),
-		defDur(&opts.Cooldown, 2*time.Second, "Cooldown"),
+		defDur(&opts.Recovery, 2*time.Second, "Recovery"),
+		defDur(&opts.Hold, 7*time.Second, "Hold"),
+		defDur(&opts.Isolation, 5*time.Second, "Isolation"),
+		defDur(&opts.Cooldown, 250*time.Millisecond, "Cooldown"),
+		defDur(&opts.Window, time.Second, "Window"),
 		defDur(&opts.MaxWait, 2*time.Second, "MaxWait"),
 		defDur(&opts.RedisBackoff, 500*time.Millisecond, "RedisBackoff"),
 		defDur(&opts.RedisBackoffMax, 30*time.Second, "RedisBackoffMax"),
@@ -162,6 +187,9 @@ func New(rdb redis.UniversalClient, opts Options) (*Limiter, error) {
 		if f != nil {
 			return nil, f
 		}
+	}
+	if opts.Hold < opts.Recovery {
+		return nil, fmt.Errorf("ratelimit: Hold %s shorter than Recovery %s", opts.Hold, opts.Recovery)
 	}
 	if opts.Prefix == "" {
 		opts.Prefix = "cph-rekey:rl:"
@@ -176,20 +204,25 @@ func New(rdb redis.UniversalClient, opts Options) (*Limiter, error) {
 // in one Cluster slot, as the scripts need.
 func (l *Limiter) redisKeys(k Key) []string {
 	tag := l.opts.Prefix + "{" + k.Region + ":" + k.Project + ":" + k.API + "}"
-	return []string{tag + ":gcra", tag + ":aimd"}
+	return []string{tag + ":gcra", tag + ":adapt"}
 }
 
 // args returns the preamble's arguments for a limit.
 func (l *Limiter) args(lim Limit, extra ...any) []any {
 	r := lim.perSecond()
 	return append([]any{
-		strconv.FormatFloat(r, 'f', -1, 64),
+		num(r),
 		lim.Burst,
-		strconv.FormatFloat(r*l.opts.MinRate, 'f', -1, 64),
-		strconv.FormatFloat(r*l.opts.RecoveryStep, 'f', -1, 64),
-		strconv.FormatFloat(l.opts.QuietPeriod.Seconds(), 'f', -1, 64),
+		num(r * l.opts.MinRate),
+		num(l.opts.Margin),
+		num(l.opts.Recovery.Seconds()),
+		num(l.opts.Hold.Seconds()),
+		num(l.opts.ProbeGain),
 	}, extra...)
 }
+
+// num formats a script argument.
+func num(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
 
 // lookup returns the limit and local state of k, or ok false when k's API
 // is not limited.
@@ -266,13 +299,32 @@ func (l *Limiter) Wait(ctx context.Context, k Key) error {
 	}
 }
 
-// Throttled reports a 429 for k. It lowers the shared rate by Beta (to no
-// less than MinRate, and at most once per cooldown, so a storm of 429s
-// from calls already in flight does not collapse it) and stops every
-// process from calling k's API for retryAfter, or for Cooldown plus jitter
-// when retryAfter is not positive. When Redis is unreachable this process
-// still honours the cooldown, and the error is returned.
+// Throttled reports a 429 for k whose message named no quota; it is
+// ThrottledQuota with quota 0.
 func (l *Limiter) Throttled(ctx context.Context, k Key, retryAfter time.Duration) error {
+	return l.ThrottledQuota(ctx, k, retryAfter, 0)
+}
+
+// ThrottledQuota reports a 429 for k. retryAfter is the answer's
+// Retry-After (0: none) and quota the quota its message named, in calls
+// per second (0: none; see cph.QuotaPerSecond).
+//
+// Every process stops calling k's API for retryAfter, or for Cooldown plus
+// jitter. The first 429 of an episode then decides, for the whole fleet,
+// in the same script run:
+//
+//   - sent above the named quota: the rate drops to Margin × quota at once;
+//   - isolated (Isolation since the last 429, at no more than the named or
+//     estimated quota): the pause only, the rate is kept;
+//   - otherwise the rate is cut by Beta and the rate at which the 429s came
+//     becomes the estimate the rate returns to within Recovery.
+//
+// 429s within Window of the first (calls already in flight) only extend
+// the pause, so a storm counts once. After Hold the rate probes above the
+// estimate, back to the configured rate unless a 429 comes. When Redis is
+// unreachable this process still honours the pause, and the error is
+// returned.
+func (l *Limiter) ThrottledQuota(ctx context.Context, k Key, retryAfter time.Duration, quota float64) error {
 	st, limited, err := l.lookup(k)
 	if err != nil {
 		return err
@@ -283,16 +335,20 @@ func (l *Limiter) Throttled(ctx context.Context, k Key, retryAfter time.Duration
 	if !limited {
 		return nil
 	}
+	if !(quota > 0) || math.IsInf(quota, 0) {
+		quota = 0
+	}
 	cool := retryAfter
 	if cool <= 0 {
 		cool = l.opts.Cooldown + rand.N(l.opts.Cooldown/2+1)
 	}
 	st.hold(l.opts.Now().Add(cool))
-	window := max(cool, l.opts.Cooldown)
 	_, left, shared, err := l.run(ctx, throttleScript, k, l.args(st.limit,
-		strconv.FormatFloat(cool.Seconds(), 'f', -1, 64),
-		strconv.FormatFloat(l.opts.Beta, 'f', -1, 64),
-		strconv.FormatFloat(window.Seconds(), 'f', -1, 64)))
+		num(cool.Seconds()),
+		num(l.opts.Beta),
+		num(quota),
+		num(l.opts.Isolation.Seconds()),
+		num(l.opts.Window.Seconds())))
 	if err != nil {
 		return err
 	}
@@ -322,7 +378,8 @@ func (l *Limiter) CurrentRate(ctx context.Context, k Key) (float64, error) {
 
 // run runs one of the scripts, whose replies end with a wait (s) and the
 // shared rate, and keeps track of Redis failures: a failed call starts or
-// extends the backoff and comes back as a *DelayError.
+// extends the backoff and comes back as a *DelayError. ok is a reply's
+// leading 1 (a grant).
 func (l *Limiter) run(ctx context.Context, s *redis.Script, k Key, args []any) (ok bool, wait time.Duration, shared float64, err error) {
 	v, err := s.Run(ctx, l.rdb, l.redisKeys(k), args...).Slice()
 	if err == nil {
@@ -395,24 +452,34 @@ func (l *Limiter) redisDown(now time.Time) (time.Duration, error) {
 }
 
 // sawRate follows the shared rate locally, and reports it to the Observer
-// when it is new to this process.
+// when it is new to this process or differs from the last reported one by
+// reportStep or more (the rate moves continuously while it recovers or
+// probes; the configured rate is always reported).
 func (l *Limiter) sawRate(k Key, st *local, shared float64) {
 	if shared <= 0 {
 		return
 	}
 	st.mu.Lock()
-	changed := shared != st.rate
-	if changed {
+	if shared != st.rate {
 		st.rate = shared
 		now := l.opts.Now()
 		st.bucket.SetLimitAt(now, rate.Limit(shared))
 		st.bucket.SetBurstAt(now, max(1, int(float64(st.limit.Burst)*shared/st.limit.perSecond())))
 	}
+	report := shared != st.reported &&
+		(st.reported == 0 || math.Abs(shared-st.reported) >= reportStep*st.reported || shared == st.limit.perSecond())
+	if report {
+		st.reported = shared
+	}
 	st.mu.Unlock()
-	if o := l.opts.Observer; changed && o != nil {
+	if o := l.opts.Observer; report && o != nil {
 		o.RateChanged(k, shared)
 	}
 }
+
+// reportStep is the relative change of the shared rate that is reported
+// to the Observer.
+const reportStep = 0.05
 
 // hold keeps this process from asking Redis for k before t.
 func (st *local) hold(t time.Time) {

@@ -57,9 +57,12 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{Options{Limits: map[string]Limit{"ListJobs": {Rate: 0, Period: time.Second, Burst: 1}}}, `API "ListJobs": rate 0`},
 		{Options{Beta: 1.5}, "Beta 1.5"},
 		{Options{MinRate: -0.1}, "MinRate -0.1"},
-		{Options{RecoveryStep: 2}, "RecoveryStep 2"},
+		{Options{Margin: 1.2}, "Margin 1.2"},
+		{Options{ProbeGain: -1}, "ProbeGain -1"},
 		{Options{MaxWait: -time.Second}, "MaxWait -1s"},
-		{Options{QuietPeriod: -time.Second}, "QuietPeriod -1s"},
+		{Options{Hold: -time.Second}, "Hold -1s"},
+		{Options{Isolation: -time.Second}, "Isolation -1s"},
+		{Options{Hold: time.Second, Recovery: 2 * time.Second}, "Hold 1s shorter than Recovery 2s"},
 	}
 	for _, tt := range tests {
 		if _, err := New(c, tt.opts); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -290,74 +293,6 @@ func TestWaitCancel(t *testing.T) {
 	})
 }
 
-func TestThrottledLowersRateOnceAndRecovers(t *testing.T) {
-	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
-		ctx := context.Background()
-		l := newLimiter(t, r.Client(t), PerSecond(100), Options{
-			Cooldown:    500 * time.Millisecond,
-			QuietPeriod: time.Second,
-		})
-		if got, err := l.CurrentRate(ctx, testKey); err != nil || got != 100 {
-			t.Fatalf("CurrentRate before any 429 = %v, %v; want 100", got, err)
-		}
-
-		// A storm: many pods see 429s from the same burst of calls.
-		var wg sync.WaitGroup
-		for range 20 {
-			wg.Go(func() {
-				if err := l.Throttled(ctx, testKey, 0); err != nil {
-					t.Errorf("Throttled: %v", err)
-				}
-			})
-		}
-		wg.Wait()
-		got, err := l.CurrentRate(ctx, testKey)
-		if err != nil || math.Abs(got-70) > 1e-6 {
-			t.Fatalf("CurrentRate after a storm of 429s = %v, %v; want 70 (one decrease)", got, err)
-		}
-
-		// Recovery: +10 per quiet second, back to 100.
-		last := got
-		deadline := time.Now().Add(30 * time.Second)
-		for last < 100 {
-			if time.Now().After(deadline) {
-				t.Fatalf("rate still %v after 30s; want it back at 100", last)
-			}
-			time.Sleep(100 * time.Millisecond)
-			got, err := l.CurrentRate(ctx, testKey)
-			if err != nil {
-				t.Fatalf("CurrentRate: %v", err)
-			}
-			if got < last || got > 100 || math.Abs(got/10-math.Round(got/10)) > 1e-6 {
-				t.Fatalf("rate went %v → %v; want steps of 10 up to 100", last, got)
-			}
-			last = got
-		}
-	})
-}
-
-func TestThrottledFloor(t *testing.T) {
-	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
-		ctx := context.Background()
-		l := newLimiter(t, r.Client(t), PerSecond(100), Options{
-			Beta:        0.5,
-			MinRate:     0.3,
-			Cooldown:    20 * time.Millisecond,
-			QuietPeriod: time.Hour,
-		})
-		for _, want := range []float64{50, 30, 30} {
-			if err := l.Throttled(ctx, testKey, 0); err != nil {
-				t.Fatalf("Throttled: %v", err)
-			}
-			got, err := l.CurrentRate(ctx, testKey)
-			if err != nil || math.Abs(got-want) > 1e-6 {
-				t.Fatalf("CurrentRate = %v, %v; want %v", got, err, want)
-			}
-			time.Sleep(50 * time.Millisecond) // past the one-decrease window
-		}
-	})
-}
-
 func TestCooldownIsShared(t *testing.T) {
 	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
 		ctx := context.Background()
@@ -377,7 +312,7 @@ func TestNoBurstAfterCooldown(t *testing.T) {
 	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
 		ctx := context.Background()
 		lim := Limit{Rate: 1, Period: time.Second, Burst: 5}
-		l := newLimiter(t, r.Client(t), lim, Options{MaxWait: 100 * time.Millisecond, QuietPeriod: time.Hour})
+		l := newLimiter(t, r.Client(t), lim, Options{MaxWait: 100 * time.Millisecond})
 		if err := l.Throttled(ctx, testKey, 200*time.Millisecond); err != nil {
 			t.Fatalf("Throttled: %v", err)
 		}
@@ -385,7 +320,8 @@ func TestNoBurstAfterCooldown(t *testing.T) {
 		if err := l.Wait(ctx, testKey); err != nil {
 			t.Fatalf("first Wait after the cooldown: %v", err)
 		}
-		// Without the cooldown the bucket would hold a burst of 3 (5 × 0.7).
+		// An isolated 429 keeps the rate, but without the moved arrival time
+		// the bucket would still hold its burst of 5.
 		if ok, _ := IsDelay(l.Wait(ctx, testKey)); !ok {
 			t.Fatal("second Wait right after the cooldown was granted; want calls paced at the lowered rate")
 		}
@@ -480,19 +416,19 @@ func (o *countingObserver) RateChanged(_ Key, r float64) {
 func TestObserver(t *testing.T) {
 	r := testredis.Mini(t)
 	var o countingObserver
-	l := newLimiter(t, r.Client(t), PerSecond(100), Options{Observer: &o, QuietPeriod: time.Hour})
+	l := newLimiter(t, r.Client(t), PerSecond(100), Options{Observer: &o, Hold: time.Hour})
 	ctx := context.Background()
 	for range 3 {
 		if err := l.Wait(ctx, testKey); err != nil {
 			t.Fatalf("Wait: %v", err)
 		}
 	}
-	if err := l.Throttled(ctx, testKey, time.Millisecond); err != nil {
-		t.Fatalf("Throttled: %v", err)
+	if err := l.ThrottledQuota(ctx, testKey, time.Millisecond, 50); err != nil {
+		t.Fatalf("ThrottledQuota: %v", err)
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.granted != 3 || o.throttled != 1 || o.redis != 0 || !slices.Equal(o.rates, []float64{100, 70}) {
-		t.Fatalf("observed granted %d, throttled %d, redis errors %d, rates %v; want 3, 1, 0, [100 70]", o.granted, o.throttled, o.redis, o.rates)
+	if o.granted != 3 || o.throttled != 1 || o.redis != 0 || !slices.Equal(o.rates, []float64{100, 47.5}) {
+		t.Fatalf("observed granted %d, throttled %d, redis errors %d, rates %v; want 3, 1, 0, [100 47.5]", o.granted, o.throttled, o.redis, o.rates)
 	}
 }

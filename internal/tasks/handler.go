@@ -49,10 +49,11 @@ type API interface {
 
 // Limiter hands out tokens of the fleet-wide rate limit per API. Wait
 // returns a *ratelimit.DelayError when the task should be put back instead
-// of waiting on a worker slot.
+// of waiting on a worker slot. Throttled reports a 429, with the quota its
+// message named in calls per second (0: none).
 type Limiter interface {
 	Wait(ctx context.Context, api string) error
-	Throttled(ctx context.Context, api string, retryAfter time.Duration) error
+	Throttled(ctx context.Context, api string, retryAfter time.Duration, quota float64) error
 }
 
 // Observer receives the pipeline's measurements (metrics.Metrics is one).
@@ -221,14 +222,14 @@ func (h *Handler) call(ctx context.Context, api string, fn func(ctx context.Cont
 // throttled feeds a 429 back to the shared limiter and puts the task back.
 func (h *Handler) throttled(ctx context.Context, api string, err error) error {
 	ra := cph.RetryAfter(err)
-	if lerr := h.limiter.Throttled(ctx, api, ra); lerr != nil {
+	if lerr := h.limiter.Throttled(ctx, api, ra, cph.QuotaPerSecond(err)); lerr != nil {
 		h.log.WarnContext(ctx, "report throttling to limiter", "api", api, "err", lerr)
 	}
 	if ra <= 0 {
-		// The limiter now holds every process back for its shared cooldown
-		// (2-3 s, Huawei's advice is 2-5 s): come back about when it ends and
-		// let the limiter pace the restart, rather than leave the quota idle.
-		ra = time.Second + rand.N(time.Second)
+		// The limiter now holds every process back for its shared pause
+		// (250-375 ms) at a rate it has adapted: come back soon after and
+		// let it pace the restart, rather than leave the quota idle.
+		ra = 500*time.Millisecond + rand.N(500*time.Millisecond)
 	}
 	return delayed(ra, err)
 }

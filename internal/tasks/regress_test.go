@@ -46,7 +46,9 @@ func (l *delayAfterFirst) Wait(context.Context, string) error {
 	return &ratelimit.DelayError{RetryIn: 200 * time.Millisecond}
 }
 
-func (l *delayAfterFirst) Throttled(context.Context, string, time.Duration) error { return nil }
+func (l *delayAfterFirst) Throttled(context.Context, string, time.Duration, float64) error {
+	return nil
+}
 
 type fixedLister []cph.Server
 

@@ -125,6 +125,10 @@ func (s *Sim) writeThrottled(w http.ResponseWriter, reqID string, wait time.Dura
 	if s.opts.RetryAfter {
 		w.Header().Set("Retry-After", strconv.Itoa(max(int(math.Ceil(wait.Seconds())), 1)))
 	}
+	if s.opts.HideQuota {
+		writeError(w, reqID, errorf(http.StatusTooManyRequests, code, "The throttling threshold has been reached: policy user over ratelimit"))
+		return
+	}
 	writeError(w, reqID, errorf(http.StatusTooManyRequests, code,
 		"The throttling threshold has been reached: policy user over ratelimit,limit:%s,time:%s",
 		strconv.FormatFloat(n, 'f', -1, 64), per))

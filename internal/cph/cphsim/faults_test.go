@@ -31,6 +31,8 @@ func TestThrottling(t *testing.T) {
 		{"legacy code and Retry-After", cphsim.Options{ListJobsQuota: 0.5, LegacyThrottleCode: true, RetryAfter: true},
 			[]string{"/jobs?request_id=a", "/jobs?request_id=a"}, "APIG.0308",
 			"The throttling threshold has been reached: policy user over ratelimit,limit:30,time:1 minute", "2"},
+		{"quota hidden", cphsim.Options{UpdateKeypairQuota: 1, HideQuota: true}, []string{"PUT", "PUT"}, "APIGW.0308",
+			"The throttling threshold has been reached: policy user over ratelimit", ""},
 		{"burst", cphsim.Options{ListJobsQuota: 1, QuotaBurst: 3},
 			[]string{"/jobs?request_id=a", "/jobs?request_id=a", "/jobs?request_id=a", "/jobs?request_id=a"}, "APIGW.0308",
 			"The throttling threshold has been reached: policy user over ratelimit,limit:1,time:1 second", ""},

@@ -57,6 +57,9 @@ type Options struct {
 	// LegacyThrottleCode answers throttled requests with the old gateway
 	// code APIG.0308 instead of APIGW.0308.
 	LegacyThrottleCode bool
+	// HideQuota leaves the quota out of 429 messages ("…: policy user over
+	// ratelimit"), for clients that must find the quota without being told.
+	HideQuota bool
 	// RetryAfter adds a Retry-After header (whole seconds until a token is
 	// available, at least 1) to 429 answers. False: no header, as observed.
 	RetryAfter bool
