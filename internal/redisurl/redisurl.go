@@ -35,11 +35,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -407,4 +409,28 @@ func redact(raw string) string {
 		rest = user + rest[at:]
 	}
 	return scheme + "://" + rest
+}
+
+// Transient reports whether err is one that a Redis failover, restart or
+// network blip causes and that goes away on its own: a connection refused,
+// reset or timed out, a server still loading its data, a replica not yet
+// promoted, a cluster resharding. Bad credentials, a wrong URL or a
+// script error are not.
+func Transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	msg := err.Error()
+	for _, p := range []string{"LOADING ", "READONLY ", "MASTERDOWN ", "TRYAGAIN ", "CLUSTERDOWN ", "MOVED ", "ASK ", "redis: connection pool timeout", "redis: all sentinels", "redis: nil master"} {
+		if strings.HasPrefix(msg, p) || strings.Contains(msg, ": "+p) {
+			return true
+		}
+	}
+	return false
 }

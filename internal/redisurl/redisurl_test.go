@@ -8,6 +8,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -250,5 +252,34 @@ func TestFlags(t *testing.T) {
 	}
 	if _, err := f.Conn(); err == nil || !strings.Contains(err.Error(), "--redis (REDIS_URL)") || !strings.Contains(err.Error(), "not TLS") {
 		t.Fatalf("Conn() = %v, want an error naming --redis (REDIS_URL) and the missing TLS", err)
+	}
+}
+
+func TestTransient(t *testing.T) {
+	m := miniredis.RunT(t)
+	addr := m.Addr()
+	m.Close() // nothing listens there now: connection refused
+	c, _ := Parse("redis://"+addr, Options{})
+	rdb := c.Client()
+	defer rdb.Close()
+	refused := rdb.Ping(context.Background()).Err()
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{refused, true},
+		{redis.ErrPoolTimeout, true},
+		{errors.New("LOADING Redis is loading the dataset in memory"), true},
+		{fmt.Errorf("read rotation: %w", errors.New("READONLY You can't write against a read only replica.")), true},
+		{errors.New("CLUSTERDOWN The cluster is down"), true},
+		{errors.New("redis: all sentinels specified in configuration are unreachable"), true},
+		{errors.New("WRONGPASS invalid username-password pair or user is disabled."), false},
+		{errors.New("NOSCRIPT No matching script"), false},
+		{redis.ErrClosed, false},
+		{nil, false},
+	} {
+		if got := Transient(tt.err); got != tt.want {
+			t.Errorf("Transient(%v) = %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }
