@@ -540,8 +540,18 @@ func TestRedisCluster(t *testing.T) {
 	}
 	began := time.Now()
 	var workers []*worker
-	for range 3 {
-		workers = append(workers, startWorker(t, env, "--submit-rate", fmt.Sprintf("%d/s:1", rate)))
+	admin := freeAddr(t)
+	for i := range 3 {
+		args := []string{"--submit-rate", fmt.Sprintf("%d/s:1", rate)}
+		if i == 0 { // one admin port: the web UI and /metrics on the cluster client
+			args = append(args, "--admin-addr", admin, "--admin-token", adminToken)
+		}
+		workers = append(workers, startWorker(t, env, args...))
+	}
+	base := "http://" + admin
+	waitHTTP(t, base+"/readyz")
+	if code, body := get(t, base+"/monitoring/api/queues"); code != 200 || !strings.Contains(body, tasks.QueueSubmit) {
+		t.Errorf("asynq web UI on the cluster: GET /monitoring/api/queues = %d %s", code, tail(body, 500))
 	}
 	rot := waitFinishedThrough(t, rdb, st.Rotation, 4*time.Minute)
 	wall := time.Since(began)
@@ -554,6 +564,9 @@ func TestRedisCluster(t *testing.T) {
 		if logs := w.logs.String(); strings.Contains(logs, "CROSSSLOT") || strings.Contains(logs, "MOVED") {
 			t.Errorf("worker %d logged a cluster error:\n%s", w.cmd.Process.Pid, tail(logs, 3000))
 		}
+	}
+	if code, body := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, "cph_rekey_servers_total") {
+		t.Errorf("/metrics on the cluster: %d %s", code, tail(body, 500))
 	}
 	stats := f.sim.Stats()
 	if n := stats.Throttled[cphsim.APIUpdateKeypair]; n != 0 {
