@@ -30,6 +30,9 @@ import (
 const (
 	limiterRedisBackoff    = 250 * time.Millisecond
 	limiterRedisBackoffMax = 2 * time.Second
+	// redisHoldPoll is how often a task that ended while Redis was away
+	// checks whether it is back (holdWhileRedisDown).
+	redisHoldPoll = 250 * time.Millisecond
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -95,6 +98,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	})
 	mux := asynq.NewServeMux()
 	h.Register(mux)
+	mux.Use(holdWhileRedisDown(func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, redisHoldPoll, log))
 
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              c.concurrency,

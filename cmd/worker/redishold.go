@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// holdWhileRedisDown is asynq middleware that keeps a task that has ended
+// on its worker slot while Redis cannot be reached, and hands its result
+// to asynq only once Redis answers again.
+//
+// asynq writes a task's outcome (done, retry, archive) right after the
+// handler returns. When that write fails it queues a "retry syncing"
+// request, but the request reuses a context asynq has already cancelled
+// (asynq v0.26.0 processor.go: markAsDone, markAsComplete, retry and
+// archive each `defer cancel()` the context their sync closure captures),
+// so the write never happens: the task stays active until its 30 s lease
+// has expired and the recoverer, which looks every minute and only at
+// leases expired more than 30 s ago, takes it back. One task ending during
+// a 2 s failover thus stalled its chunk for 1–2 minutes. Holding the task
+// until Redis is back lets asynq's own write succeed; the heartbeater keeps
+// the lease meanwhile. A task whose context ends (lease lost, timeout,
+// shutdown) is handed back at once, as without this middleware.
+func holdWhileRedisDown(ping func(context.Context) error, every time.Duration, log *slog.Logger) asynq.MiddlewareFunc {
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			err := next.ProcessTask(ctx, t)
+			held := time.Time{}
+			for {
+				pctx, cancel := context.WithTimeout(ctx, every)
+				perr := ping(pctx)
+				cancel()
+				if perr == nil {
+					if !held.IsZero() {
+						id, _ := asynq.GetTaskID(ctx)
+						log.InfoContext(ctx, "Redis is back; handing the task's result to asynq", "task_id", id, "held", time.Since(held).Round(time.Millisecond))
+					}
+					return err
+				}
+				if held.IsZero() {
+					held = time.Now()
+					id, _ := asynq.GetTaskID(ctx)
+					log.WarnContext(ctx, "Redis unreachable as a task ended; holding it until Redis is back so asynq can record its result", "task_id", id, "err", perr)
+				}
+				select {
+				case <-ctx.Done():
+					return err
+				case <-time.After(every):
+				}
+			}
+		})
+	}
+}

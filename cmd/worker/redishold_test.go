@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// TestHoldWhileRedisDown: a task that ends while Redis is down returns its
+// handler's result only once a ping succeeds; with Redis up it returns at
+// once; a cancelled context hands it back without waiting.
+func TestHoldWhileRedisDown(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	boom := errors.New("handler failed")
+	handler := asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return boom })
+	task := asynq.NewTask("t", nil)
+
+	var pings atomic.Int32
+	downFor := int32(3)
+	ping := func(context.Context) error {
+		if pings.Add(1) <= downFor {
+			return errors.New("dial tcp: connection refused")
+		}
+		return nil
+	}
+	h := holdWhileRedisDown(ping, time.Millisecond, log)(handler)
+	if err := h.ProcessTask(context.Background(), task); !errors.Is(err, boom) {
+		t.Fatalf("ProcessTask = %v, want the handler's error", err)
+	}
+	if n := pings.Load(); n != downFor+1 {
+		t.Fatalf("%d pings, want %d: held until the first successful ping", n, downFor+1)
+	}
+
+	pings.Store(0)
+	downFor = 0
+	if err := h.ProcessTask(context.Background(), task); !errors.Is(err, boom) || pings.Load() != 1 {
+		t.Fatalf("Redis up: ProcessTask = %v after %d pings, want the handler's error after 1", err, pings.Load())
+	}
+
+	never := holdWhileRedisDown(func(context.Context) error { return errors.New("down") }, time.Millisecond, log)(handler)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- never.ProcessTask(ctx, task) }()
+	cancel()
+	if err := <-done; !errors.Is(err, boom) {
+		t.Fatalf("cancelled: ProcessTask = %v, want the handler's error", err)
+	}
+}
