@@ -348,6 +348,15 @@ func (s *statusWait) check(t *testing.T) {
 	t.Logf("enqueue status --wait exited %d; its stderr:\n%s", s.code, tail(s.stderr.String(), 600))
 }
 
+// startFaultWorkers starts the two workers of the kill tests. Their
+// submit rate is half the simulator's quota, so at any moment several
+// submit tasks wait in the limiter on a worker slot: the kill finds tasks
+// in flight that end while Redis is away, the case that used to wait for
+// asynq's recoverer (see holdWhileRedisDown in cmd/worker).
+func startFaultWorkers(t *testing.T, env []string) []*worker {
+	return []*worker{startWorker(t, env, "--submit-rate", "5/s:1"), startWorker(t, env, "--submit-rate", "5/s:1")}
+}
+
 // faultFleet is the fleet of the kill tests: 1,000 servers, chunks of 20,
 // a quota that makes the rotation last long enough to be killed mid-way.
 func faultFleet(t *testing.T, seed uint64) *fleet {
@@ -372,8 +381,7 @@ func TestRedisAOFRestart(t *testing.T) {
 	f := faultFleet(t, 21)
 	env := redisEnv(url, f)
 	st := startRotation(t, env, "--chunk-size", "20", "--max-attempts", "5", writeTargets(t, f))
-	startWorker(t, env)
-	startWorker(t, env)
+	startFaultWorkers(t, env)
 	wait := startStatusWait(t, env, st.Rotation)
 	waitSubmitted(t, rdb, st.Rotation, 300)
 
@@ -441,8 +449,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	f := faultFleet(t, 23)
 	env := redisEnv(url, f)
 	st := startRotation(t, env, "--chunk-size", "20", "--max-attempts", "5", writeTargets(t, f))
-	startWorker(t, env)
-	startWorker(t, env)
+	startFaultWorkers(t, env)
 	wait := startStatusWait(t, env, st.Rotation)
 	waitSubmitted(t, rdb, st.Rotation, 300)
 
