@@ -36,7 +36,7 @@ func holdWhileRedisDown(ping func(context.Context) error, every time.Duration, l
 				if perr == nil {
 					if !held.IsZero() {
 						id, _ := asynq.GetTaskID(ctx)
-						log.InfoContext(ctx, "Redis is back; handing the task's result to asynq", "task_id", id, "held", time.Since(held).Round(time.Millisecond))
+						log.InfoContext(ctx, "Redis is back; handing the task's result to asynq", "task_id", id, "held", time.Since(held).Round(time.Millisecond).String())
 					}
 					return err
 				}
