@@ -82,3 +82,20 @@ func TestStatusFailsAtOnceWithoutWatch(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q: want a runtime failure without retries", code, stderr)
 	}
 }
+
+// TestRedisFlagsInHelp: every command documents the Redis flags and their
+// environment variables, and takes a cluster URL.
+func TestRedisFlagsInHelp(t *testing.T) {
+	for _, cmd := range []string{"start", "status", "report", "list", "pause", "rollback"} {
+		_, _, stderr := runCmd(t, nil, "", cmd, "--help")
+		for _, want := range []string{"--redis-ca", "REKEY_REDIS_CA", "--redis-cert", "--redis-key", "--redis-username", "REKEY_REDIS_PASSWORD", "redis-cluster://"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("%s --help does not mention %s", cmd, want)
+			}
+		}
+	}
+	code, _, stderr := runCmd(t, map[string]string{"REDIS_URL": "redis-cluster://127.0.0.1:1/2"}, "", "list")
+	if code != exitUsage || !strings.Contains(stderr, "only database 0") || !strings.Contains(stderr, "REDIS_URL") {
+		t.Fatalf("cluster URL with a database: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -50,5 +51,19 @@ func TestHoldWhileRedisDown(t *testing.T) {
 	cancel()
 	if err := <-done; !errors.Is(err, boom) {
 		t.Fatalf("cancelled: ProcessTask = %v, want the handler's error", err)
+	}
+}
+
+// TestRedisFlagsInHelp: --help documents the Redis flags and their
+// environment variables.
+func TestRedisFlagsInHelp(t *testing.T) {
+	code, _, stderr := runWorkerCmd(t, nil, "--help")
+	if code != exitOK {
+		t.Fatalf("--help exit %d", code)
+	}
+	for _, want := range []string{"REDIS_URL", "redis-sentinel://", "redis-cluster://", "--redis-ca", "REKEY_REDIS_CA", "REKEY_REDIS_CERT", "REKEY_REDIS_KEY", "REKEY_REDIS_USERNAME", "REKEY_REDIS_PASSWORD"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("--help does not mention %s", want)
+		}
 	}
 }
