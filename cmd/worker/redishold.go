@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 )
 
 // holdWhileRedisDown is asynq middleware that keeps a task that has ended
@@ -24,14 +25,18 @@ import (
 // until Redis is back lets asynq's own write succeed; the heartbeater keeps
 // the lease meanwhile. A task whose context ends (lease lost, timeout,
 // shutdown) is handed back at once, as without this middleware.
-func holdWhileRedisDown(ping func(context.Context) error, every time.Duration, log *slog.Logger) asynq.MiddlewareFunc {
+//
+// ping is called with the task's queue: on a Redis Cluster only the
+// queue's slot (where asynq writes the result) has to be back.
+func holdWhileRedisDown(ping func(ctx context.Context, queue string) error, every time.Duration, log *slog.Logger) asynq.MiddlewareFunc {
 	return func(next asynq.Handler) asynq.Handler {
 		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 			err := next.ProcessTask(ctx, t)
+			queue, _ := asynq.GetQueueName(ctx)
 			held := time.Time{}
 			for {
 				pctx, cancel := context.WithTimeout(ctx, every)
-				perr := ping(pctx)
+				perr := ping(pctx, queue)
 				cancel()
 				if perr == nil {
 					if !held.IsZero() {
@@ -52,5 +57,17 @@ func holdWhileRedisDown(ping func(context.Context) error, every time.Duration, l
 				}
 			}
 		})
+	}
+}
+
+// queueProbe returns a ping for holdWhileRedisDown: a read of a key in the
+// queue's hash slot (asynq's "asynq:{<queue>}:paused"), which a cluster
+// routes to the master asynq will write to; a plain PING without a queue.
+func queueProbe(rdb redis.UniversalClient) func(context.Context, string) error {
+	return func(ctx context.Context, queue string) error {
+		if queue == "" {
+			return rdb.Ping(ctx).Err()
+		}
+		return rdb.Exists(ctx, "asynq:{"+queue+"}:paused").Err()
 	}
 }

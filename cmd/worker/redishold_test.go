@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestHoldWhileRedisDown: a task that ends while Redis is down returns its
@@ -24,7 +26,7 @@ func TestHoldWhileRedisDown(t *testing.T) {
 
 	var pings atomic.Int32
 	downFor := int32(3)
-	ping := func(context.Context) error {
+	ping := func(context.Context, string) error {
 		if pings.Add(1) <= downFor {
 			return errors.New("dial tcp: connection refused")
 		}
@@ -44,7 +46,7 @@ func TestHoldWhileRedisDown(t *testing.T) {
 		t.Fatalf("Redis up: ProcessTask = %v after %d pings, want the handler's error after 1", err, pings.Load())
 	}
 
-	never := holdWhileRedisDown(func(context.Context) error { return errors.New("down") }, time.Millisecond, log)(handler)
+	never := holdWhileRedisDown(func(context.Context, string) error { return errors.New("down") }, time.Millisecond, log)(handler)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- never.ProcessTask(ctx, task) }()
@@ -65,5 +67,21 @@ func TestRedisFlagsInHelp(t *testing.T) {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("--help does not mention %s", want)
 		}
+	}
+}
+
+func TestQueueProbe(t *testing.T) {
+	m := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	defer rdb.Close()
+	probe := queueProbe(rdb)
+	for _, q := range []string{"", "rekey-submit"} {
+		if err := probe(context.Background(), q); err != nil {
+			t.Fatalf("probe(%q) with Redis up: %v", q, err)
+		}
+	}
+	m.Close()
+	if err := probe(context.Background(), "rekey-submit"); err == nil {
+		t.Fatal("probe with Redis down succeeded")
 	}
 }

@@ -98,7 +98,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	})
 	mux := asynq.NewServeMux()
 	h.Register(mux)
-	mux.Use(holdWhileRedisDown(func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, redisHoldPoll, log))
+	mux.Use(holdWhileRedisDown(queueProbe(rdb), redisHoldPoll, log))
 
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              c.concurrency,
