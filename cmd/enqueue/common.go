@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/envflag"
+	"github.com/cph-rekey/cph-rekey/internal/redisurl"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
@@ -20,9 +21,9 @@ var (
 // flags is a command's flag set with the flags every command has.
 type flags struct {
 	*envflag.FlagSet
-	redisURL string
-	e        *env
-	args     string
+	redis *redisurl.Flags
+	e     *env
+	args  string
 }
 
 func newFlags(e *env, name, args, summary string) *flags {
@@ -32,8 +33,7 @@ func newFlags(e *env, name, args, summary string) *flags {
 		fmt.Fprintf(e.stderr, "Usage: enqueue %s [flags] %s\n\n%s\n\nFlags (each also reads the environment variable shown):\n", name, args, summary)
 		f.PrintUsage(e.stderr)
 	}
-	f.StringVar(&f.redisURL, "redis", "redis://127.0.0.1:6379", "Redis `url` (redis://, rediss://, redis-sentinel://)")
-	f.Env("redis", "REDIS_URL")
+	f.redis = redisurl.AddFlags(f.FlagSet, "redis://127.0.0.1:6379", "")
 	return f
 }
 
@@ -56,15 +56,13 @@ func (f *flags) parse(args []string, nargs int) error {
 
 // connect opens Redis and the rotation store.
 func (f *flags) connect() (redis.UniversalClient, *tasks.Store, asynq.RedisConnOpt, error) {
-	opt, err := asynq.ParseRedisURI(f.redisURL)
+	conn, err := f.redis.Conn()
 	if err != nil {
-		return nil, nil, nil, usagef("--redis / REDIS_URL: %v", err)
+		return nil, nil, nil, usageError{err}
 	}
-	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		return nil, nil, nil, fmt.Errorf("redis: unsupported connection options %T", opt)
-	}
-	return rdb, tasks.NewStore(rdb, ""), opt, nil
+	redisurl.SetLogger(nil) // enqueue's own errors say what failed
+	rdb := conn.Client()
+	return rdb, tasks.NewStore(rdb, ""), conn, nil
 }
 
 // rotationArg validates the positional rotation id.

@@ -9,12 +9,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/cph-rekey/cph-rekey/internal/redisurl"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
 func cmdStatus(ctx context.Context, args []string, e *env) error {
 	f := newFlags(e, "status", "ROTATION", "Shows a rotation's counts per state, percent done, current rate and ETA.")
-	watch := f.Bool("watch", false, "keep watching: a live progress bar on a terminal, a line per interval otherwise")
+	watch := f.Bool("watch", false, "keep watching: a live progress bar on a terminal, a line per interval otherwise (--watch and --wait ride through a Redis failover or restart of up to 5 minutes, saying so on stderr)")
 	wait := f.Bool("wait", false, "block until the rotation ends, or its error budget halts it; exit 0 if it succeeded, 1 otherwise")
 	interval := f.Duration("interval", 2*time.Second, "refresh `interval` of --watch and --wait")
 	asJSON := f.Bool("json", false, "print JSON (one object per refresh with --watch)")
@@ -37,10 +38,27 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 	var prev *sample
 	tick := time.NewTicker(*interval)
 	defer tick.Stop()
+	var outage redisOutage
 	for {
 		rot, err := store.Rotation(ctx, id)
+		if err != nil && (*watch || *wait) && redisurl.Transient(err) {
+			// A failover or restart: say so and read again, with backoff.
+			d, gaveUp := outage.failed(err)
+			if gaveUp != nil {
+				return gaveUp
+			}
+			fmt.Fprintf(e.stderr, "enqueue: status: Redis unavailable (%v); retrying in %s\n", err, d.Round(time.Millisecond))
+			if err := sleepCtx(ctx, d); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return notFound(err)
+		}
+		if outage.since != (time.Time{}) {
+			fmt.Fprintf(e.stderr, "enqueue: status: Redis is back after %s\n", time.Since(outage.since).Round(100*time.Millisecond))
+			outage = redisOutage{}
 		}
 		cur := &sample{at: time.Now(), done: rot.Counts.Done()}
 		st := newStatus(rot, prev, cur)
@@ -72,6 +90,44 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 			return ctx.Err()
 		case <-tick.C:
 		}
+	}
+}
+
+// statusOutageMax is how long --watch and --wait ride through Redis being
+// unreachable before they give up: longer than any failover or restart.
+const statusOutageMax = 5 * time.Minute
+
+// redisOutage is the backoff of --watch and --wait while Redis is away:
+// 250 ms doubling to 5 s, until statusOutageMax has passed.
+type redisOutage struct {
+	since time.Time
+	n     int
+	last  error
+}
+
+// failed records a failed read and returns how long to wait before the
+// next, or an error once the outage has lasted too long.
+func (o *redisOutage) failed(err error) (time.Duration, error) {
+	now := time.Now()
+	if o.since == (time.Time{}) {
+		o.since = now
+	}
+	o.n++
+	o.last = err
+	if now.Sub(o.since) > statusOutageMax {
+		return 0, fmt.Errorf("redis unavailable for %s, giving up: %w", now.Sub(o.since).Round(time.Second), err)
+	}
+	return min(250*time.Millisecond<<min(o.n-1, 5), 5*time.Second), nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 

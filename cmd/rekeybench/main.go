@@ -31,6 +31,7 @@ import (
 
 	"github.com/cph-rekey/cph-rekey/internal/envflag"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
+	"github.com/cph-rekey/cph-rekey/internal/redisurl"
 )
 
 func main() {
@@ -69,6 +70,7 @@ type config struct {
 	sample      time.Duration
 	runTimeout  time.Duration
 	redisURL    string
+	redis       *redisurl.Flags
 	binDir      string
 	keep        bool
 	adaptive    adaptiveConfig // the raise and isolated scenarios (adaptive.go)
@@ -123,7 +125,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	c.adaptive.flags(fs)
 	fs.DurationVar(&c.sample, "sample", 100*time.Millisecond, "how often the simulator's /_sim/stats is sampled")
 	fs.DurationVar(&c.runTimeout, "run-timeout", 5*time.Minute, "give up on a run after this long")
-	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379/13", "Redis `url` of a database the bench may FLUSHDB before every run")
+	c.redis = redisurl.AddFlags(fs, "redis://127.0.0.1:6379/13", "Redis `url` of a database the bench may FLUSHDB before every run (every mode of REDIS_URL; a cluster is flushed on every master)")
+	fs.Env("redis", "REKEY_BENCH_REDIS") // never REDIS_URL
 	fs.StringVar(&c.binDir, "bin-dir", "", "take the worker, enqueue and cphsim binaries from this `dir` instead of building them")
 	fs.BoolVar(&c.keep, "keep", false, "keep the processes' logs (their directory is printed)")
 	if err := fs.Parse(args, getenv); err != nil {
@@ -182,7 +185,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if err := c.adaptive.validate(); err != nil {
 		return nil, err
 	}
-	if c.redisURL == "" {
+	if c.redisURL = c.redis.URL; c.redisURL == "" {
 		return nil, errors.New("--redis: empty URL")
 	}
 	return c, nil

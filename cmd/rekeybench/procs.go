@@ -39,7 +39,7 @@ type bench struct {
 	bins   map[string]string // command name → binary path
 	tmp    string            // built binaries and target files
 	logDir string
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	http   *http.Client
 	cpus   int
 	stderr io.Writer
@@ -47,11 +47,11 @@ type bench struct {
 }
 
 func newBench(ctx context.Context, c *config, stderr io.Writer) (*bench, error) {
-	opt, err := redis.ParseURL(c.redisURL)
+	conn, err := c.redis.Conn()
 	if err != nil {
-		return nil, fmt.Errorf("--redis %q: %w", c.redisURL, err)
+		return nil, err
 	}
-	b := &bench{c: c, bins: map[string]string{}, rdb: redis.NewClient(opt), http: &http.Client{Timeout: 10 * time.Second},
+	b := &bench{c: c, bins: map[string]string{}, rdb: conn.Client(), http: &http.Client{Timeout: 10 * time.Second},
 		cpus: runtime.GOMAXPROCS(0), stderr: stderr}
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
 		b.rdb.Close()
@@ -256,6 +256,11 @@ func (s *sim) setQuota(ctx context.Context, b *bench, api cphsim.API, rate float
 func (b *bench) env(simURL string) []string {
 	return append(os.Environ(),
 		"REDIS_URL="+b.c.redisURL,
+		"REKEY_REDIS_CA="+b.c.redis.CAFile,
+		"REKEY_REDIS_CERT="+b.c.redis.CertFile,
+		"REKEY_REDIS_KEY="+b.c.redis.KeyFile,
+		"REKEY_REDIS_USERNAME="+b.c.redis.Username,
+		"REKEY_REDIS_PASSWORD="+b.c.redis.Password,
 		"REKEY_ENDPOINT="+simURL,
 		"HUAWEICLOUD_SDK_AK="+benchAK,
 		"HUAWEICLOUD_SDK_SK="+benchSK,
@@ -392,3 +397,11 @@ const (
 	limiterFleet = "fleet"
 	limiterLocal = "local"
 )
+
+// flush empties the bench's database: on a cluster, every master's.
+func (b *bench) flush(ctx context.Context) error {
+	if cc, ok := b.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.FlushDB(ctx).Err() })
+	}
+	return b.rdb.FlushDB(ctx).Err()
+}

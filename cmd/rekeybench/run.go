@@ -163,7 +163,7 @@ func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err er
 	n := cmp.Or(rr.servers, b.c.servers)
 	ctx, cancel := context.WithTimeout(ctx, b.c.runTimeout)
 	defer cancel()
-	if err := b.rdb.FlushDB(ctx).Err(); err != nil {
+	if err := b.flush(ctx); err != nil {
 		return nil, fmt.Errorf("flushdb: %w", err)
 	}
 	s, err := b.startSim(ctx, n, float64(b.c.quota), rr.failRate)

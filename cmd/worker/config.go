@@ -10,18 +10,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/envflag"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/redisurl"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
 // config is everything the worker is configured with.
 type config struct {
-	redisURL        string
-	redis           asynq.RedisConnOpt
+	redis           *redisurl.Conn
 	cph             cph.Config
 	concurrency     int
 	adminAddr       string
@@ -50,8 +48,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		fs.PrintUsage(stderr)
 	}
 	c := &config{}
-	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379", "Redis `url` (redis://, rediss://, redis-sentinel://)")
-	fs.Env("redis", "REDIS_URL")
+	redisFlags := redisurl.AddFlags(fs, "redis://127.0.0.1:6379", "")
 	region := fs.String("region", "", "CPH `region`, e.g. cn-east-3 (endpoint https://cph.{region}.myhuaweicloud.com)")
 	endpoint := fs.String("endpoint", "", "CPH endpoint `url`, overrides --region (e.g. the simulator)")
 	fs.IntVar(&c.concurrency, "concurrency", 20, "tasks run at once by this process")
@@ -128,8 +125,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if c.demo {
 		return c, nil // the demo brings its own Redis and CPH
 	}
-	if c.redis, err = asynq.ParseRedisURI(c.redisURL); err != nil {
-		return nil, bad("redis", "%w", err)
+	if c.redis, err = redisFlags.Conn(); err != nil {
+		return nil, err
 	}
 	if *region == "" && *endpoint == "" {
 		return nil, errors.New("no CPH endpoint: set --region (REKEY_REGION) or --endpoint (REKEY_ENDPOINT)")

@@ -17,6 +17,7 @@ import (
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/redisurl"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
@@ -62,7 +63,9 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	defer simSrv.Close()
 
 	// The demo's worker is the real one, pointed at the embedded parts.
-	c.redis = asynq.RedisClientOpt{Addr: mr.Addr()}
+	if c.redis, err = redisurl.Parse("redis://"+mr.Addr(), redisurl.Options{}); err != nil {
+		return err
+	}
 	c.cph = cph.Config{Endpoint: "http://" + simLn.Addr().String(), ProjectID: demoProject,
 		Credentials: cph.Credentials{AccessKey: demoAK, SecretKey: demoSK}}
 	// Verification reads one server a call (ShowServer): give it the

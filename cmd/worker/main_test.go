@@ -29,6 +29,11 @@ func TestFlagsRejectBadValues(t *testing.T) {
 	}{
 		{"redis url", []string{"--redis", "http://x", "--region", "cn-east-3"}, nil, "--redis"},
 		{"redis env", []string{"--region", "cn-east-3"}, map[string]string{"REDIS_URL": "mysql://x"}, "REDIS_URL"},
+		{"redis cluster url", []string{"--redis", "redis-cluster://n1:7000/3", "--region", "cn-east-3"}, nil, "only database 0"},
+		{"redis sentinel no master", []string{"--redis", "redis-sentinel://s1,s2", "--region", "cn-east-3"}, nil, "master"},
+		{"redis ca without tls", []string{"--redis-ca", "ca.pem", "--region", "cn-east-3"}, nil, "not TLS"},
+		{"redis ca missing", []string{"--redis", "rediss://h", "--redis-ca", "/nonexistent/ca.pem", "--region", "cn-east-3"}, nil, "CA file"},
+		{"redis user env", []string{"--region", "cn-east-3"}, map[string]string{"REDIS_URL": "redis://u@h"}, "no password"},
 		{"no endpoint", nil, nil, "--region"},
 		{"submit rate", []string{"--submit-rate", "fast"}, nil, "--submit-rate"},
 		{"submit rate zero", []string{"--submit-rate", "0/s"}, nil, "--submit-rate"},

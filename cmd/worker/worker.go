@@ -16,13 +16,23 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/admin"
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/metrics"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/redisurl"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
+)
+
+// The limiter's fail-closed backoff when Redis cannot be reached: the
+// first delay, doubling up to the ceiling.
+const (
+	limiterRedisBackoff    = 250 * time.Millisecond
+	limiterRedisBackoffMax = 2 * time.Second
+	// redisHoldPoll is how often a task that ended while Redis was away
+	// checks whether it is back (holdWhileRedisDown).
+	redisHoldPoll = 250 * time.Millisecond
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -34,10 +44,8 @@ var version = "dev"
 // adminReady, if set, receives the admin server's bound address.
 func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(addr string)) error {
 	log := c.logger(logw)
-	rdb, ok := c.redis.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		return fmt.Errorf("redis: unsupported connection options %T", c.redis)
-	}
+	redisurl.SetLogger(log)
+	rdb := c.redis.Client()
 	defer rdb.Close()
 
 	c.cph.UserAgent = "cph-rekey/" + version
@@ -58,6 +66,13 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	lim, err := ratelimit.New(rdb, ratelimit.Options{
 		Limits:   c.limits(),
 		Observer: limiterObserver{m: m, log: log},
+		// Fail closed while Redis is away, but not for long after it is
+		// back: a failover or restart takes seconds, and a task put back
+		// for the limiter's default 30 s ceiling would stall its chunk
+		// well past it. The client's own timeouts (redisurl.Defaults)
+		// already space the retries of one process.
+		RedisBackoff:    limiterRedisBackoff,
+		RedisBackoffMax: limiterRedisBackoffMax,
 	})
 	if err != nil {
 		return fmt.Errorf("rate limiter: %w", err)
@@ -83,6 +98,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	})
 	mux := asynq.NewServeMux()
 	h.Register(mux)
+	mux.Use(holdWhileRedisDown(queueProbe(rdb), redisHoldPoll, log))
 
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              c.concurrency,
@@ -139,7 +155,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start task server: %w", err)
 	}
-	log.Info("worker started", "version", version, "concurrency", c.concurrency, "endpoint", endpointOf(c.cph))
+	log.Info("worker started", "version", version, "concurrency", c.concurrency, "endpoint", endpointOf(c.cph), "redis", c.redis.String())
 	<-ctx.Done()
 
 	log.Info("shutting down: no new tasks; in-flight tasks get the shutdown timeout", "timeout", c.shutdownTimeout)

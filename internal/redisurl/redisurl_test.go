@@ -1,0 +1,285 @@
+package redisurl
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cph-rekey/cph-rekey/internal/envflag"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		url  string
+		opts Options
+		want Conn // TLS and Timeouts are checked apart
+		tls  bool
+	}{
+		{url: "redis://127.0.0.1:6379", want: Conn{Mode: Standalone, Network: "tcp", Addrs: []string{"127.0.0.1:6379"}}},
+		{url: "redis://redis.internal", want: Conn{Mode: Standalone, Network: "tcp", Addrs: []string{"redis.internal:6379"}}},
+		{url: "redis://:pw@h:1/3", want: Conn{Mode: Standalone, Network: "tcp", Addrs: []string{"h:1"}, DB: 3, Password: "pw"}},
+		{url: "redis://rekey:pw@h:1/0", want: Conn{Mode: Standalone, Network: "tcp", Addrs: []string{"h:1"}, Username: "rekey", Password: "pw"}},
+		{url: "redis://h:1", opts: Options{Username: "u", Password: "p"},
+			want: Conn{Mode: Standalone, Network: "tcp", Addrs: []string{"h:1"}, Username: "u", Password: "p"}},
+		{url: "redis://[::1]:7000", want: Conn{Mode: Standalone, Network: "tcp", Addrs: []string{"[::1]:7000"}}},
+		{url: "rediss://h:6380", tls: true, want: Conn{Mode: Standalone, Network: "tcp", Addrs: []string{"h:6380"}}},
+		{url: "redis-sentinel://s1:26379,s2:26380,s3?master=mymaster",
+			want: Conn{Mode: Sentinel, Network: "tcp", Addrs: []string{"s1:26379", "s2:26380", "s3:26379"}, MasterName: "mymaster"}},
+		{url: "redis-sentinel://u:p@s1/2?master_name=m&sentinel_password=sp",
+			want: Conn{Mode: Sentinel, Network: "tcp", Addrs: []string{"s1:26379"}, MasterName: "m", DB: 2, Username: "u", Password: "p", SentinelPassword: "sp"}},
+		{url: "redis-sentinel://s1?master=m&db=4",
+			want: Conn{Mode: Sentinel, Network: "tcp", Addrs: []string{"s1:26379"}, MasterName: "m", DB: 4}},
+		{url: "rediss-sentinel://s1?master=m", tls: true,
+			want: Conn{Mode: Sentinel, Network: "tcp", Addrs: []string{"s1:26379"}, MasterName: "m"}},
+		{url: "redis-cluster://n1:7000,n2:7001,n3:7002",
+			want: Conn{Mode: Cluster, Network: "tcp", Addrs: []string{"n1:7000", "n2:7001", "n3:7002"}}},
+		{url: "rediss-cluster://u:p@n1:7000?pool_size=50", tls: true,
+			want: Conn{Mode: Cluster, Network: "tcp", Addrs: []string{"n1:7000"}, Username: "u", Password: "p", PoolSize: 50}},
+		{url: "redis-socket:///run/redis.sock?db=1", want: Conn{Mode: Standalone, Network: "unix", Addrs: []string{"/run/redis.sock"}, DB: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			c, err := Parse(tt.url, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (c.TLS != nil) != tt.tls {
+				t.Errorf("TLS = %v, want %v", c.TLS != nil, tt.tls)
+			}
+			if c.Timeouts != Defaults {
+				t.Errorf("timeouts = %+v, want the defaults", c.Timeouts)
+			}
+			got := *c
+			got.TLS, got.Timeouts = nil, Timeouts{}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Parse(%q) =\n %+v, want\n %+v", tt.url, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseTimeouts(t *testing.T) {
+	c, err := Parse("redis://h?dial_timeout=1&read_timeout=500ms&write_timeout=2s&max_retries=-1", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Defaults
+	want.DialTimeout, want.ReadTimeout, want.WriteTimeout, want.MaxRetries = time.Second, 500*time.Millisecond, 2*time.Second, -1
+	if c.Timeouts != want {
+		t.Fatalf("timeouts = %+v, want %+v", c.Timeouts, want)
+	}
+}
+
+// TestParseErrors checks that every bad URL is refused with an error naming
+// the bad part, and that no error shows the password.
+func TestParseErrors(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o600)
+	tests := []struct {
+		url  string
+		opts Options
+		want string
+	}{
+		{"", Options{}, "empty"},
+		{"127.0.0.1:6379", Options{}, "scheme"},
+		{"http://h", Options{}, `scheme "http"`},
+		{"mysql://u:secret@h", Options{}, `scheme "mysql"`},
+		{"redis://", Options{}, "no host"},
+		{"redis://h:0", Options{}, `port "0"`},
+		{"redis://h:99999", Options{}, `port "99999"`},
+		{"redis://h:1/x", Options{}, `path "/x"`},
+		{"redis://a:1,b:2", Options{}, "several hosts"},
+		{"redis://h?master=m", Options{}, "master: only for redis-sentinel"},
+		{"redis://h?bogus=1", Options{}, `"bogus": unknown`},
+		{"redis://h?dial_timeout=soon", Options{}, "dial_timeout"},
+		{"redis://h?pool_size=0", Options{}, "pool_size"},
+		{"redis-sentinel://s1,s2", Options{}, "no master name"},
+		{"redis-sentinel://s1,,s2?master=m", Options{}, "empty host"},
+		{"redis-cluster://n1/2", Options{}, "only database 0"},
+		{"redis-socket://", Options{}, "no socket path"},
+		{"redis://user@h", Options{}, `user "user" has no password`},
+		{"redis://h", Options{CAFile: "ca.pem"}, "not TLS"},
+		{"rediss://h", Options{CAFile: filepath.Join(dir, "missing.pem")}, "CA file"},
+		{"rediss://h", Options{CAFile: notPEM}, "no PEM certificate"},
+		{"rediss://h", Options{CertFile: "c.pem"}, "both the certificate and the key"},
+		{"rediss://h", Options{CertFile: notPEM, KeyFile: notPEM}, "client certificate"},
+		{"redis://u:secret@h:1/x", Options{}, "path"},
+		{"redis://u:secret@h:bad", Options{}, `port "bad"`},
+		{"redis://u:secret@h/%zz", Options{}, "not a URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			_, err := Parse(tt.url, tt.opts)
+			if err == nil {
+				t.Fatalf("Parse(%q) accepted it", tt.url)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Parse(%q) = %q, want it to name %q", tt.url, err, tt.want)
+			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Errorf("Parse(%q) = %q shows the password", tt.url, err)
+			}
+		})
+	}
+}
+
+func TestStringHidesPassword(t *testing.T) {
+	c, err := Parse("redis-sentinel://u:secret@s1?master=m&sentinel_password=secret2", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.String(); strings.Contains(s, "secret") || !strings.Contains(s, "sentinel") || !strings.Contains(s, "user u") {
+		t.Fatalf("String() = %q", s)
+	}
+}
+
+// TestClients checks the client type of every mode and that asynq takes a
+// Conn as its RedisConnOpt.
+func TestClients(t *testing.T) {
+	m := miniredis.RunT(t)
+	m.RequireUserAuth("rekey", "pw")
+	for _, tt := range []struct {
+		url  string
+		want any
+	}{
+		{"redis://rekey:pw@" + m.Addr() + "/0", &redis.Client{}},
+		{"redis-sentinel://" + m.Addr() + "?master=m", &redis.Client{}},
+		{"redis-cluster://" + m.Addr(), &redis.ClusterClient{}},
+	} {
+		c, err := Parse(tt.url, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rdb := c.Client()
+		if reflect.TypeOf(rdb) != reflect.TypeOf(tt.want) {
+			t.Errorf("%s: client %T, want %T", tt.url, rdb, tt.want)
+		}
+		rdb.Close()
+	}
+	c, err := Parse("redis://"+m.Addr(), Options{Username: "rekey", Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opt asynq.RedisConnOpt = c
+	insp := asynq.NewInspector(opt)
+	defer insp.Close()
+	if _, err := insp.Queues(); err != nil {
+		t.Fatalf("asynq over the Conn, ACL user: %v", err)
+	}
+	bad, _ := Parse("redis://"+m.Addr(), Options{Username: "rekey", Password: "wrong"})
+	rdb := bad.Client()
+	defer rdb.Close()
+	if err := rdb.Ping(context.Background()).Err(); err == nil {
+		t.Fatal("wrong password accepted")
+	}
+}
+
+func TestTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	ca, kf := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(kf, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+
+	c, err := Parse("rediss://redis.internal:6380", Options{CAFile: ca, CertFile: ca, KeyFile: kf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TLS.RootCAs == nil || len(c.TLS.Certificates) != 1 || c.TLS.ServerName != "redis.internal" {
+		t.Fatalf("TLS config: roots %v, %d certificates, server name %q", c.TLS.RootCAs != nil, len(c.TLS.Certificates), c.TLS.ServerName)
+	}
+	cl, err := Parse("rediss-cluster://n1:7000", Options{CAFile: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl.TLS.ServerName != "" {
+		t.Fatalf("cluster TLS pins server name %q: every node would have to carry it", cl.TLS.ServerName)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	fs := envflag.New("x", "REKEY_")
+	f := AddFlags(fs, "redis://127.0.0.1:6379", "")
+	env := map[string]string{"REDIS_URL": "redis-cluster://n1:7000,n2:7000", "REKEY_REDIS_USERNAME": "rekey", "REKEY_REDIS_PASSWORD": "pw"}
+	if err := fs.Parse(nil, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.Conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Mode != Cluster || c.Username != "rekey" || c.Password != "pw" {
+		t.Fatalf("conn = %+v", c)
+	}
+	var help strings.Builder
+	fs.PrintUsage(&help)
+	for _, want := range []string{"REDIS_URL", "REKEY_REDIS_CA", "REKEY_REDIS_CERT", "REKEY_REDIS_KEY", "REKEY_REDIS_USERNAME", "REKEY_REDIS_PASSWORD", "redis-cluster://"} {
+		if !strings.Contains(help.String(), want) {
+			t.Errorf("--help does not mention %s:\n%s", want, help.String())
+		}
+	}
+
+	fs = envflag.New("x", "REKEY_")
+	f = AddFlags(fs, "redis://127.0.0.1:6379", "")
+	if err := fs.Parse([]string{"--redis", "redis://h", "--redis-ca", "ca.pem"}, func(string) string { return "" }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Conn(); err == nil || !strings.Contains(err.Error(), "--redis (REDIS_URL)") || !strings.Contains(err.Error(), "not TLS") {
+		t.Fatalf("Conn() = %v, want an error naming --redis (REDIS_URL) and the missing TLS", err)
+	}
+}
+
+func TestTransient(t *testing.T) {
+	m := miniredis.RunT(t)
+	addr := m.Addr()
+	m.Close() // nothing listens there now: connection refused
+	c, _ := Parse("redis://"+addr, Options{})
+	rdb := c.Client()
+	defer rdb.Close()
+	refused := rdb.Ping(context.Background()).Err()
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{refused, true},
+		{redis.ErrPoolTimeout, true},
+		{errors.New("LOADING Redis is loading the dataset in memory"), true},
+		{fmt.Errorf("read rotation: %w", errors.New("READONLY You can't write against a read only replica.")), true},
+		{errors.New("CLUSTERDOWN The cluster is down"), true},
+		{errors.New("redis: all sentinels specified in configuration are unreachable"), true},
+		{errors.New("WRONGPASS invalid username-password pair or user is disabled."), false},
+		{errors.New("NOSCRIPT No matching script"), false},
+		{redis.ErrClosed, false},
+		{nil, false},
+	} {
+		if got := Transient(tt.err); got != tt.want {
+			t.Errorf("Transient(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
