@@ -30,8 +30,8 @@ import (
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/envflag"
-	"github.com/cph-rekey/cph-rekey/internal/tasks"
 	"github.com/cph-rekey/cph-rekey/internal/redisurl"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
 func main() {
