@@ -44,6 +44,8 @@ type bench struct {
 	cpus   int
 	stderr io.Writer
 	runs   int // runs so far, naming their log files
+	// release gives back the lease on the database (nil: none taken).
+	release func()
 }
 
 func newBench(ctx context.Context, c *config, stderr io.Writer) (*bench, error) {
@@ -57,8 +59,12 @@ func newBench(ctx context.Context, c *config, stderr io.Writer) (*bench, error) 
 		b.rdb.Close()
 		return nil, fmt.Errorf("redis %s: %w", c.redisURL, err)
 	}
-	if b.tmp, err = os.MkdirTemp("", "rekeybench-"); err != nil {
+	if err := b.lease(ctx); err != nil {
 		b.rdb.Close()
+		return nil, err
+	}
+	if b.tmp, err = os.MkdirTemp("", "rekeybench-"); err != nil {
+		b.close()
 		return nil, err
 	}
 	b.logDir = filepath.Join(b.tmp, "logs")
@@ -88,7 +94,39 @@ func newBench(ctx context.Context, c *config, stderr io.Writer) (*bench, error) 
 	return b, nil
 }
 
+// lease takes the test suite's lease on the bench's database: the tests
+// (internal/testredis) lease databases 1-15 of a real Redis with a key in
+// database 0, and the bench flushes its database before every run, so
+// neither may use it while the other does.
+func (b *bench) lease(ctx context.Context) error {
+	c, ok := b.rdb.(*redis.Client)
+	if !ok || c.Options().DB < 1 || c.Options().DB > 15 {
+		return nil
+	}
+	opt := *c.Options()
+	db := opt.DB
+	opt.DB = 0
+	admin := redis.NewClient(&opt)
+	key := "cph-rekey-test-lease:" + strconv.Itoa(db)
+	got, err := admin.SetNX(ctx, key, fmt.Sprintf("rekeybench pid %d", os.Getpid()), 6*time.Hour).Result()
+	if err != nil || !got {
+		admin.Close()
+		if err == nil {
+			err = fmt.Errorf("database %d is leased by a test run (key %s in database 0): wait for it to end, or give --redis another database", db, key)
+		}
+		return fmt.Errorf("lease database %d: %w", db, err)
+	}
+	b.release = func() {
+		admin.Del(context.Background(), key)
+		admin.Close()
+	}
+	return nil
+}
+
 func (b *bench) close() {
+	if b.release != nil {
+		b.release()
+	}
 	b.rdb.Close()
 	if b.c.keep {
 		fmt.Fprintf(b.stderr, "logs kept in %s\n", b.logDir)

@@ -13,10 +13,10 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
-	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
 	"github.com/cph-rekey/cph-rekey/internal/redisurl"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
@@ -48,7 +48,7 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		JobJitter:          time.Second,
 		UpdateKeypairQuota: 8,
 		ListJobsQuota:      30,
-		ReadQuota:          250,
+		ReadQuota:          20,
 		Error5xxRate:       0.02,
 		JobFailRate:        0.05,
 		BadServerRate:      0.01,
@@ -68,11 +68,6 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 	c.cph = cph.Config{Endpoint: "http://" + simLn.Addr().String(), ProjectID: demoProject,
 		Credentials: cph.Credentials{AccessKey: demoAK, SecretKey: demoSK}}
-	// Verification reads one server a call (ShowServer): give it the
-	// simulator's read quota so a few thousand servers verify in seconds.
-	c.readRate = ratelimit.PerSecond(200)
-	c.pipeline.FirstPoll = 2 * time.Second
-	c.pipeline.PollCap = 5 * time.Second
 	c.pipeline.JobTimeout = time.Minute
 	if c.logLevel == slog.LevelInfo { // the demo prints progress; the worker logs only warnings and errors
 		c.logLevel = slog.LevelWarn
@@ -109,7 +104,10 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 	readCfg := c.cph
-	readCfg.ReadRetries = 10 // discovery pages through the simulator's read quota, like `enqueue start`
+	// Discovery and the plan page through the read quota at the worker's
+	// read rate, as `enqueue start` does.
+	readCfg.ReadRetries = 10
+	readCfg.ReadRate = rate.NewLimiter(rate.Limit(float64(c.readRate.Rate)/c.readRate.Period.Seconds()), c.readRate.Burst)
 	client, err := cph.NewClient(readCfg)
 	if err != nil {
 		return err
@@ -202,8 +200,12 @@ func demoSummary(ctx context.Context, w io.Writer, store *tasks.Store, sim *cphs
 		fmt.Fprintf(w, "  failed with %s: %d\n", code, n)
 	}
 	s := sim.Stats()
-	fmt.Fprintf(w, "simulator: %d UpdateKeypair calls, %d ListJobs calls, %d answered 429\n",
-		s.Calls[cphsim.APIUpdateKeypair], s.Calls[cphsim.APIListJobs], s.Throttled[cphsim.APIUpdateKeypair]+s.Throttled[cphsim.APIListJobs])
+	throttled := 0
+	for _, n := range s.Throttled {
+		throttled += n
+	}
+	fmt.Fprintf(w, "API calls: %d UpdateKeypair, %d ListJobs, %d ListServers pages (plan and verification), %d ShowServer; %d answered 429\n",
+		s.Calls[cphsim.APIUpdateKeypair], s.Calls[cphsim.APIListJobs], s.Calls[cphsim.APIListServers], s.Calls[cphsim.APIShowServer], throttled)
 	if mismatches > 0 {
 		return fmt.Errorf("report disagrees with the simulator for %d servers", mismatches)
 	}

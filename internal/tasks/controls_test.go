@@ -273,3 +273,40 @@ func TestCancelClosesWhatWasNotSubmitted(t *testing.T) {
 		}
 	})
 }
+
+// TestWaveEndsOnlyWhenVerified: a server whose job succeeded is not
+// terminal until its keypair is read back, so its wave does not end (and
+// the next one does not start) before that; a page of the next wave's
+// servers does not hold this wave's verification up.
+func TestWaveEndsOnlyWhenVerified(t *testing.T) {
+	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
+		ctx := context.Background()
+		s := NewStore(r.Client(t), "")
+		controlled(t, s, "r1", []int{2, 2}, []Wave{{1, 2}, {2, 2}}, 0, false)
+		checkpoint(t, s, "r1", 1, "s0", "s1")
+		b, err := s.Batch(ctx, "r1", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rs []Resolution
+		for _, e := range b.Servers {
+			rs = append(rs, Resolution{ServerID: e.ServerID, Verify: true, JobID: "job-" + e.ServerID, Attempts: 1, Entry: e})
+		}
+		res, err := s.Resolve(ctx, "r1", 1, 1, rs, time.Time{}, false, time.Now())
+		if err != nil || res.Advanced != 0 || res.Complete {
+			t.Fatalf("jobs succeeded, not verified: %+v, %v; want no advance", res, err)
+		}
+		pend, pages, err := s.Verifying(ctx, "r1", 1, 10)
+		if err != nil || len(pend) != 2 || pages[0] != 0 {
+			t.Fatalf("verifying %+v, pages %v, %v; want s0 and s1 on page 0 with nothing of wave 1 in flight", pend, pages, err)
+		}
+		var vs []Resolution
+		for _, p := range pend {
+			vs = append(vs, verified(p, OutcomeSucceeded, "", ""))
+		}
+		res, err = s.Resolve(ctx, "r1", 1, 1, vs, time.Time{}, true, time.Now())
+		if err != nil || res.Advanced != 2 || !res.Complete {
+			t.Fatalf("verified: %+v, %v; want wave 2 started", res, err)
+		}
+	})
+}

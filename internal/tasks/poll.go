@@ -174,6 +174,12 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, rot *Rotation, b
 	}
 	h.countOutcomes(rs, res)
 	r.resolved(res)
+	for _, x := range rs {
+		if x.Verify {
+			r.verifying()
+			break
+		}
+	}
 	if res.Complete {
 		log.DebugContext(ctx, "batch complete", "chunk", b.N, "request_id", b.RequestID)
 	}

@@ -125,15 +125,20 @@ func (s *Store) ClearIntent(ctx context.Context, id string, n int) error {
 	return nil
 }
 
-// wakeLua starts a new chain of ticks unless one is alive: its next tick
-// is due at tick_at, and a chain whose tick is overdue by more than stale
-// is taken for lost. It returns the new chain's generation, or 0.
+// wakeLua starts a new chain of ticks for work due at due unless a chain
+// is alive and comes in time: a chain's next tick is due at tick_at (or,
+// while one runs, tick_at is its lease); a chain whose tick is overdue by
+// more than stale is taken for lost, and one whose next tick is scheduled
+// later than due is superseded (its tick finds a newer chain and does
+// nothing). A running tick picks up new work itself. It returns the new
+// chain's generation, or 0.
 const wakeLua = `
 local function wake(due, now, stale)
   local at = tonumber(redis.call('HGET', meta, 'tick_at') or '-1')
-  if at >= 0 and at >= now - stale then return 0 end
+  local running = redis.call('HGET', meta, 'tick_running') == '1'
+  if at >= 0 and at >= now - stale and (running or at <= due + 500) then return 0 end
   local g = redis.call('HINCRBY', meta, 'tgen', 1)
-  redis.call('HSET', meta, 'tseq', 0, 'tick_at', due)
+  redis.call('HSET', meta, 'tseq', 0, 'tick_at', due, 'tick_running', 0)
   return g
 end
 `
@@ -234,7 +239,7 @@ func (s *Store) Wake(ctx context.Context, id string, due, now time.Time) (int, e
 var claimScript = redis.NewScript(`
 if tonumber(redis.call('HGET', KEYS[1], 'tgen') or '0') ~= tonumber(ARGV[1]) then return 0 end
 if tonumber(redis.call('HGET', KEYS[1], 'tseq') or '0') > tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'tseq', ARGV[2], 'tick_at', ARGV[3])
+redis.call('HSET', KEYS[1], 'tseq', ARGV[2], 'tick_at', ARGV[3], 'tick_running', 1)
 return 1
 `)
 
@@ -268,10 +273,10 @@ func (s *Store) FirstTickDue(ctx context.Context, id string, gen int) (bool, err
 var nextTickScript = redis.NewScript(`
 if tonumber(redis.call('HGET', KEYS[1], 'tgen') or '0') ~= tonumber(ARGV[1]) then return 0 end
 if redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4]) + redis.call('SCARD', KEYS[5]) == 0 then
-  redis.call('HDEL', KEYS[1], 'tick_at')
+  redis.call('HDEL', KEYS[1], 'tick_at', 'tick_running')
   return 0
 end
-redis.call('HSET', KEYS[1], 'tick_at', ARGV[2])
+redis.call('HSET', KEYS[1], 'tick_at', ARGV[2], 'tick_running', 0)
 return 1
 `)
 

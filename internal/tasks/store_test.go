@@ -180,8 +180,8 @@ func TestStoreCheckpointAndResolveExactlyOnce(t *testing.T) {
 		if err != nil || len(b2.Servers) != 1 || b2.Servers[0] != retry {
 			t.Fatalf("retry batch = %+v, %v; want b at attempt 2", b2, err)
 		}
-		if cp, err := s.Checkpoint(ctx, "r1", 2, 1, "req-2", map[string]string{"b": "job-b2"}, nil, now, now); err != nil || !cp.First || cp.Tick != 0 {
-			t.Fatalf("Checkpoint of the retry batch = %+v, %v; want first, the chain alive", cp, err)
+		if cp, err := s.Checkpoint(ctx, "r1", 2, 1, "req-2", map[string]string{"b": "job-b2"}, nil, now, now.Add(3*time.Second)); err != nil || !cp.First || cp.Tick != 0 {
+			t.Fatalf("Checkpoint of the retry batch = %+v, %v; want first, the chain alive and due in time", cp, err)
 		}
 		if fresh, _ := s.Fresh(ctx, "r1"); len(fresh) != 0 {
 			t.Fatalf("fresh after its checkpoint = %v", fresh)
@@ -285,4 +285,50 @@ func TestEncodeRecordRoundTrip(t *testing.T) {
 	if fmt.Sprint(out) != fmt.Sprint(in) {
 		t.Fatalf("round trip: %+v, want %+v", out, in)
 	}
+}
+
+// TestTickChainWakes: a checkpoint starts a chain when none is alive, and
+// supersedes one whose next tick is scheduled later than the new batch's
+// first poll; a running tick, or one due in time, is left alone.
+func TestTickChainWakes(t *testing.T) {
+	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
+		ctx := context.Background()
+		s := NewStore(r.Client(t), "")
+		chunks := [][]Entry{entries("a"), entries("b"), entries("c"), entries("d")}
+		if _, err := s.Create(ctx, testRotation("r1", chunks), chunks, nil, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		cp := func(n int, firstPoll time.Time) int {
+			t.Helper()
+			c, err := s.Checkpoint(ctx, "r1", n, 1, "req", map[string]string{chunks[n-1][0].ServerID: "job"}, nil, now, firstPoll)
+			if err != nil || !c.First {
+				t.Fatalf("Checkpoint %d = %+v, %v", n, c, err)
+			}
+			return c.Tick
+		}
+		if g := cp(1, now.Add(3*time.Second)); g != 1 {
+			t.Fatalf("first checkpoint started chain %d, want 1", g)
+		}
+		if g := cp(2, now.Add(3*time.Second)); g != 0 {
+			t.Fatalf("a checkpoint due with the scheduled tick started chain %d", g)
+		}
+		// The chain's next tick is 30 s away; a batch due in 3 s supersedes it.
+		if ok, err := s.NextTick(ctx, "r1", 1, now.Add(30*time.Second)); err != nil || !ok {
+			t.Fatalf("NextTick = %v, %v", ok, err)
+		}
+		if g := cp(3, now.Add(3*time.Second)); g != 2 {
+			t.Fatalf("checkpoint before a late tick started chain %d, want 2", g)
+		}
+		if ok, _ := s.ClaimTick(ctx, "r1", 1, 2, now.Add(time.Minute)); ok {
+			t.Fatal("a tick of the superseded chain may run")
+		}
+		// While a tick runs, it picks up new batches itself.
+		if ok, err := s.ClaimTick(ctx, "r1", 2, 1, now.Add(time.Minute)); err != nil || !ok {
+			t.Fatalf("ClaimTick = %v, %v", ok, err)
+		}
+		if g := cp(4, now.Add(3*time.Second)); g != 0 {
+			t.Fatalf("checkpoint during a running tick started chain %d", g)
+		}
+	})
 }

@@ -53,6 +53,9 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("tick: %w: %w", err, asynq.SkipRetry)
 	}
 	deadline := h.now().Add(tickBudget)
+	// Polls hand verification its work: a page is read as soon as the poll
+	// that completed it is recorded.
+	kick := make(chan struct{}, 1)
 	var (
 		polled               = make(chan struct{})
 		pollNext, verNext    time.Time
@@ -63,7 +66,8 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 	)
 	wg.Go(func() {
 		defer close(polled)
-		pollNext, pollDone, finished1, pollErr = h.loop(ctx, p.Rotation, deadline, nil, func(rot *Rotation, r *round) error {
+		pollNext, pollDone, finished1, pollErr = h.loop(ctx, p.Rotation, deadline, nil, nil, func(rot *Rotation, r *round) error {
+			r.kick = kick
 			if err := h.poll(ctx, log, rot, r); err != nil {
 				return err
 			}
@@ -71,7 +75,7 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 		})
 	})
 	wg.Go(func() {
-		verNext, verDone, finished2, verErr = h.loop(ctx, p.Rotation, deadline, polled, func(rot *Rotation, r *round) error {
+		verNext, verDone, finished2, verErr = h.loop(ctx, p.Rotation, deadline, polled, kick, func(rot *Rotation, r *round) error {
 			return h.verify(ctx, log, rot, r)
 		})
 	})
@@ -94,11 +98,11 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 }
 
 // loop runs stage in rounds while its next round comes due within loopGap
-// (and, while others is open, while a stage it waits for is at work), up to
-// deadline. It returns when the next round is due, whether the loop ran
-// out of work (not out of time), and whether a round finished the
-// rotation.
-func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, others <-chan struct{}, stage func(*Rotation, *round) error) (next time.Time, idle, finished bool, err error) {
+// (and, while others is open, while a stage that hands it work through
+// kick is at work), up to deadline. It returns when the next round is due,
+// whether the loop ran out of work (not out of time), and whether a round
+// finished the rotation.
+func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, others, kick <-chan struct{}, stage func(*Rotation, *round) error) (next time.Time, idle, finished bool, err error) {
 	for {
 		rot, err := h.store.Rotation(ctx, id)
 		if err != nil {
@@ -114,24 +118,24 @@ func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, other
 		if now.After(deadline) {
 			return r.next, false, finished, nil
 		}
-		wait := r.next.Sub(now)
-		if others != nil {
-			select {
-			case <-others:
-				// What the other stage did last is not seen yet: once more.
-				others = nil
-				continue
-			default:
-				// Another stage is at work and may hand this one work.
-				wait = min(wait, loopGap/2)
-			}
-		}
-		if wait > loopGap {
+		wait := max(r.next.Sub(now), 50*time.Millisecond)
+		if others == nil && wait > loopGap {
 			return r.next, true, finished, nil
 		}
-		if err := sleepCtx(ctx, max(wait, 50*time.Millisecond)); err != nil {
+		// Another stage is at work and may hand this one work: wait for
+		// it, for this stage's next round, or for the other to end (and
+		// look once more at what it did last).
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return r.next, false, finished, nil
+		case <-others:
+			others = nil
+		case <-kick:
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
@@ -145,24 +149,22 @@ func earliest(ts ...time.Time) time.Time {
 	return e
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // round is what one tick's stages found: when the next tick is due, and
 // whether this one finished the rotation.
 type round struct {
 	now      time.Time
+	kick     chan<- struct{} // told of servers put up for verification (nil: nobody listens)
 	mu       sync.Mutex
 	next     time.Time
 	finished bool
+}
+
+// verifying tells the verification stage that servers wait for it.
+func (r *round) verifying() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
 }
 
 // at asks for the next tick no later than t (zero: no request).
