@@ -165,8 +165,8 @@ func TestCanaryWaveStopsRotation(t *testing.T) {
 			t.Fatalf("server %s of wave 2 was submitted %d times", id, n)
 		}
 	}
-	if _, code, _ := enqueueCode(t, env, "status", "--wait", st.Rotation); code != 1 {
-		t.Fatalf("status --wait on a halted rotation exited %d, want 1", code)
+	if _, code, _ := enqueueCode(t, env, "status", "--wait", st.Rotation); code != 4 {
+		t.Fatalf("status --wait on a halted rotation exited %d, want 4 (failed)", code)
 	}
 	if _, code, stderr := enqueueCode(t, env, "resume", st.Rotation); code == 0 || !strings.Contains(stderr, "still exceeded") {
 		t.Fatalf("resume without a larger budget: exit %d, %s", code, stderr)

@@ -14,8 +14,7 @@ import (
 )
 
 var (
-	errHelp          = errors.New("help shown")
-	errFinishedBadly = errors.New("rotation did not succeed")
+	errHelp = errors.New("help shown")
 )
 
 // flags is a command's flag set with the flags every command has.

@@ -83,6 +83,7 @@ func run(ctx context.Context, args []string, e *env) int {
 		}
 		err := c.run(ctx, args[1:], e)
 		var ue usageError
+		var ended endedError
 		switch {
 		case err == nil:
 			return exitOK
@@ -91,8 +92,8 @@ func run(ctx context.Context, args []string, e *env) int {
 		case errors.As(err, &ue):
 			fmt.Fprintf(e.stderr, "enqueue %s: %v\n", c.name, err)
 			return exitUsage
-		case errors.Is(err, errFinishedBadly):
-			return exitFailure
+		case errors.As(err, &ended):
+			return ended.exitCode()
 		}
 		fmt.Fprintf(e.stderr, "enqueue %s: %v\n", c.name, err)
 		return exitFailure

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
 )
 
@@ -149,5 +150,18 @@ func TestHelpExitsZero(t *testing.T) {
 	_, _, stderr := runCmd(t, nil, "", "start", "--help")
 	if !strings.Contains(stderr, "REKEY_CHUNK_SIZE") || !strings.Contains(stderr, "REDIS_URL") {
 		t.Fatalf("start --help does not name the environment variables:\n%s", stderr)
+	}
+}
+
+// TestWaitExitCodes: status --wait tells the final states apart.
+func TestWaitExitCodes(t *testing.T) {
+	for st, want := range map[tasks.State]int{
+		tasks.StateCompletedWithErrors: 3,
+		tasks.StateFailed:              4,
+		tasks.StateCancelled:           5,
+	} {
+		if got := (endedError{st}).exitCode(); got != want {
+			t.Errorf("%s: exit %d, want %d", st, got, want)
+		}
 	}
 }
