@@ -290,6 +290,9 @@ func checkReport(t *testing.T, f *fleet, rows []tasks.ReportRow, rot *tasks.Rota
 		default:
 			t.Errorf("server %s is %s after the rotation finished", r.ServerID, r.Outcome)
 		}
+		if r.Attempts > rot.MaxAttempts {
+			t.Errorf("server %s made %d attempts, more than --max-attempts %d", r.ServerID, r.Attempts, rot.MaxAttempts)
+		}
 		if n := f.sim.SubmitCount(r.ServerID); n > r.Attempts {
 			extra += n - r.Attempts
 		}
@@ -336,6 +339,14 @@ func TestRotationWithFaults(t *testing.T) {
 		if rot.Counts.Failed == 0 || rot.Counts.Succeeded < 1900 {
 			t.Fatalf("counts %+v: want ~1%% permanent failures and the rest succeeded", rot.Counts)
 		}
+		// Retries are coalesced across chunks: a retry batch per 100
+		// retried servers, and at most two smaller ones per retry round
+		// (the 5 attempts make 4 rounds), not one per failed chunk.
+		retryBatches := rot.Batches - rot.Chunks
+		if limit := int(rot.Counts.Retried+99)/100 + 2*(rot.MaxAttempts-1); retryBatches > limit {
+			t.Errorf("%d retry batches for %d retried servers of %d chunks; want at most %d", retryBatches, rot.Counts.Retried, rot.Chunks, limit)
+		}
+		t.Logf("%d chunks, %d retry batches carrying %d retries", rot.Chunks, retryBatches, rot.Counts.Retried)
 		t.Logf("rotation %s: %+v; simulator: %d UpdateKeypair, %d ListJobs calls, %d+%d 429s, %d injected 5xx",
 			rot.ID, rot.Counts, stats.Calls[cphsim.APIUpdateKeypair], stats.Calls[cphsim.APIListJobs],
 			stats.Throttled[cphsim.APIUpdateKeypair], stats.Throttled[cphsim.APIListJobs],
