@@ -323,7 +323,7 @@ func enqueueWave(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation,
 		if b.Checkpointed || b.Intents > 0 {
 			continue // submitted, or being submitted: its own task carries on
 		}
-		ok, err := enqueueSubmit(ctx, enq, SubmitPayload{Rotation: rot.ID, Batch: c, Servers: len(b.Servers)}, 0, opts)
+		ok, err := enqueueSubmit(ctx, enq, QueueSubmit, SubmitPayload{Rotation: rot.ID, Batch: c, Servers: len(b.Servers)}, opts)
 		if err != nil {
 			return n, err
 		}
@@ -413,12 +413,12 @@ func (o TaskOptions) withDefaults() TaskOptions {
 	return o
 }
 
-// enqueueSubmit enqueues a batch's submit task; it reports false when the
-// task is already there.
-func enqueueSubmit(ctx context.Context, enq Enqueuer, p SubmitPayload, delay time.Duration, opts TaskOptions) (bool, error) {
+// enqueueSubmit enqueues a batch's submit task on queue; it reports false
+// when the task is already there.
+func enqueueSubmit(ctx context.Context, enq Enqueuer, queue string, p SubmitPayload, opts TaskOptions) (bool, error) {
 	opts = opts.withDefaults()
 	return enqueue(ctx, enq, TypeSubmit, p, SubmitTaskID(p.Rotation, p.Batch),
-		asynq.Queue(QueueSubmit), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
+		asynq.Queue(queue), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout))
 }
 
 // enqueueTick enqueues a rotation's tick; it reports false when the task is

@@ -13,9 +13,10 @@ const (
 	TypeFinished = "rotation:finished"
 )
 
-// Queues. Ticks (polls, verification, retries) outweigh submits so batches
-// already submitted are finished before new ones start; events are for the
-// tools that watch rotations.
+// Queues. Work on batches already started (ticks: polls, verification;
+// the submits of retry batches) outweighs first attempts, so started
+// batches finish before new ones start; events are for the tools that
+// watch rotations.
 const (
 	QueuePoll   = "rekey-poll"
 	QueueSubmit = "rekey-submit"

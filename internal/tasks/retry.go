@@ -7,7 +7,8 @@ import (
 
 // retry gathers servers whose backoff has ended from the retry pool into
 // batches of the chunk size, across the rotation's chunks, and submits
-// every batch formed. A smaller batch goes only when nothing in flight can
+// every batch formed, on the queue of started work (rekey-poll), ahead of
+// the first attempts still waiting. A smaller batch goes only when nothing in flight can
 // add to it (no batch is being polled and every server of the pool is
 // due), or when its servers have waited Config.Linger. Attempts stay
 // counted per server.
@@ -55,7 +56,9 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, rot *Rotation, r 
 		if err != nil {
 			return err
 		}
-		if _, err := enqueueSubmit(ctx, h.enq, SubmitPayload{Rotation: rot.ID, Batch: n, Servers: len(b.Servers)}, 0, h.cfg.Tasks); err != nil {
+		// On the queue of work already started, so a retry batch goes
+		// before the first attempts still waiting in rekey-submit.
+		if _, err := enqueueSubmit(ctx, h.enq, QueuePoll, SubmitPayload{Rotation: rot.ID, Batch: n, Servers: len(b.Servers)}, h.cfg.Tasks); err != nil {
 			return err
 		}
 	}
