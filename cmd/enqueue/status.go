@@ -214,8 +214,8 @@ func (s *status) line() string {
 	if s.Reason != "" {
 		reason = " — " + s.Reason
 	}
-	return fmt.Sprintf("%s %s%s %.1f%% done: %d succeeded, %d failed (max %d), %d skipped, %d cancelled, %d running, %d pending of %d (%.1f servers/s%s)%s",
-		s.Rotation, s.State, wave, s.Percent, c.Succeeded, c.Failed, s.MaxErrors, c.Skipped, c.Cancelled, c.Running, c.Pending, c.Total, s.Rate, eta, reason)
+	return fmt.Sprintf("%s %s%s %.1f%% done: %d succeeded, %d failed (max %d), %d skipped, %d cancelled, %d running (%d verifying), %d pending of %d (%.1f servers/s%s)%s",
+		s.Rotation, s.State, wave, s.Percent, c.Succeeded, c.Failed, s.MaxErrors, c.Skipped, c.Cancelled, c.Running, c.Verifying, c.Pending, c.Total, s.Rate, eta, reason)
 }
 
 func (s *status) bar(width int) string {

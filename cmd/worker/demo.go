@@ -167,9 +167,9 @@ func watchDemo(ctx context.Context, store *tasks.Store, id string, w io.Writer) 
 			return nil, err
 		}
 		c := rot.Counts
-		fmt.Fprintf(w, "[%3.0fs] %5.1f%%  succeeded %d  failed %d  skipped %d  running %d  pending %d  (retried %d)\n",
+		fmt.Fprintf(w, "[%3.0fs] %5.1f%%  succeeded %d  failed %d  skipped %d  running %d (of which verifying %d)  pending %d  (retried %d)\n",
 			time.Since(start).Seconds(), 100*float64(c.Done())/float64(max(c.Total, 1)), c.Succeeded, c.Failed, c.Skipped,
-			c.Running, c.Pending, c.Retried)
+			c.Running, c.Verifying, c.Pending, c.Retried)
 		if rot.Finished() {
 			return rot, nil
 		}
