@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -188,5 +189,45 @@ func TestRetentionSetByRerun(t *testing.T) {
 	}
 	if ttl := rdb.TTL(ctx, store.metaKey(id)).Val(); ttl <= 0 {
 		t.Fatalf("rotation record TTL %v after the re-run: retention never set", ttl)
+	}
+}
+
+// rejectAPI answers UpdateKeypair with a 400 for the whole request.
+type rejectAPI struct{ *failOnceAPI }
+
+func (rejectAPI) UpdateKeypair(context.Context, []cph.ServerKeypair) (*cph.UpdateKeypairResponse, error) {
+	return nil, &cph.Error{Op: "UpdateKeypair", StatusCode: 400, Code: "CPS.0002", Kind: cph.KindPermanent,
+		Message: "Parameter: servers is invalid."}
+}
+
+// TestWholeBatchRejectedNamesChunkSize: CPH documents no limit on the
+// servers of one call; if it has one, the 400 that rejects a whole batch
+// tells the operator which flag to change.
+func TestWholeBatchRejectedNamesChunkSize(t *testing.T) {
+	r := testredis.Mini(t)
+	rdb := r.Client(t)
+	ctx := context.Background()
+	store := NewStore(rdb, "")
+	enq := asynq.NewClientFromRedisClient(rdb)
+	plan, err := MakePlan(ctx, Spec{Keypair: "kp-new", Targets: []Target{{ServerID: "a"}, {ServerID: "b"}}, ChunkSize: 100, MaxAttempts: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(ctx, store, enq, plan, TaskOptions{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(HandlerOptions{Store: store, API: rejectAPI{&failOnceAPI{}}, Limiter: &delayAfterFirst{}, Enqueuer: enq})
+	data, _ := json.Marshal(SubmitPayload{Rotation: plan.Rotation.ID, Batch: 1, Servers: 2})
+	if err := h.HandleSubmit(ctx, asynq.NewTask(TypeSubmit, data)); err != nil {
+		t.Fatal(err)
+	}
+	err = store.Report(ctx, plan.Rotation.ID, func(row ReportRow) error {
+		if row.Outcome != OutcomeFailed || row.ErrorCode != "CPS.0002" || !strings.Contains(row.ErrorMsg, "--chunk-size") {
+			t.Errorf("row %+v: want failed with CPS.0002 and a message naming --chunk-size", row)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
