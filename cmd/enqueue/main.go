@@ -20,6 +20,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"golang.org/x/term"
 )
 
 // Exit codes.
@@ -44,14 +46,24 @@ type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	isTerminal     bool
+	// width is the terminal's width in columns, asked at every redraw
+	// (the terminal may be resized); 0 when unknown.
+	width func() int
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	fi, _ := os.Stdout.Stat()
+	fd := int(os.Stdout.Fd())
 	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv,
-		isTerminal: fi != nil && fi.Mode()&os.ModeCharDevice != 0}
+		isTerminal: term.IsTerminal(fd),
+		width: func() int {
+			w, _, err := term.GetSize(fd)
+			if err != nil {
+				return 0
+			}
+			return w
+		}}
 	os.Exit(run(ctx, os.Args[1:], e))
 }
 

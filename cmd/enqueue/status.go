@@ -68,7 +68,9 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 				return err
 			}
 		case *watch && e.isTerminal:
-			fmt.Fprintf(e.stdout, "\r\033[K%s", st.bar(40))
+			// A redraw must never wrap: \r\033[K clears only the last
+			// line of a wrapped one.
+			fmt.Fprintf(e.stdout, "\r\033[K%s", st.bar(e.columns()-1))
 		default:
 			fmt.Fprintln(e.stdout, st.line())
 		}
@@ -218,9 +220,44 @@ func (s *status) line() string {
 		s.Rotation, s.State, wave, s.Percent, c.Succeeded, c.Failed, s.MaxErrors, c.Skipped, c.Cancelled, c.Running, c.Verifying, c.Pending, c.Total, s.Rate, eta, reason)
 }
 
+// bar is the live progress line of --watch in at most width columns: a
+// bar, then the figures an operator looks for first (done, failures,
+// state, ETA), then the rest, cut where the width ends.
 func (s *status) bar(width int) string {
-	filled := int(s.Percent / 100 * float64(width))
-	return fmt.Sprintf("[%s%s] %s", strings.Repeat("#", filled), strings.Repeat(".", width-filled), s.line())
+	c := s.Counts
+	size := min(40, max(10, width/4))
+	filled := int(s.Percent / 100 * float64(size))
+	parts := []string{
+		fmt.Sprintf("[%s%s] %.1f%%", strings.Repeat("#", filled), strings.Repeat(".", size-filled), s.Percent),
+		fmt.Sprintf("%d/%d done", c.Done(), c.Total),
+		fmt.Sprintf("%d failed (max %d)", c.Failed, s.MaxErrors),
+		string(s.State),
+	}
+	if s.ETASeconds > 0 {
+		parts = append(parts, "eta "+(time.Duration(s.ETASeconds)*time.Second).String())
+	}
+	if s.Waves > 1 {
+		parts = append(parts, fmt.Sprintf("wave %d/%d", s.Wave, s.Waves))
+	}
+	parts = append(parts, fmt.Sprintf("%.1f/s", s.Rate), fmt.Sprintf("%d running (%d verifying)", c.Running, c.Verifying),
+		fmt.Sprintf("%d pending", c.Pending), s.Rotation)
+	if s.Reason != "" {
+		parts = append(parts, s.Reason)
+	}
+	return fit(strings.Join(parts, "  "), width)
+}
+
+// fit cuts line to at most width columns (runes; the line is printable
+// text), marking a cut with "…".
+func fit(line string, width int) string {
+	r := []rune(line)
+	if width < 1 {
+		return ""
+	}
+	if len(r) <= width {
+		return line
+	}
+	return string(r[:width-1]) + "…"
 }
 
 func cmdList(ctx context.Context, args []string, e *env) error {
