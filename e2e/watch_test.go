@@ -77,4 +77,3 @@ func TestWatchRedrawsInPlace(t *testing.T) {
 	}
 	t.Logf("last redraw: %s", redraws[len(redraws)-1])
 }
-
