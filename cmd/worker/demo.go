@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -46,7 +47,7 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		Servers:            c.demoServers,
 		JobLatency:         2 * time.Second,
 		JobJitter:          time.Second,
-		UpdateKeypairQuota: 8,
+		UpdateKeypairQuota: 5,
 		ListJobsQuota:      30,
 		ReadQuota:          20,
 		Error5xxRate:       0.02,
@@ -88,7 +89,15 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	defer stopWorker()
 	adminAddr := make(chan string, 1)
 	workerDone := make(chan error, 1)
-	go func() { workerDone <- runWorker(wctx, c, stderr, func(a string) { adminAddr <- a }) }()
+	// The worker's log (structured, for machines) goes to a file the demo
+	// names, so its own output stays a progress report for people.
+	logf, err := os.CreateTemp("", "cph-rekey-demo-*.log")
+	if err != nil {
+		return fmt.Errorf("demo log: %w", err)
+	}
+	defer logf.Close()
+	fmt.Fprintf(stdout, "worker log:    %s\n", logf.Name())
+	go func() { workerDone <- runWorker(wctx, c, logf, func(a string) { adminAddr <- a }) }()
 	select {
 	case a := <-adminAddr:
 		fmt.Fprintf(stdout, "asynq web UI:  http://%s/monitoring/\nmetrics:       http://%s/metrics\n", a, a)
@@ -135,7 +144,8 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "rotation %s: %d servers in %d chunks → keypair %s\n", st.Rotation.ID, st.Rotation.Counts.Total, st.Rotation.Chunks, demoKeypair)
-	fmt.Fprintf(stdout, "simulated faults: 2%% HTTP 5xx, 5%% transient job failures, 1%% permanently bad servers, a CPH quota of 8 UpdateKeypair/s under a configured 10/s (429s on purpose)\n\n")
+	fmt.Fprintf(stdout, "simulated faults: 2%% HTTP 5xx, 5%% transient job failures, 1%% permanently bad servers, and a CPH quota of\n"+
+		"5 UpdateKeypair/s under the configured 10/s: the first 429s teach the fleet limiter the real quota\n\n")
 
 	rot, err := watchDemo(ctx, store, st.Rotation.ID, stdout)
 	if err != nil {
@@ -182,7 +192,13 @@ func demoSummary(ctx context.Context, w io.Writer, store *tasks.Store, sim *cphs
 	c := rot.Counts
 	fmt.Fprintf(w, "\nrotation %s %s in %s: %d succeeded, %d failed, %d skipped of %d\n", rot.ID, rot.State,
 		rot.FinishedAt.Sub(rot.CreatedAt).Round(time.Second), c.Succeeded, c.Failed, c.Skipped, c.Total)
-	mismatches, codes := 0, map[string]int{}
+	bad := map[string]bool{}
+	for _, b := range sim.BadServers() {
+		bad[b.ServerID] = true
+	}
+	// A failure is expected when the simulator made it so: a server it
+	// fails permanently, or a transient job failure on every attempt.
+	mismatches, codes, unexpected := 0, map[string]int{}, map[string]int{}
 	err := store.Report(ctx, rot.ID, func(r tasks.ReportRow) error {
 		kp, _ := sim.Keypair(r.ServerID)
 		if (r.Outcome == tasks.OutcomeSucceeded) != (kp == r.NewKeypair) {
@@ -190,6 +206,9 @@ func demoSummary(ctx context.Context, w io.Writer, store *tasks.Store, sim *cphs
 		}
 		if r.Outcome == tasks.OutcomeFailed {
 			codes[r.ErrorCode]++
+			if !bad[r.ServerID] && !(r.ErrorCode == cphsim.JobCodeTransient && r.Attempts == rot.MaxAttempts) {
+				unexpected[r.ErrorCode]++
+			}
 		}
 		return nil
 	})
@@ -197,7 +216,14 @@ func demoSummary(ctx context.Context, w io.Writer, store *tasks.Store, sim *cphs
 		return err
 	}
 	for code, n := range codes {
-		fmt.Fprintf(w, "  failed with %s: %d\n", code, n)
+		why := "one of the simulator's permanently bad servers: expected"
+		switch {
+		case unexpected[code] > 0:
+			why = fmt.Sprintf("%d not made by the simulator's faults: look at the report", unexpected[code])
+		case code == cphsim.JobCodeTransient:
+			why = fmt.Sprintf("a transient job failure on all %d attempts: expected at 5 %% a try", rot.MaxAttempts)
+		}
+		fmt.Fprintf(w, "  failed with %s: %d (%s)\n", code, n, why)
 	}
 	s := sim.Stats()
 	throttled := 0
