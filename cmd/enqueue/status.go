@@ -16,7 +16,7 @@ import (
 func cmdStatus(ctx context.Context, args []string, e *env) error {
 	f := newFlags(e, "status", "ROTATION", "Shows a rotation's counts per state, percent done, current rate and ETA.")
 	watch := f.Bool("watch", false, "keep watching: a live progress bar on a terminal, a line per interval otherwise (--watch and --wait ride through a Redis failover or restart of up to 5 minutes, saying so on stderr)")
-	wait := f.Bool("wait", false, "block until the rotation ends, or its error budget halts it; exit 0 if it succeeded, 3 if it completed\nwith errors (within the budget), 4 if the budget halted it (failed), 5 if it was cancelled")
+	wait := f.Bool("wait", false, "block until the rotation ends, or its error budget halts it; exit 0 if it succeeded, 3 if it completed with errors (within the budget), 4 if the budget halted it (failed), 5 if it was cancelled")
 	interval := f.Duration("interval", 2*time.Second, "refresh `interval` of --watch and --wait")
 	asJSON := f.Bool("json", false, "print JSON (one object per refresh with --watch)")
 	if err := f.parse(args, 1); err != nil {
