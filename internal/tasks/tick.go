@@ -113,6 +113,12 @@ func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, other
 		if err := stage(rot, r); err != nil {
 			return time.Time{}, false, finished, err
 		}
+		if r.advanced {
+			// The next wave's chunks go now, not when the tick ends.
+			if _, err := h.followUps(ctx, id, false); err != nil {
+				return time.Time{}, false, finished, err
+			}
+		}
 		finished = finished || r.finished
 		now := h.now()
 		if now.After(deadline) {
@@ -157,6 +163,7 @@ type round struct {
 	mu       sync.Mutex
 	next     time.Time
 	finished bool
+	advanced bool // a wave ended and the next one started
 }
 
 // verifying tells the verification stage that servers wait for it.
@@ -193,6 +200,7 @@ func (r *round) resolved(res Resolved) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.finished = r.finished || res.Finished
+	r.advanced = r.advanced || res.Advanced > 0
 }
 
 // each runs fn for every item, callers at a time, and starts no more once
