@@ -231,3 +231,38 @@ func TestWholeBatchRejectedNamesChunkSize(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestClosedBatchRecordedByRerun: a submit that closed its batch (a 4xx,
+// a cancel) and died before recording the outcomes leaves them with the
+// checkpoint; the task's next run records them, so no server is lost.
+func TestClosedBatchRecordedByRerun(t *testing.T) {
+	r := testredis.Mini(t)
+	rdb := r.Client(t)
+	ctx := context.Background()
+	store := NewStore(rdb, "")
+	enq := asynq.NewClientFromRedisClient(rdb)
+	plan, err := MakePlan(ctx, Spec{Keypair: "kp-new", Targets: []Target{{ServerID: "a"}, {ServerID: "b"}}, ChunkSize: 100, MaxAttempts: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(ctx, store, enq, plan, TaskOptions{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	id := plan.Rotation.ID
+	// The first run got as far as the checkpoint.
+	if first, err := store.CloseBatch(ctx, id, 1, 2, OutcomeFailed, "CPS.0002", "rejected", time.Now()); err != nil || !first {
+		t.Fatalf("CloseBatch = %v, %v", first, err)
+	}
+	h := NewHandler(HandlerOptions{Store: store, API: &failOnceAPI{}, Limiter: &delayAfterFirst{}, Enqueuer: enq})
+	data, _ := json.Marshal(SubmitPayload{Rotation: id, Batch: 1, Servers: 2})
+	if err := h.HandleSubmit(ctx, asynq.NewTask(TypeSubmit, data)); err != nil {
+		t.Fatal(err)
+	}
+	rot, err := store.Rotation(ctx, id)
+	if err != nil || !rot.Finished() || rot.Counts.Failed != 2 || rot.Counts.Running != 0 {
+		t.Fatalf("rotation %+v, %v; want both servers failed with the stored outcome, finished", rot, err)
+	}
+	if ttl := rdb.TTL(ctx, store.metaKey(id)).Val(); ttl <= 0 {
+		t.Fatalf("rotation record TTL %v: the re-run did not run the follow-ups", ttl)
+	}
+}

@@ -30,8 +30,12 @@ type Batch struct {
 	Intents int
 	// TickGen is the tick chain its checkpoint started (0: none).
 	TickGen int
-	// Round counts its polls; PollFailures the ListJobs calls that failed.
+	// Round counts its polls.
 	Round int
+	// Close is the outcome, code and message a batch closed without jobs
+	// gives its servers, stored with the checkpoint so a submit run again
+	// after dying before the outcomes were recorded records them.
+	Close [3]string
 }
 
 // Batch reads a batch. A batch that was never made has no servers.
@@ -53,6 +57,10 @@ func (s *Store) Batch(ctx context.Context, id string, n int) (*Batch, error) {
 	b.Intents, _ = strconv.Atoi(m["intents"])
 	b.TickGen, _ = strconv.Atoi(m["tg"])
 	b.Round, _ = strconv.Atoi(m["round"])
+	if c, ok := m["close"]; ok {
+		f := strings.SplitN(c, "\t", 3)
+		copy(b.Close[:], f)
+	}
 	for k, v := range m {
 		switch {
 		case strings.HasPrefix(k, "j:"):
@@ -192,8 +200,21 @@ type Checkpointed struct {
 // submit does after the call returns: from then on the batch is never
 // submitted again.
 func (s *Store) Checkpoint(ctx context.Context, id string, n, servers int, requestID string, jobs map[string]string, errs map[string][2]string, at, firstPoll time.Time) (Checkpointed, error) {
-	args := make([]any, 0, 7+2*(len(jobs)+len(errs)))
+	return s.checkpoint(ctx, id, n, servers, requestID, jobs, errs, at, firstPoll)
+}
+
+// CloseBatch checkpoints batch n as closed without a call: its servers are
+// to get outcome o with code and msg, which the checkpoint keeps until
+// Resolve has recorded them (see Batch.Close).
+func (s *Store) CloseBatch(ctx context.Context, id string, n, servers int, o Outcome, code, msg string, at time.Time) (bool, error) {
+	cp, err := s.checkpoint(ctx, id, n, servers, "", nil, nil, at, at, "close", string(o)+"\t"+code+"\t"+strings.NewReplacer("\t", " ", "\n", " ").Replace(msg))
+	return cp.First, err
+}
+
+func (s *Store) checkpoint(ctx context.Context, id string, n, servers int, requestID string, jobs map[string]string, errs map[string][2]string, at, firstPoll time.Time, fields ...any) (Checkpointed, error) {
+	args := make([]any, 0, 7+2*(len(jobs)+len(errs))+len(fields))
 	args = append(args, requestID, at.UnixMilli(), servers, firstPoll.UnixMilli(), at.UnixMilli(), tickStale.Milliseconds(), n)
+	args = append(args, fields...)
 	for sid, job := range jobs {
 		args = append(args, "j:"+sid, job)
 	}
@@ -267,29 +288,38 @@ func (s *Store) FirstTickDue(ctx context.Context, id string, gen int) (bool, err
 	return g == strconv.Itoa(gen) && (q == "" || q == "0"), nil
 }
 
-// nextTickScript keeps a chain alive for its next tick at due, or ends it
-// when the rotation has nothing in flight. KEYS: meta, polls, retry,
-// verify, fresh. ARGV: gen, due (ms). Returns 1 when the next tick is due.
+// nextTickScript keeps a chain alive for its next tick at due, or at the
+// first poll due before it (a batch checkpointed while the tick ran), or
+// ends it when the rotation has nothing in flight. KEYS: meta, polls,
+// retry, verify, fresh. ARGV: gen, due (ms), soonest (ms). Returns the
+// next tick's time, 0 when the chain ends.
 var nextTickScript = redis.NewScript(`
 if tonumber(redis.call('HGET', KEYS[1], 'tgen') or '0') ~= tonumber(ARGV[1]) then return 0 end
 if redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4]) + redis.call('SCARD', KEYS[5]) == 0 then
   redis.call('HDEL', KEYS[1], 'tick_at', 'tick_running')
   return 0
 end
-redis.call('HSET', KEYS[1], 'tick_at', ARGV[2], 'tick_running', 0)
-return 1
+local due = tonumber(ARGV[2])
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if first[2] and tonumber(first[2]) < due then due = math.max(tonumber(first[2]), tonumber(ARGV[3])) end
+redis.call('HSET', KEYS[1], 'tick_at', due, 'tick_running', 0)
+return due
 `)
 
-// NextTick reports whether chain gen goes on with a tick at due; when the
-// rotation has nothing in flight the chain ends, and the next checkpoint
-// starts a new one.
-func (s *Store) NextTick(ctx context.Context, id string, gen int, due time.Time) (bool, error) {
+// NextTick returns when chain gen's next tick is due: at due, or at the
+// first poll due before it but no sooner than soonest; zero when the
+// rotation has nothing in flight and the chain ends (the next checkpoint
+// starts a new one).
+func (s *Store) NextTick(ctx context.Context, id string, gen int, due, soonest time.Time) (time.Time, error) {
 	keys := []string{s.metaKey(id), s.pollsKey(id), s.retryKey(id), s.verifyKey(id), s.freshKey(id)}
-	ok, err := nextTickScript.Run(ctx, s.rdb, keys, gen, due.UnixMilli()).Int()
+	ms, err := nextTickScript.Run(ctx, s.rdb, keys, gen, due.UnixMilli(), soonest.UnixMilli()).Int64()
 	if err != nil {
-		return false, fmt.Errorf("schedule next tick of %s: %w", id, err)
+		return time.Time{}, fmt.Errorf("schedule next tick of %s: %w", id, err)
 	}
-	return ok == 1, nil
+	if ms == 0 {
+		return time.Time{}, nil
+	}
+	return time.UnixMilli(ms), nil
 }
 
 // DuePolls returns up to limit batches whose next poll is due at now, and

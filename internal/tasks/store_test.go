@@ -207,7 +207,7 @@ func TestStoreCheckpointAndResolveExactlyOnce(t *testing.T) {
 		if rot.State != StateCompletedWithErrors || !rot.Finished() || rot.Counts.Succeeded != 2 || rot.Counts.Verifying != 0 {
 			t.Fatalf("rotation = %+v; want completed with errors (one server failed), finished", rot)
 		}
-		if ok, _ := s.NextTick(ctx, "r1", 1, now); ok {
+		if next, _ := s.NextTick(ctx, "r1", 1, now, now); !next.IsZero() {
 			t.Fatal("the tick chain goes on with nothing in flight")
 		}
 	})
@@ -307,18 +307,23 @@ func TestTickChainWakes(t *testing.T) {
 			}
 			return c.Tick
 		}
-		if g := cp(1, now.Add(3*time.Second)); g != 1 {
+		if g := cp(1, now.Add(40*time.Second)); g != 1 {
 			t.Fatalf("first checkpoint started chain %d, want 1", g)
 		}
-		if g := cp(2, now.Add(3*time.Second)); g != 0 {
+		if g := cp(2, now.Add(40*time.Second)); g != 0 {
 			t.Fatalf("a checkpoint due with the scheduled tick started chain %d", g)
 		}
 		// The chain's next tick is 30 s away; a batch due in 3 s supersedes it.
-		if ok, err := s.NextTick(ctx, "r1", 1, now.Add(30*time.Second)); err != nil || !ok {
-			t.Fatalf("NextTick = %v, %v", ok, err)
+		if next, err := s.NextTick(ctx, "r1", 1, now.Add(30*time.Second), now); err != nil || next.UnixMilli() != now.Add(30*time.Second).UnixMilli() {
+			t.Fatalf("NextTick = %v, %v; want in 30 s (the polls are due in 40 s)", next, err)
 		}
 		if g := cp(3, now.Add(3*time.Second)); g != 2 {
 			t.Fatalf("checkpoint before a late tick started chain %d, want 2", g)
+		}
+		// A tick that ends schedules its successor no later than the first
+		// poll due, even one checkpointed while it ran.
+		if next, err := s.NextTick(ctx, "r1", 2, now.Add(time.Minute), now); err != nil || next.UnixMilli() != now.Add(3*time.Second).UnixMilli() {
+			t.Fatalf("NextTick = %v, %v; want at batch 3's first poll, in 3 s", next, err)
 		}
 		if ok, _ := s.ClaimTick(ctx, "r1", 1, 2, now.Add(time.Minute)); ok {
 			t.Fatal("a tick of the superseded chain may run")

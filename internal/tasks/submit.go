@@ -38,7 +38,16 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	if b.Checkpointed {
-		return h.startTick(ctx, log, p.Rotation, b.TickGen, true)
+		// Run again after a crash: what the first run may not have done
+		// after its checkpoint is done now (all of it is idempotent).
+		if b.RequestID == "" && b.Close[0] != "" && !b.Done {
+			return h.recordClosed(ctx, log, p, b)
+		}
+		if err := h.startTick(ctx, log, p.Rotation, b.TickGen, true); err != nil {
+			return err
+		}
+		_, err := h.followUps(ctx, p.Rotation, false)
+		return err
 	}
 	if len(b.Servers) == 0 {
 		return fmt.Errorf("submit batch %d of %s: no servers planned: %w", p.Batch, p.Rotation, asynq.SkipRetry)
@@ -199,23 +208,46 @@ func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, p SubmitPa
 }
 
 // closeBatch ends a batch without jobs: every server gets the same
-// terminal outcome.
+// terminal outcome. The outcome is stored with the checkpoint, so a run
+// that dies before recording it leaves it for the task's next run.
 func (h *Handler) closeBatch(ctx context.Context, log *slog.Logger, p SubmitPayload, b *Batch, o Outcome, code, msg string) error {
 	wctx, cancel := detached(ctx)
 	defer cancel()
-	now := h.now()
-	if _, err := h.store.Checkpoint(wctx, p.Rotation, p.Batch, len(b.Servers), "", nil, nil, now, now); err != nil {
-		return err
+	if b.Intents > 0 && o == OutcomeCancelled {
+		// An earlier call may have acted before its worker died.
+		msg = "rotation cancelled; an earlier submit of this server ended without an answer, so its keypair may have changed"
 	}
-	rs := make([]Resolution, len(b.Servers))
-	for i, e := range b.Servers {
-		rs[i] = Resolution{ServerID: e.ServerID, Outcome: o, Code: code, Message: msg, Attempts: e.Attempt, Entry: e}
-	}
-	rot, err := h.store.Rotation(wctx, p.Rotation)
+	first, err := h.store.CloseBatch(wctx, p.Rotation, p.Batch, len(b.Servers), o, code, msg, h.now())
 	if err != nil {
 		return err
 	}
-	res, err := h.store.Resolve(wctx, p.Rotation, p.Batch, rot.waveOfBatch(p.Batch), rs, time.Time{}, false, now)
+	if !first {
+		// Another run checkpointed the batch meanwhile: its answer (or
+		// its closing) is the one recorded.
+		if b, err = h.store.Batch(wctx, p.Rotation, p.Batch); err != nil || b.RequestID != "" || b.Done {
+			return err
+		}
+		return h.recordClosed(wctx, log, p, b)
+	}
+	b.Close = [3]string{string(o), code, msg}
+	return h.recordClosed(wctx, log, p, b)
+}
+
+// recordClosed records the outcome a closed batch stored for its servers
+// not yet resolved, and runs the follow-ups.
+func (h *Handler) recordClosed(ctx context.Context, log *slog.Logger, p SubmitPayload, b *Batch) error {
+	rot, err := h.store.Rotation(ctx, p.Rotation)
+	if err != nil {
+		return err
+	}
+	o, code, msg := Outcome(b.Close[0]), b.Close[1], b.Close[2]
+	var rs []Resolution
+	for _, e := range b.Servers {
+		if !b.Resolved[e.ServerID] {
+			rs = append(rs, Resolution{ServerID: e.ServerID, Outcome: o, Code: code, Message: msg, Attempts: e.Attempt, Entry: e})
+		}
+	}
+	res, err := h.store.Resolve(ctx, p.Rotation, p.Batch, rot.waveOfBatch(p.Batch), rs, time.Time{}, false, h.now())
 	if err != nil {
 		return err
 	}

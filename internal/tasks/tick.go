@@ -86,11 +86,15 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 	if _, err := h.followUps(ctx, p.Rotation, finished1 || finished2); err != nil {
 		return err
 	}
-	due := earliest(pollNext, verNext)
-	if soonest := h.now().Add(minTick); pollDone && verDone && due.Before(soonest) {
+	due, soonest := earliest(pollNext, verNext), h.now()
+	if pollDone && verDone {
+		soonest = soonest.Add(minTick)
+	}
+	if due.Before(soonest) {
 		due = soonest
 	}
-	if ok, err := h.store.NextTick(ctx, p.Rotation, p.Gen, due); err != nil || !ok {
+	due, err = h.store.NextTick(ctx, p.Rotation, p.Gen, due, soonest)
+	if err != nil || due.IsZero() {
 		return err
 	}
 	_, err = enqueueTick(ctx, h.enq, TickPayload{Rotation: p.Rotation, Gen: p.Gen, Seq: p.Seq + 1}, max(0, time.Until(due)), h.cfg.Tasks)

@@ -53,8 +53,14 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	var reads []int
 	for _, pg := range slices.Sorted(maps.Keys(pages)) {
 		ps := pages[pg]
-		if held := r.now.Sub(ps[0].Since); inFlight[pg] > 0 && held < h.cfg.VerifyLinger {
-			r.at(ps[0].Since.Add(h.cfg.VerifyLinger))
+		oldest := ps[0].Since
+		for _, p := range ps[1:] {
+			if p.Since.Before(oldest) {
+				oldest = p.Since
+			}
+		}
+		if inFlight[pg] > 0 && r.now.Sub(oldest) < h.cfg.VerifyLinger {
+			r.at(oldest.Add(h.cfg.VerifyLinger))
 			continue
 		}
 		if len(ps) == 1 {
