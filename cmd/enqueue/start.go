@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"golang.org/x/time/rate"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
@@ -74,8 +73,7 @@ func (p *planFlags) client(e *env, discover bool) (*cph.Client, error) {
 	if err != nil {
 		return nil, usagef("--read-rate: %v", err)
 	}
-	pace := rate.NewLimiter(rate.Limit(float64(lim.Rate)/lim.Period.Seconds()), lim.Burst)
-	c, err := cph.NewClient(cph.Config{Region: p.region, Endpoint: p.endpoint, ReadRetries: 10, ReadRate: pace,
+	c, err := cph.NewClient(cph.Config{Region: p.region, Endpoint: p.endpoint, ReadRetries: 10, ReadRate: lim.Local(),
 		ProjectID: e.getenv("HUAWEICLOUD_SDK_PROJECT_ID"), Credentials: cph.CredentialsFromEnv(e.getenv)})
 	if err != nil {
 		return nil, usageError{err}

@@ -14,7 +14,6 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/time/rate"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
@@ -116,7 +115,7 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	// Discovery and the plan page through the read quota at the worker's
 	// read rate, as `enqueue start` does.
 	readCfg.ReadRetries = 10
-	readCfg.ReadRate = rate.NewLimiter(rate.Limit(float64(c.readRate.Rate)/c.readRate.Period.Seconds()), c.readRate.Burst)
+	readCfg.ReadRate = c.readRate.Local()
 	client, err := cph.NewClient(readCfg)
 	if err != nil {
 		return err

@@ -30,7 +30,7 @@ type localLimiter struct {
 func newLocalLimiter(limits map[string]ratelimit.Limit, maxWait time.Duration) *localLimiter {
 	l := &localLimiter{buckets: map[string]*rate.Limiter{}, maxWait: maxWait}
 	for api, lim := range limits {
-		l.buckets[api] = rate.NewLimiter(rate.Limit(float64(lim.Rate)/lim.Period.Seconds()), lim.Burst)
+		l.buckets[api] = lim.Local()
 	}
 	return l
 }

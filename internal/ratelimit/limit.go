@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Limit is a rate: Rate events per Period, of which up to Burst may happen
@@ -29,6 +31,11 @@ func PerMinute(n int) Limit {
 
 // perSecond returns the rate in events per second.
 func (l Limit) perSecond() float64 { return float64(l.Rate) / l.Period.Seconds() }
+
+// Local returns a per-process x/time/rate limiter at l, for a single
+// process that paces itself (enqueue's fleet reads, the benchmark's
+// baselines) without the shared limiter.
+func (l Limit) Local() *rate.Limiter { return rate.NewLimiter(rate.Limit(l.perSecond()), l.Burst) }
 
 // String formats l the way ParseLimit reads it, such as "10/s:20".
 func (l Limit) String() string {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
@@ -192,6 +193,27 @@ func TestRetentionSetByRerun(t *testing.T) {
 	}
 }
 
+// startedRotation starts a rotation of the given servers on miniredis,
+// with nobody working on it.
+func startedRotation(t *testing.T, servers ...string) (*goredis.Client, *Store, *asynq.Client, *Plan) {
+	t.Helper()
+	rdb := testredis.Mini(t).Client(t)
+	store := NewStore(rdb, "")
+	enq := asynq.NewClientFromRedisClient(rdb)
+	var ts []Target
+	for _, id := range servers {
+		ts = append(ts, Target{ServerID: id})
+	}
+	plan, err := MakePlan(context.Background(), Spec{Keypair: "kp-new", Targets: ts, ChunkSize: 100, MaxAttempts: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(context.Background(), store, enq, plan, TaskOptions{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return rdb, store, enq, plan
+}
+
 // rejectAPI answers UpdateKeypair with a 400 for the whole request.
 type rejectAPI struct{ *failOnceAPI }
 
@@ -204,24 +226,14 @@ func (rejectAPI) UpdateKeypair(context.Context, []cph.ServerKeypair) (*cph.Updat
 // servers of one call; if it has one, the 400 that rejects a whole batch
 // tells the operator which flag to change.
 func TestWholeBatchRejectedNamesChunkSize(t *testing.T) {
-	r := testredis.Mini(t)
-	rdb := r.Client(t)
+	_, store, enq, plan := startedRotation(t, "a", "b")
 	ctx := context.Background()
-	store := NewStore(rdb, "")
-	enq := asynq.NewClientFromRedisClient(rdb)
-	plan, err := MakePlan(ctx, Spec{Keypair: "kp-new", Targets: []Target{{ServerID: "a"}, {ServerID: "b"}}, ChunkSize: 100, MaxAttempts: 3}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Start(ctx, store, enq, plan, TaskOptions{}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
 	h := NewHandler(HandlerOptions{Store: store, API: rejectAPI{&failOnceAPI{}}, Limiter: &delayAfterFirst{}, Enqueuer: enq})
 	data, _ := json.Marshal(SubmitPayload{Rotation: plan.Rotation.ID, Batch: 1, Servers: 2})
 	if err := h.HandleSubmit(ctx, asynq.NewTask(TypeSubmit, data)); err != nil {
 		t.Fatal(err)
 	}
-	err = store.Report(ctx, plan.Rotation.ID, func(row ReportRow) error {
+	err := store.Report(ctx, plan.Rotation.ID, func(row ReportRow) error {
 		if row.Outcome != OutcomeFailed || row.ErrorCode != "CPS.0002" || !strings.Contains(row.ErrorMsg, "--chunk-size") {
 			t.Errorf("row %+v: want failed with CPS.0002 and a message naming --chunk-size", row)
 		}
@@ -236,18 +248,8 @@ func TestWholeBatchRejectedNamesChunkSize(t *testing.T) {
 // a cancel) and died before recording the outcomes leaves them with the
 // checkpoint; the task's next run records them, so no server is lost.
 func TestClosedBatchRecordedByRerun(t *testing.T) {
-	r := testredis.Mini(t)
-	rdb := r.Client(t)
+	rdb, store, enq, plan := startedRotation(t, "a", "b")
 	ctx := context.Background()
-	store := NewStore(rdb, "")
-	enq := asynq.NewClientFromRedisClient(rdb)
-	plan, err := MakePlan(ctx, Spec{Keypair: "kp-new", Targets: []Target{{ServerID: "a"}, {ServerID: "b"}}, ChunkSize: 100, MaxAttempts: 3}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Start(ctx, store, enq, plan, TaskOptions{}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
 	id := plan.Rotation.ID
 	// The first run got as far as the checkpoint.
 	if first, err := store.CloseBatch(ctx, id, 1, 2, OutcomeFailed, "CPS.0002", "rejected", time.Now()); err != nil || !first {

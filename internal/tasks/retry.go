@@ -18,10 +18,12 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, rot *Rotation, r 
 		return err
 	}
 	next := rot.Batches + 1
+	polls := -1
 	for pool.Due > 0 {
-		polls, _, err := h.store.InFlight(ctx, rot.ID)
-		if err != nil {
-			return err
+		if polls < 0 {
+			if polls, err = h.store.Polling(ctx, rot.ID); err != nil {
+				return err
+			}
 		}
 		full := pool.Due >= rot.ChunkSize
 		settled := pool.Due == pool.Size && polls == 0

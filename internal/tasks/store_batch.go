@@ -704,16 +704,13 @@ func (s *Store) Fresh(ctx context.Context, id string) ([]int, error) {
 	return out, nil
 }
 
-// InFlight counts a rotation's batches being polled and servers waiting for
-// verification.
-func (s *Store) InFlight(ctx context.Context, id string) (polls, verifying int, err error) {
-	pipe := s.rdb.Pipeline()
-	p := pipe.ZCard(ctx, s.pollsKey(id))
-	v := pipe.ZCard(ctx, s.verifyKey(id))
-	if _, err := pipe.Exec(ctx); err != nil {
-		return 0, 0, fmt.Errorf("read %s in flight: %w", id, err)
+// Polling counts a rotation's batches whose jobs are being polled.
+func (s *Store) Polling(ctx context.Context, id string) (int, error) {
+	n, err := s.rdb.ZCard(ctx, s.pollsKey(id)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("read %s's batches being polled: %w", id, err)
 	}
-	return int(p.Val()), int(v.Val()), nil
+	return int(n), nil
 }
 
 // batchOf is the batch of a verification entry.
