@@ -59,7 +59,10 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 				oldest = p.Since
 			}
 		}
-		if inFlight[pg] > 0 && r.now.Sub(oldest) < h.cfg.VerifyLinger {
+		// A paused or halted rotation submits nothing until an operator
+		// acts: what it has is read now rather than held for servers
+		// that will not come.
+		if inFlight[pg] > 0 && rot.State == StateRunning && r.now.Sub(oldest) < h.cfg.VerifyLinger {
 			r.at(oldest.Add(h.cfg.VerifyLinger))
 			continue
 		}
