@@ -62,6 +62,7 @@ func (s *Store) retryKey(id string) string  { return s.prefix + "{" + id + "}:re
 func (s *Store) verifyKey(id string) string { return s.prefix + "{" + id + "}:verify" }
 func (s *Store) pagesKey(id string) string  { return s.prefix + "{" + id + "}:pages" }
 func (s *Store) freshKey(id string) string  { return s.prefix + "{" + id + "}:fresh" }
+func (s *Store) statsKey(id string) string  { return s.prefix + "{" + id + "}:stats" }
 
 // createScript creates a rotation record unless one exists: it returns 0
 // when created, 1 when the same rotation (same fingerprint) already exists
@@ -214,6 +215,11 @@ func (s *Store) Rotation(ctx context.Context, id string) (*Rotation, error) {
 	if len(m) == 0 {
 		return nil, fmt.Errorf("rotation %s: %w", id, ErrNotFound)
 	}
+	return rotationOf(m), nil
+}
+
+// rotationOf reads a rotation record from its meta hash.
+func rotationOf(m map[string]string) *Rotation {
 	n := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
 	r := &Rotation{
 		ID: m["id"], Keypair: m["keypair"], ChunkSize: int(n("chunk_size")), Chunks: int(n("chunks")), Batches: int(n("batches")),
@@ -239,7 +245,7 @@ func (s *Store) Rotation(ctx context.Context, id string) (*Rotation, error) {
 		i := strconv.Itoa(w)
 		r.Waves = append(r.Waves, Wave{LastChunk: int(n("wave_end:" + i)), Servers: int(n("wave_size:" + i))})
 	}
-	return r, nil
+	return r
 }
 
 func flag(b bool) string {
@@ -251,22 +257,8 @@ func flag(b bool) string {
 
 // Rotations lists rotations, newest first, at most limit of them.
 func (s *Store) Rotations(ctx context.Context, limit int) ([]*Rotation, error) {
-	ids, err := s.rdb.ZRevRange(ctx, s.rotationsKey(), 0, int64(limit)-1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list rotations: %w", err)
-	}
-	var out []*Rotation
-	for _, id := range ids {
-		r, err := s.Rotation(ctx, id)
-		if errors.Is(err, ErrNotFound) {
-			continue // expired after its retention
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, nil
+	rots, _, err := s.RotationsPage(ctx, 0, limit)
+	return rots, err
 }
 
 // setStateScript moves a rotation that has not finished between running,
@@ -454,7 +446,7 @@ func (s *Store) Expire(ctx context.Context, r *Rotation, d time.Duration) error 
 		return nil
 	}
 	pipe := s.rdb.Pipeline()
-	for _, k := range []string{s.recordsKey(r.ID), s.pollsKey(r.ID), s.retryKey(r.ID), s.verifyKey(r.ID), s.pagesKey(r.ID), s.freshKey(r.ID)} {
+	for _, k := range []string{s.recordsKey(r.ID), s.pollsKey(r.ID), s.retryKey(r.ID), s.verifyKey(r.ID), s.pagesKey(r.ID), s.freshKey(r.ID), s.statsKey(r.ID)} {
 		pipe.Expire(ctx, k, d)
 	}
 	for n := 0; n <= r.Batches; n++ {

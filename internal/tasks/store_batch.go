@@ -381,7 +381,11 @@ type Resolved struct {
 // rotation when nothing is pending or running. In a cancelled rotation a
 // retry is recorded as cancelled instead.
 //
-// KEYS: batch, meta, records, polls, retry, verify, pages. ARGV: now (ms),
+// Each outcome also counts in the rotation's stats (see Store.Stats): in
+// the history bucket of now, and a failure under its error code, with the
+// first few servers as examples.
+//
+// KEYS: batch, meta, records, polls, retry, verify, pages, stats. ARGV: now (ms),
 // batch number, next poll (ms; 0: no more polls, -1: unchanged), then
 // sextuples: server, kind (verify, retry, or an outcome counter name),
 // value (the record, or the retry entry), score (verification place, or
@@ -389,7 +393,8 @@ type Resolved struct {
 // a retry the record to write if the rotation is cancelled, in the member.
 var resolveScript = redis.NewScript(`
 local meta = KEYS[2]
-` + budgetLua + advanceLua + `
+local bucket = tostring(math.floor(tonumber(ARGV[1]) / ` + statsBucketMs + `))
+` + budgetLua + advanceLua + failureLua + `
 local function left(page)
   if page ~= '-1' then redis.call('HINCRBY', KEYS[7], page, -1) end
 end
@@ -432,7 +437,11 @@ for i = first, #ARGV, 6 do
       local n = redis.call('HINCRBY', meta, kind, 1)
       redis.call('HINCRBY', meta, 'wave_open', -1)
       if not verified then left(page) end
-      if kind == 'failed' then budget(n) end
+      redis.call('HINCRBY', KEYS[8], 't:' .. bucket, 1)
+      if kind == 'failed' then
+        budget(n)
+        failure(sid, val)
+      end
     end
   end
 end
@@ -465,6 +474,19 @@ local function budget(failed)
     redis.call('HSET', meta, 'state', 'failed', 'reason',
       'error budget exceeded: ' .. failed .. ' failed > max ' .. maxe .. '; resume with a larger --max-errors, or cancel')
   end
+end
+`
+
+// failureLua counts a failed server under its error code in the stats
+// (KEYS[8]) of the rotation and keeps the first statsExamples of each code
+// as examples: the server and its record.
+const failureLua = `
+local function failure(sid, rec)
+  local code = string.match(rec, '^[^\t]*\t[^\t]*\t[^\t]*\t[^\t]*\t([^\t]*)')
+  if code == nil or code == '' then code = '-' end
+  local n = redis.call('HINCRBY', KEYS[8], 'c:' .. code, 1)
+  redis.call('HINCRBY', KEYS[8], 'f:' .. bucket, 1)
+  if n <= ` + statsExamples + ` then redis.call('HSET', KEYS[8], 'x' .. n .. ':' .. code, sid .. '\t' .. rec) end
 end
 `
 
@@ -539,7 +561,7 @@ func (s *Store) Resolve(ctx context.Context, id string, n, w int, rs []Resolutio
 			args = append(args, r.ServerID, string(r.Outcome), encodeRecord(rec), 0, r.member, page)
 		}
 	}
-	keys := []string{s.batchKey(id, n), s.metaKey(id), s.recordsKey(id), s.pollsKey(id), s.retryKey(id), s.verifyKey(id), s.pagesKey(id)}
+	keys := []string{s.batchKey(id, n), s.metaKey(id), s.recordsKey(id), s.pollsKey(id), s.retryKey(id), s.verifyKey(id), s.pagesKey(id), s.statsKey(id)}
 	v, err := resolveScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return Resolved{}, fmt.Errorf("record outcomes of batch %d of %s: %w", n, id, err)
