@@ -99,7 +99,7 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	go func() { workerDone <- runWorker(wctx, c, logf, func(a string) { adminAddr <- a }) }()
 	select {
 	case a := <-adminAddr:
-		fmt.Fprintf(stdout, "asynq web UI:  http://%s/monitoring/\nmetrics:       http://%s/metrics\n", a, a)
+		fmt.Fprintf(stdout, "console:       http://%s/rotations/\nasynq web UI:  http://%s/monitoring/\nmetrics:       http://%s/metrics\n", a, a, a)
 	case err := <-workerDone:
 		return fmt.Errorf("demo worker: %w", err)
 	case <-time.After(10 * time.Second):

@@ -126,6 +126,9 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 			ReadOnly:     c.uiReadOnly,
 			RedisConnOpt: c.redis,
 			Gatherer:     reg,
+			Store:        store,
+			Enqueuer:     enq,
+			TaskOptions:  c.pipeline.Tasks,
 			Logger:       log,
 			Ready: func(ctx context.Context) error {
 				if stopping.Load() {
@@ -188,7 +191,7 @@ func endpointOf(c cph.Config) string {
 	return "https://cph." + c.Region + ".myhuaweicloud.com"
 }
 
-// progress reads every unfinished rotation's counters for the metrics.
+// progress reads the newest rotations' states and counters for the metrics.
 func progress(store *tasks.Store) func(ctx context.Context) ([]metrics.RotationProgress, error) {
 	return func(ctx context.Context) ([]metrics.RotationProgress, error) {
 		rots, err := store.Rotations(ctx, 50)
@@ -197,7 +200,7 @@ func progress(store *tasks.Store) func(ctx context.Context) ([]metrics.RotationP
 		}
 		var out []metrics.RotationProgress
 		for _, r := range rots {
-			out = append(out, metrics.RotationProgress{Rotation: r.ID, States: map[string]int64{
+			out = append(out, metrics.RotationProgress{Rotation: r.ID, State: string(r.State), States: map[string]int64{
 				"pending": r.Counts.Pending, "running": r.Counts.Running, "succeeded": r.Counts.Succeeded,
 				"failed": r.Counts.Failed, "skipped": r.Counts.Skipped, "cancelled": r.Counts.Cancelled,
 			}})

@@ -1,4 +1,5 @@
-// Package admin is the worker's admin HTTP server: the asynq web UI
+// Package admin is the worker's admin HTTP server: the rotations console
+// at /rotations/ and its JSON API under /api/v1/rotations, the asynq web UI
 // (asynqmon) at /monitoring/, Prometheus metrics at /metrics, and the
 // Kubernetes probes /healthz and /readyz.
 //
@@ -7,17 +8,20 @@
 //		Token:        os.Getenv("REKEY_ADMIN_TOKEN"),
 //		RedisConnOpt: redisOpt,
 //		Gatherer:     reg,
+//		Store:        store,
+//		Enqueuer:     asynqClient,
 //		Ready:        func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 //	})
 //	...
 //	go srv.ListenAndServe()
 //	defer srv.Shutdown(ctx)
 //
-// The UI can pause, delete and run tasks, and asynqmon has no
-// authentication of its own, so a server reachable beyond loopback must
-// have a token: the UI and /metrics then take HTTP basic auth (any user
-// name, the token as password) or "Authorization: Bearer <token>". The
-// probes stay open, as the kubelet sends no credentials.
+// The console can pause and cancel rotations, the asynq UI can delete and
+// run tasks, and asynqmon has no authentication of its own, so a server
+// reachable beyond loopback must have a token: the console, the UIs and
+// /metrics then take HTTP basic auth (any user name, the token as
+// password) or "Authorization: Bearer <token>". The probes stay open, as
+// the kubelet sends no credentials. ReadOnly makes both UIs view-only.
 package admin
 
 import (
@@ -35,11 +39,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
 // Paths served.
 const (
-	UIPath      = "/monitoring" // the asynq web UI and its API, under UIPath + "/"
+	ConsolePath = "/rotations"        // the rotations console, under ConsolePath + "/"
+	APIPath     = "/api/v1/rotations" // the console's JSON API
+	UIPath      = "/monitoring"       // the asynq web UI and its API, under UIPath + "/"
 	MetricsPath = "/metrics"
 	HealthPath  = "/healthz"
 	ReadyPath   = "/readyz"
@@ -58,13 +66,20 @@ type Options struct {
 	// Token protects the UI and /metrics; empty means no authentication,
 	// which New allows only on loopback.
 	Token string
-	// ReadOnly makes the UI view-only: its API refuses every request but
-	// GET with 405 and the UI hides its action buttons.
+	// ReadOnly makes the console and the asynq UI view-only: their APIs
+	// refuse every request but GET with 405 and the pages hide their
+	// buttons.
 	ReadOnly bool
 	// RedisConnOpt is asynq's Redis, for the UI. Required.
 	RedisConnOpt asynq.RedisConnOpt
 	// Gatherer is served on /metrics; nil serves no /metrics.
 	Gatherer prometheus.Gatherer
+	// Store holds the rotations the console shows; nil serves no console.
+	Store *tasks.Store
+	// Enqueuer and TaskOptions are what resuming and cancelling from the
+	// console enqueue tasks with: the worker's own.
+	Enqueuer    tasks.Enqueuer
+	TaskOptions tasks.TaskOptions
 	// Ready reports whether the worker can take tasks; nil means always.
 	Ready func(ctx context.Context) error
 	// PayloadFormatter and ResultFormatter render tasks' payloads and
@@ -111,6 +126,9 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("admin: unsupported Redis connection options %T", opts.RedisConnOpt)
 	}
 	rc.Close()
+	if opts.Store != nil && opts.Enqueuer == nil {
+		return nil, errors.New("admin: the console needs an Enqueuer for resume and cancel")
+	}
 	if opts.PayloadFormatter == nil {
 		opts.PayloadFormatter = asynqmon.PayloadFormatterFunc(FormatJSON)
 	}
@@ -158,8 +176,15 @@ func (s *Server) routes() http.Handler {
 	// asynqmon's mutating API is plain POST/DELETE, and a browser sends
 	// cached basic-auth credentials along with a cross-site form: reject
 	// cross-origin writes.
-	mux.Handle(UIPath+"/", s.protect(http.NewCrossOriginProtection().Handler(uiHeaders(s.ui))))
-	mux.Handle("GET /{$}", http.RedirectHandler(UIPath+"/", http.StatusFound))
+	ui := http.Handler(s.ui)
+	home := UIPath + "/"
+	if s.opts.Store != nil {
+		s.consoleRoutes(mux)
+		s.apiRoutes(mux)
+		ui, home = withConsoleLink(ui), ConsolePath+"/"
+	}
+	mux.Handle(UIPath+"/", s.protect(http.NewCrossOriginProtection().Handler(uiHeaders(ui))))
+	mux.Handle("GET /{$}", http.RedirectHandler(home, http.StatusFound))
 	return mux
 }
 

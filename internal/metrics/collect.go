@@ -60,10 +60,12 @@ func (c *cache[T]) get(read func() (T, error)) (T, error) {
 	return c.val, c.err
 }
 
-// RotationProgress is one rotation's server counts by state (pending,
-// running, succeeded, failed, skipped, cancelled).
+// RotationProgress is one rotation's state (running, paused, succeeded,
+// completed_with_errors, failed, cancelled) and its server counts by state
+// (pending, running, succeeded, failed, skipped, cancelled).
 type RotationProgress struct {
 	Rotation string
+	State    string
 	States   map[string]int64
 }
 
@@ -71,11 +73,13 @@ type progressCollector struct {
 	fn    func(ctx context.Context) ([]RotationProgress, error)
 	cache cache[[]RotationProgress]
 	desc  *prometheus.Desc
+	state *prometheus.Desc
 	up    *prometheus.Desc
 }
 
 // NewProgressCollector returns a collector of cph_rekey_rotation_servers
-// {rotation,state}, read by calling fn at scrape time, at most once per
+// {rotation,state} and cph_rekey_rotation_state{rotation,state} (1 for the
+// rotation's current state), read by calling fn at scrape time, at most once per
 // minInterval (a zero minInterval reads at every scrape). fn should return
 // only the rotations worth watching (unfinished and recent ones): every
 // rotation it returns is a set of series.
@@ -85,12 +89,16 @@ func NewProgressCollector(fn func(ctx context.Context) ([]RotationProgress, erro
 		cache: cache[[]RotationProgress]{every: minInterval, now: time.Now},
 		desc: prometheus.NewDesc("cph_rekey_rotation_servers",
 			"Servers of a rotation in each state.", []string{"rotation", "state"}, nil),
+		state: prometheus.NewDesc("cph_rekey_rotation_state",
+			"A rotation's state: 1 for the state it is in (a rotation halted by its error budget is failed before it has finished).",
+			[]string{"rotation", "state"}, nil),
 		up: upDesc("progress"),
 	}
 }
 
 func (c *progressCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.desc
+	ch <- c.state
 	ch <- c.up
 }
 
@@ -109,6 +117,9 @@ func (c *progressCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, r := range rots {
+		if r.State != "" {
+			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, 1, r.Rotation, r.State)
+		}
 		for state, n := range r.States {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), r.Rotation, state)
 		}

@@ -188,8 +188,8 @@ func TestProgressCollector(t *testing.T) {
 			return nil, errors.New("redis: connection refused")
 		}
 		return []RotationProgress{
-			{Rotation: "r-1", States: map[string]int64{"pending": 10, "succeeded": 90}},
-			{Rotation: "r-2", States: map[string]int64{"running": 5}},
+			{Rotation: "r-1", State: "running", States: map[string]int64{"pending": 10, "succeeded": 90}},
+			{Rotation: "r-2", State: "completed_with_errors", States: map[string]int64{"running": 5}},
 		}, nil
 	}
 	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
@@ -210,6 +210,17 @@ func TestProgressCollector(t *testing.T) {
 	for _, tt := range tests {
 		if got := mustValue(t, reg, "cph_rekey_rotation_servers", tt.labels); got != tt.want {
 			t.Errorf("cph_rekey_rotation_servers%v = %v, want %v", tt.labels, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		labels labels
+		want   float64
+	}{
+		{labels{"rotation": "r-1", "state": "running"}, 1},
+		{labels{"rotation": "r-2", "state": "completed_with_errors"}, 1},
+	} {
+		if got := mustValue(t, reg, "cph_rekey_rotation_state", tt.labels); got != tt.want {
+			t.Errorf("cph_rekey_rotation_state%v = %v, want %v", tt.labels, got, tt.want)
 		}
 	}
 	if n := calls.Load(); n != 1 {

@@ -85,6 +85,9 @@ type Rotation struct {
 	Waves []Wave `json:"waves"`
 	// Wave is the wave being submitted (1-based); later waves wait.
 	Wave int `json:"wave"`
+	// WaveOpen counts the servers of the current wave not terminal yet;
+	// the next wave starts when it reaches 0.
+	WaveOpen int `json:"wave_open"`
 	// MaxErrors is the error budget: one more permanently failed server
 	// halts the rotation.
 	MaxErrors int `json:"max_errors"`

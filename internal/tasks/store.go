@@ -237,6 +237,7 @@ func rotationOf(m map[string]string) *Rotation {
 	r.Wave, r.MaxErrors, r.Reason = int(n("wave")), int(n("max_errors")), m["reason"]
 	r.Verify, r.PauseAfterWave, r.Positions = m["verify"] == "1", m["pause_after_wave"] == "1", m["positions"] == "1"
 	r.waveQueued = int(n("wave_queued"))
+	r.WaveOpen = int(n("wave_open"))
 	r.Retention = time.Duration(n("retention_ms")) * time.Millisecond
 	if _, ok := m["max_errors"]; !ok {
 		r.MaxErrors = -1

@@ -1,0 +1,398 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+)
+
+// The JSON API under APIPath (docs/admin.md): the console's only source
+// of data, and one tools can use with the same token.
+//
+//	GET  /api/v1/rotations?offset=0&limit=50   rotations, newest first
+//	GET  /api/v1/rotations/{id}                one rotation: waves, budget, failures, history
+//	POST /api/v1/rotations/{id}/pause          (also resume, with {"max_errors": "20%"}, and cancel)
+//	GET  /api/v1/rotations/{id}/report?format=csv|json
+const (
+	// defaultPage and maxPage bound a list request: a page of rotations
+	// costs one pipelined read of their records.
+	defaultPage = 50
+	maxPage     = 200
+	// rateWindow is the span of history the rate (and so the ETA) is
+	// measured over.
+	rateWindow = time.Minute
+	// etaAfter is how long a rotation runs (and it must be 1 % done)
+	// before its rate gives an ETA.
+	etaAfter = 30 * time.Second
+	// maxHistory bounds the points of a progress chart.
+	maxHistory = 240
+)
+
+// rotationList is the answer of GET /api/v1/rotations.
+type rotationList struct {
+	Rotations []rotationView `json:"rotations"`
+	Total     int            `json:"total"` // rotations in the index (expired ones are dropped as they are listed)
+	Offset    int            `json:"offset"`
+	Limit     int            `json:"limit"`
+}
+
+// rotationView is a rotation as the API shows it: its record, plus what
+// an operator reads first.
+type rotationView struct {
+	*tasks.Rotation
+	Done int64 `json:"done"` // servers in a terminal outcome
+	// Rate is servers ended per second over the last minute (0 when
+	// nothing ended in it, or the rotation is not running); ETASeconds is
+	// how long the rest takes at that rate, omitted without a rate and
+	// until the rotation has run 30 s and is 1 % done.
+	Rate       float64  `json:"rate"`
+	ETASeconds *float64 `json:"eta_seconds,omitempty"`
+}
+
+// rotationDetail is the answer of GET /api/v1/rotations/{id}.
+type rotationDetail struct {
+	rotationView
+	Waves    []waveView     `json:"waves"` // shadows the record's waves: the same, with progress
+	Budget   budgetView     `json:"budget"`
+	Failures []failureView  `json:"failures"`
+	History  []historyPoint `json:"history"`
+}
+
+type waveView struct {
+	Wave       int    `json:"wave"`
+	FirstChunk int    `json:"first_chunk"`
+	LastChunk  int    `json:"last_chunk"`
+	Servers    int    `json:"servers"`
+	State      string `json:"state"` // done, current, waiting
+	Open       int    `json:"open"`  // servers not terminal yet
+}
+
+type budgetView struct {
+	MaxErrors int   `json:"max_errors"` // -1: no budget
+	Failed    int64 `json:"failed"`
+}
+
+type failureView struct {
+	Code     string        `json:"code"`
+	Count    int64         `json:"count"`
+	Examples []exampleView `json:"examples"`
+}
+
+type exampleView struct {
+	ServerID   string    `json:"server_id"`
+	Message    string    `json:"error_msg"`
+	Attempts   int       `json:"attempts"`
+	JobID      string    `json:"job_id,omitempty"`
+	FinishedAt time.Time `json:"finished_at"`
+}
+
+// historyPoint is the rotation's progress at a time: servers ended and
+// failed by then, cumulative.
+type historyPoint struct {
+	At     time.Time `json:"at"`
+	Ended  int64     `json:"ended"`
+	Failed int64     `json:"failed"`
+}
+
+// apiError is the body of every error answer.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func (s *Server) apiRoutes(mux *http.ServeMux) {
+	h := func(pattern string, f func(http.ResponseWriter, *http.Request)) {
+		mux.Handle(pattern, s.protect(http.NewCrossOriginProtection().Handler(noStore(http.HandlerFunc(f)))))
+	}
+	h("GET "+APIPath, s.listRotations)
+	h("GET "+APIPath+"/{id}", s.getRotation)
+	h("GET "+APIPath+"/{id}/report", s.getReport)
+	h("POST "+APIPath+"/{id}/{action}", s.control)
+}
+
+func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
+	offset, err := intParam(r, "offset", 0, 0, 1<<30)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	limit, err := intParam(r, "limit", defaultPage, 1, maxPage)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	rots, total, err := s.opts.Store.RotationsPage(r.Context(), offset, limit)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	now := time.Now()
+	out := rotationList{Rotations: make([]rotationView, 0, len(rots)), Total: total, Offset: offset, Limit: limit}
+	for _, rot := range rots {
+		v := rotationView{Rotation: rot, Done: rot.Counts.Done()}
+		if !rot.Finished() && rot.State == tasks.StateRunning {
+			// Only running rotations have a rate: one more read each,
+			// and there are few of them at a time.
+			st, err := s.opts.Store.Stats(r.Context(), rot.ID)
+			if err != nil {
+				s.storeError(w, r, err)
+				return
+			}
+			v.setRate(st.History, now)
+		}
+		out.Rotations = append(out.Rotations, v)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getRotation(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	rot, err := s.opts.Store.Rotation(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	st, err := s.opts.Store.Stats(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, detail(rot, st, time.Now()))
+}
+
+// detail builds a rotation's page from its record and stats.
+func detail(rot *tasks.Rotation, st *tasks.Stats, now time.Time) rotationDetail {
+	d := rotationDetail{
+		rotationView: rotationView{Rotation: rot, Done: rot.Counts.Done()},
+		Budget:       budgetView{MaxErrors: rot.MaxErrors, Failed: rot.Counts.Failed},
+		Failures:     []failureView{},
+	}
+	if rot.State == tasks.StateRunning && !rot.Finished() {
+		d.setRate(st.History, now)
+	}
+	first := 1
+	for i, wv := range rot.Waves {
+		v := waveView{Wave: i + 1, FirstChunk: first, LastChunk: wv.LastChunk, Servers: wv.Servers}
+		switch {
+		case rot.Finished() || i+1 < rot.Wave:
+			v.State = "done"
+		case i+1 == rot.Wave:
+			v.State, v.Open = "current", rot.WaveOpen
+		default:
+			v.State, v.Open = "waiting", wv.Servers
+		}
+		d.Waves = append(d.Waves, v)
+		first = wv.LastChunk + 1
+	}
+	for _, f := range st.Failures {
+		fv := failureView{Code: f.Code, Count: f.Count}
+		for _, e := range f.Examples {
+			fv.Examples = append(fv.Examples, exampleView{ServerID: e.ServerID, Message: e.ErrorMsg, Attempts: e.Attempts,
+				JobID: e.JobID, FinishedAt: e.FinishedAt})
+		}
+		d.Failures = append(d.Failures, fv)
+	}
+	d.History = history(rot, st.History, now)
+	return d
+}
+
+// history turns the stats' buckets into a cumulative series of at most
+// maxHistory points: it starts at the rotation's creation with the servers
+// skipped at planning time, and ends now (or at the finish) on the
+// rotation's own counters, which also count servers a cancel closed at
+// once.
+func history(rot *tasks.Rotation, buckets []tasks.Bucket, now time.Time) []historyPoint {
+	every := 1
+	if len(buckets) > maxHistory-2 {
+		every = (len(buckets) + maxHistory - 3) / (maxHistory - 2)
+	}
+	pts := []historyPoint{{At: rot.CreatedAt, Ended: rot.Counts.Skipped}}
+	ended, failed := rot.Counts.Skipped, int64(0)
+	for i, b := range buckets {
+		ended += b.Ended
+		failed += b.Failed
+		if (i+1)%every == 0 || i == len(buckets)-1 {
+			at := b.Start.Add(tasks.StatsBucket)
+			if at.Before(rot.CreatedAt) {
+				at = rot.CreatedAt
+			}
+			pts = append(pts, historyPoint{At: at, Ended: ended, Failed: failed})
+		}
+	}
+	end := now
+	if rot.Finished() {
+		end = rot.FinishedAt
+	}
+	if last := pts[len(pts)-1]; end.Before(last.At) {
+		end = last.At
+	}
+	return append(pts, historyPoint{At: end, Ended: rot.Counts.Done(), Failed: rot.Counts.Failed})
+}
+
+// setRate measures the rate over the rateWindow before now (or since the
+// rotation started, if later) and the ETA at that rate.
+func (v *rotationView) setRate(buckets []tasks.Bucket, now time.Time) {
+	since := now.Add(-rateWindow)
+	if v.CreatedAt.After(since) {
+		since = v.CreatedAt
+	}
+	var n int64
+	for _, b := range buckets {
+		if !b.Start.Add(tasks.StatsBucket).Before(since) {
+			n += b.Ended
+		}
+	}
+	span := now.Sub(since).Seconds()
+	if n == 0 || span < 1 {
+		return
+	}
+	v.Rate = float64(n) / span
+	// The first minute's rate mostly measures submits and the first
+	// failures, not the pace of jobs ending: no ETA from it.
+	if now.Sub(v.CreatedAt) < etaAfter || v.Done*100 < v.Counts.Total {
+		return
+	}
+	eta := float64(v.Counts.Total-v.Done) / v.Rate
+	v.ETASeconds = &eta
+}
+
+func (s *Server) control(w http.ResponseWriter, r *http.Request) {
+	if s.opts.ReadOnly {
+		writeError(w, http.StatusMethodNotAllowed, errors.New("the console is read-only (--ui-readonly)"))
+		return
+	}
+	id, action := r.PathValue("id"), r.PathValue("action")
+	ctx := r.Context()
+	var err error
+	switch action {
+	case "pause":
+		err = s.opts.Store.SetState(ctx, id, tasks.StatePaused, "paused from the console")
+	case "resume":
+		var body struct {
+			MaxErrors string `json:"max_errors"`
+		}
+		if r.ContentLength != 0 {
+			dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&body); err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("resume body: %w", err))
+				return
+			}
+		}
+		var budget *tasks.Size
+		if body.MaxErrors != "" {
+			b, err := tasks.ParseSize(body.MaxErrors)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("max_errors: %w", err))
+				return
+			}
+			budget = &b
+		}
+		_, _, err = tasks.Resume(ctx, s.opts.Store, s.opts.Enqueuer, id, budget, s.opts.TaskOptions)
+	case "cancel":
+		_, _, err = tasks.Cancel(ctx, s.opts.Store, s.opts.Enqueuer, id, s.opts.TaskOptions, time.Now())
+	default:
+		writeError(w, http.StatusNotFound, fmt.Errorf("no action %q: pause, resume or cancel", action))
+		return
+	}
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	s.log.InfoContext(ctx, "rotation "+action+" from the console", "rotation", id, "remote", r.RemoteAddr)
+	rot, err := s.opts.Store.Rotation(ctx, id)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rotationView{Rotation: rot, Done: rot.Counts.Done()})
+}
+
+func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	format := r.URL.Query().Get("format")
+	if format == "" {
+		format = "json"
+	}
+	if format != "csv" && format != "json" {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("format %q: csv or json", format))
+		return
+	}
+	// Look the rotation up first, so a wrong id is a 404, not an empty
+	// download.
+	if _, err := s.opts.Store.Rotation(r.Context(), id); err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	write := s.opts.Store.WriteReportJSON
+	w.Header().Set("Content-Type", "application/json")
+	if format == "csv" {
+		write = s.opts.Store.WriteReportCSV
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	}
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-report.%s"`, id, format))
+	// The report streams from Redis a batch at a time; once the first
+	// bytes are out, a failure can only cut the download short.
+	if err := write(r.Context(), id, w); err != nil {
+		s.log.WarnContext(r.Context(), "report download cut short", "rotation", id, "err", err)
+	}
+}
+
+// storeError answers a failed store call: 404 for a rotation that does
+// not exist, 409 for a control its state refuses (Redis script errors
+// name why), 503 when Redis cannot be reached, 500 otherwise.
+func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	var rerr redis.Error
+	var nerr net.Error
+	switch {
+	case errors.Is(err, tasks.ErrNotFound):
+		writeError(w, http.StatusNotFound, err)
+	case errors.As(err, &rerr) && !strings.HasPrefix(rerr.Error(), "LOADING") && !strings.HasPrefix(rerr.Error(), "READONLY"):
+		writeError(w, http.StatusConflict, err)
+	case errors.As(err, &nerr), errors.Is(err, redis.ErrClosed):
+		s.log.WarnContext(r.Context(), "console: Redis unavailable", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("redis unavailable: %w", err))
+	default:
+		s.log.ErrorContext(r.Context(), "console: store error", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, err)
+	}
+}
+
+func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%s=%q: want an integer from %d to %d", name, v, lo, hi)
+	}
+	return n, nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, apiError{Error: err.Error()})
+}
+
+// noStore keeps proxies and browsers from caching live state.
+func noStore(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
+}
