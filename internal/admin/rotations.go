@@ -214,25 +214,27 @@ func history(rot *tasks.Rotation, buckets []tasks.Bucket, now time.Time) []histo
 	if len(buckets) > maxHistory-2 {
 		every = (len(buckets) + maxHistory - 3) / (maxHistory - 2)
 	}
+	end := now
+	if rot.Finished() {
+		end = rot.FinishedAt
+	}
+	if end.Before(rot.CreatedAt) {
+		end = rot.CreatedAt
+	}
 	pts := []historyPoint{{At: rot.CreatedAt, Ended: rot.Counts.Skipped}}
 	ended, failed := rot.Counts.Skipped, int64(0)
 	for i, b := range buckets {
 		ended += b.Ended
 		failed += b.Failed
 		if (i+1)%every == 0 || i == len(buckets)-1 {
+			// A bucket's outcomes are placed at its end, within the
+			// rotation's life (the last bucket ends after the finish).
 			at := b.Start.Add(tasks.StatsBucket)
-			if at.Before(rot.CreatedAt) {
-				at = rot.CreatedAt
+			if at.After(end) {
+				at = end
 			}
 			pts = append(pts, historyPoint{At: at, Ended: ended, Failed: failed})
 		}
-	}
-	end := now
-	if rot.Finished() {
-		end = rot.FinishedAt
-	}
-	if last := pts[len(pts)-1]; end.Before(last.At) {
-		end = last.At
 	}
 	return append(pts, historyPoint{At: end, Ended: rot.Counts.Done(), Failed: rot.Counts.Failed})
 }
