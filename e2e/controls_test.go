@@ -423,3 +423,79 @@ func TestFinishedEventOnce(t *testing.T) {
 		t.Fatalf("rotation record TTL %s, want the --retention of 1h", ttl)
 	}
 }
+
+// TestFinalStatesAndExitCodes ends one rotation in each final state and
+// checks what `enqueue status --wait` says and exits with: 0 succeeded,
+// 3 completed with errors, 4 failed (halted by its budget), 5 cancelled.
+func TestFinalStatesAndExitCodes(t *testing.T) {
+	r := testredis.Mini(t)
+	f := startSim(t, cphsim.Options{Servers: 400, Seed: 21, JobLatency: 300 * time.Millisecond, BadServerRate: 0.05,
+		BadServerKind: cphsim.BadAbnormal})
+	env := baseEnv(r, f)
+	startWorker(t, env)
+	bad := map[string]bool{}
+	for _, b := range f.sim.BadServers() {
+		bad[b.ServerID] = true
+	}
+	// Four target lists of their own: two of good servers, two with some
+	// bad ones among them.
+	var good1, good2, rest []string
+	for _, s := range f.sim.Servers() {
+		switch {
+		case !bad[s.ServerID] && len(good1) < 100:
+			good1 = append(good1, s.ServerID)
+		case !bad[s.ServerID] && len(good2) < 100:
+			good2 = append(good2, s.ServerID)
+		default:
+			rest = append(rest, s.ServerID)
+		}
+	}
+	some1, some2 := rest[:len(rest)/2], rest[len(rest)/2:]
+	if countBad(bad, some1) == 0 || countBad(bad, some2) == 0 {
+		t.Fatalf("no bad servers among the lists: the seed no longer suits the test")
+	}
+	tests := []struct {
+		name    string
+		targets []string
+		args    []string
+		cancel  bool
+		want    tasks.State
+		code    int
+	}{
+		{"succeeded", good1, nil, false, tasks.StateSucceeded, 0},
+		{"completed_with_errors", some1, []string{"--max-errors", "100%"}, false, tasks.StateCompletedWithErrors, 3},
+		{"failed", some2, []string{"--max-errors", "0", "--chunk-size", "10"}, false, tasks.StateFailed, 4},
+		{"cancelled", good2, []string{"--waves", "10", "--pause-after-wave"}, true, tasks.StateCancelled, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := startRotation(t, env, append(tt.args, writeList(t, tt.targets))...)
+			if tt.cancel {
+				waitRotation(t, r.Client(t), st.Rotation, "paused after wave 1", time.Minute, func(rot *tasks.Rotation) bool {
+					return rot.State == tasks.StatePaused
+				})
+				enqueue(t, env, "cancel", st.Rotation)
+			}
+			out, code, stderr := enqueueCode(t, env, "status", "--wait", "--interval", "200ms", st.Rotation)
+			if code != tt.code {
+				t.Fatalf("status --wait exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, out, stderr)
+			}
+			if rot := readRotation(t, r.Client(t), st.Rotation); rot.State != tt.want {
+				t.Fatalf("state %s, want %s", rot.State, tt.want)
+			}
+			if !strings.Contains(out+stderr, string(tt.want)) {
+				t.Errorf("status --wait does not name the state %s:\n%s%s", tt.want, out, stderr)
+			}
+		})
+	}
+}
+
+func countBad(bad map[string]bool, ids []string) int {
+	n := 0
+	for _, id := range ids {
+		if bad[id] {
+			n++
+		}
+	}
+	return n
+}
