@@ -97,9 +97,11 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	defer logf.Close()
 	fmt.Fprintf(stdout, "worker log:    %s\n", logf.Name())
 	go func() { workerDone <- runWorker(wctx, c, logf, func(a string) { adminAddr <- a }) }()
+	console := ""
 	select {
 	case a := <-adminAddr:
-		fmt.Fprintf(stdout, "console:       http://%s/rotations/\nasynq web UI:  http://%s/monitoring/\nmetrics:       http://%s/metrics\n", a, a, a)
+		console = "http://" + a + "/rotations/"
+		fmt.Fprintf(stdout, "console:       %s\nasynq web UI:  http://%s/monitoring/\nmetrics:       http://%s/metrics\n", console, a, a)
 	case err := <-workerDone:
 		return fmt.Errorf("demo worker: %w", err)
 	case <-time.After(10 * time.Second):
@@ -143,6 +145,9 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "rotation %s: %d servers in %d chunks → keypair %s\n", st.Rotation.ID, st.Rotation.Counts.Total, st.Rotation.Chunks, demoKeypair)
+	if console != "" {
+		fmt.Fprintf(stdout, "its page:      %s%s (pause, resume or cancel it there)\n", console, st.Rotation.ID)
+	}
 	fmt.Fprintf(stdout, "simulated faults: 2%% HTTP 5xx, 5%% transient job failures, 1%% permanently bad servers, and a CPH quota of\n"+
 		"5 UpdateKeypair/s under the configured 10/s: the first 429s teach the fleet limiter the real quota\n\n")
 
