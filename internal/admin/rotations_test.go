@@ -295,3 +295,40 @@ func TestConsoleNeedsEnqueuer(t *testing.T) {
 		t.Fatalf("New with a Store and no Enqueuer: %v", err)
 	}
 }
+
+func TestAPIPagesThroughManyRotations(t *testing.T) {
+	ctx := context.Background()
+	r := testredis.Mini(t)
+	rdb := r.Client(t)
+	store := tasks.NewStore(rdb, "")
+	enq := asynq.NewClientFromRedisClient(rdb)
+	const n = 120
+	for i := range n {
+		spec := tasks.Spec{ID: fmt.Sprintf("r-%03d", i), Keypair: "kp", ChunkSize: 100, MaxAttempts: 3,
+			Targets: []tasks.Target{{ServerID: fmt.Sprintf("srv%03d", i)}}}
+		plan, err := tasks.MakePlan(ctx, spec, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tasks.Start(ctx, store, enq, plan, tasks.TaskOptions{}, time.Unix(int64(1_800_000_000+i), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, base := start(t, Options{RedisConnOpt: r.ConnOpt(), Store: store, Enqueuer: enq})
+	var seen []string
+	for offset := 0; offset < n; offset += defaultPage {
+		var list rotationList
+		if code := getJSON(t, fmt.Sprintf("%s%s?offset=%d", base, APIPath, offset), &list); code != http.StatusOK {
+			t.Fatalf("offset %d: %d", offset, code)
+		}
+		if list.Total != n {
+			t.Fatalf("total %d, want %d", list.Total, n)
+		}
+		for _, r := range list.Rotations {
+			seen = append(seen, r.ID)
+		}
+	}
+	if len(seen) != n || seen[0] != "r-119" || seen[n-1] != "r-000" {
+		t.Fatalf("paged through %d rotations, first %s, last %s; want %d newest first", len(seen), seen[0], seen[len(seen)-1], n)
+	}
+}
