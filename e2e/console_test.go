@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/hibiken/asynq"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
@@ -103,6 +104,19 @@ func TestConsolePauseResume(t *testing.T) {
 	}
 	if updateCalls(f) <= calls {
 		t.Fatalf("no UpdateKeypair call after resume")
+	}
+	// Every submit waited for the 1/s limiter, many were put back for
+	// it, and no API call failed: the asynq UI's failure counts, which
+	// count only real failures, stay at zero.
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	for _, q := range []string{tasks.QueueSubmit, tasks.QueuePoll} {
+		info, err := insp.GetQueueInfo(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.FailedTotal != 0 {
+			t.Errorf("queue %s counts %d failed tasks; rate-limit waits are not failures", q, info.FailedTotal)
+		}
 	}
 	run("failures by code", chromedp.WaitVisible(`//table[@id="failures"]//td[text()="`+cphsim.JobCodeServerAbnormal+`"]`))
 	testbrowser.Shot(t, ctx, "console-finished.png")
