@@ -12,6 +12,9 @@ import (
 
 // ReportRow is one server's line in a rotation's report.
 type ReportRow struct {
+	// Version is the row's contract version, ReportRowVersion (JSON only:
+	// the CSV report's contract is its header row).
+	Version     int       `json:"version"`
 	ServerID    string    `json:"server_id"`
 	OldKeypair  string    `json:"old_keypair"`
 	NewKeypair  string    `json:"new_keypair"`
@@ -73,7 +76,7 @@ func (s *Store) Report(ctx context.Context, id string, fn func(ReportRow) error)
 			return fmt.Errorf("report %s chunk %d: %w", id, c, err)
 		}
 		for i, e := range chunk.Servers {
-			row := ReportRow{ServerID: e.ServerID, OldKeypair: e.OldKeypair, NewKeypair: e.Keypair}
+			row := ReportRow{Version: ReportRowVersion, ServerID: e.ServerID, OldKeypair: e.OldKeypair, NewKeypair: e.Keypair}
 			if v, ok := recs[i].(string); ok {
 				r, err := decodeRecord(v)
 				if err != nil {

@@ -291,7 +291,7 @@ func enqueueFinished(ctx context.Context, enq Enqueuer, rot *Rotation, opts Task
 	if rot.Retention > 0 {
 		ret = rot.Retention
 	}
-	s := Summary{Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Keypair: rot.Keypair, Counts: rot.Counts,
+	s := Summary{Version: EventVersion, Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Keypair: rot.Keypair, Counts: rot.Counts,
 		CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
 	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(QueueEvents), asynq.Retention(ret))
 	return err
