@@ -12,9 +12,6 @@ import (
 
 // ReportRow is one server's line in a rotation's report.
 type ReportRow struct {
-	// Version is the row's contract version, ReportRowVersion (JSON only:
-	// the CSV report's contract is its header row).
-	Version     int       `json:"version"`
 	ServerID    string    `json:"server_id"`
 	OldKeypair  string    `json:"old_keypair"`
 	NewKeypair  string    `json:"new_keypair"`
@@ -26,6 +23,10 @@ type ReportRow struct {
 	ErrorMsg    string    `json:"error_msg"`
 	SubmittedAt time.Time `json:"submitted_at,omitzero"`
 	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	// Version is the row's contract version, ReportRowVersion (JSON only:
+	// the CSV report's contract is its header row). It comes last, so rows
+	// begin as they did before the contract was versioned.
+	Version int `json:"version"`
 }
 
 // Report calls fn for every server of the rotation, chunk by chunk (skipped

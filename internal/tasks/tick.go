@@ -124,6 +124,12 @@ func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, other
 			}
 		}
 		finished = finished || r.finished
+		if r.finished || rot.Finished() {
+			// Every server is terminal: nothing more comes due, and the
+			// follow-ups (the completion event) must not wait for the
+			// tick's budget to run out.
+			return r.next, true, finished, nil
+		}
 		now := h.now()
 		if now.After(deadline) {
 			return r.next, false, finished, nil
