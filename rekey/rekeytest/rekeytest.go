@@ -245,18 +245,27 @@ func (e *Env) Calls() map[string]int {
 }
 
 // Event returns the completion event enqueued for rotation id on
-// rekey.EventQueue, without consuming it; rekey.ErrNotFound when none was
-// (the rotation has not finished).
+// rekey.EventQueue, without consuming it. A rotation's event follows its
+// last outcome by a moment, so Event waits for it for up to 10 s (or until
+// ctx ends), then reports rekey.ErrNotFound.
 func (e *Env) Event(ctx context.Context, id string) (*rekey.Event, error) {
 	insp := asynq.NewInspectorFromRedisClient(e.Redis)
-	info, err := insp.GetTaskInfo(rekey.EventQueue, tasks.FinishedTaskID(id))
-	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
-		return nil, fmt.Errorf("completion event of %s: %w", id, rekey.ErrNotFound)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		info, err := insp.GetTaskInfo(rekey.EventQueue, tasks.FinishedTaskID(id))
+		switch {
+		case err == nil:
+			return rekey.DecodeEvent(info.Payload)
+		case !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound):
+			return nil, fmt.Errorf("completion event of %s: %w", id, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("completion event of %s: %w", id, rekey.ErrNotFound)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("completion event of %s: %w", id, err)
-	}
-	return rekey.DecodeEvent(info.Payload)
 }
 
 // fleetLimiter keys the shared limiter by the simulator's project, as the
