@@ -13,8 +13,9 @@ import (
 
 // The completion event: when a rotation finishes, exactly one task of
 // type EventTaskType with an Event as its JSON payload is enqueued on the
-// EventQueue queue (task id "<rotation>:finished", kept for the rotation's
-// retention). cph-rekey's workers do not consume that queue; tools do.
+// EventQueue queue (task id EventTaskID(rotation), kept for the
+// rotation's retention). cph-rekey's workers do not consume that queue;
+// tools do.
 const (
 	EventQueue    = tasks.QueueEvents  // "rekey-events"
 	EventTaskType = tasks.TypeFinished // "rotation:finished"
@@ -23,6 +24,10 @@ const (
 	// and reads.
 	EventVersion = tasks.EventVersion
 )
+
+// EventTaskID is the asynq task id of rotation's completion event
+// ("finished-<rotation>"), for asynq's Inspector.
+func EventTaskID(rotation string) string { return tasks.FinishedTaskID(rotation) }
 
 // Event is the completion event's payload: how a rotation ended. Its JSON
 // form is the event contract, version EventVersion.

@@ -253,7 +253,7 @@ func (e *Env) Event(ctx context.Context, id string) (*rekey.Event, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
-		info, err := insp.GetTaskInfo(rekey.EventQueue, tasks.FinishedTaskID(id))
+		info, err := insp.GetTaskInfo(rekey.EventQueue, rekey.EventTaskID(id))
 		switch {
 		case err == nil:
 			return rekey.DecodeEvent(info.Payload)
