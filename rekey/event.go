@@ -17,12 +17,12 @@ import (
 // rotation's retention). cph-rekey's workers do not consume that queue;
 // tools do.
 const (
-	EventQueue    = tasks.QueueEvents  // "rekey-events"
-	EventTaskType = tasks.TypeFinished // "rotation:finished"
+	EventQueue    = "rekey-events"
+	EventTaskType = "rotation:finished"
 	// EventVersion is the version of the event contract
 	// (docs/contracts.md, docs/schema/event.v1.json) this package writes
 	// and reads.
-	EventVersion = tasks.EventVersion
+	EventVersion = 1
 )
 
 // EventTaskID is the asynq task id of rotation's completion event

@@ -11,7 +11,7 @@ import (
 // ReportRowVersion is the version of the report row contract
 // (docs/contracts.md, docs/schema/report-row.v1.json) that Row and the JSON
 // report carry in their "version" field.
-const ReportRowVersion = tasks.ReportRowVersion
+const ReportRowVersion = 1
 
 // Outcome is a server's outcome in a rotation.
 type Outcome string
@@ -32,18 +32,18 @@ const (
 const (
 	// CodeVerifyMismatch: the job reported success but the keypair read
 	// back is not the target. Not retried.
-	CodeVerifyMismatch = tasks.CodeVerifyMismatch
+	CodeVerifyMismatch = "REKEY.VERIFY_MISMATCH"
 	// CodeVerifyFailed: the read-back failed for good (the server is gone,
 	// or reads kept failing).
-	CodeVerifyFailed = tasks.CodeVerifyFailed
+	CodeVerifyFailed = "REKEY.VERIFY_FAILED"
 	// CodeJobTimeout: a job still running after the workers' --job-timeout.
-	CodeJobTimeout = tasks.CodeJobTimeout
+	CodeJobTimeout = "REKEY.JOB_TIMEOUT"
 	// CodeMissingJob: the UpdateKeypair answer had no job for the server.
-	CodeMissingJob = tasks.CodeMissingJob
+	CodeMissingJob = "REKEY.MISSING_JOB"
 	// CodeSubmitFailed and CodePollFailed: UpdateKeypair or ListJobs kept
 	// failing until the task's retries ran out.
-	CodeSubmitFailed = tasks.CodeSubmitFailed
-	CodePollFailed   = tasks.CodePollFailed
+	CodeSubmitFailed = "REKEY.SUBMIT_FAILED"
+	CodePollFailed   = "REKEY.POLL_FAILED"
 )
 
 // Row is one server's line in a rotation's report. Its JSON form is the

@@ -120,9 +120,9 @@ func ParseWaves(s string) ([]Size, error) {
 // Defaults of a Request's zero values, the same as enqueue start's, and
 // the largest chunk: one chunk's jobs fit one ListJobs page.
 const (
-	MaxChunkSize       = tasks.MaxChunkSize
-	DefaultChunkSize   = tasks.DefaultChunkSize
-	DefaultMaxAttempts = tasks.DefaultMaxAttempts
+	MaxChunkSize       = 100
+	DefaultChunkSize   = 100
+	DefaultMaxAttempts = 3
 	DefaultRetention   = 30 * 24 * time.Hour
 )
 
