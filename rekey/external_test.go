@@ -17,6 +17,7 @@ import (
 // cache when it can be (GOPROXY=off), and with the environment's proxy
 // otherwise.
 func TestExternalModule(t *testing.T) {
+	t.Parallel()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("no go command on PATH")

@@ -201,6 +201,7 @@ func TestWaitRidesThroughRedisRestart(t *testing.T) {
 }
 
 func TestAPIError(t *testing.T) {
+	t.Parallel()
 	env := rekeytest.New(t, rekeytest.Options{Servers: 10, NoWorker: true})
 	wrong := *env.CPH
 	wrong.SecretKey = "not-the-secret"
@@ -277,6 +278,7 @@ func TestEventHandler(t *testing.T) {
 // wait, the report, the completion event, then a rollback that puts every
 // server back.
 func TestRotationLifecycle(t *testing.T) {
+	t.Parallel()
 	env := rekeytest.New(t, rekeytest.Options{Servers: 150})
 	c := env.Client
 	ctx := context.Background()
@@ -361,6 +363,7 @@ func TestRotationLifecycle(t *testing.T) {
 var errPaused = errors.New("paused")
 
 func TestPauseAndCancel(t *testing.T) {
+	t.Parallel()
 	env := rekeytest.New(t, rekeytest.Options{Servers: 30, NoWorker: true})
 	c := env.Client
 	ctx := context.Background()

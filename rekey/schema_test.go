@@ -81,6 +81,7 @@ func validate(t *testing.T, sch *jsonschema.Schema, props map[string]bool, paylo
 // rows do) and checks the completion event a tool receives on the
 // rekey-events queue and every JSON report row against docs/schema.
 func TestContractsMatchRealPayloads(t *testing.T) {
+	t.Parallel()
 	eventSchema, eventProps := schema(t, "event.v1.json")
 	rowSchema, rowProps := schema(t, "report-row.v1.json")
 	ctx := context.Background()
