@@ -5,12 +5,11 @@ import (
 	"flag"
 	"fmt"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/envflag"
 	"github.com/cph-rekey/cph-rekey/internal/redisurl"
-	"github.com/cph-rekey/cph-rekey/internal/tasks"
+	"github.com/cph-rekey/cph-rekey/rekey"
 )
 
 var (
@@ -53,29 +52,37 @@ func (f *flags) parse(args []string, nargs int) error {
 	return nil
 }
 
-// connect opens Redis and the rotation store.
-func (f *flags) connect() (redis.UniversalClient, *tasks.Store, asynq.RedisConnOpt, error) {
+// connect opens Redis and a rekey client on it; opts say how the client
+// reads the fleet (nil CPH: it does not).
+func (f *flags) connect(opts rekey.Options) (redis.UniversalClient, *rekey.Client, error) {
 	conn, err := f.redis.Conn()
 	if err != nil {
-		return nil, nil, nil, usageError{err}
+		return nil, nil, usageError{err}
 	}
 	redisurl.SetLogger(nil) // enqueue's own errors say what failed
 	rdb := conn.Client()
-	return rdb, tasks.NewStore(rdb, ""), conn, nil
+	c, err := rekey.NewClient(rdb, opts)
+	if err != nil {
+		rdb.Close()
+		return nil, nil, usageError{err}
+	}
+	return rdb, c, nil
 }
 
 // rotationArg validates the positional rotation id.
 func (f *flags) rotationArg() (string, error) {
 	id := f.Arg(0)
-	if err := tasks.ValidateRotationID(id); err != nil {
+	if err := rekey.ValidateRotationID(id); err != nil {
 		return "", usageError{err}
 	}
 	return id, nil
 }
 
-// notFound turns a missing rotation into bad input.
-func notFound(err error) error {
-	if errors.Is(err, tasks.ErrNotFound) {
+// usage turns the errors that mean bad input (a missing rotation, a
+// conflicting id, an *rekey.InputError) into bad usage: exit 2.
+func usage(err error) error {
+	var ie *rekey.InputError
+	if errors.Is(err, rekey.ErrNotFound) || errors.Is(err, rekey.ErrConflict) || errors.As(err, &ie) {
 		return usageError{err}
 	}
 	return err

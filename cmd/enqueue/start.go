@@ -3,21 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
-
-	"github.com/cph-rekey/cph-rekey/internal/cph"
-	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
-	"github.com/cph-rekey/cph-rekey/internal/targets"
-	"github.com/cph-rekey/cph-rekey/internal/tasks"
+	"github.com/cph-rekey/cph-rekey/rekey"
 )
 
 // planFlags are the flags of a command that plans and starts a rotation
@@ -37,8 +30,8 @@ type planFlags struct {
 
 func addPlanFlags(f *flags, idHelp string) *planFlags {
 	p := &planFlags{}
-	f.IntVar(&p.chunkSize, "chunk-size", tasks.DefaultChunkSize, "servers per UpdateKeypair call (1-100)")
-	f.IntVar(&p.maxAttempts, "max-attempts", tasks.DefaultMaxAttempts, "attempts per server before a transient failure is final (1-20)")
+	f.IntVar(&p.chunkSize, "chunk-size", rekey.DefaultChunkSize, "servers per UpdateKeypair call (1-100)")
+	f.IntVar(&p.maxAttempts, "max-attempts", rekey.DefaultMaxAttempts, "attempts per server before a transient failure is final (1-20)")
 	f.StringVar(&p.rotationID, "rotation-id", "", "rotation `id`; "+idHelp)
 	f.BoolVar(&p.skipMatching, "skip-matching", true, "read current keypairs first: skip servers already on the target keypair, and record\neach server's old keypair (needed by rollback)")
 	f.StringVar(&p.region, "region", "", "CPH `region` (for --discover and --skip-matching)")
@@ -50,94 +43,90 @@ func addPlanFlags(f *flags, idHelp string) *planFlags {
 	f.DurationVar(&p.jobLatency, "job-latency", 30*time.Second, "with --dry-run, the expected CPH job `duration`, for the ETA")
 	f.StringVar(&p.waves, "waves", "", "canary `waves`, like 1,10,10%,100%: each entry is that wave's own size, in servers or % of the\nservers to submit; what the list leaves over is one last wave. A wave starts when the previous\none has finished within the error budget. Default: one wave")
 	f.BoolVar(&p.pauseAfterWave, "pause-after-wave", false, "pause after each wave until 'enqueue resume'")
-	f.StringVar(&p.maxErrors, "max-errors", tasks.DefaultMaxErrors.String(), "error `budget`: servers (5) or % of the servers to submit (10%) that may fail for good;\none more halts the rotation: no new chunk is submitted, in-flight chunks finish")
-	f.BoolVar(&p.verify, "verify", true, "read each server's keypair back after its job succeeded; a mismatch fails it ("+tasks.CodeVerifyMismatch+")")
-	f.DurationVar(&p.retention, "retention", 30*24*time.Hour, "keep the rotation's records and report this long after it ends")
+	f.StringVar(&p.maxErrors, "max-errors", rekey.DefaultMaxErrors().String(), "error `budget`: servers (5) or % of the servers to submit (10%) that may fail for good;\none more halts the rotation: no new chunk is submitted, in-flight chunks finish")
+	f.BoolVar(&p.verify, "verify", true, "read each server's keypair back after its job succeeded; a mismatch fails it ("+rekey.CodeVerifyMismatch+")")
+	f.DurationVar(&p.retention, "retention", rekey.DefaultRetention, "keep the rotation's records and report this long after it ends")
 	return p
 }
 
-// client returns the CPH client when the command must read the fleet.
-func (p *planFlags) client(e *env, discover bool) (*cph.Client, error) {
+// options return the rekey client's options: with the CPH endpoint and
+// credentials when the command must read the fleet.
+func (p *planFlags) options(e *env, discover bool) (rekey.Options, error) {
 	if !discover && !p.skipMatching {
 		if p.dryRun {
-			return nil, usagef("--dry-run reads the current keypairs: drop --skip-matching=false")
+			return rekey.Options{}, usagef("--dry-run reads the current keypairs: drop --skip-matching=false")
 		}
-		return nil, nil
+		return rekey.Options{}, nil
 	}
 	if p.region == "" && p.endpoint == "" {
-		return nil, usagef("--discover, --skip-matching and --dry-run read the fleet: set --region or --endpoint (or --skip-matching=false)")
+		return rekey.Options{}, usagef("--discover, --skip-matching and --dry-run read the fleet: set --region or --endpoint (or --skip-matching=false)")
 	}
-	// The fleet is read page by page at the read rate: a throttled or
-	// failed page is read again rather than failing the start.
-	lim, err := ratelimit.ParseLimit(p.readRate)
+	rr, err := rekey.ParseRate(p.readRate)
 	if err != nil {
-		return nil, usagef("--read-rate: %v", err)
+		return rekey.Options{}, usagef("--read-rate: %v", err)
 	}
-	c, err := cph.NewClient(cph.Config{Region: p.region, Endpoint: p.endpoint, ReadRetries: 10, ReadRate: lim.Local(),
-		ProjectID: e.getenv("HUAWEICLOUD_SDK_PROJECT_ID"), Credentials: cph.CredentialsFromEnv(e.getenv)})
-	if err != nil {
-		return nil, usageError{err}
-	}
-	return c, nil
+	c := rekey.CPHFromEnv(e.getenv)
+	c.Region, c.Endpoint = p.region, p.endpoint
+	return rekey.Options{CPH: c, ReadRate: rr}, nil
 }
 
-// spec checks the flags and returns the rotation's spec without targets.
-func (p *planFlags) spec(keypair string) (tasks.Spec, error) {
-	waves, err := tasks.ParseWaves(p.waves)
+// request checks the flags and returns the rotation's request without
+// targets.
+func (p *planFlags) request(keypair string) (rekey.Request, error) {
+	waves, err := rekey.ParseWaves(p.waves)
 	if err != nil {
-		return tasks.Spec{}, usagef("--waves: %v", err)
+		return rekey.Request{}, usagef("--waves: %v", err)
 	}
-	budget, err := tasks.ParseSize(p.maxErrors)
+	budget, err := rekey.ParseSize(p.maxErrors)
 	if err != nil {
-		return tasks.Spec{}, usagef("--max-errors: %v", err)
+		return rekey.Request{}, usagef("--max-errors: %v", err)
+	}
+	// A Request's zero values are defaults; a flag's zero is a mistake.
+	if p.chunkSize < 1 {
+		return rekey.Request{}, usagef("chunk size %d: want 1-%d", p.chunkSize, rekey.MaxChunkSize)
+	}
+	if p.maxAttempts < 1 {
+		return rekey.Request{}, usagef("max attempts %d: want 1-20", p.maxAttempts)
 	}
 	if p.retention <= 0 {
-		return tasks.Spec{}, usagef("--retention %s: want a positive duration", p.retention)
+		return rekey.Request{}, usagef("--retention %s: want a positive duration", p.retention)
 	}
 	if p.jobLatency < 0 {
-		return tasks.Spec{}, usagef("--job-latency %s: want a duration of 0 or more", p.jobLatency)
+		return rekey.Request{}, usagef("--job-latency %s: want a duration of 0 or more", p.jobLatency)
 	}
-	if _, err := ratelimit.ParseLimit(p.submitRate); err != nil {
-		return tasks.Spec{}, usagef("--submit-rate: %v", err)
+	if _, err := rekey.ParseRate(p.submitRate); err != nil {
+		return rekey.Request{}, usagef("--submit-rate: %v", err)
 	}
-	return tasks.Spec{ID: p.rotationID, Keypair: keypair, ChunkSize: p.chunkSize, MaxAttempts: p.maxAttempts,
-		SkipMatching: p.skipMatching, Waves: waves, MaxErrors: &budget, SkipVerify: !p.verify,
+	return rekey.Request{ID: p.rotationID, Keypair: keypair, ChunkSize: p.chunkSize, MaxAttempts: p.maxAttempts,
+		NoSkipMatching: !p.skipMatching, Waves: waves, MaxErrors: &budget, NoVerify: !p.verify,
 		PauseAfterWave: p.pauseAfterWave, Retention: p.retention}, nil
 }
 
 // run plans the rotation and either prints the dry run or starts it.
-func (p *planFlags) run(ctx context.Context, e *env, f *flags, spec tasks.Spec, client *cph.Client) error {
-	var lister tasks.ServerLister
-	if client != nil {
-		lister = client
-	}
-	plan, err := tasks.MakePlan(ctx, spec, lister)
+func (p *planFlags) run(ctx context.Context, e *env, f *flags, req rekey.Request, discover bool) error {
+	opts, err := p.options(e, discover)
 	if err != nil {
-		var ce *cph.Error
-		if errors.As(err, &ce) {
-			return err
-		}
-		return usageError{err}
+		return err
 	}
-	if p.dryRun {
-		// Nothing connects to Redis: a dry run cannot write there.
-		return printDryRun(e.stdout, p, plan)
-	}
-	rdb, store, _, err := f.connect()
+	rdb, c, err := f.connect(opts)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	enq := asynq.NewClientFromRedisClient(rdb)
-	defer enq.Close()
-	st, err := tasks.Start(ctx, store, enq, plan, tasks.TaskOptions{Retention: spec.Retention}, time.Now())
-	if err != nil {
-		if errors.Is(err, tasks.ErrConflict) {
-			return usageError{err}
+	defer c.Close()
+	if p.dryRun {
+		// Plan writes nothing and sends Redis no command.
+		plan, err := c.Plan(ctx, req)
+		if err != nil {
+			return usage(err)
 		}
-		return err
+		return printDryRun(e.stdout, p, plan)
 	}
-	return printStarted(e.stdout, p.asJSON, st, plan)
+	st, err := c.Start(ctx, req)
+	if err != nil {
+		return usage(err)
+	}
+	return printStarted(e.stdout, p.asJSON, st)
 }
 
 func cmdStart(ctx context.Context, args []string, e *env) error {
@@ -163,7 +152,7 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	if *keypair == "" {
 		return usagef("--keypair is required")
 	}
-	fmtArg, err := targets.ParseFormat(*format)
+	fmtArg, err := rekey.ParseFormat(*format)
 	if err != nil {
 		return usagef("--format: %v", err)
 	}
@@ -178,47 +167,30 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	if !*discover && (*name != "" || statusFilter != nil) {
 		return usagef("--name and --status filter discovery: use them with --discover")
 	}
-	spec, err := p.spec(*keypair)
+	req, err := p.request(*keypair)
 	if err != nil {
 		return err
 	}
-	client, err := p.client(e, *discover)
-	if err != nil {
+	// The fleet is needed before the list is read: say so first.
+	if _, err := p.options(e, *discover); err != nil {
 		return err
 	}
-
 	if *discover {
-		// Offset paging repeats a server when the fleet changes while it is
-		// listed: keep the first sighting.
-		seen := map[string]bool{}
-		err = client.ListServers(ctx, cph.ServerFilter{ServerName: *name, Status: statusFilter}, func(page []cph.Server) error {
-			for _, s := range page {
-				if !seen[s.ServerID] {
-					seen[s.ServerID] = true
-					spec.Targets = append(spec.Targets, tasks.Target{ServerID: s.ServerID})
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("discover servers: %w", err)
-		}
-		if len(spec.Targets) == 0 {
-			return usagef("discovery found no servers")
-		}
-	} else if spec.Targets, err = readTargets(e, f.Arg(0), fmtArg); err != nil {
+		req.Discover = &rekey.Discover{NameContains: *name, Status: statusFilter}
+	} else if req.Targets, err = readTargets(e, f.Arg(0), fmtArg); err != nil {
 		return err
 	}
-	return p.run(ctx, e, f, spec, client)
+	return p.run(ctx, e, f, req, *discover)
 }
 
-func printStarted(w io.Writer, asJSON bool, st *tasks.Started, plan *tasks.Plan) error {
+func printStarted(w io.Writer, asJSON bool, st *rekey.Started) error {
 	if asJSON {
+		rot := st.Rotation
 		return json.NewEncoder(w).Encode(map[string]any{
-			"rotation": st.Rotation.ID, "created": st.Created, "enqueued": st.Enqueued,
-			"servers": st.Rotation.Counts.Total, "chunks": st.Rotation.Chunks, "skipped": st.Rotation.Counts.Skipped,
-			"not_found": len(plan.NotFound), "abnormal": len(plan.Abnormal), "state": st.Rotation.State,
-			"waves": len(st.Rotation.Waves), "max_errors": st.Rotation.MaxErrors,
+			"rotation": rot.ID, "created": st.Created, "enqueued": st.Enqueued,
+			"servers": rot.Counts.Total, "chunks": rot.Chunks, "skipped": rot.Counts.Skipped,
+			"not_found": len(st.Plan.NotFound), "abnormal": len(st.Plan.Abnormal), "state": rot.State,
+			"waves": rot.Waves, "max_errors": rot.MaxErrors,
 		})
 	}
 	_, err := fmt.Fprintln(w, st.Rotation.ID)
@@ -249,49 +221,13 @@ type dryLists struct {
 	Abnormal        []string `json:"abnormal"`
 }
 
-// eta estimates a rotation's duration: its submissions at the fleet-wide
-// submit rate, plus one job latency per wave, since each wave waits for
-// the previous one's jobs to end.
-func eta(chunks, waves int, submitRate ratelimit.Limit, jobLatency time.Duration) time.Duration {
-	perSecond := float64(submitRate.Rate) / submitRate.Period.Seconds()
-	submit := time.Duration(math.Ceil(float64(chunks)/perSecond*1000)) * time.Millisecond
-	return submit + time.Duration(waves)*jobLatency
-}
-
-func printDryRun(w io.Writer, p *planFlags, plan *tasks.Plan) error {
-	rate, _ := ratelimit.ParseLimit(p.submitRate) // checked by spec
-	rot := plan.Rotation
-	odd := map[string]bool{}
-	ids := func(es []tasks.Entry) []string {
-		out := make([]string, 0, len(es))
-		for _, e := range es {
-			out = append(out, e.ServerID)
-		}
-		return out
-	}
-	for _, e := range append(plan.NotFound, plan.Abnormal...) {
-		odd[e.ServerID] = true
-	}
-	var change []string
-	for _, c := range plan.Chunks {
-		for _, e := range c {
-			if !odd[e.ServerID] {
-				change = append(change, e.ServerID)
-			}
-		}
-	}
-	d := dryRun{DryRun: true, Rotation: rot.ID, Keypair: rot.Keypair, ToChange: len(change),
-		AlreadyOnTarget: len(plan.Skipped), NotFound: len(plan.NotFound), Abnormal: len(plan.Abnormal),
-		Chunks: rot.Chunks, MaxErrors: rot.MaxErrors, Waves: []int{},
-		Lists: dryLists{ToChange: change, AlreadyOnTarget: ids(plan.Skipped), NotFound: ids(plan.NotFound), Abnormal: ids(plan.Abnormal)}}
-	d.Targets = plan.Servers() + len(plan.Skipped)
-	if d.Lists.ToChange == nil {
-		d.Lists.ToChange = []string{}
-	}
-	for _, wv := range rot.Waves {
-		d.Waves = append(d.Waves, wv.Servers)
-	}
-	t := eta(rot.Chunks, len(rot.Waves), rate, p.jobLatency)
+func printDryRun(w io.Writer, p *planFlags, plan *rekey.Plan) error {
+	rate, _ := rekey.ParseRate(p.submitRate) // checked by request
+	d := dryRun{DryRun: true, Rotation: plan.Rotation, Keypair: plan.Keypair, Targets: plan.Targets, ToChange: len(plan.ToChange),
+		AlreadyOnTarget: len(plan.AlreadyOnTarget), NotFound: len(plan.NotFound), Abnormal: len(plan.Abnormal),
+		Chunks: plan.Chunks, MaxErrors: plan.MaxErrors, Waves: plan.Waves,
+		Lists: dryLists{ToChange: plan.ToChange, AlreadyOnTarget: plan.AlreadyOnTarget, NotFound: plan.NotFound, Abnormal: plan.Abnormal}}
+	t := plan.ETA(rate, p.jobLatency)
 	d.ETASeconds = t.Seconds()
 	if p.asJSON {
 		return json.NewEncoder(w).Encode(d)
@@ -300,13 +236,13 @@ func printDryRun(w io.Writer, p *planFlags, plan *tasks.Plan) error {
 	for i, n := range d.Waves {
 		waves[i] = strconv.Itoa(n)
 	}
-	fmt.Fprintf(w, "dry run of rotation %s to keypair %s: nothing written, nothing enqueued\n", rot.ID, rot.Keypair)
+	fmt.Fprintf(w, "dry run of rotation %s to keypair %s: nothing written, nothing enqueued\n", plan.Rotation, plan.Keypair)
 	fmt.Fprintf(w, "  targets               %6d\n", d.Targets)
 	fmt.Fprintf(w, "  to change             %6d\n", d.ToChange)
 	fmt.Fprintf(w, "  already on target     %6d  (skipped)\n", d.AlreadyOnTarget)
 	fmt.Fprintf(w, "  not found             %6d  (submitted anyway: the API's answer is reported)\n", d.NotFound)
 	fmt.Fprintf(w, "  not in a normal state %6d  (submitted anyway: their jobs will likely fail)\n", d.Abnormal)
-	fmt.Fprintf(w, "  chunks                %6d  of up to %d servers, in %d wave(s): %s\n", d.Chunks, rot.ChunkSize, len(d.Waves), strings.Join(waves, ", "))
+	fmt.Fprintf(w, "  chunks                %6d  of up to %d servers, in %d wave(s): %s\n", d.Chunks, plan.ChunkSize, len(d.Waves), strings.Join(waves, ", "))
 	fmt.Fprintf(w, "  error budget          %6d  failed servers (--max-errors %s)\n", d.MaxErrors, p.maxErrors)
 	fmt.Fprintf(w, "  ETA                   ~%s  (%d chunks at %s + %d wave(s) x %s job latency)\n",
 		t.Round(time.Second), d.Chunks, rate, len(d.Waves), p.jobLatency)
@@ -314,7 +250,7 @@ func printDryRun(w io.Writer, p *planFlags, plan *tasks.Plan) error {
 }
 
 // readTargets reads and validates the target list; any problem is bad input.
-func readTargets(e *env, path string, format targets.Format) ([]tasks.Target, error) {
+func readTargets(e *env, path string, format rekey.Format) ([]rekey.Target, error) {
 	var r io.Reader = e.stdin
 	if path != "-" {
 		fh, err := os.Open(path)
@@ -324,15 +260,11 @@ func readTargets(e *env, path string, format targets.Format) ([]tasks.Target, er
 		defer fh.Close()
 		r = fh
 	}
-	ts, err := targets.Parse(r, format)
+	ts, err := rekey.ParseTargets(r, format)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("%s: %w", displayName(path), err)}
 	}
-	out := make([]tasks.Target, len(ts))
-	for i, t := range ts {
-		out[i] = tasks.Target{ServerID: t.ServerID, Keypair: t.KeypairName}
-	}
-	return out, nil
+	return ts, nil
 }
 
 func displayName(path string) string {

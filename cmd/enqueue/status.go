@@ -9,8 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cph-rekey/cph-rekey/internal/redisurl"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
+	"github.com/cph-rekey/cph-rekey/rekey"
 )
 
 func cmdStatus(ctx context.Context, args []string, e *env) error {
@@ -29,37 +29,15 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 	if *interval < 100*time.Millisecond {
 		return usagef("--interval %s: want at least 100ms", *interval)
 	}
-	rdb, store, _, err := f.connect()
+	rdb, c, err := f.connect(rekey.Options{})
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
+	defer c.Close()
 
 	var prev *sample
-	tick := time.NewTicker(*interval)
-	defer tick.Stop()
-	var outage redisOutage
-	for {
-		rot, err := store.Rotation(ctx, id)
-		if err != nil && (*watch || *wait) && redisurl.Transient(err) {
-			// A failover or restart: say so and read again, with backoff.
-			d, gaveUp := outage.failed(err)
-			if gaveUp != nil {
-				return gaveUp
-			}
-			fmt.Fprintf(e.stderr, "enqueue: status: Redis unavailable (%v); retrying in %s\n", err, d.Round(time.Millisecond))
-			if err := sleepCtx(ctx, d); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
-			return notFound(err)
-		}
-		if outage.since != (time.Time{}) {
-			fmt.Fprintf(e.stderr, "enqueue: status: Redis is back after %s\n", time.Since(outage.since).Round(100*time.Millisecond))
-			outage = redisOutage{}
-		}
+	show := func(rot *rekey.Rotation) error {
 		cur := &sample{at: time.Now(), done: rot.Counts.Done()}
 		st := newStatus(rot, prev, cur)
 		switch {
@@ -74,25 +52,38 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 		default:
 			fmt.Fprintln(e.stdout, st.line())
 		}
-		// A halted rotation waits for an operator: --wait does not.
-		if (!*watch && !*wait) || rot.Finished() || *wait && rot.Halted() {
-			if *watch && e.isTerminal && !*asJSON {
-				fmt.Fprintln(e.stdout)
-			}
-			if *wait && rot.State != tasks.StateSucceeded {
-				return endedError{rot.State}
-			}
-			return nil
-		}
 		if prev == nil || cur.at.Sub(prev.at) >= 10*time.Second {
 			prev = cur // the rate is measured over the last ~10 s
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
+		return nil
 	}
+	var rot *rekey.Rotation
+	if !*watch && !*wait {
+		if rot, err = c.Rotation(ctx, id); err != nil {
+			return usage(err)
+		}
+		return show(rot)
+	}
+	// --watch and --wait ride through a failover or restart: say so, and
+	// read again with backoff. A halted rotation waits for an operator:
+	// --wait does not.
+	rot, err = c.Wait(ctx, id, rekey.WaitOptions{Interval: *interval, MaxOutage: statusOutageMax, ThroughHalt: !*wait, Progress: show,
+		RedisDown: func(err error, d time.Duration) {
+			fmt.Fprintf(e.stderr, "enqueue: status: Redis unavailable (%v); retrying in %s\n", err, d.Round(time.Millisecond))
+		},
+		RedisBack: func(after time.Duration) {
+			fmt.Fprintf(e.stderr, "enqueue: status: Redis is back after %s\n", after.Round(100*time.Millisecond))
+		}})
+	if err != nil {
+		return usage(err)
+	}
+	if *watch && e.isTerminal && !*asJSON {
+		fmt.Fprintln(e.stdout)
+	}
+	if *wait && rot.State != rekey.StateSucceeded {
+		return endedError{tasks.State(rot.State)}
+	}
+	return nil
 }
 
 // Exit codes of status --wait for a rotation that did not succeed.
@@ -122,40 +113,6 @@ func (e endedError) exitCode() int {
 // unreachable before they give up: longer than any failover or restart.
 const statusOutageMax = 5 * time.Minute
 
-// redisOutage is the backoff of --watch and --wait while Redis is away:
-// 250 ms doubling to 5 s, until statusOutageMax has passed.
-type redisOutage struct {
-	since time.Time
-	n     int
-	last  error
-}
-
-// failed records a failed read and returns how long to wait before the
-// next, or an error once the outage has lasted too long.
-func (o *redisOutage) failed(err error) (time.Duration, error) {
-	now := time.Now()
-	if o.since == (time.Time{}) {
-		o.since = now
-	}
-	o.n++
-	o.last = err
-	if now.Sub(o.since) > statusOutageMax {
-		return 0, fmt.Errorf("redis unavailable for %s, giving up: %w", now.Sub(o.since).Round(time.Second), err)
-	}
-	return min(250*time.Millisecond<<min(o.n-1, 5), 5*time.Second), nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 type sample struct {
 	at   time.Time
 	done int64
@@ -164,13 +121,13 @@ type sample struct {
 // status is what `enqueue status` shows.
 type status struct {
 	Rotation   string       `json:"rotation"`
-	State      tasks.State  `json:"state"`
+	State      rekey.State  `json:"state"`
 	Reason     string       `json:"reason,omitempty"`
 	Wave       int          `json:"wave"`
 	Waves      int          `json:"waves"`
 	MaxErrors  int          `json:"max_errors"`
 	Keypair    string       `json:"keypair"`
-	Counts     tasks.Counts `json:"counts"`
+	Counts     rekey.Counts `json:"counts"`
 	Percent    float64      `json:"percent_done"`
 	Rate       float64      `json:"servers_per_second"`
 	ETASeconds float64      `json:"eta_seconds,omitempty"`
@@ -178,8 +135,8 @@ type status struct {
 	FinishedAt time.Time    `json:"finished_at,omitzero"`
 }
 
-func newStatus(rot *tasks.Rotation, prev, cur *sample) *status {
-	st := &status{Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Wave: rot.Wave, Waves: len(rot.Waves),
+func newStatus(rot *rekey.Rotation, prev, cur *sample) *status {
+	st := &status{Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Wave: rot.Wave, Waves: rot.Waves,
 		MaxErrors: rot.MaxErrors, Keypair: rot.Keypair, Counts: rot.Counts, CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
 	c := rot.Counts
 	if c.Total > 0 {
@@ -270,12 +227,13 @@ func cmdList(ctx context.Context, args []string, e *env) error {
 	if *limit < 1 {
 		return usagef("--limit %d: want at least 1", *limit)
 	}
-	rdb, store, _, err := f.connect()
+	rdb, c, err := f.connect(rekey.Options{})
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	rots, err := store.Rotations(ctx, *limit)
+	defer c.Close()
+	rots, err := c.Rotations(ctx, *limit)
 	if err != nil {
 		return err
 	}
@@ -289,7 +247,7 @@ func cmdList(ctx context.Context, args []string, e *env) error {
 	return writeList(e.stdout, rots)
 }
 
-func writeList(w io.Writer, rots []*tasks.Rotation) error {
+func writeList(w io.Writer, rots []*rekey.Rotation) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ROTATION\tSTATE\tKEYPAIR\tSERVERS\tDONE\tFAILED\tCREATED")
 	for _, r := range rots {
@@ -317,16 +275,11 @@ func cmdReport(ctx context.Context, args []string, e *env) error {
 	if *format != "csv" && *format != "json" {
 		return usagef("--format %q: want csv or json", *format)
 	}
-	rdb, store, _, err := f.connect()
+	rdb, c, err := f.connect(rekey.Options{})
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	if _, err := store.Rotation(ctx, id); err != nil {
-		return notFound(err)
-	}
-	if *format == "json" {
-		return store.WriteReportJSON(ctx, id, e.stdout)
-	}
-	return store.WriteReportCSV(ctx, id, e.stdout)
+	defer c.Close()
+	return usage(c.WriteReport(ctx, id, e.stdout, rekey.ReportFormat(*format)))
 }

@@ -23,6 +23,10 @@ type ReportRow struct {
 	ErrorMsg    string    `json:"error_msg"`
 	SubmittedAt time.Time `json:"submitted_at,omitzero"`
 	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	// Version is the row's contract version, ReportRowVersion (JSON only:
+	// the CSV report's contract is its header row). It comes last, so rows
+	// begin as they did before the contract was versioned.
+	Version int `json:"version"`
 }
 
 // Report calls fn for every server of the rotation, chunk by chunk (skipped
@@ -73,7 +77,7 @@ func (s *Store) Report(ctx context.Context, id string, fn func(ReportRow) error)
 			return fmt.Errorf("report %s chunk %d: %w", id, c, err)
 		}
 		for i, e := range chunk.Servers {
-			row := ReportRow{ServerID: e.ServerID, OldKeypair: e.OldKeypair, NewKeypair: e.Keypair}
+			row := ReportRow{Version: ReportRowVersion, ServerID: e.ServerID, OldKeypair: e.OldKeypair, NewKeypair: e.Keypair}
 			if v, ok := recs[i].(string); ok {
 				r, err := decodeRecord(v)
 				if err != nil {

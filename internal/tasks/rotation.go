@@ -253,8 +253,11 @@ func waveServers(waves []Size, total int) []int {
 	return out
 }
 
-// Summary is the payload of a rotation:finished task.
+// Summary is the payload of a rotation:finished task: the completion
+// event of the public contract (docs/contracts.md, package rekey's Event).
 type Summary struct {
+	// Version is the event's contract version, EventVersion.
+	Version    int       `json:"version"`
 	Rotation   string    `json:"rotation"`
 	State      State     `json:"state"`
 	Reason     string    `json:"reason,omitempty"`
@@ -263,6 +266,14 @@ type Summary struct {
 	CreatedAt  time.Time `json:"created_at"`
 	FinishedAt time.Time `json:"finished_at"`
 }
+
+// Versions of the JSON contracts tools rely on (docs/contracts.md). A
+// version changes only when a field is removed or changes meaning; fields
+// are added without one.
+const (
+	EventVersion     = 1 // Summary, the rotation:finished payload
+	ReportRowVersion = 1 // ReportRow in JSON reports
+)
 
 var rotationIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 

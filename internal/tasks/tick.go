@@ -124,6 +124,12 @@ func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, other
 			}
 		}
 		finished = finished || r.finished
+		if r.finished || rot.Finished() {
+			// Every server is terminal: nothing more comes due, and the
+			// follow-ups (the completion event) must not wait for the
+			// tick's budget to run out.
+			return r.next, true, finished, nil
+		}
 		now := h.now()
 		if now.After(deadline) {
 			return r.next, false, finished, nil
@@ -291,7 +297,7 @@ func enqueueFinished(ctx context.Context, enq Enqueuer, rot *Rotation, opts Task
 	if rot.Retention > 0 {
 		ret = rot.Retention
 	}
-	s := Summary{Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Keypair: rot.Keypair, Counts: rot.Counts,
+	s := Summary{Version: EventVersion, Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Keypair: rot.Keypair, Counts: rot.Counts,
 		CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
 	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(QueueEvents), asynq.Retention(ret))
 	return err

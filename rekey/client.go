@@ -1,0 +1,150 @@
+package rekey
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+)
+
+// Options configure a Client. The zero value is a client that can do
+// everything but read the fleet: Start and Plan then need
+// Request.NoSkipMatching and a target list.
+type Options struct {
+	// Prefix is the prefix of the rotation keys in Redis. Empty: the
+	// workers' default, "cph-rekey:". Set it only to match workers that
+	// use another.
+	Prefix string
+	// CPH is the CPH API the client reads the fleet from: discovery,
+	// skip-matching (which records each server's old keypair, so a
+	// rotation can be rolled back) and dry runs. Nil: no reads.
+	CPH *CPH
+	// ReadRate paces those reads (ListCloudPhoneServers pages), so a plan
+	// stays within the read quota the workers also use. Zero: 20 a second,
+	// bursts of 5 (the workers' --read-rate default).
+	ReadRate Rate
+}
+
+// CPH names a CPH endpoint and the credentials for it, as the official
+// SDK's environment variables do (CPHFromEnv reads them).
+type CPH struct {
+	// Region selects https://cph.{Region}.myhuaweicloud.com, e.g. "cn-east-3".
+	Region string
+	// Endpoint, when set, overrides Region (a proxy, the simulator).
+	Endpoint string
+	// ProjectID is the regional project (HUAWEICLOUD_SDK_PROJECT_ID).
+	ProjectID string
+	// AccessKey and SecretKey sign every request; SecurityToken goes with
+	// temporary keys. IAMToken replaces the three (requests are not
+	// signed); set either a key pair or a token.
+	AccessKey, SecretKey, SecurityToken string
+	IAMToken                            string
+	// HTTPClient sends the requests. Nil: a client of the package's own
+	// with TLS verification on. Redirects are never followed.
+	HTTPClient *http.Client
+}
+
+// CPHFromEnv reads the CPH credentials from the official SDK's environment
+// variables (HUAWEICLOUD_SDK_AK, _SK, _PROJECT_ID, _SECURITY_TOKEN) and
+// REKEY_IAM_TOKEN, as the cph-rekey commands do; getenv is usually
+// os.Getenv. Region or Endpoint is the caller's to set.
+func CPHFromEnv(getenv func(string) string) *CPH {
+	c := cph.CredentialsFromEnv(getenv)
+	return &CPH{ProjectID: getenv("HUAWEICLOUD_SDK_PROJECT_ID"), AccessKey: c.AccessKey, SecretKey: c.SecretKey,
+		SecurityToken: c.SecurityToken, IAMToken: c.AuthToken}
+}
+
+// String prints the endpoint and project, never the secrets.
+func (c *CPH) String() string {
+	return fmt.Sprintf("CPH{Region:%q Endpoint:%q ProjectID:%q %s}", c.Region, c.Endpoint, c.ProjectID, c.credentials())
+}
+
+// GoString is String, so %#v does not print the secrets either.
+func (c *CPH) GoString() string { return c.String() }
+
+func (c *CPH) credentials() cph.Credentials {
+	return cph.Credentials{AccessKey: c.AccessKey, SecretKey: c.SecretKey, SecurityToken: c.SecurityToken, AuthToken: c.IAMToken}
+}
+
+// Rate is a pace: Events per Per, of which up to Burst may come back to
+// back after a quiet spell.
+type Rate struct {
+	Events int
+	Per    time.Duration
+	Burst  int
+}
+
+// ParseRate reads a rate as the commands' flags write it: "10/s",
+// "600/m", "20/s:5" (burst 5).
+func ParseRate(s string) (Rate, error) {
+	l, err := ratelimit.ParseLimit(s)
+	if err != nil {
+		return Rate{}, &InputError{Err: err}
+	}
+	return Rate{Events: l.Rate, Per: l.Period, Burst: l.Burst}, nil
+}
+
+// String writes r as ParseRate reads it.
+func (r Rate) String() string { return r.limit().String() }
+
+func (r Rate) limit() ratelimit.Limit {
+	return ratelimit.Limit{Rate: r.Events, Period: r.Per, Burst: r.Burst}
+}
+
+// defaultReadRate is the pace of a plan's reads: the workers' --read-rate.
+var defaultReadRate = Rate{Events: 20, Per: time.Second, Burst: 5}
+
+// Client starts and steers rotations. It talks to the Redis the workers
+// use; a worker pool (cmd/worker) does the rotating. A Client is safe for
+// concurrent use; Close it when done (the Redis client stays the
+// caller's).
+type Client struct {
+	rdb   redis.UniversalClient
+	store *tasks.Store
+	enq   *asynq.Client
+	api   *cph.Client // nil: no CPH configured
+}
+
+// NewClient returns a Client over rdb, the Redis of the workers (any
+// go-redis client: standalone, Sentinel, Cluster). It reports a CPH
+// configuration that cannot work (no project, half a key pair) as an
+// *InputError; it does not connect to anything.
+func NewClient(rdb redis.UniversalClient, opts Options) (*Client, error) {
+	if rdb == nil {
+		return nil, &InputError{Err: errors.New("rekey: NewClient needs a Redis client")}
+	}
+	c := &Client{rdb: rdb, store: tasks.NewStore(rdb, opts.Prefix), enq: asynq.NewClientFromRedisClient(rdb)}
+	if opts.CPH != nil {
+		rr := opts.ReadRate
+		if rr == (Rate{}) {
+			rr = defaultReadRate
+		}
+		if err := rr.limit().Validate(); err != nil {
+			return nil, &InputError{Err: fmt.Errorf("read rate: %w", err)}
+		}
+		// The fleet is read page by page at the read rate: a throttled or
+		// failed page is read again rather than failing the plan.
+		api, err := cph.NewClient(cph.Config{Region: opts.CPH.Region, Endpoint: opts.CPH.Endpoint, ProjectID: opts.CPH.ProjectID,
+			Credentials: opts.CPH.credentials(), HTTPClient: opts.CPH.HTTPClient, ReadRetries: 10, ReadRate: rr.limit().Local()})
+		if err != nil {
+			return nil, &InputError{Err: err}
+		}
+		c.api = api
+	}
+	return c, nil
+}
+
+// Close ends the client's use. The Redis client given to NewClient stays
+// open: it is the caller's to close.
+func (c *Client) Close() error {
+	// The asynq client shares the caller's connection and has nothing of
+	// its own to close (its Close refuses a shared connection).
+	return nil
+}

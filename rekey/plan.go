@@ -1,0 +1,108 @@
+package rekey
+
+import (
+	"context"
+	"errors"
+	"math"
+	"time"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+)
+
+// Plan is a rotation resolved against the fleet, before anything is
+// written: what Start would do. It is the dry run.
+type Plan struct {
+	// Rotation is the id Start would give the rotation (the same Request
+	// starts exactly this rotation).
+	Rotation string
+	Keypair  string
+	// Targets counts the servers asked for: ToChange, NotFound and
+	// Abnormal are submitted, AlreadyOnTarget is skipped.
+	Targets         int
+	ToChange        []string
+	AlreadyOnTarget []string
+	// NotFound are not in the project's server list; they are submitted
+	// anyway, so the API's own answer is reported.
+	NotFound []string
+	// Abnormal are listed but not in the normal status; their jobs will
+	// likely fail.
+	Abnormal []string
+	// Chunks is the number of UpdateKeypair calls of the first attempts,
+	// of up to ChunkSize servers.
+	Chunks, ChunkSize int
+	// Waves are the servers of each canary wave, in order.
+	Waves []int
+	// MaxErrors is the error budget in servers.
+	MaxErrors int
+	// Read reports whether the fleet was read (skip-matching).
+	Read bool
+
+	plan *tasks.Plan
+}
+
+// ETA estimates how long the rotation takes: its chunks at the workers'
+// fleet-wide submit rate, plus one job latency per wave (each wave waits
+// for the previous one's jobs).
+func (p *Plan) ETA(submitRate Rate, jobLatency time.Duration) time.Duration {
+	if submitRate.Events <= 0 || submitRate.Per <= 0 {
+		return 0
+	}
+	perSecond := float64(submitRate.Events) / submitRate.Per.Seconds()
+	submit := time.Duration(math.Ceil(float64(p.Chunks)/perSecond*1000)) * time.Millisecond
+	return submit + time.Duration(len(p.Waves))*jobLatency
+}
+
+// Plan validates r and reads the fleet as Start would (one
+// ListCloudPhoneServers call per 100 servers of the project, never one per
+// target), and returns what would change. It writes nothing and does not
+// use Redis. Bad input is an *InputError; a failed read an *APIError.
+func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
+	spec, err := c.spec(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	var lister tasks.ServerLister
+	if spec.SkipMatching {
+		lister = c.api
+	}
+	tp, err := tasks.MakePlan(ctx, spec, lister)
+	if err != nil {
+		var ce *cph.Error
+		if errors.As(err, &ce) || ctx.Err() != nil {
+			return nil, wrap(err)
+		}
+		return nil, &InputError{Err: err}
+	}
+	return planOf(tp), nil
+}
+
+func planOf(tp *tasks.Plan) *Plan {
+	rot := tp.Rotation
+	ids := func(es []tasks.Entry) []string {
+		out := make([]string, 0, len(es))
+		for _, e := range es {
+			out = append(out, e.ServerID)
+		}
+		return out
+	}
+	p := &Plan{Rotation: rot.ID, Keypair: rot.Keypair, Chunks: rot.Chunks, ChunkSize: rot.ChunkSize, MaxErrors: rot.MaxErrors,
+		Read: tp.Read, AlreadyOnTarget: ids(tp.Skipped), NotFound: ids(tp.NotFound), Abnormal: ids(tp.Abnormal),
+		ToChange: []string{}, Waves: []int{}, plan: tp}
+	odd := map[string]bool{}
+	for _, e := range append(tp.NotFound, tp.Abnormal...) {
+		odd[e.ServerID] = true
+	}
+	for _, ch := range tp.Chunks {
+		for _, e := range ch {
+			if !odd[e.ServerID] {
+				p.ToChange = append(p.ToChange, e.ServerID)
+			}
+		}
+	}
+	p.Targets = tp.Servers() + len(tp.Skipped)
+	for _, w := range rot.Waves {
+		p.Waves = append(p.Waves, w.Servers)
+	}
+	return p
+}

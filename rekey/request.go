@@ -1,0 +1,270 @@
+package rekey
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/targets"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+)
+
+// Target is a server to rotate and, optionally, a keypair of its own.
+type Target struct {
+	ServerID string
+	Keypair  string // "": the Request's Keypair
+}
+
+// Format is the layout of a target list (docs/targets.md).
+type Format string
+
+// Target list formats.
+const (
+	FormatAuto  Format = "auto"  // detected from the first bytes: '[' is JSON, a server_id header is CSV, else lines
+	FormatLines Format = "lines" // one server id a line, # comments
+	FormatCSV   Format = "csv"   // a header naming server_id and optionally keypair_name
+	FormatJSON  Format = "json"  // an array of ids or of {"server_id","keypair_name"} objects
+)
+
+// ParseFormat reads a format name ("auto", "lines", "csv", "json"; any
+// case), as enqueue start's --format takes it.
+func ParseFormat(s string) (Format, error) {
+	f, err := targets.ParseFormat(s)
+	if err != nil {
+		return "", &InputError{Err: err}
+	}
+	return Format(f.String()), nil
+}
+
+// ParseTargets reads and validates a whole target list in format f (""
+// is FormatAuto), streaming it. Bad input is an *InputError naming each
+// problem's line or element (at most 20 kept); nothing is returned then.
+// Any other error is a failure to read r.
+func ParseTargets(r io.Reader, f Format) ([]Target, error) {
+	if f == "" {
+		f = FormatAuto
+	}
+	tf, err := targets.ParseFormat(string(f))
+	if err != nil {
+		return nil, &InputError{Err: err}
+	}
+	ts, err := targets.Parse(r, tf)
+	if err != nil {
+		var ie *targets.InputError
+		if errors.As(err, &ie) {
+			return nil, inputErrorOf(ie)
+		}
+		return nil, err
+	}
+	out := make([]Target, len(ts))
+	for i, t := range ts {
+		out[i] = Target{ServerID: t.ServerID, Keypair: t.KeypairName}
+	}
+	return out, nil
+}
+
+// Discover takes a rotation's targets from the project's server list
+// (ListCloudPhoneServers, 100 servers a call) instead of a list.
+type Discover struct {
+	// NameContains keeps only servers whose name contains it ("": all).
+	NameContains string
+	// Status keeps only servers in this status (5 is normal); nil: all.
+	Status *int
+}
+
+// Size is a number of servers, or a percentage of the servers a rotation
+// submits (its targets not already on the keypair).
+type Size struct {
+	N       int
+	Percent bool // N is a percentage, 0-100
+}
+
+// Servers is a Size of n servers.
+func Servers(n int) Size { return Size{N: n} }
+
+// Percent is a Size of p % of the servers to submit.
+func Percent(p int) Size { return Size{N: p, Percent: true} }
+
+// String writes s as ParseSize reads it: "12" or "10%".
+func (s Size) String() string { return s.internal().String() }
+
+func (s Size) internal() tasks.Size { return tasks.Size{N: s.N, Percent: s.Percent} }
+
+// ParseSize reads "12" (servers) or "10%".
+func ParseSize(s string) (Size, error) {
+	v, err := tasks.ParseSize(s)
+	if err != nil {
+		return Size{}, &InputError{Err: err}
+	}
+	return Size{N: v.N, Percent: v.Percent}, nil
+}
+
+// ParseWaves reads a list of canary waves such as "1,10,10%,100%": each
+// entry is that wave's own size, and what the list leaves over is one
+// last wave. "" is one wave.
+func ParseWaves(s string) ([]Size, error) {
+	ws, err := tasks.ParseWaves(s)
+	if err != nil {
+		return nil, &InputError{Err: err}
+	}
+	var out []Size
+	for _, w := range ws {
+		out = append(out, Size{N: w.N, Percent: w.Percent})
+	}
+	return out, nil
+}
+
+// Defaults of a Request's zero values, the same as enqueue start's, and
+// the largest chunk: one chunk's jobs fit one ListJobs page.
+const (
+	MaxChunkSize       = 100
+	DefaultChunkSize   = 100
+	DefaultMaxAttempts = 3
+	DefaultRetention   = 30 * 24 * time.Hour
+)
+
+// DefaultMaxErrors is the error budget of a Request without one: 10 % of
+// the servers to submit.
+func DefaultMaxErrors() Size {
+	return Size{N: tasks.DefaultMaxErrors.N, Percent: tasks.DefaultMaxErrors.Percent}
+}
+
+// Request is a rotation to start: every option of enqueue start. Its zero
+// values are enqueue start's defaults.
+type Request struct {
+	// ID names the rotation. Empty: derived from the keypair, the options
+	// and the sorted targets, so the same Request names the same rotation
+	// and starting it again enqueues nothing twice.
+	ID string
+	// Keypair is the keypair every target must end on (required).
+	Keypair string
+	// Targets are the servers to rotate; Discover takes them from the
+	// fleet instead. Exactly one of the two is set.
+	Targets  []Target
+	Discover *Discover
+	// ChunkSize is the number of servers of one UpdateKeypair call, 1-100.
+	// Zero: 100.
+	ChunkSize int
+	// MaxAttempts is how many times a server whose job failed transiently
+	// is submitted, 1-20. Zero: 3.
+	MaxAttempts int
+	// NoSkipMatching does not read the fleet first (enqueue start
+	// --skip-matching=false): servers already on the keypair are submitted
+	// anyway, no old keypair is recorded (so the rotation cannot be rolled
+	// back), and verification reads one server a call. The zero value
+	// reads the fleet, which needs Options.CPH.
+	NoSkipMatching bool
+	// Waves are canary waves (see ParseWaves); nil: one wave.
+	Waves []Size
+	// PauseAfterWave pauses the rotation whenever a wave has ended, until
+	// Resume.
+	PauseAfterWave bool
+	// MaxErrors is the error budget: servers that may fail for good; one
+	// more halts the rotation. Nil: DefaultMaxErrors (10 %).
+	MaxErrors *Size
+	// NoVerify does not read each succeeded server's keypair back
+	// (enqueue start --verify=false).
+	NoVerify bool
+	// Retention is how long the rotation's records, report and completion
+	// event are kept after it ends. Zero: DefaultRetention (30 days).
+	Retention time.Duration
+}
+
+// spec checks r and resolves its targets (discovering them when asked).
+func (c *Client) spec(ctx context.Context, r Request) (tasks.Spec, error) {
+	if r.ID != "" {
+		if err := tasks.ValidateRotationID(r.ID); err != nil {
+			return tasks.Spec{}, &InputError{Err: err}
+		}
+	}
+	s := tasks.Spec{ID: r.ID, Keypair: r.Keypair, ChunkSize: r.ChunkSize, MaxAttempts: r.MaxAttempts,
+		SkipMatching: !r.NoSkipMatching, PauseAfterWave: r.PauseAfterWave, SkipVerify: r.NoVerify, Retention: r.Retention}
+	switch {
+	case s.ChunkSize == 0:
+		s.ChunkSize = DefaultChunkSize
+	case s.ChunkSize < 0:
+		return s, badInput("chunk size %d: want 1-%d", s.ChunkSize, tasks.MaxChunkSize)
+	}
+	switch {
+	case s.MaxAttempts == 0:
+		s.MaxAttempts = DefaultMaxAttempts
+	case s.MaxAttempts < 0:
+		return s, badInput("max attempts %d: want 1-20", s.MaxAttempts)
+	}
+	switch {
+	case s.Retention == 0:
+		s.Retention = DefaultRetention
+	case s.Retention < 0:
+		return s, badInput("retention %s: want a positive duration", s.Retention)
+	}
+	budget := DefaultMaxErrors()
+	if r.MaxErrors != nil {
+		budget = *r.MaxErrors
+	}
+	b := budget.internal()
+	s.MaxErrors = &b
+	for _, w := range r.Waves {
+		s.Waves = append(s.Waves, w.internal())
+	}
+	if s.SkipMatching && c.api == nil {
+		return s, badInput("skip-matching reads the fleet: give the client Options.CPH, or set Request.NoSkipMatching")
+	}
+	switch {
+	case r.Discover != nil && len(r.Targets) > 0:
+		return s, badInput("both Targets and Discover are set: take the targets from one")
+	case r.Discover != nil:
+		ts, err := c.discover(ctx, *r.Discover)
+		if err != nil {
+			return s, err
+		}
+		s.Targets = ts
+	default:
+		first := make(map[string]int, len(r.Targets))
+		for i, t := range r.Targets {
+			if j, dup := first[t.ServerID]; dup {
+				return s, &InputError{Element: i + 1, Err: fmt.Errorf("duplicate server id %q (first at element %d)", t.ServerID, j)}
+			}
+			first[t.ServerID] = i + 1
+			if err := targets.ValidateServerID(t.ServerID); err != nil {
+				return s, &InputError{Element: i + 1, Err: err}
+			}
+			if t.Keypair != "" {
+				if err := targets.ValidateKeypairName(t.Keypair); err != nil {
+					return s, &InputError{Element: i + 1, Err: err}
+				}
+			}
+			s.Targets = append(s.Targets, tasks.Target{ServerID: t.ServerID, Keypair: t.Keypair})
+		}
+	}
+	return s, nil
+}
+
+// discover lists the fleet's servers matching d.
+func (c *Client) discover(ctx context.Context, d Discover) ([]tasks.Target, error) {
+	if c.api == nil {
+		return nil, badInput("discovery reads the fleet: give the client Options.CPH")
+	}
+	// Offset paging repeats a server when the fleet changes while it is
+	// listed: keep the first sighting.
+	seen := map[string]bool{}
+	var ts []tasks.Target
+	err := c.api.ListServers(ctx, cph.ServerFilter{ServerName: d.NameContains, Status: d.Status}, func(page []cph.Server) error {
+		for _, s := range page {
+			if !seen[s.ServerID] {
+				seen[s.ServerID] = true
+				ts = append(ts, tasks.Target{ServerID: s.ServerID})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, wrap(fmt.Errorf("discover servers: %w", err))
+	}
+	if len(ts) == 0 {
+		return nil, badInput("discovery found no servers")
+	}
+	return ts, nil
+}

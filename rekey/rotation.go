@@ -1,0 +1,135 @@
+package rekey
+
+import (
+	"context"
+	"time"
+
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+)
+
+// State is a rotation's life-cycle state. The words are the same in the
+// commands' output, the completion event and the metrics.
+type State string
+
+// Rotation states. A rotation is Running from its start and ends
+// Succeeded (every server succeeded or was skipped), CompletedWithErrors
+// (some failed, within the error budget), Failed (the budget halted it) or
+// Cancelled. A Failed rotation that has not finished was halted by its
+// budget and waits for Resume (with a larger budget) or Cancel.
+const (
+	StateRunning             State = "running"
+	StatePaused              State = "paused"
+	StateSucceeded           State = "succeeded"
+	StateCompletedWithErrors State = "completed_with_errors"
+	StateFailed              State = "failed"
+	StateCancelled           State = "cancelled"
+)
+
+// Counts are a rotation's counters. Pending, Running, Succeeded, Failed,
+// Skipped and Cancelled partition the servers (they add up to Total).
+type Counts struct {
+	Total     int64 `json:"total"`
+	Pending   int64 `json:"pending"` // not submitted yet, or waiting for a retry
+	Running   int64 `json:"running"` // submitted, job not ended or keypair not read back yet
+	Succeeded int64 `json:"succeeded"`
+	Failed    int64 `json:"failed"`
+	Skipped   int64 `json:"skipped"` // already on the keypair when planned
+	Cancelled int64 `json:"cancelled"`
+	// Verifying counts the Running servers whose job succeeded and whose
+	// keypair is still to be read back.
+	Verifying int64 `json:"verifying"`
+	// Submitted and Retried count server submissions (retries repeat them).
+	Submitted int64 `json:"submitted"`
+	Retried   int64 `json:"retried"`
+	// Resubmitted counts batch submissions repeated because an earlier
+	// call's outcome was unknown (a worker died between the call and its
+	// checkpoint).
+	Resubmitted int64 `json:"resubmitted"`
+}
+
+// Done is the number of servers in a terminal outcome.
+func (c Counts) Done() int64 { return c.Succeeded + c.Failed + c.Skipped + c.Cancelled }
+
+func countsOf(c tasks.Counts) Counts {
+	return Counts{Total: c.Total, Pending: c.Pending, Running: c.Running, Succeeded: c.Succeeded, Failed: c.Failed,
+		Skipped: c.Skipped, Cancelled: c.Cancelled, Verifying: c.Verifying, Submitted: c.Submitted, Retried: c.Retried,
+		Resubmitted: c.Resubmitted}
+}
+
+// Rotation is a rotation as Redis holds it: what it was asked to do and
+// where it is.
+type Rotation struct {
+	ID      string
+	Keypair string
+	State   State
+	// Reason says why the rotation is paused or halted, or how it ended.
+	Reason string
+	// Wave is the canary wave being submitted (1-based) of Waves.
+	Wave, Waves int
+	// MaxErrors is the error budget in servers.
+	MaxErrors   int
+	ChunkSize   int
+	Chunks      int // first-attempt UpdateKeypair batches
+	MaxAttempts int
+	Verify      bool
+	// PauseAfterWave pauses the rotation whenever a wave has ended.
+	PauseAfterWave bool
+	// Retention is how long the records are kept after the end.
+	Retention  time.Duration
+	CreatedAt  time.Time
+	FinishedAt time.Time // zero until the rotation has finished
+	Counts     Counts
+}
+
+// Finished reports whether every server of the rotation is terminal.
+func (r *Rotation) Finished() bool { return !r.FinishedAt.IsZero() }
+
+// Halted reports whether the error budget stopped the rotation before it
+// finished: it waits for Resume (with a larger budget) or Cancel.
+func (r *Rotation) Halted() bool { return r.State == StateFailed && !r.Finished() }
+
+func rotationOf(r *tasks.Rotation) *Rotation {
+	return &Rotation{ID: r.ID, Keypair: r.Keypair, State: State(r.State), Reason: r.Reason, Wave: r.Wave, Waves: len(r.Waves),
+		MaxErrors: r.MaxErrors, ChunkSize: r.ChunkSize, Chunks: r.Chunks, MaxAttempts: r.MaxAttempts, Verify: r.Verify,
+		PauseAfterWave: r.PauseAfterWave, Retention: r.Retention, CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt,
+		Counts: countsOf(r.Counts)}
+}
+
+// ValidateRotationID checks a rotation id: 1-64 bytes of letters, digits,
+// '.', '_' and '-', starting with a letter or digit (ids become part of
+// Redis hash tags and asynq task ids). A bad id is an *InputError.
+func ValidateRotationID(id string) error {
+	if err := tasks.ValidateRotationID(id); err != nil {
+		return &InputError{Err: err}
+	}
+	return nil
+}
+
+// Rotation reads a rotation's record and counters: ErrNotFound when no
+// rotation has the id.
+func (c *Client) Rotation(ctx context.Context, id string) (*Rotation, error) {
+	if err := tasks.ValidateRotationID(id); err != nil {
+		return nil, &InputError{Err: err}
+	}
+	r, err := c.store.Rotation(ctx, id)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return rotationOf(r), nil
+}
+
+// Rotations lists rotations, newest first, at most limit of them.
+func (c *Client) Rotations(ctx context.Context, limit int) ([]*Rotation, error) {
+	if limit < 1 {
+		return nil, badInput("limit %d: want at least 1", limit)
+	}
+	rs, err := c.store.Rotations(ctx, limit)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	out := make([]*Rotation, len(rs))
+	for i, r := range rs {
+		out[i] = rotationOf(r)
+	}
+	return out, nil
+}
