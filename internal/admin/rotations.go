@@ -134,19 +134,26 @@ func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
+	// Only running rotations have a rate: their stats are read in one
+	// more pipeline.
+	var running []string
+	for _, rot := range rots {
+		if !rot.Finished() && rot.State == tasks.StateRunning {
+			running = append(running, rot.ID)
+		}
+	}
+	stats, err := s.opts.Store.StatsOf(r.Context(), running)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
 	now := time.Now()
 	out := rotationList{Rotations: make([]rotationView, 0, len(rots)), Total: total, Offset: offset, Limit: limit}
 	for _, rot := range rots {
 		v := rotationView{Rotation: rot, Done: rot.Counts.Done()}
-		if !rot.Finished() && rot.State == tasks.StateRunning {
-			// Only running rotations have a rate: one more read each,
-			// and there are few of them at a time.
-			st, err := s.opts.Store.Stats(r.Context(), rot.ID)
-			if err != nil {
-				s.storeError(w, r, err)
-				return
-			}
-			v.setRate(st.History, now)
+		if len(running) > 0 && running[0] == rot.ID {
+			v.setRate(stats[0].History, now)
+			running, stats = running[1:], stats[1:]
 		}
 		out.Rotations = append(out.Rotations, v)
 	}

@@ -60,6 +60,33 @@ func (s *Store) Stats(ctx context.Context, id string) (*Stats, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read stats of %s: %w", id, err)
 	}
+	return statsOf(id, m)
+}
+
+// StatsOf reads the stats of several rotations in one pipeline, in the
+// order of ids.
+func (s *Store) StatsOf(ctx context.Context, ids []string) ([]*Stats, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HGetAll(ctx, s.statsKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read stats: %w", err)
+	}
+	out := make([]*Stats, len(ids))
+	for i, c := range cmds {
+		st, err := statsOf(ids[i], c.Val())
+		if err != nil {
+			return nil, err
+		}
+		out[i] = st
+	}
+	return out, nil
+}
+
+// statsOf decodes a rotation's stats hash.
+func statsOf(id string, m map[string]string) (*Stats, error) {
 	st := &Stats{}
 	codes := map[string]*CodeFailures{}
 	code := func(c string) *CodeFailures {

@@ -69,6 +69,13 @@ func TestStatsCountFailuresByCodeAndOutcomesOverTime(t *testing.T) {
 		if fmt.Sprint(st.History) != fmt.Sprint(want) {
 			t.Fatalf("history = %v, want %v", st.History, want)
 		}
+		many, err := s.StatsOf(ctx, []string{"r1", "r-none"})
+		if err != nil || len(many) != 2 || fmt.Sprint(*many[0]) != fmt.Sprint(*st) || len(many[1].History) != 0 {
+			t.Fatalf("StatsOf = %v, %v; want r1's stats and empty ones", many, err)
+		}
+		if none, err := s.StatsOf(ctx, nil); err != nil || len(none) != 0 {
+			t.Fatalf("StatsOf(nil) = %v, %v", none, err)
+		}
 	})
 }
 
