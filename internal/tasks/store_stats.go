@@ -95,6 +95,11 @@ func statsOf(id string, m map[string]string) (*Stats, error) {
 		}
 		return codes[c]
 	}
+	type example struct {
+		n   int
+		row ReportRow
+	}
+	examples := map[string][]example{}
 	buckets := map[int64]*Bucket{}
 	bucket := func(k string) *Bucket {
 		n, _ := strconv.ParseInt(k, 10, 64)
@@ -122,13 +127,19 @@ func statsOf(id string, m map[string]string) (*Stats, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read stats of %s: example %s: %w", id, k, err)
 			}
-			c := code(rest)
-			c.Examples = append(c.Examples, ReportRow{ServerID: sid, JobID: rec.JobID, Attempts: rec.Attempts,
-				Outcome: rec.Outcome, ErrorCode: rec.Code, ErrorMsg: rec.Message, FinishedAt: rec.FinishedAt})
+			n, _ := strconv.Atoi(kind[1:])
+			code(rest)
+			examples[rest] = append(examples[rest], example{n, ReportRow{ServerID: sid, JobID: rec.JobID, Attempts: rec.Attempts,
+				Outcome: rec.Outcome, ErrorCode: rec.Code, ErrorMsg: rec.Message, FinishedAt: rec.FinishedAt}})
 		}
 	}
 	for _, c := range codes {
-		slices.SortFunc(c.Examples, func(a, b ReportRow) int { return a.FinishedAt.Compare(b.FinishedAt) })
+		// In the order they failed: the script numbers them.
+		ex := examples[c.Code]
+		slices.SortFunc(ex, func(a, b example) int { return a.n - b.n })
+		for _, e := range ex {
+			c.Examples = append(c.Examples, e.row)
+		}
 		st.Failures = append(st.Failures, *c)
 	}
 	slices.SortFunc(st.Failures, func(a, b CodeFailures) int {
