@@ -297,7 +297,7 @@ func TestWaveEndsOnlyWhenVerified(t *testing.T) {
 			t.Fatalf("jobs succeeded, not verified: %+v, %v; want no advance", res, err)
 		}
 		pend, pages, err := s.Verifying(ctx, "r1", 1, 10)
-		if err != nil || len(pend) != 2 || pages[0] != 0 {
+		if err != nil || len(pend) != 2 || pages[0] != (InFlight{}) {
 			t.Fatalf("verifying %+v, pages %v, %v; want s0 and s1 on page 0 with nothing of wave 1 in flight", pend, pages, err)
 		}
 		var vs []Resolution

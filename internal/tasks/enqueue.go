@@ -208,6 +208,7 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 		if err != nil {
 			return nil, fmt.Errorf("read current keypairs: %w", err)
 		}
+		plan.Rotation.listCount = pos
 	}
 	var submit []Entry
 	for _, t := range spec.Targets {

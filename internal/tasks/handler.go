@@ -28,12 +28,24 @@ const (
 	CodeMissingJob   = "REKEY.MISSING_JOB"   // the answer had no entry for a server that was sent
 	CodeSubmitFailed = "REKEY.SUBMIT_FAILED" // UpdateKeypair kept failing until the task's retries ran out
 	CodePollFailed   = "REKEY.POLL_FAILED"   // ListJobs kept failing until the task's retries ran out
+	// CodePollUnknown: a job's outcome could not be learned and a
+	// read-back found the server not on the target.
+	CodePollUnknown = "REKEY.JOB_UNKNOWN"
 	// CodeVerifyMismatch: the job reported success but the server's
 	// keypair_name, read back, is not the target. Permanent: not retried.
 	CodeVerifyMismatch = "REKEY.VERIFY_MISMATCH"
-	// CodeVerifyFailed: the read-back itself failed for good (the server
-	// is gone, or reads kept failing until the task's retries ran out).
+	// CodeVerifyFailed: the read-back itself failed for good. Kept for
+	// records written by earlier releases; see CodeVerifyUnavailable.
 	CodeVerifyFailed = "REKEY.VERIFY_FAILED"
+	// CodeVerifyUnavailable: the job reported success but the keypair
+	// could not be read back at all: every way of reading the server kept
+	// failing for Config.JobTimeout after the first failed read. Not a
+	// mismatch: the keypair may well have changed.
+	CodeVerifyUnavailable = "REKEY.VERIFY_UNAVAILABLE"
+	// CodeServerDeleted: the server was deleted while the rotation ran
+	// (its job succeeded, or its outcome was unknown, and the API no
+	// longer knows it). Recorded as skipped: there is nothing to rotate.
+	CodeServerDeleted = "REKEY.SERVER_DELETED"
 )
 
 // API is the part of the CPH API the handlers call (cph.Client has it).

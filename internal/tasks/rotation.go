@@ -108,6 +108,14 @@ type Rotation struct {
 	Counts     Counts        `json:"counts"`
 	// waveQueued is the last wave whose chunks were enqueued.
 	waveQueued int
+	// What verification knows of the project's list (see store_verify.go):
+	// its count when the plan read it, how far it has moved since and its
+	// count then, how many targets the plan did not place, and the sweep
+	// that looks for them.
+	listCount, shift, shiftCount int
+	unplaced                     int
+	sweepNext                    int
+	sweepDone                    bool
 }
 
 // Finished reports whether every server of the rotation is terminal.

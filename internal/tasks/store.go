@@ -109,12 +109,17 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		return nil
 	}
 	pages := map[string]int{}
+	unplacedTargets := 0
 	for i, c := range chunks {
 		pipe.HSetNX(ctx, s.batchKey(id, i+1), "servers", encodeEntries(c))
 		w := r.WaveOf(i + 1)
 		for _, e := range c {
 			if p := e.page(); p >= 0 {
 				pages[pageField(w, p)]++
+			} else if r.Verify {
+				// Verification may learn its place from a page it reads.
+				pipe.HSetNX(ctx, s.whereKey(id), e.ServerID, -1)
+				unplacedTargets++
 			}
 		}
 		if pipe.Len() >= 500 {
@@ -164,6 +169,7 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		"submitted", 0, "retried", 0, "resubmitted", 0, "verifying", 0, "wave_queued", 0,
 		"max_errors", maxErrors, "verify", flag(r.Verify), "positions", flag(r.Positions), "pause_after_wave", flag(r.PauseAfterWave),
 		"retention_ms", r.Retention.Milliseconds(), "waves", len(r.Waves), "wave", min(1, len(r.Waves)),
+		"list_count", r.listCount, "vcount", r.listCount, "vshift", 0, "unplaced", unplacedTargets,
 	}
 	for i, w := range r.Waves {
 		fields = append(fields, "wave_end:"+strconv.Itoa(i+1), w.LastChunk, "wave_size:"+strconv.Itoa(i+1), w.Servers)
@@ -237,6 +243,8 @@ func rotationOf(m map[string]string) *Rotation {
 	r.Wave, r.MaxErrors, r.Reason = int(n("wave")), int(n("max_errors")), m["reason"]
 	r.Verify, r.PauseAfterWave, r.Positions = m["verify"] == "1", m["pause_after_wave"] == "1", m["positions"] == "1"
 	r.waveQueued = int(n("wave_queued"))
+	r.listCount, r.shift, r.shiftCount = int(n("list_count")), int(n("vshift")), int(n("vcount"))
+	r.unplaced, r.sweepNext, r.sweepDone = int(n("unplaced")), int(n("sweep")), m["sweep_done"] == "1"
 	r.WaveOpen = int(n("wave_open"))
 	r.Retention = time.Duration(n("retention_ms")) * time.Millisecond
 	if _, ok := m["max_errors"]; !ok {
@@ -348,7 +356,11 @@ local function close(entries, wave)
       local rec = 'cancelled\t' .. (tonumber(attempt) - 1) .. '\t\t\t\t' .. ARGV[3] .. '\t' .. ARGV[2]
       if redis.call('HSETNX', KEYS[2], sid, rec) == 1 then
         n = n + 1
-        if tonumber(pos) >= 0 then redis.call('HINCRBY', KEYS[3], wave .. ':' .. math.floor(tonumber(pos) / 100), -1) end
+        if tonumber(pos) >= 0 then
+          local f = wave .. ':' .. math.floor(tonumber(pos) / 100)
+          if tonumber(attempt) > 1 then f = 'r:' .. f end
+          redis.call('HINCRBY', KEYS[3], f, -1)
+        end
       end
     end
   end
@@ -447,7 +459,8 @@ func (s *Store) Expire(ctx context.Context, r *Rotation, d time.Duration) error 
 		return nil
 	}
 	pipe := s.rdb.Pipeline()
-	for _, k := range []string{s.recordsKey(r.ID), s.pollsKey(r.ID), s.retryKey(r.ID), s.verifyKey(r.ID), s.pagesKey(r.ID), s.freshKey(r.ID), s.statsKey(r.ID)} {
+	for _, k := range []string{s.recordsKey(r.ID), s.pollsKey(r.ID), s.retryKey(r.ID), s.verifyKey(r.ID), s.pagesKey(r.ID), s.freshKey(r.ID), s.statsKey(r.ID),
+		s.whereKey(r.ID), s.vfailKey(r.ID)} {
 		pipe.Expire(ctx, k, d)
 	}
 	for n := 0; n <= r.Batches; n++ {

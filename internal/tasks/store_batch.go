@@ -352,7 +352,12 @@ type Resolution struct {
 	RetryAt time.Time
 	// Verify: the job succeeded; the server waits in the verification set
 	// (Outcome is not recorded yet).
-	Verify   bool
+	Verify bool
+	// Unknown: the job's outcome is not known: the verification stage
+	// reads the server's keypair; on the target it is succeeded, otherwise
+	// it is retried (or fails with the unknown code when no attempt is
+	// left).
+	Unknown  bool
 	JobID    string
 	Code     string
 	Message  string
@@ -387,10 +392,12 @@ type Resolved struct {
 //
 // KEYS: batch, meta, records, polls, retry, verify, pages, stats. ARGV: now (ms),
 // batch number, next poll (ms; 0: no more polls, -1: unchanged), then
-// sextuples: server, kind (verify, retry, or an outcome counter name),
+// septuples: server, kind (verify, retry, or an outcome counter name),
 // value (the record, or the retry entry), score (verification place, or
-// retry time), member (verification entry), list page (-1: none) — and for
-// a retry the record to write if the rotation is cancelled, in the member.
+// retry time), member (verification entry), list page (-1: none; "w:p"
+// counts page p's first attempts of wave w in flight, "r:w:p" its retries)
+// — and for a retry the record to write if the rotation is cancelled, in
+// the member — and its entry in the verification set (when it waits there).
 var resolveScript = redis.NewScript(`
 local meta = KEYS[2]
 local bucket = tostring(math.floor(tonumber(ARGV[1]) / ` + statsBucketMs + `))
@@ -409,8 +416,8 @@ if redis.call('HEXISTS', KEYS[1], 'done') == 1 then
   first = #ARGV + 1 -- complete: its resolution markers are trimmed, nothing more to record
 end
 local cancelled = redis.call('HGET', meta, 'state') == 'cancelled'
-for i = first, #ARGV, 6 do
-  local sid, kind, val, score, member, page = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]
+for i = first, #ARGV, 7 do
+  local sid, kind, val, score, member, page, waiting = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6]
   if kind == 'verify' then
     if redis.call('HEXISTS', KEYS[1], 'd:' .. sid) == 0 and redis.call('HSETNX', KEYS[1], 'p:' .. sid, '1') == 1 then
       redis.call('ZADD', KEYS[6], score, member)
@@ -424,11 +431,20 @@ for i = first, #ARGV, 6 do
     redis.call('HINCRBY', meta, 'running', -1)
     local verified = redis.call('HEXISTS', KEYS[1], 'p:' .. sid) == 1
     if verified then
-      redis.call('ZREM', KEYS[6], member)
+      redis.call('ZREM', KEYS[6], waiting)
       redis.call('HINCRBY', meta, 'verifying', -1)
     end
     if kind == 'retry' and cancelled then kind, val = 'cancelled', member end
     if kind == 'retry' then
+      -- A first attempt leaves its page's count of first attempts in
+      -- flight (the page is read without waiting for it) and joins the
+      -- page's count of retries in flight; a retry stays counted there.
+      if string.sub(page, 1, 2) == 'r:' then
+        if verified then redis.call('HINCRBY', KEYS[7], page, 1) end
+      elseif page ~= '-1' then
+        if not verified then left(page) end
+        redis.call('HINCRBY', KEYS[7], 'r:' .. page, 1)
+      end
       redis.call('ZADD', KEYS[5], score, val)
       redis.call('HINCRBY', meta, 'pending', 1)
       redis.call('HINCRBY', meta, 'retried', 1)
@@ -546,19 +562,22 @@ func (s *Store) Resolve(ctx context.Context, id string, n, w int, rs []Resolutio
 	case !nextPoll.IsZero():
 		next = nextPoll.UnixMilli()
 	}
-	args := make([]any, 0, 3+6*len(rs))
+	args := make([]any, 0, 3+7*len(rs))
 	args = append(args, now.UnixMilli(), n, next)
 	for _, r := range rs {
 		page := pageField(w, r.Entry.page())
+		if r.Entry.Attempt > 1 && page != "-1" {
+			page = "r:" + page
+		}
 		switch {
 		case r.Verify:
-			args = append(args, r.ServerID, "verify", "", verifyScore(r.Entry), verifyMember(r, n, now), page)
+			args = append(args, r.ServerID, "verify", "", verifyScore(r.Entry), verifyMember(r, n, now), page, "")
 		case r.Retry != nil:
 			rec := record{Outcome: OutcomeCancelled, Attempts: r.Attempts, Batch: n, JobID: r.JobID, Code: r.Code, Message: r.Message, FinishedAt: now}
-			args = append(args, r.ServerID, "retry", encodeEntry(*r.Retry), r.RetryAt.UnixMilli(), encodeRecord(rec), page)
+			args = append(args, r.ServerID, "retry", encodeEntry(*r.Retry), r.RetryAt.UnixMilli(), encodeRecord(rec), page, r.member)
 		default:
 			rec := record{Outcome: r.Outcome, Attempts: r.Attempts, Batch: n, JobID: r.JobID, Code: r.Code, Message: r.Message, FinishedAt: now}
-			args = append(args, r.ServerID, string(r.Outcome), encodeRecord(rec), 0, r.member, page)
+			args = append(args, r.ServerID, string(r.Outcome), encodeRecord(rec), 0, r.member, page, r.member)
 		}
 	}
 	keys := []string{s.batchKey(id, n), s.metaKey(id), s.recordsKey(id), s.pollsKey(id), s.retryKey(id), s.verifyKey(id), s.pagesKey(id), s.statsKey(id)}
@@ -581,10 +600,15 @@ func verifyScore(e Entry) int64 {
 }
 
 // A verification entry: server, batch, keypair to find, attempt, job id,
-// and when the job was seen to succeed (ms).
+// and when the job was seen to succeed (ms); for an unknown outcome also
+// "u" and the old keypair (a retry needs it).
 func verifyMember(r Resolution, n int, now time.Time) string {
-	return strings.Join([]string{r.ServerID, strconv.Itoa(n), r.Entry.Keypair, strconv.Itoa(r.Attempts), r.JobID,
-		strconv.FormatInt(now.UnixMilli(), 10)}, "\t")
+	f := []string{r.ServerID, strconv.Itoa(n), r.Entry.Keypair, strconv.Itoa(r.Attempts), r.JobID,
+		strconv.FormatInt(now.UnixMilli(), 10)}
+	if r.Unknown {
+		f = append(f, "u", r.Entry.OldKeypair)
+	}
+	return strings.Join(f, "\t")
 }
 
 // Pending is a server waiting in the verification set.
@@ -594,52 +618,89 @@ type Pending struct {
 	Keypair  string
 	Attempt  int
 	JobID    string
-	Since    time.Time // its job was seen to succeed
-	Pos      int       // its place in the project's list (-1: unknown)
-	member   string
+	Since    time.Time // its job was seen to succeed (or its outcome to be unknown)
+	// Pos is its place in the project's list when the plan read it, or
+	// when verification learned it (-1: unknown).
+	Pos int
+	// Unknown: its job's outcome is not known (see Resolution.Unknown).
+	Unknown    bool
+	OldKeypair string // for Unknown: the keypair it had, kept for a retry
+	learned    bool   // Pos was learned by verification, not planned
+	member     string
 }
 
+// entry is the server as a retry batch would hold it.
+func (p Pending) entry() Entry {
+	return Entry{ServerID: p.ServerID, OldKeypair: p.OldKeypair, Keypair: p.Keypair, Attempt: p.Attempt, Pos: p.Pos}
+}
+
+// InFlight counts a page's targets of the current wave whose jobs have not
+// ended: first attempts, and servers being retried.
+type InFlight struct{ First, Retried int }
+
 // Verifying returns up to limit servers waiting for verification, in the
-// order of the project's server list (servers of unknown place last), and
-// how many targets of wave w on each page they are on are still in flight.
-func (s *Store) Verifying(ctx context.Context, id string, w, limit int) ([]Pending, map[int]int, error) {
+// order of the project's server list (servers of unknown place last, with
+// the place verification learned for them if it did), and how many
+// targets of wave w on each page they are on are still in flight.
+func (s *Store) Verifying(ctx context.Context, id string, w, limit int) ([]Pending, map[int]InFlight, error) {
 	zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: s.verifyKey(id), Start: 0, Stop: int64(limit - 1)}).Result()
 	if err != nil {
 		return nil, nil, fmt.Errorf("read verification set of %s: %w", id, err)
 	}
 	out := make([]Pending, 0, len(zs))
 	pages := map[int]bool{}
+	var loose []string
 	for _, z := range zs {
 		m, _ := z.Member.(string)
 		f := strings.Split(m, "\t")
-		if len(f) != 6 {
+		if len(f) != 6 && len(f) != 8 {
 			return nil, nil, fmt.Errorf("verification set of %s: corrupt entry %q", id, m)
 		}
 		b, _ := strconv.Atoi(f[1])
 		a, _ := strconv.Atoi(f[3])
 		ms, _ := strconv.ParseInt(f[5], 10, 64)
 		p := Pending{ServerID: f[0], Batch: b, Keypair: f[2], Attempt: a, JobID: f[4], Since: time.UnixMilli(ms), Pos: -1, member: m}
+		if len(f) == 8 {
+			p.Unknown, p.OldKeypair = f[6] == "u", f[7]
+		}
 		if z.Score < unplaced {
 			p.Pos = int(z.Score)
 			pages[p.Pos/100] = true
+		} else {
+			loose = append(loose, p.ServerID)
 		}
 		out = append(out, p)
 	}
-	inFlight := map[int]int{}
+	if len(loose) > 0 {
+		learned, err := s.learned(ctx, id, loose)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := range out {
+			if pos, ok := learned[out[i].ServerID]; ok && out[i].Pos < 0 {
+				out[i].Pos, out[i].learned = pos, true
+			}
+		}
+	}
+	inFlight := map[int]InFlight{}
 	if len(pages) > 0 {
-		fields := make([]string, 0, len(pages))
+		fields := make([]string, 0, 2*len(pages))
+		order := make([]int, 0, len(pages))
 		for p := range pages {
-			fields = append(fields, pageField(w, p))
+			fields = append(fields, pageField(w, p), "r:"+pageField(w, p))
+			order = append(order, p)
 		}
 		v, err := s.rdb.HMGet(ctx, s.pagesKey(id), fields...).Result()
 		if err != nil {
 			return nil, nil, fmt.Errorf("read page counts of %s: %w", id, err)
 		}
-		for i, f := range fields {
-			_, pg, _ := strings.Cut(f, ":")
-			p, _ := strconv.Atoi(pg)
-			str, _ := v[i].(string)
-			inFlight[p], _ = strconv.Atoi(str)
+		for i, p := range order {
+			first, _ := v[2*i].(string)
+			retried, _ := v[2*i+1].(string)
+			var c InFlight
+			c.First, _ = strconv.Atoi(first)
+			c.Retried, _ = strconv.Atoi(retried)
+			inFlight[p] = c
 		}
 	}
 	return out, inFlight, nil
@@ -649,8 +710,12 @@ func (s *Store) Verifying(ctx context.Context, id string, w, limit int) ([]Pendi
 // did not hold it) to the end of the verification set, to be read on its
 // own.
 func (s *Store) Unplace(ctx context.Context, id string, p Pending) error {
-	err := s.rdb.ZAddXX(ctx, s.verifyKey(id), redis.Z{Score: unplaced, Member: p.member}).Err()
-	if err != nil {
+	pipe := s.rdb.TxPipeline()
+	pipe.ZAddXX(ctx, s.verifyKey(id), redis.Z{Score: unplaced, Member: p.member})
+	if p.learned {
+		pipe.HSet(ctx, s.whereKey(id), p.ServerID, -1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("verification of %s: unplace server %s: %w", id, p.ServerID, err)
 	}
 	return nil

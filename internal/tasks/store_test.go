@@ -159,8 +159,8 @@ func TestStoreCheckpointAndResolveExactlyOnce(t *testing.T) {
 		if err != nil || len(pend) != 1 || pend[0].ServerID != "a" || pend[0].Pos != 0 || pend[0].Batch != 1 {
 			t.Fatalf("verifying = %+v, %v", pend, err)
 		}
-		if pages[0] != 1 {
-			t.Fatalf("page 0 has %d targets in flight, want 1 (b, in the retry pool)", pages[0])
+		if want := (InFlight{First: 0, Retried: 1}); pages[0] != want {
+			t.Fatalf("page 0 has %+v targets in flight, want %+v (b, in the retry pool, no first attempt)", pages[0], want)
 		}
 
 		// b is gathered into retry batch 2, submitted, and succeeds there.
@@ -189,6 +189,9 @@ func TestStoreCheckpointAndResolveExactlyOnce(t *testing.T) {
 		final := []Resolution{{ServerID: "b", Outcome: OutcomeSucceeded, JobID: "job-b2", Attempts: 2, Entry: retry}}
 		if res, err := s.Resolve(ctx, "r1", 2, 1, final, time.Time{}, false, now); err != nil || !res.Complete || res.Finished {
 			t.Fatalf("Resolve of the retry = %+v, %v; want complete, not finished (a still verifying)", res, err)
+		}
+		if _, pages, _ := s.Verifying(ctx, "r1", 1, 10); pages[0] != (InFlight{}) {
+			t.Fatalf("page 0 after the retry ended: %+v in flight, want none", pages[0])
 		}
 
 		// a is verified last, and that finishes the rotation, once.

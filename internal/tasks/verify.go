@@ -2,29 +2,48 @@ package tasks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/movinglist"
 )
 
 // verifyLimit bounds the servers one tick looks at for verification.
 const verifyLimit = 20000
 
-// verify reads back the keypair of servers whose job succeeded, by the
-// cheapest reads there are: the page of the project's server list that the
-// plan saw a server on (ListCloudPhoneServers, 100 servers a call) when two
-// or more servers wait on it, ShowServer when one does or its place is not
-// known. A page is read once no target on it is still in flight (so each
-// page is read once, retries included), or once its servers have waited
-// Config.Linger. A server a page no longer holds (the list shifted) is read
-// on its own. A server on another keypair fails with CodeVerifyMismatch,
-// permanently: the job claimed a change that did not happen, and
-// submitting again would only repeat the claim. A read that must wait
-// leaves its servers for the next tick; nothing is polled again.
+// fewToShow is how many servers a page read may leave unfound before the
+// rest are read on their own (ShowServer) rather than looked for again.
+const fewToShow = 5
+
+// sweepPerRound bounds the pages one round of the sweep reads.
+const sweepPerRound = 20
+
+// verify reads back the keypair of servers whose job succeeded (or whose
+// outcome is unknown), by the cheapest reads there are.
+//
+// A server the plan placed in the project's list is read with its
+// neighbours, a page (ListCloudPhoneServers, 100 servers a call) at the
+// place the list has moved it to since (movinglist): a page is read once
+// no first attempt on it is in flight, and its servers being retried are
+// read later, together, once none is in flight (or after
+// Config.VerifyLinger). A server not found where it should stand is read
+// on its own (ShowServer), which tells a deleted server from a moved one.
+//
+// Servers the plan did not place are read whichever way costs fewer
+// calls: one ShowServer each, or a sweep of the whole list (one read per
+// 100 servers of the project) that verifies those waiting and learns where
+// the others stand.
+//
+// A read that must wait (rate limit, 429) leaves its servers for the next
+// round and is never a failure. A read that fails is tried again; a server
+// whose reads kept failing for Config.JobTimeout from the first failure is
+// recorded with CodeVerifyUnavailable, never as a mismatch.
 func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r *round) error {
 	pend, inFlight, err := h.store.Verifying(ctx, rot.ID, rot.Wave, verifyLimit)
 	if err != nil || len(pend) == 0 {
@@ -34,160 +53,378 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 		r.at(r.now)
 	}
 	pages := map[int][]Pending{}
-	var single []Pending
-	var expired []Resolution
+	var loose []Pending
 	for _, p := range pend {
-		switch {
-		case r.now.Sub(p.Since) > h.cfg.JobTimeout:
-			expired = append(expired, verified(p, OutcomeFailed, CodeVerifyFailed,
-				fmt.Sprintf("keypair not read back within %s of the job's success", h.cfg.JobTimeout)))
-		case p.Pos < 0:
-			single = append(single, p)
-		default:
-			pages[p.Pos/cph.MaxServersPageSize] = append(pages[p.Pos/cph.MaxServersPageSize], p)
+		if p.Pos < 0 {
+			loose = append(loose, p)
+			continue
 		}
+		pages[p.Pos/cph.MaxServersPageSize] = append(pages[p.Pos/cph.MaxServersPageSize], p)
 	}
-	if err := h.recordVerified(ctx, log, rot, expired, r); err != nil {
-		return err
-	}
-	var reads []int
+	v := &verification{h: h, log: log, rot: rot, r: r,
+		list: movinglist.Finder{Shift: rot.shift, Count: rot.shiftCount, PageSize: cph.MaxServersPageSize}}
+	var calls []func(context.Context) (bool, error)
 	for _, pg := range slices.Sorted(maps.Keys(pages)) {
 		ps := pages[pg]
-		oldest := ps[0].Since
-		for _, p := range ps[1:] {
-			if p.Since.Before(oldest) {
-				oldest = p.Since
+		if !h.pageReady(rot, ps, inFlight[pg], r) {
+			continue
+		}
+		calls = append(calls, func(ctx context.Context) (bool, error) { return v.page(ctx, ps) })
+	}
+	if len(loose) > 0 {
+		if v.sweeping() {
+			calls = append(calls, func(ctx context.Context) (bool, error) { return v.sweep(ctx, loose) })
+		} else {
+			for _, p := range loose {
+				calls = append(calls, func(ctx context.Context) (bool, error) { return v.one(ctx, p) })
 			}
 		}
-		// A paused or halted rotation submits nothing until an operator
-		// acts: what it has is read now rather than held for servers
-		// that will not come.
-		if inFlight[pg] > 0 && rot.State == StateRunning && r.now.Sub(oldest) < h.cfg.VerifyLinger {
-			r.at(oldest.Add(h.cfg.VerifyLinger))
-			continue
-		}
-		if len(ps) == 1 {
-			single = append(single, ps[0])
-			continue
-		}
-		reads = append(reads, pg)
 	}
-	type read struct {
-		page int
-		p    Pending // when page < 0
-	}
-	calls := make([]read, 0, len(reads)+len(single))
-	for _, pg := range reads {
-		calls = append(calls, read{page: pg})
-	}
-	for _, p := range single {
-		calls = append(calls, read{page: -1, p: p})
-	}
-	return each(ctx, calls, func(ctx context.Context, c read) (bool, error) {
-		if c.page < 0 {
-			return h.verifyOne(ctx, log, rot, c.p, r)
-		}
-		return h.verifyPage(ctx, log, rot, c.page, pages[c.page], r)
-	})
+	err = each(ctx, calls, func(ctx context.Context, c func(context.Context) (bool, error)) (bool, error) { return c(ctx) })
+	return errors.Join(err, v.save(ctx))
 }
 
-// verifyPage reads one page of the project's server list and checks the
-// servers waiting on it.
-func (h *Handler) verifyPage(ctx context.Context, log *slog.Logger, rot *Rotation, page int, ps []Pending, r *round) (bool, error) {
-	if err := h.limiter.Wait(ctx, APIListServers); err != nil {
-		r.waited(err)
-		return true, nil
+// pageReady reports whether the servers waiting on a page are read now:
+// once no first attempt on the page is in flight (retried servers are
+// read later, together, once none of them is in flight), once they have
+// waited Config.VerifyLinger, or at once in a rotation that submits
+// nothing until an operator acts. Otherwise it asks for a round then.
+func (h *Handler) pageReady(rot *Rotation, ps []Pending, c InFlight, r *round) bool {
+	oldest, first := ps[0].Since, false
+	for _, p := range ps {
+		if p.Since.Before(oldest) {
+			oldest = p.Since
+		}
+		first = first || p.Attempt <= 1
+	}
+	switch {
+	case rot.State != StateRunning, r.now.Sub(oldest) >= h.cfg.VerifyLinger:
+		return true
+	case c.First <= 0 && (first || c.Retried <= 0):
+		return true
+	}
+	r.at(oldest.Add(h.cfg.VerifyLinger))
+	return false
+}
+
+// verification is one round's reads, side by side: what they learn of
+// how the list moved is shared, and saved at the end of the round.
+type verification struct {
+	h   *Handler
+	log *slog.Logger
+	rot *Rotation
+	r   *round
+
+	mu    sync.Mutex
+	list  movinglist.Finder
+	moved bool
+	swept int // the sweep's next offset (-1: done), once it moved
+}
+
+func (v *verification) finder() movinglist.Finder {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.list
+}
+
+func (v *verification) learnt(f movinglist.Finder) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if f.Shift != v.list.Shift || f.Count != v.list.Count {
+		v.list.Shift, v.list.Count, v.moved = f.Shift, f.Count, true
+	}
+}
+
+// save records what the round learned of the list.
+func (v *verification) save(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	if v.moved {
+		if err := v.h.store.SetShift(wctx, v.rot.ID, v.list.Shift, v.list.Count); err != nil {
+			return err
+		}
+	}
+	if v.swept != 0 {
+		return v.h.store.SetSweep(wctx, v.rot.ID, max(v.swept, 0), v.swept < 0)
+	}
+	return nil
+}
+
+// readPage reads the window of the list at offset under the read quota.
+// A wait is returned as errWait.
+func (v *verification) readPage(ctx context.Context, offset int) (*cph.ListServersResponse, error) {
+	if err := v.h.limiter.Wait(ctx, APIListServers); err != nil {
+		return nil, &errWait{err}
 	}
 	var resp *cph.ListServersResponse
-	err := h.call(ctx, APIListServers, func(ctx context.Context) (err error) {
-		resp, err = h.api.ListServersPage(ctx, page*cph.MaxServersPageSize, cph.MaxServersPageSize)
+	err := v.h.call(ctx, APIListServers, func(ctx context.Context) (err error) {
+		resp, err = v.h.api.ListServersPage(ctx, offset, cph.MaxServersPageSize)
 		return err
 	})
-	if stop, err := h.readFailed(ctx, log, APIListServers, err, r); err != nil || stop {
-		return stop, err
+	return resp, err
+}
+
+// errWait is a read that had to wait for the rate limit.
+type errWait struct{ err error }
+
+func (e *errWait) Error() string { return e.err.Error() }
+func (e *errWait) Unwrap() error { return e.err }
+
+// page reads a page's waiting servers where the list has moved them, and
+// reads on their own the few it did not find.
+func (v *verification) page(ctx context.Context, ps []Pending) (bool, error) {
+	f := v.finder()
+	targets := make([]movinglist.Target, len(ps))
+	byID := make(map[string]Pending, len(ps))
+	for i, p := range ps {
+		targets[i] = movinglist.Target{ID: p.ServerID, Pos: p.Pos}
+		byID[p.ServerID] = p
 	}
-	if resp == nil {
-		return false, nil // failed transiently: read again next tick
-	}
-	have := make(map[string]string, len(resp.Servers))
-	for _, s := range resp.Servers {
-		have[s.ServerID] = s.KeypairName
-	}
+	keypairs := map[string]string{}
+	places := map[string]int{}
+	res, err := f.Locate(ctx, targets, func(ctx context.Context, offset int) ([]string, int, error) {
+		resp, err := v.readPage(ctx, offset)
+		if err != nil {
+			return nil, 0, err
+		}
+		ids := make([]string, len(resp.Servers))
+		for i, s := range resp.Servers {
+			ids[i] = s.ServerID
+			keypairs[s.ServerID] = s.KeypairName
+			places[s.ServerID] = offset + i
+		}
+		return ids, resp.Count, nil
+	})
 	var rs []Resolution
-	for _, p := range ps {
-		kp, ok := have[p.ServerID]
-		if !ok {
-			// The list shifted (servers created or deleted): read it alone.
-			if err := h.store.Unplace(ctx, rot.ID, p); err != nil {
+	for id := range res.Found {
+		p := byID[id]
+		rs = append(rs, v.compare(p, keypairs[id]))
+		delete(places, id)
+	}
+	v.learnt(f)
+	if err := v.record(ctx, rs); err != nil {
+		return true, err
+	}
+	if lerr := v.learn(ctx, places, f.Shift); lerr != nil {
+		return true, lerr
+	}
+	missing := make([]Pending, len(res.Missing))
+	for i, t := range res.Missing {
+		missing[i] = byID[t.ID]
+	}
+	if err != nil {
+		if stop, err := v.failed(ctx, APIListServers, err, missing); stop || err != nil {
+			return stop, err
+		}
+		if cph.KindOf(err) != cph.KindPermanent {
+			return false, nil
+		}
+		// Pages cannot be read: read the servers on their own.
+	}
+	if len(missing) > fewToShow && err == nil {
+		// Not where the list's moves say: read on their own, or found by
+		// the sweep, next round.
+		for _, p := range missing {
+			if err := v.h.store.Unplace(ctx, v.rot.ID, p); err != nil {
 				return true, err
 			}
-			r.at(r.now)
-			continue
 		}
-		rs = append(rs, h.compare(log, p, kp))
-	}
-	return false, h.recordVerified(ctx, log, rot, rs, r)
-}
-
-// verifyOne reads one server back with ShowServer.
-func (h *Handler) verifyOne(ctx context.Context, log *slog.Logger, rot *Rotation, p Pending, r *round) (bool, error) {
-	if err := h.limiter.Wait(ctx, APIShowServer); err != nil {
-		r.waited(err)
-		return true, nil
-	}
-	var srv *cph.Server
-	err := h.call(ctx, APIShowServer, func(ctx context.Context) (err error) {
-		srv, err = h.api.ShowServer(ctx, p.ServerID)
-		return err
-	})
-	if err != nil && cph.KindOf(err) == cph.KindPermanent && !cph.IsThrottled(err) && ctx.Err() == nil {
-		rs := []Resolution{verified(p, OutcomeFailed, CodeVerifyFailed, "read-back after the job succeeded: "+err.Error())}
-		return false, h.recordVerified(ctx, log, rot, rs, r)
-	}
-	if stop, err := h.readFailed(ctx, log, APIShowServer, err, r); err != nil || stop {
-		return stop, err
-	}
-	if srv == nil {
+		v.r.at(v.r.now)
 		return false, nil
 	}
-	return false, h.recordVerified(ctx, log, rot, []Resolution{h.compare(log, p, srv.KeypairName)}, r)
-}
-
-// readFailed sorts out a failed verification read: a 429 or the task's end
-// stops the tick's reads; any other failure is read again next tick (the
-// job timeout bounds how long).
-func (h *Handler) readFailed(ctx context.Context, log *slog.Logger, api string, err error, r *round) (stop bool, _ error) {
-	switch {
-	case err == nil:
-		return false, nil
-	case ctx.Err() != nil:
-		return true, ctx.Err()
-	case cph.IsThrottled(err):
-		r.waited(h.throttled(ctx, api, err))
-		return true, nil
+	for _, p := range missing {
+		if stop, err := v.one(ctx, p); stop || err != nil {
+			return stop, err
+		}
 	}
-	log.WarnContext(ctx, "verification read failed; reading again", "api", api, "request_id", requestID(err), "err", err)
-	r.at(r.now.Add(minTick))
 	return false, nil
 }
 
-// compare resolves a server by the keypair read back.
-func (h *Handler) compare(log *slog.Logger, p Pending, keypair string) Resolution {
+// learn records where the unplaced targets among the servers a read
+// showed stand, in the plan's terms (less the list's shift).
+func (v *verification) learn(ctx context.Context, places map[string]int, shift int) error {
+	if v.rot.unplaced == 0 || len(places) == 0 {
+		return nil
+	}
+	for id, at := range places {
+		places[id] = max(at-shift, 0)
+	}
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	_, err := v.h.store.Learn(wctx, v.rot.ID, places)
+	return err
+}
+
+// sweeping reports whether servers the plan did not place are found by
+// reading the whole list: when they outnumber its pages (or its size is
+// not known yet), and the sweep has not ended.
+func (v *verification) sweeping() bool {
+	if v.rot.sweepDone {
+		return false
+	}
+	count := v.rot.shiftCount
+	if count == 0 {
+		return v.rot.unplaced > cph.MaxServersPageSize
+	}
+	return v.rot.unplaced > (count+cph.MaxServersPageSize-1)/cph.MaxServersPageSize
+}
+
+// sweep reads the next pages of the list in order: the waiting servers it
+// finds are verified, the places of the other unplaced targets learned.
+// Servers created while it reads push the list down, so each next offset
+// follows the count; once it has read the whole list, the servers it did
+// not find are read on their own.
+func (v *verification) sweep(ctx context.Context, loose []Pending) (bool, error) {
+	byID := make(map[string]Pending, len(loose))
+	for _, p := range loose {
+		byID[p.ServerID] = p
+	}
+	f := v.finder()
+	offset := v.rot.sweepNext
+	defer func() {
+		v.mu.Lock()
+		v.swept = offset
+		v.mu.Unlock()
+		v.learnt(f)
+	}()
+	for range sweepPerRound {
+		resp, err := v.readPage(ctx, offset)
+		if err != nil {
+			return v.failed(ctx, APIListServers, err, nil)
+		}
+		if f.Count > 0 {
+			// Servers created (or deleted) since the last read moved the
+			// list: the places learned now are in the plan's terms.
+			f.Shift += resp.Count - f.Count
+		}
+		f.Count = resp.Count
+		places := map[string]int{}
+		var rs []Resolution
+		for i, s := range resp.Servers {
+			if p, ok := byID[s.ServerID]; ok {
+				rs = append(rs, v.compare(p, s.KeypairName))
+				delete(byID, s.ServerID)
+				continue
+			}
+			places[s.ServerID] = offset + i
+		}
+		if err := v.record(ctx, rs); err != nil {
+			return true, err
+		}
+		if err := v.learn(ctx, places, f.Shift); err != nil {
+			return true, err
+		}
+		if len(resp.Servers) < cph.MaxServersPageSize || offset+len(resp.Servers) >= resp.Count {
+			offset = -1
+			v.r.at(v.r.now)
+			return false, nil
+		}
+		offset += len(resp.Servers)
+	}
+	v.r.at(v.r.now)
+	return false, nil
+}
+
+// one reads one server back with ShowServer.
+func (v *verification) one(ctx context.Context, p Pending) (bool, error) {
+	if err := v.h.limiter.Wait(ctx, APIShowServer); err != nil {
+		v.r.waited(err)
+		return true, nil
+	}
+	var srv *cph.Server
+	err := v.h.call(ctx, APIShowServer, func(ctx context.Context) (err error) {
+		srv, err = v.h.api.ShowServer(ctx, p.ServerID)
+		return err
+	})
+	switch {
+	case err == nil:
+		return false, v.record(ctx, []Resolution{v.compare(p, srv.KeypairName)})
+	case gone(err):
+		msg := fmt.Sprintf("the server no longer exists (%s); it was deleted while the rotation ran", err)
+		return false, v.record(ctx, []Resolution{verified(p, OutcomeSkipped, CodeServerDeleted, msg)})
+	}
+	return v.failed(ctx, APIShowServer, err, []Pending{p})
+}
+
+// gone reports whether a read says the server does not exist: CPH answers
+// a server id it does not know with 400 CPS.0016 ("server_id is
+// invalid."), and may answer 404.
+func gone(err error) bool {
+	var e *cph.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.Code == "CPS.0016" || e.StatusCode == 404 && e.Code != "" && e.Code[:min(4, len(e.Code))] == "CPS."
+}
+
+// failed sorts out a failed verification read of servers ps: a wait, a
+// 429 or the task's end stops the round's reads; any other failure starts
+// (or continues) the servers' deadline, and those past it are recorded
+// with CodeVerifyUnavailable. The servers are read again next round.
+func (v *verification) failed(ctx context.Context, api string, err error, ps []Pending) (stop bool, _ error) {
+	var w *errWait
+	switch {
+	case errors.As(err, &w):
+		v.r.waited(w.err)
+		return true, nil
+	case ctx.Err() != nil:
+		return true, ctx.Err()
+	case cph.IsThrottled(err):
+		v.r.waited(v.h.throttled(ctx, api, err))
+		return true, nil
+	}
+	v.log.WarnContext(ctx, "verification read failed; reading again", "api", api, "request_id", requestID(err), "err", err)
+	v.r.at(v.r.now.Add(minTick))
+	if len(ps) == 0 {
+		return false, nil
+	}
+	ids := make([]string, len(ps))
+	for i, p := range ps {
+		ids[i] = p.ServerID
+	}
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	since, ferr := v.h.store.ReadFailed(wctx, v.rot.ID, ids, v.r.now)
+	if ferr != nil {
+		return true, ferr
+	}
+	var rs []Resolution
+	for _, p := range ps {
+		if t, ok := since[p.ServerID]; ok && v.r.now.Sub(t) >= v.h.cfg.JobTimeout {
+			rs = append(rs, verified(p, OutcomeFailed, CodeVerifyUnavailable,
+				fmt.Sprintf("the job succeeded but the keypair could not be read back for %s: %s", v.h.cfg.JobTimeout, err)))
+		}
+	}
+	return false, v.record(ctx, rs)
+}
+
+// compare resolves a server by the keypair read back. A server whose
+// outcome was unknown and is not on the target goes back for another
+// attempt (or fails when none is left): it was read, not guessed.
+func (v *verification) compare(p Pending, keypair string) Resolution {
 	if keypair == p.Keypair {
 		return verified(p, OutcomeSucceeded, "", "")
 	}
-	log.Error("job succeeded but the keypair did not change", "server", p.ServerID, "job_id", p.JobID,
+	if p.Unknown {
+		res := v.h.failure(v.rot, p.entry(), p.JobID, CodePollUnknown,
+			fmt.Sprintf("the job's outcome was not known and keypair_name read back is %q, not %q", keypair, p.Keypair), v.r.now)
+		res.member = p.member
+		return res
+	}
+	v.log.Error("job succeeded but the keypair did not change", "server", p.ServerID, "job_id", p.JobID,
 		"keypair_name", keypair, "want", p.Keypair)
 	return verified(p, OutcomeFailed, CodeVerifyMismatch, fmt.Sprintf("job succeeded but keypair_name is %q, not %q", keypair, p.Keypair))
 }
 
 func verified(p Pending, o Outcome, code, msg string) Resolution {
 	return Resolution{ServerID: p.ServerID, Outcome: o, JobID: p.JobID, Attempts: p.Attempt, Code: code, Message: msg,
-		Entry: Entry{ServerID: p.ServerID, Keypair: p.Keypair, Attempt: p.Attempt, Pos: p.Pos}, member: p.member}
+		Entry: p.entry(), member: p.member}
 }
 
-// recordVerified records verification outcomes, a Resolve per batch.
-func (h *Handler) recordVerified(ctx context.Context, log *slog.Logger, rot *Rotation, rs []Resolution, r *round) error {
+// record records verification outcomes, a Resolve per batch.
+func (v *verification) record(ctx context.Context, rs []Resolution) error {
 	if len(rs) == 0 {
 		return nil
 	}
@@ -199,13 +436,13 @@ func (h *Handler) recordVerified(ctx context.Context, log *slog.Logger, rot *Rot
 	wctx, cancel := detached(ctx)
 	defer cancel()
 	for n, xs := range byBatch {
-		res, err := h.store.Resolve(wctx, rot.ID, n, rot.waveOfBatch(n), xs, time.Time{}, true, h.now())
+		res, err := v.h.store.Resolve(wctx, v.rot.ID, n, v.rot.waveOfBatch(n), xs, time.Time{}, true, v.h.now())
 		if err != nil {
 			return err
 		}
-		h.countOutcomes(xs, res)
-		r.resolved(res)
+		v.h.countOutcomes(xs, res)
+		v.r.resolved(res)
 	}
-	log.DebugContext(ctx, "verified", "servers", len(rs))
+	v.log.DebugContext(ctx, "verified", "servers", len(rs))
 	return nil
 }
