@@ -33,9 +33,20 @@ const (
 	// CodeVerifyMismatch: the job reported success but the keypair read
 	// back is not the target. Not retried.
 	CodeVerifyMismatch = "REKEY.VERIFY_MISMATCH"
-	// CodeVerifyFailed: the read-back failed for good (the server is gone,
-	// or reads kept failing).
+	// CodeVerifyFailed: the read-back failed for good. Written by earlier
+	// releases; CodeVerifyUnavailable replaces it.
 	CodeVerifyFailed = "REKEY.VERIFY_FAILED"
+	// CodeVerifyUnavailable: the job reported success but the keypair
+	// could not be read back at all (every read kept failing for the
+	// workers' --job-timeout). Not a mismatch: it may well have changed.
+	CodeVerifyUnavailable = "REKEY.VERIFY_UNAVAILABLE"
+	// CodeServerDeleted: the server was deleted while the rotation ran;
+	// its row is skipped.
+	CodeServerDeleted = "REKEY.SERVER_DELETED"
+	// CodeJobUnknown: a job's outcome could not be learned (ListJobs kept
+	// refusing it, or it outran --job-timeout) and the keypair read back
+	// was not the target, with no attempt left.
+	CodeJobUnknown = "REKEY.JOB_UNKNOWN"
 	// CodeJobTimeout: a job still running after the workers' --job-timeout.
 	CodeJobTimeout = "REKEY.JOB_TIMEOUT"
 	// CodeMissingJob: the UpdateKeypair answer had no job for the server.

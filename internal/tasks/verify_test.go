@@ -1,0 +1,369 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/testredis"
+)
+
+// movingFleet is a project's server list that moves: servers created go
+// on top, deleted ones leave it. It counts the reads verification makes.
+type movingFleet struct {
+	mu      sync.Mutex
+	ids     []string
+	kp      map[string]string
+	seq     int
+	pages   int
+	shows   int
+	failAll bool // every read answers 503
+}
+
+func newMovingFleet(n int) *movingFleet {
+	f := &movingFleet{kp: map[string]string{}}
+	for i := range n {
+		id := fmt.Sprintf("s%05d", i)
+		f.ids = append(f.ids, id)
+		f.kp[id] = "kp-old"
+	}
+	return f
+}
+
+func (f *movingFleet) create(k int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for range k {
+		f.seq++
+		id := fmt.Sprintf("new%05d", f.seq)
+		f.ids = slices.Insert(f.ids, 0, id)
+		f.kp[id] = "kp-old"
+	}
+}
+
+func (f *movingFleet) delete(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ids = slices.DeleteFunc(f.ids, func(s string) bool { return s == id })
+	delete(f.kp, id)
+}
+
+func (f *movingFleet) set(id, kp string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.kp[id]; ok {
+		f.kp[id] = kp
+	}
+}
+
+func (f *movingFleet) ListServers(ctx context.Context, _ cph.ServerFilter, fn func([]cph.Server) error) error {
+	for off := 0; ; off += 100 {
+		resp, _ := f.ListServersPage(ctx, off, 100)
+		if len(resp.Servers) == 0 {
+			return nil
+		}
+		if err := fn(resp.Servers); err != nil {
+			return err
+		}
+	}
+}
+
+func (f *movingFleet) ListServersPage(_ context.Context, offset, limit int) (*cph.ListServersResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pages++
+	if f.failAll {
+		return nil, &cph.Error{Op: "ListCloudPhoneServers", StatusCode: 503, Kind: cph.KindTransient}
+	}
+	resp := &cph.ListServersResponse{Count: len(f.ids)}
+	for i := offset; i < min(offset+limit, len(f.ids)); i++ {
+		resp.Servers = append(resp.Servers, cph.Server{ServerID: f.ids[i], KeypairName: f.kp[f.ids[i]], Status: cph.ServerStatusNormal})
+	}
+	return resp, nil
+}
+
+func (f *movingFleet) ShowServer(_ context.Context, id string) (*cph.Server, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.shows++
+	if f.failAll {
+		return nil, &cph.Error{Op: "ShowCloudPhoneServerDetail", StatusCode: 503, Kind: cph.KindTransient}
+	}
+	kp, ok := f.kp[id]
+	if !ok {
+		return nil, &cph.Error{Op: "ShowCloudPhoneServerDetail", StatusCode: 400, Code: "CPS.0016", Message: "server_id is invalid.", Kind: cph.KindPermanent}
+	}
+	return &cph.Server{ServerID: id, KeypairName: kp}, nil
+}
+
+func (f *movingFleet) UpdateKeypair(context.Context, []cph.ServerKeypair) (*cph.UpdateKeypairResponse, error) {
+	return nil, fmt.Errorf("not used")
+}
+
+func (f *movingFleet) ListJobsOf(context.Context, int, ...string) ([]cph.Job, error) {
+	return nil, fmt.Errorf("not used")
+}
+
+func (f *movingFleet) reads() (pages, shows int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pages, f.shows
+}
+
+// allow is a limiter that never makes a call wait.
+type allow struct{}
+
+func (allow) Wait(context.Context, string) error                                { return nil }
+func (allow) Throttled(context.Context, string, time.Duration, float64) error { return nil }
+
+// deny is a limiter that always says "later", as a busy read quota does.
+type deny struct{}
+
+func (deny) Wait(context.Context, string) error {
+	return &ratelimit.DelayError{RetryIn: time.Second}
+}
+func (deny) Throttled(context.Context, string, time.Duration, float64) error { return nil }
+
+// verifyRig is a started rotation whose every batch is checkpointed, on
+// miniredis, with a handler whose API is a moving fleet.
+type verifyRig struct {
+	t     *testing.T
+	ctx   context.Context
+	store *Store
+	h     *Handler
+	fleet *movingFleet
+	id    string
+	now   time.Time
+}
+
+func newVerifyRig(t *testing.T, fleet *movingFleet, targets []string, positions bool) *verifyRig {
+	t.Helper()
+	rdb := testredis.Mini(t).Client(t)
+	ctx := context.Background()
+	store := NewStore(rdb, "")
+	enq := asynq.NewClientFromRedisClient(rdb)
+	t.Cleanup(func() { enq.Close() })
+	var ts []Target
+	for _, id := range targets {
+		ts = append(ts, Target{ServerID: id})
+	}
+	plan, err := MakePlan(ctx, Spec{Keypair: "kp-new", Targets: ts, ChunkSize: 100, MaxAttempts: 3, SkipMatching: positions}, fleet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if _, err := Start(ctx, store, enq, plan, TaskOptions{}, now); err != nil {
+		t.Fatal(err)
+	}
+	v := &verifyRig{t: t, ctx: ctx, store: store, fleet: fleet, id: plan.Rotation.ID, now: now,
+		h: NewHandler(HandlerOptions{Store: store, API: fleet, Limiter: allow{}, Enqueuer: enq})}
+	v.h.now = func() time.Time { return v.now }
+	for n := 1; n <= plan.Rotation.Chunks; n++ {
+		b, err := store.Batch(ctx, v.id, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs := map[string]string{}
+		for _, e := range b.Servers {
+			jobs[e.ServerID] = "job-" + e.ServerID
+		}
+		if _, err := store.Checkpoint(ctx, v.id, n, len(b.Servers), fmt.Sprintf("req-%d", n), jobs, nil, now, now.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fleet.mu.Lock()
+	fleet.pages, fleet.shows = 0, 0 // the plan's reads are not verification's
+	fleet.mu.Unlock()
+	return v
+}
+
+// succeed records that the jobs of batch n succeeded (but for the
+// servers in retry, which failed transiently) and changes the fleet.
+func (v *verifyRig) succeed(n int, retry ...string) {
+	v.t.Helper()
+	rot, err := v.store.Rotation(v.ctx, v.id)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	b, err := v.store.Batch(v.ctx, v.id, n)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	var rs []Resolution
+	for _, e := range b.Servers {
+		if slices.Contains(retry, e.ServerID) {
+			rs = append(rs, v.h.failure(rot, e, "job-"+e.ServerID, "CPS.9001", "try again", v.now))
+			continue
+		}
+		v.fleet.set(e.ServerID, e.Keypair)
+		rs = append(rs, Resolution{ServerID: e.ServerID, Verify: true, JobID: "job-" + e.ServerID, Attempts: e.Attempt, Entry: e})
+	}
+	if _, err := v.store.Resolve(v.ctx, v.id, n, rot.waveOfBatch(n), rs, time.Time{}, false, v.now); err != nil {
+		v.t.Fatal(err)
+	}
+}
+
+// verify runs verification rounds until nothing more comes of them.
+func (v *verifyRig) verify(rounds int) *Rotation {
+	v.t.Helper()
+	for range rounds {
+		rot, err := v.store.Rotation(v.ctx, v.id)
+		if err != nil {
+			v.t.Fatal(err)
+		}
+		if rot.Counts.Verifying == 0 {
+			return rot
+		}
+		if err := v.h.verify(v.ctx, v.h.log, rot, &round{now: v.now}); err != nil {
+			v.t.Fatal(err)
+		}
+	}
+	rot, err := v.store.Rotation(v.ctx, v.id)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return rot
+}
+
+func (v *verifyRig) report() map[string]ReportRow {
+	v.t.Helper()
+	rows := map[string]ReportRow{}
+	err := v.store.Report(v.ctx, v.id, func(r ReportRow) error { rows[r.ServerID] = r; return nil })
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return rows
+}
+
+// TestVerifyFollowsAMovingList: servers created on top of the list and
+// deleted from it while a rotation runs shift every page; verification
+// still reads about one page per 100 servers, and a deleted target ends
+// skipped with a code that says so.
+func TestVerifyFollowsAMovingList(t *testing.T) {
+	fleet := newMovingFleet(2000)
+	targets := slices.Clone(fleet.ids)
+	v := newVerifyRig(t, fleet, targets, true)
+	rng := rand.New(rand.NewPCG(7, 7))
+	deleted := map[string]bool{}
+	for n := 1; n <= 20; n++ {
+		// Now and then a server created, or a target not verified yet
+		// deleted, between batches' ends.
+		if rng.IntN(4) == 0 {
+			fleet.create(1)
+		}
+		if n%3 == 0 {
+			id := targets[(n-1)*100+rng.IntN(len(targets)-(n-1)*100)]
+			fleet.delete(id)
+			deleted[id] = true
+		}
+		v.succeed(n)
+		v.verify(3)
+	}
+	rot := v.verify(20)
+	if rot.Counts.Verifying != 0 || !rot.Finished() {
+		t.Fatalf("rotation %+v: want finished, nothing verifying", rot.Counts)
+	}
+	for id, row := range v.report() {
+		switch {
+		case deleted[id] && (row.Outcome != OutcomeSkipped || row.ErrorCode != CodeServerDeleted):
+			t.Errorf("deleted %s: %s %s, want skipped %s", id, row.Outcome, row.ErrorCode, CodeServerDeleted)
+		case !deleted[id] && row.Outcome != OutcomeSucceeded:
+			t.Errorf("%s: %s %s %s, want succeeded", id, row.Outcome, row.ErrorCode, row.ErrorMsg)
+		}
+	}
+	pages, shows := fleet.reads()
+	t.Logf("%d page reads and %d ShowServer for 20 pages, %d deleted", pages, shows, len(deleted))
+	if pages > 30 || shows > len(deleted)+10 {
+		t.Fatalf("%d page reads and %d ShowServer: want about one page per 100 servers, ShowServer for the deleted and a few", pages, shows)
+	}
+}
+
+// TestVerifyWithoutPositionsSweeps: with no place known for any target
+// (--skip-matching=false), verification reads the list's pages rather
+// than one ShowServer per server.
+func TestVerifyWithoutPositionsSweeps(t *testing.T) {
+	fleet := newMovingFleet(2000)
+	v := newVerifyRig(t, fleet, slices.Clone(fleet.ids), false)
+	for n := 1; n <= 20; n++ {
+		if n%4 == 0 {
+			fleet.create(1)
+		}
+		v.succeed(n)
+		v.verify(3)
+	}
+	rot := v.verify(50)
+	if rot.Counts.Succeeded != 2000 {
+		t.Fatalf("counts %+v: want 2000 succeeded", rot.Counts)
+	}
+	pages, shows := fleet.reads()
+	t.Logf("%d page reads, %d ShowServer", pages, shows)
+	if pages > 2*21+6 || shows > 10 {
+		t.Fatalf("%d page reads and %d ShowServer for 20 pages: want a sweep and a read per page at most", pages, shows)
+	}
+}
+
+// TestVerifyBacklogIsNotFailure: servers whose job succeeded wait for a
+// read the quota does not allow for longer than the job timeout: they
+// stay waiting, never failed.
+func TestVerifyBacklogIsNotFailure(t *testing.T) {
+	fleet := newMovingFleet(300)
+	v := newVerifyRig(t, fleet, slices.Clone(fleet.ids), true)
+	v.h.limiter = deny{}
+	for n := 1; n <= 3; n++ {
+		v.succeed(n)
+	}
+	v.now = v.now.Add(2 * v.h.cfg.JobTimeout)
+	rot := v.verify(3)
+	if rot.Counts.Failed != 0 || rot.Counts.Verifying != 300 {
+		t.Fatalf("counts %+v after a read backlog past the job timeout: want 300 verifying, none failed", rot.Counts)
+	}
+	v.h.limiter = allow{}
+	if rot := v.verify(5); rot.Counts.Succeeded != 300 {
+		t.Fatalf("counts %+v once reads are allowed: want 300 succeeded", rot.Counts)
+	}
+}
+
+// TestVerifyUnavailable: reads that fail (not wait) for the job timeout
+// end the servers with their own code, not a mismatch.
+func TestVerifyUnavailable(t *testing.T) {
+	fleet := newMovingFleet(100)
+	v := newVerifyRig(t, fleet, slices.Clone(fleet.ids), true)
+	v.succeed(1)
+	fleet.failAll = true
+	v.verify(1)
+	v.now = v.now.Add(v.h.cfg.JobTimeout + time.Second)
+	rot := v.verify(3)
+	if rot.Counts.Failed != 100 {
+		t.Fatalf("counts %+v: want 100 failed", rot.Counts)
+	}
+	for id, row := range v.report() {
+		if row.ErrorCode != CodeVerifyUnavailable || !strings.Contains(row.ErrorMsg, "could not be read back") {
+			t.Fatalf("%s: %s %q, want %s", id, row.ErrorCode, row.ErrorMsg, CodeVerifyUnavailable)
+		}
+	}
+}
+
+// TestPageReadBeforeRetryEnds: a page whose first attempts have ended is
+// read at once, though one of its servers is being retried; the retried
+// one is read when its retry ends.
+func TestPageReadBeforeRetryEnds(t *testing.T) {
+	fleet := newMovingFleet(100)
+	v := newVerifyRig(t, fleet, slices.Clone(fleet.ids), true)
+	v.succeed(1, "s00042")
+	rot := v.verify(2)
+	if rot.Counts.Succeeded != 99 || rot.Counts.Pending != 1 {
+		t.Fatalf("counts %+v: want 99 succeeded while s00042 waits for its retry", rot.Counts)
+	}
+	if pages, _ := fleet.reads(); pages != 1 {
+		t.Fatalf("%d page reads, want one", pages)
+	}
+}
