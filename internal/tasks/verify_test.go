@@ -122,7 +122,7 @@ func (f *movingFleet) reads() (pages, shows int) {
 // allow is a limiter that never makes a call wait.
 type allow struct{}
 
-func (allow) Wait(context.Context, string) error                                { return nil }
+func (allow) Wait(context.Context, string) error                              { return nil }
 func (allow) Throttled(context.Context, string, time.Duration, float64) error { return nil }
 
 // deny is a limiter that always says "later", as a busy read quota does.
