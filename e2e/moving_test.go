@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+	"github.com/cph-rekey/cph-rekey/internal/testredis"
+)
+
+// TestChurnDuringRotation: servers are created on top of the list and
+// deleted from it while two worker processes rotate it, with job failures
+// and 5xx answers. Every target ends once in the report, nothing is
+// misreported: a succeeded server is on the new keypair, a deleted target
+// says so, and verification follows the shifted pages instead of reading
+// one server a call.
+func TestChurnDuringRotation(t *testing.T) {
+	r := testredis.Mini(t)
+	f := startSim(t, cphsim.Options{
+		Servers: 2000, Seed: 21,
+		JobLatency: 400 * time.Millisecond, JobJitter: 300 * time.Millisecond,
+		Error5xxRate: 0.01, JobFailRate: 0.05,
+	})
+	env := baseEnv(r, f)
+	targets := f.sim.Servers()
+	st := startRotation(t, env, writeTargets(t, f))
+	// Churn starts with the workers: 20 servers created and 4 deleted a
+	// second, many times what a real project sees, so every page moves
+	// between its plan and its read.
+	f.sim.SetChurn(20, 4)
+	startWorker(t, env)
+	startWorker(t, env)
+	rot := waitFinished(t, r.Client(t), st.Rotation, 3*time.Minute)
+	f.sim.SetChurn(0, 0)
+	rows := report(t, env, st.Rotation)
+	if len(rows) != len(targets) {
+		t.Fatalf("report has %d rows, want %d", len(rows), len(targets))
+	}
+	seen := map[string]bool{}
+	deleted := 0
+	for _, row := range rows {
+		if seen[row.ServerID] {
+			t.Errorf("server %s appears twice in the report", row.ServerID)
+		}
+		seen[row.ServerID] = true
+		kp, _ := f.sim.Keypair(row.ServerID)
+		gone := f.sim.Deleted(row.ServerID)
+		if gone {
+			deleted++
+		}
+		switch {
+		case row.Outcome == tasks.OutcomeSucceeded && kp != newKeypair:
+			t.Errorf("server %s reported succeeded but the simulator has it on %q", row.ServerID, kp)
+		case row.Outcome == tasks.OutcomeSkipped && (row.ErrorCode != tasks.CodeServerDeleted || !gone):
+			t.Errorf("server %s skipped with %q (deleted: %v), want skipped only when deleted, with %s", row.ServerID, row.ErrorCode, gone, tasks.CodeServerDeleted)
+		case row.Outcome == tasks.OutcomeFailed && !gone && row.ErrorCode != cphsim.JobCodeTransient:
+			t.Errorf("server %s, not deleted, failed with %s %s", row.ServerID, row.ErrorCode, row.ErrorMsg)
+		case row.Outcome == tasks.OutcomeFailed && gone && row.ErrorCode != "CPS.0016" && row.ErrorCode != cphsim.JobCodeServerDeleted:
+			t.Errorf("deleted server %s failed with %s %s, want the API's answer for a deleted server", row.ServerID, row.ErrorCode, row.ErrorMsg)
+		case row.Outcome != tasks.OutcomeSucceeded && row.Outcome != tasks.OutcomeSkipped && row.Outcome != tasks.OutcomeFailed:
+			t.Errorf("server %s is %s after the rotation finished", row.ServerID, row.Outcome)
+		}
+		if strings.HasPrefix(row.ErrorCode, "REKEY.VERIFY") {
+			t.Errorf("server %s: %s %s: verification lost track of it", row.ServerID, row.ErrorCode, row.ErrorMsg)
+		}
+	}
+	s := f.sim.Stats()
+	pages := len(targets) / 100
+	t.Logf("rotation %+v; %d created, %d deleted (%d targets); verification: %d page reads (plan's included), %d ShowServer",
+		rot.Counts, s.ServersCreated, s.ServersDeleted, deleted, s.Calls[cphsim.APIListServers], s.Calls[cphsim.APIShowServer])
+	if s.ServersCreated == 0 || deleted == 0 {
+		t.Fatalf("%d servers created, %d targets deleted: the test did not move the list", s.ServersCreated, deleted)
+	}
+	if shows := s.Calls[cphsim.APIShowServer]; shows > deleted+pages {
+		t.Errorf("%d ShowServer calls for %d deleted targets: verification read servers one by one instead of following the pages", shows, deleted)
+	}
+}
+
+// TestVerificationBacklogNeverFails: the read quota lets one page through
+// a second and the job timeout is 5 s, so servers wait for their
+// read-back far longer than the job timeout. Waiting is not failing: every
+// server whose keypair changed ends succeeded.
+func TestVerificationBacklogNeverFails(t *testing.T) {
+	r := testredis.Mini(t)
+	f := startSim(t, cphsim.Options{Servers: 1500, Seed: 5, JobLatency: 200 * time.Millisecond, ReadQuota: 1})
+	env := baseEnv(r, f)
+	st := startRotation(t, env, "--read-rate", "600/m:20", writeTargets(t, f))
+	startWorker(t, env, "--job-timeout", "5s", "--read-rate", "10/s")
+	rot := waitFinished(t, r.Client(t), st.Rotation, 3*time.Minute)
+	checkReport(t, f, report(t, env, st.Rotation), rot)
+	if rot.Counts.Succeeded != 1500 {
+		t.Fatalf("counts %+v: want all 1500 succeeded", rot.Counts)
+	}
+	if d := rot.FinishedAt.Sub(rot.CreatedAt); d < 5*time.Second {
+		t.Fatalf("the rotation took %s, not longer than the job timeout: the test did not make a backlog", d)
+	}
+}
