@@ -82,6 +82,11 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 			r.waited(h.throttled(ctx, APIListJobs, err))
 			return true, nil
 		}
+		if denied, err := h.denied(ctx, log, rot, APIListJobs, err); err != nil || denied {
+			// Nothing is recorded: the batches stay due for the first
+			// tick after resume.
+			return true, err
+		}
 		log.WarnContext(ctx, "ListJobs failed", "request_ids", ids, "err", err)
 		for _, b := range group {
 			if err := h.pollFailed(ctx, log, rot, b, err, r); err != nil {

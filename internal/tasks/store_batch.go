@@ -477,6 +477,50 @@ local function budget(failed)
 end
 `
 
+// haltScript halts a running or paused rotation that has not finished
+// (state failed) with a reason, as budgetLua does for its error budget; a
+// rotation already halted keeps its state and gets the reason added, once.
+// With ARGV[2] set it also ends the rotation's tick chain: the live chain's
+// ticks find a newer generation and stop, and the next Wake (resume, or a
+// checkpoint) starts a new one. KEYS: meta. ARGV: reason, end chain (1/0).
+// Returns 1 when the rotation is halted, 0 when it is not (cancelled,
+// finished or unknown).
+var haltScript = redis.NewScript(`
+local meta = KEYS[1]
+local st = redis.call('HGET', meta, 'state')
+if redis.call('HEXISTS', meta, 'finished_at') == 1 then return 0 end
+if st == 'running' or st == 'paused' then
+  redis.call('HSET', meta, 'state', 'failed', 'reason', ARGV[1])
+elseif st == 'failed' then
+  local cur = redis.call('HGET', meta, 'reason') or ''
+  if cur == '' then
+    redis.call('HSET', meta, 'reason', ARGV[1])
+  elseif not string.find(cur, ARGV[1], 1, true) then
+    redis.call('HSET', meta, 'reason', cur .. '; ' .. ARGV[1])
+  end
+else
+  return 0
+end
+if ARGV[2] == '1' then
+  redis.call('HINCRBY', meta, 'tgen', 1)
+  redis.call('HSET', meta, 'tseq', 0)
+  redis.call('HDEL', meta, 'tick_at', 'tick_running')
+end
+return 1
+`)
+
+// Halt halts a running or paused rotation with reason (state failed, until
+// resumed or cancelled), and with endChain ends its tick chain. It reports
+// whether the rotation is halted now: false for a cancelled or finished
+// one.
+func (s *Store) Halt(ctx context.Context, id, reason string, endChain bool) (bool, error) {
+	n, err := haltScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, reason, flag(endChain)).Int()
+	if err != nil {
+		return false, fmt.Errorf("halt rotation %s: %w", id, err)
+	}
+	return n == 1, nil
+}
+
 // failureLua counts a failed server under its error code in the stats
 // (KEYS[8]) of the rotation and keeps the first statsExamples of each code
 // as examples: the server and its record.
