@@ -26,10 +26,19 @@ const (
 
 // Codes cph-rekey gives outcomes the CPH API did not name.
 const (
-	CodeJobTimeout   = "REKEY.JOB_TIMEOUT"   // a job still running after Config.JobTimeout
+	// CodeJobTimeout: a job still running after Config.JobTimeout. No
+	// longer recorded: such a job's outcome is unknown and is read back
+	// (CodePollUnknown); records of older versions may carry it.
+	CodeJobTimeout = "REKEY.JOB_TIMEOUT"
+	// CodePollUnknown: a job's outcome could not be learned and a
+	// read-back found the server not on the target.
+	CodePollUnknown  = "REKEY.JOB_UNKNOWN"
 	CodeMissingJob   = "REKEY.MISSING_JOB"   // the answer had no entry for a server that was sent
 	CodeSubmitFailed = "REKEY.SUBMIT_FAILED" // UpdateKeypair kept failing until the task's retries ran out
-	CodePollFailed   = "REKEY.POLL_FAILED"   // ListJobs kept failing until the task's retries ran out
+	// CodePollFailed: ListJobs kept failing until the job timeout. No
+	// longer recorded: those jobs' outcomes are unknown and are read back
+	// (CodePollUnknown); records of older versions may carry it.
+	CodePollFailed = "REKEY.POLL_FAILED"
 	// CodeVerifyMismatch: the job reported success but the server's
 	// keypair_name, read back, is not the target. Permanent: not retried.
 	CodeVerifyMismatch = "REKEY.VERIFY_MISMATCH"

@@ -32,6 +32,9 @@ type Batch struct {
 	TickGen int
 	// Round counts its polls.
 	Round int
+	// Rejected counts the ListJobs calls for this batch alone that the API
+	// rejected for good (a 4xx other than 401, 403 and 429).
+	Rejected int
 	// Close is the outcome, code and message a batch closed without jobs
 	// gives its servers, stored with the checkpoint so a submit run again
 	// after dying before the outcomes were recorded records them.
@@ -57,6 +60,7 @@ func (s *Store) Batch(ctx context.Context, id string, n int) (*Batch, error) {
 	b.Intents, _ = strconv.Atoi(m["intents"])
 	b.TickGen, _ = strconv.Atoi(m["tg"])
 	b.Round, _ = strconv.Atoi(m["round"])
+	b.Rejected, _ = strconv.Atoi(m["rej"])
 	if c, ok := m["close"]; ok {
 		f := strings.SplitN(c, "\t", 3)
 		copy(b.Close[:], f)
@@ -131,6 +135,16 @@ func (s *Store) ClearIntent(ctx context.Context, id string, n int) error {
 		return fmt.Errorf("clear submit intent for batch %d of %s: %w", n, id, err)
 	}
 	return nil
+}
+
+// PollRejected counts a ListJobs call for batch n alone that the API
+// rejected for good, and returns how many there have been.
+func (s *Store) PollRejected(ctx context.Context, id string, n int) (int, error) {
+	k, err := s.rdb.HIncrBy(ctx, s.batchKey(id, n), "rej", 1).Result()
+	if err != nil {
+		return 0, fmt.Errorf("count rejected polls of batch %d of %s: %w", n, id, err)
+	}
+	return int(k), nil
 }
 
 // wakeLua starts a new chain of ticks for work due at due unless a chain
@@ -352,7 +366,12 @@ type Resolution struct {
 	RetryAt time.Time
 	// Verify: the job succeeded; the server waits in the verification set
 	// (Outcome is not recorded yet).
-	Verify   bool
+	Verify bool
+	// Unknown (with Verify): the job's outcome is not known: the
+	// verification stage reads the server's keypair; on the target it is
+	// succeeded, otherwise it is retried (or fails with the unknown code,
+	// CodePollUnknown, when no attempt is left).
+	Unknown  bool
 	JobID    string
 	Code     string
 	Message  string
