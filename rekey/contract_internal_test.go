@@ -24,6 +24,7 @@ func TestConstantsMatchThePipeline(t *testing.T) {
 		{"CodeVerifyMismatch", CodeVerifyMismatch, tasks.CodeVerifyMismatch},
 		{"CodeVerifyFailed", CodeVerifyFailed, tasks.CodeVerifyFailed},
 		{"CodeJobTimeout", CodeJobTimeout, tasks.CodeJobTimeout},
+		{"CodePollUnknown", CodePollUnknown, tasks.CodePollUnknown},
 		{"CodeMissingJob", CodeMissingJob, tasks.CodeMissingJob},
 		{"CodeSubmitFailed", CodeSubmitFailed, tasks.CodeSubmitFailed},
 		{"CodePollFailed", CodePollFailed, tasks.CodePollFailed},

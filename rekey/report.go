@@ -36,12 +36,20 @@ const (
 	// CodeVerifyFailed: the read-back failed for good (the server is gone,
 	// or reads kept failing).
 	CodeVerifyFailed = "REKEY.VERIFY_FAILED"
+	// CodePollUnknown: a job's outcome could not be learned (still running
+	// after the workers' --job-timeout, or ListJobs kept failing) and a
+	// read-back found the server not on the target, with no attempt left.
+	CodePollUnknown = "REKEY.JOB_UNKNOWN"
 	// CodeJobTimeout: a job still running after the workers' --job-timeout.
+	// Written by older versions only: such a job is now read back
+	// (CodePollUnknown).
 	CodeJobTimeout = "REKEY.JOB_TIMEOUT"
 	// CodeMissingJob: the UpdateKeypair answer had no job for the server.
 	CodeMissingJob = "REKEY.MISSING_JOB"
 	// CodeSubmitFailed and CodePollFailed: UpdateKeypair or ListJobs kept
-	// failing until the task's retries ran out.
+	// failing until the task's retries ran out. CodePollFailed is written
+	// by older versions only: those jobs are now read back
+	// (CodePollUnknown).
 	CodeSubmitFailed = "REKEY.SUBMIT_FAILED"
 	CodePollFailed   = "REKEY.POLL_FAILED"
 )
