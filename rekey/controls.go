@@ -32,8 +32,8 @@ type Resumed struct {
 	Enqueued int
 }
 
-// Resume sets a paused rotation, or one halted by its error budget,
-// running again, starts the next wave if the current one has ended, and
+// Resume sets a paused rotation, or one halted by its error budget or by
+// refused credentials, running again, starts the next wave if the current one has ended, and
 // enqueues what the wave has left to submit.
 func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Resumed, error) {
 	if err := tasks.ValidateRotationID(id); err != nil {

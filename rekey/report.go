@@ -43,16 +43,20 @@ const (
 	// CodeServerDeleted: the server was deleted while the rotation ran;
 	// its row is skipped.
 	CodeServerDeleted = "REKEY.SERVER_DELETED"
-	// CodeJobUnknown: a job's outcome could not be learned (ListJobs kept
-	// refusing it, or it outran --job-timeout) and the keypair read back
-	// was not the target, with no attempt left.
-	CodeJobUnknown = "REKEY.JOB_UNKNOWN"
+	// CodePollUnknown: a job's outcome could not be learned (still running
+	// after the workers' --job-timeout, or ListJobs kept failing) and a
+	// read-back found the server not on the target, with no attempt left.
+	CodePollUnknown = "REKEY.JOB_UNKNOWN"
 	// CodeJobTimeout: a job still running after the workers' --job-timeout.
+	// Written by older versions only: such a job is now read back
+	// (CodePollUnknown).
 	CodeJobTimeout = "REKEY.JOB_TIMEOUT"
 	// CodeMissingJob: the UpdateKeypair answer had no job for the server.
 	CodeMissingJob = "REKEY.MISSING_JOB"
 	// CodeSubmitFailed and CodePollFailed: UpdateKeypair or ListJobs kept
-	// failing until the task's retries ran out.
+	// failing until the task's retries ran out. CodePollFailed is written
+	// by older versions only: those jobs are now read back
+	// (CodePollUnknown).
 	CodeSubmitFailed = "REKEY.SUBMIT_FAILED"
 	CodePollFailed   = "REKEY.POLL_FAILED"
 )

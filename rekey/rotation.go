@@ -15,7 +15,9 @@ type State string
 // Succeeded (every server succeeded or was skipped), CompletedWithErrors
 // (some failed, within the error budget), Failed (the budget halted it) or
 // Cancelled. A Failed rotation that has not finished was halted by its
-// budget and waits for Resume (with a larger budget) or Cancel.
+// budget, or because the CPH API refused its credentials (401 or 403;
+// Reason names the API and the IAM action), and waits for Resume (with a
+// larger budget, or once the credentials are fixed) or Cancel.
 const (
 	StateRunning             State = "running"
 	StatePaused              State = "paused"
@@ -84,8 +86,8 @@ type Rotation struct {
 // Finished reports whether every server of the rotation is terminal.
 func (r *Rotation) Finished() bool { return !r.FinishedAt.IsZero() }
 
-// Halted reports whether the error budget stopped the rotation before it
-// finished: it waits for Resume (with a larger budget) or Cancel.
+// Halted reports whether the error budget or refused credentials stopped
+// the rotation before it finished: it waits for Resume or Cancel.
 func (r *Rotation) Halted() bool { return r.State == StateFailed && !r.Finished() }
 
 func rotationOf(r *tasks.Rotation) *Rotation {

@@ -24,7 +24,7 @@ func cmdPause(ctx context.Context, args []string, e *env) error {
 
 func cmdResume(ctx context.Context, args []string, e *env) error {
 	f := newFlags(e, "resume", "ROTATION",
-		"Resumes a rotation paused by an operator or after a wave, or halted by its error budget (after\nan operator's decision: raise the budget with --max-errors). Starts the next wave if the current\none has finished.")
+		"Resumes a rotation paused by an operator or after a wave, halted by its error budget (after\nan operator's decision: raise the budget with --max-errors), or halted because the CPH API\nrefused its credentials (401/403: once the IAM policy or credentials are fixed). Starts the next\nwave if the current one has finished.")
 	maxErrors := f.String("max-errors", "", "new error `budget`: servers (5) or % of the servers the rotation submits (10%)")
 	id, c, closeFn, err := rotationCommand(f, args)
 	if err != nil {

@@ -335,8 +335,9 @@ func enqueueWave(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation,
 	return n, store.WaveQueued(ctx, rot.ID, w)
 }
 
-// Resume sets a paused rotation, or one halted by its error budget,
-// running again and enqueues what its current wave has left to submit.
+// Resume sets a paused rotation, or one halted by its error budget or by
+// refused credentials (a 401 or 403), running again, restarts its tick
+// chain if it ended, and enqueues what its current wave has left to submit.
 // maxErrors, when not nil, replaces the error budget (a percentage is of
 // the servers the rotation submits); resuming is refused while the failed
 // count is still beyond the budget.

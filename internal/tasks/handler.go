@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -24,13 +26,19 @@ const (
 
 // Codes cph-rekey gives outcomes the CPH API did not name.
 const (
-	CodeJobTimeout   = "REKEY.JOB_TIMEOUT"   // a job still running after Config.JobTimeout
-	CodeMissingJob   = "REKEY.MISSING_JOB"   // the answer had no entry for a server that was sent
-	CodeSubmitFailed = "REKEY.SUBMIT_FAILED" // UpdateKeypair kept failing until the task's retries ran out
-	CodePollFailed   = "REKEY.POLL_FAILED"   // ListJobs kept failing until the task's retries ran out
+	// CodeJobTimeout: a job still running after Config.JobTimeout. No
+	// longer recorded: such a job's outcome is unknown and is read back
+	// (CodePollUnknown); records of older versions may carry it.
+	CodeJobTimeout = "REKEY.JOB_TIMEOUT"
 	// CodePollUnknown: a job's outcome could not be learned and a
 	// read-back found the server not on the target.
-	CodePollUnknown = "REKEY.JOB_UNKNOWN"
+	CodePollUnknown  = "REKEY.JOB_UNKNOWN"
+	CodeMissingJob   = "REKEY.MISSING_JOB"   // the answer had no entry for a server that was sent
+	CodeSubmitFailed = "REKEY.SUBMIT_FAILED" // UpdateKeypair kept failing until the task's retries ran out
+	// CodePollFailed: ListJobs kept failing until the job timeout. No
+	// longer recorded: those jobs' outcomes are unknown and are read back
+	// (CodePollUnknown); records of older versions may carry it.
+	CodePollFailed = "REKEY.POLL_FAILED"
 	// CodeVerifyMismatch: the job reported success but the server's
 	// keypair_name, read back, is not the target. Permanent: not retried.
 	CodeVerifyMismatch = "REKEY.VERIFY_MISMATCH"
@@ -244,6 +252,66 @@ func (h *Handler) throttled(ctx context.Context, api string, err error) error {
 		ra = 500*time.Millisecond + rand.N(500*time.Millisecond)
 	}
 	return delayed(ra, err)
+}
+
+// access names, for each API the handlers call, the CPH API and the IAM
+// action its credentials need (reference/cph-api.md §4-6, all documented).
+var access = map[string][2]string{
+	APIUpdateKeypair: {"UpdateKeypair", "cph:servers:updateKeypair"},
+	APIListJobs:      {"ListJobs", "cph:jobs:list"},
+	APIListServers:   {"ListCloudPhoneServers", "cph:servers:list (and eip:publicIps:list, which it depends on)"},
+	APIShowServer:    {"ShowCloudPhoneServerDetail", "cph:servers:get"},
+}
+
+// denied reports whether err is a 401 or 403 answer of api and, if so,
+// halts the rotation (state failed) with a reason naming the API and what
+// to fix: the IAM action a 403 lacks, or the credentials a 401 refused.
+// Repeating the call cannot help, so it must not burn retries; the caller
+// leaves its work as it is (unsubmitted, due for its poll or read), for
+// resume to pick up. A denial of a tick's API (anything but UpdateKeypair)
+// also ends the rotation's tick chain, so a halted rotation makes no more
+// calls the API refuses; resume starts a new one. It reports false when
+// the rotation could not be halted (cancelled or finished): the caller
+// treats the error as any other permanent one.
+func (h *Handler) denied(ctx context.Context, log *slog.Logger, rot *Rotation, api string, err error) (bool, error) {
+	var ce *cph.Error
+	if !errors.As(err, &ce) || ce.StatusCode != http.StatusUnauthorized && ce.StatusCode != http.StatusForbidden {
+		return false, nil
+	}
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	reason := deniedReason(api, ce)
+	halted, herr := h.store.Halt(wctx, rot.ID, reason, api != APIUpdateKeypair)
+	if herr != nil {
+		return true, herr
+	}
+	if halted {
+		log.ErrorContext(ctx, "rotation halted: the API refused the credentials", "api", api, "status", ce.StatusCode,
+			"code", ce.Code, "request_id", ce.RequestID, "reason", reason)
+	}
+	return halted, nil
+}
+
+// deniedReason is a denied rotation's reason, e.g. "ListJobs answered 403
+// CPS.0001 (No permission to request resources.): the credentials' IAM
+// policy needs cph:jobs:list; resume once it is fixed". It carries no
+// request id, so every denial of one API gives the same reason.
+func deniedReason(api string, ce *cph.Error) string {
+	a, ok := access[api]
+	if !ok {
+		a = [2]string{api, ""}
+	}
+	what := a[0] + " answered " + strconv.Itoa(ce.StatusCode)
+	if ce.Code != "" {
+		what += " " + ce.Code
+	}
+	if ce.Message != "" {
+		what += " (" + ce.Message + ")"
+	}
+	if ce.StatusCode == http.StatusUnauthorized || a[1] == "" {
+		return what + ": the credentials were refused (wrong, expired or revoked AK/SK or token); resume once they are fixed"
+	}
+	return what + ": the credentials' IAM policy needs " + a[1] + "; resume once it is fixed"
 }
 
 type nopObserver struct{}

@@ -2,7 +2,7 @@ package tasks
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -52,44 +52,84 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 		open = append(open, b)
 	}
 	return each(ctx, jobGroups(open), func(ctx context.Context, group []*Batch) (bool, error) {
-		ids := make([]string, len(group))
-		expected := 0
-		for i, b := range group {
-			ids[i] = b.RequestID
-			expected += len(b.Jobs)
-		}
-		if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
-			r.waited(err)
-			return true, nil
-		}
-		var jobs []cph.Job
-		err := h.call(ctx, APIListJobs, func(ctx context.Context) (err error) {
-			jobs, err = h.api.ListJobsOf(ctx, expected, ids...)
-			return err
-		})
-		switch {
-		case err == nil:
-			h.obs.PollRound(APIListJobs)
-			for _, b := range group {
-				if err := h.recordPoll(ctx, log, rot, b, jobs, r); err != nil {
-					return true, err
-				}
-			}
-			return false, nil
-		case ctx.Err() != nil:
-			return true, ctx.Err()
-		case cph.IsThrottled(err):
-			r.waited(h.throttled(ctx, APIListJobs, err))
-			return true, nil
-		}
-		log.WarnContext(ctx, "ListJobs failed", "request_ids", ids, "err", err)
+		return h.pollGroup(ctx, log, rot, group, r)
+	})
+}
+
+// pollRejectLimit is how many times a batch's own ListJobs call may be
+// rejected (a 4xx other than 401, 403 and 429) before its open jobs'
+// outcomes are taken for unknown and read back.
+const pollRejectLimit = 3
+
+// pollGroup lists the jobs of a group of batches in one ListJobs call and
+// records what it found. A 401 or 403 halts the rotation and leaves the
+// batches due; a call the API rejects for good is repeated for each batch
+// of the group alone, so one bad request id does not hold up the others;
+// any other failure backs the batches' polls off. It reports whether the
+// round's other calls must not start.
+func (h *Handler) pollGroup(ctx context.Context, log *slog.Logger, rot *Rotation, group []*Batch, r *round) (bool, error) {
+	ids := make([]string, len(group))
+	expected := 0
+	for i, b := range group {
+		ids[i] = b.RequestID
+		expected += len(b.Jobs)
+	}
+	if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
+		r.waited(err)
+		return true, nil
+	}
+	var jobs []cph.Job
+	err := h.call(ctx, APIListJobs, func(ctx context.Context) (err error) {
+		jobs, err = h.api.ListJobsOf(ctx, expected, ids...)
+		return err
+	})
+	switch {
+	case err == nil:
+		h.obs.PollRound(APIListJobs)
 		for _, b := range group {
-			if err := h.pollFailed(ctx, log, rot, b, err, r); err != nil {
+			if err := h.recordPoll(ctx, log, rot, b, jobs, r); err != nil {
 				return true, err
 			}
 		}
 		return false, nil
-	})
+	case ctx.Err() != nil:
+		return true, ctx.Err()
+	case cph.IsThrottled(err):
+		r.waited(h.throttled(ctx, APIListJobs, err))
+		return true, nil
+	}
+	if denied, err := h.denied(ctx, log, rot, APIListJobs, err); err != nil || denied {
+		// Nothing is recorded: the batches stay due for the first tick
+		// after resume.
+		return true, err
+	}
+	if rejected(err) {
+		if len(group) == 1 {
+			return false, h.pollRejected(ctx, log, rot, group[0], err, r)
+		}
+		log.WarnContext(ctx, "ListJobs rejected a call for several batches; polling them one at a time",
+			"request_ids", ids, "err", err)
+		for _, b := range group {
+			if stop, err := h.pollGroup(ctx, log, rot, []*Batch{b}, r); err != nil || stop {
+				return stop, err
+			}
+		}
+		return false, nil
+	}
+	log.WarnContext(ctx, "ListJobs failed", "request_ids", ids, "err", err)
+	for _, b := range group {
+		if err := h.pollFailed(ctx, log, rot, b, err, r); err != nil {
+			return true, err
+		}
+	}
+	return false, nil
+}
+
+// rejected reports whether err is an answer of the API that repeating the
+// same call cannot change: a 4xx other than 401, 403 (denied) and 429.
+func rejected(err error) bool {
+	var ce *cph.Error
+	return errors.As(err, &ce) && ce.StatusCode >= 400 && ce.StatusCode < 500 && ce.Kind == cph.KindPermanent
 }
 
 // openJobs counts a batch's servers whose job has not been seen to end.
@@ -114,12 +154,22 @@ func jobGroups(bs []*Batch) [][]*Batch {
 	for _, b := range sorted {
 		placed := false
 		for i, g := range groups {
+			if b.Rejected > 0 {
+				break
+			}
 			if len(g) < cph.MaxRequestIDs && jobs[i]+len(b.Jobs) <= cph.JobsPageSize {
 				groups[i] = append(g, b)
 				jobs[i] += len(b.Jobs)
 				placed = true
 				break
 			}
+		}
+		if !placed && b.Rejected > 0 {
+			// Rejected before: polled alone until it is settled, so it
+			// does not hold up the others.
+			groups = append(groups, []*Batch{b})
+			jobs = append(jobs, cph.JobsPageSize+1)
+			continue
 		}
 		if !placed {
 			groups = append(groups, []*Batch{b})
@@ -133,23 +183,48 @@ func jobGroups(bs []*Batch) [][]*Batch {
 // needed) and schedules its next poll while jobs run.
 func (h *Handler) recordPoll(ctx context.Context, log *slog.Logger, rot *Rotation, b *Batch, jobs []cph.Job, r *round) error {
 	rs := h.resolveAnswer(rot, b, r.now)
-	rs = append(rs, h.resolveJobs(rot, b, jobs, "", "", r.now)...)
+	rs = append(rs, h.resolveJobs(rot, b, jobs, false, r.now)...)
 	return h.record(ctx, log, rot, b, rs, r)
 }
 
-// pollFailed backs a batch's polls off after a failed ListJobs call, and
-// fails its open jobs once they are past the job timeout: the API kept
-// failing for as long as a job may run.
+// pollFailed backs a batch's polls off after a failed ListJobs call. Once
+// its jobs are past the job timeout (the API kept failing for as long as a
+// job may run), their outcomes are unknown: the servers' keypairs are read
+// back before any is submitted again.
 func (h *Handler) pollFailed(ctx context.Context, log *slog.Logger, rot *Rotation, b *Batch, err error, r *round) error {
 	if r.now.Sub(b.SubmittedAt) <= h.cfg.JobTimeout {
-		next := r.now.Add(h.pollDelay(b.Round + 1))
-		r.at(next)
-		_, err := h.store.Resolve(ctx, rot.ID, b.N, rot.waveOfBatch(b.N), nil, next, false, r.now)
-		return err
+		return h.pollLater(ctx, rot, b, r)
 	}
-	log.ErrorContext(ctx, "ListJobs kept failing past the job timeout; giving up on the open jobs", "chunk", b.N, "request_id", b.RequestID, "err", err)
-	rs := h.resolveJobs(rot, b, nil, CodePollFailed, err.Error(), r.now)
-	return h.record(ctx, log, rot, b, rs, r)
+	log.ErrorContext(ctx, "ListJobs kept failing past the job timeout; the open jobs' outcomes are unknown and are read back",
+		"chunk", b.N, "request_id", b.RequestID, "err", err)
+	return h.record(ctx, log, rot, b, h.resolveJobs(rot, b, nil, true, r.now), r)
+}
+
+// pollRejected handles a ListJobs call for batch b alone that the API
+// rejected for good: the batch is polled again (alone) after a backoff,
+// and after pollRejectLimit rejections its open jobs' outcomes are taken
+// for unknown and their servers' keypairs are read back.
+func (h *Handler) pollRejected(ctx context.Context, log *slog.Logger, rot *Rotation, b *Batch, err error, r *round) error {
+	n, serr := h.store.PollRejected(ctx, rot.ID, b.N)
+	if serr != nil {
+		return serr
+	}
+	if n < pollRejectLimit {
+		log.WarnContext(ctx, "ListJobs rejected this batch's request id; polling it again alone",
+			"chunk", b.N, "request_id", b.RequestID, "rejected", n, "err", err)
+		return h.pollLater(ctx, rot, b, r)
+	}
+	log.ErrorContext(ctx, "ListJobs keeps rejecting this batch's request id; the open jobs' outcomes are unknown and are read back",
+		"chunk", b.N, "request_id", b.RequestID, "rejected", n, "err", err)
+	return h.record(ctx, log, rot, b, h.resolveJobs(rot, b, nil, true, r.now), r)
+}
+
+// pollLater schedules batch b's next poll after a backoff.
+func (h *Handler) pollLater(ctx context.Context, rot *Rotation, b *Batch, r *round) error {
+	next := r.now.Add(h.pollDelay(b.Round + 1))
+	r.at(next)
+	_, err := h.store.Resolve(ctx, rot.ID, b.N, rot.waveOfBatch(b.N), nil, next, false, r.now)
+	return err
 }
 
 // record writes resolutions of batch b and keeps it polled while some of
@@ -199,9 +274,11 @@ func (h *Handler) resolveAnswer(rot *Rotation, b *Batch, now time.Time) []Resolu
 }
 
 // resolveJobs turns the listed jobs into resolutions for the batch's
-// servers whose job had not been seen to end. With failCode set (jobs nil)
-// every one of them fails with it.
-func (h *Handler) resolveJobs(rot *Rotation, b *Batch, jobs []cph.Job, failCode, failMsg string, now time.Time) []Resolution {
+// servers whose job had not been seen to end. A job still running (or not
+// listed) after the job timeout, and with unknown set (jobs nil) every
+// open job, has an unknown outcome: its server waits in the verification
+// set to be read back, never submitted again unread.
+func (h *Handler) resolveJobs(rot *Rotation, b *Batch, jobs []cph.Job, unknown bool, now time.Time) []Resolution {
 	byID := make(map[string]cph.Job, len(jobs))
 	for _, j := range jobs {
 		byID[j.JobID] = j
@@ -213,12 +290,10 @@ func (h *Handler) resolveJobs(rot *Rotation, b *Batch, jobs []cph.Job, failCode,
 		if !ok || b.Ended[e.ServerID] || b.Resolved[e.ServerID] {
 			continue
 		}
-		if failCode != "" {
-			rs = append(rs, h.failure(rot, e, jobID, failCode, failMsg, now))
-			continue
-		}
 		j, listed := byID[jobID]
 		switch {
+		case unknown:
+			rs = append(rs, unknownOutcome(e, jobID))
 		case listed && j.Status == cph.JobSucceeded && rot.Verify:
 			rs = append(rs, Resolution{ServerID: e.ServerID, Verify: true, JobID: jobID, Attempts: e.Attempt, Entry: e})
 		case listed && j.Status == cph.JobSucceeded:
@@ -226,11 +301,17 @@ func (h *Handler) resolveJobs(rot *Rotation, b *Batch, jobs []cph.Job, failCode,
 		case listed && j.Status == cph.JobFailed:
 			rs = append(rs, h.failure(rot, e, jobID, j.ErrorCode, j.ErrorMsg, now))
 		case timedOut:
-			rs = append(rs, h.failure(rot, e, jobID, CodeJobTimeout,
-				fmt.Sprintf("job still running %s after submission", h.cfg.JobTimeout), now))
+			rs = append(rs, unknownOutcome(e, jobID))
 		}
 	}
 	return rs
+}
+
+// unknownOutcome resolves a server whose job's outcome could not be
+// learned: it is read back (with or without the rotation's verification),
+// and only then succeeded or retried.
+func unknownOutcome(e Entry, jobID string) Resolution {
+	return Resolution{ServerID: e.ServerID, Verify: true, Unknown: true, JobID: jobID, Attempts: e.Attempt, Entry: e}
 }
 
 // failure resolves a server whose job (or submission) failed: into the

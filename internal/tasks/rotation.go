@@ -18,8 +18,9 @@ type State string
 // CompletedWithErrors when some servers failed within the error budget,
 // Failed when the error budget halted it, and Cancelled when an operator
 // cancelled it. A rotation that is Failed before it has finished was halted
-// by its error budget: no new batch is submitted until an operator resumes
-// or cancels it.
+// by its error budget, or because the API refused its credentials (a 401
+// or 403; Reason says which): no new batch is submitted until an operator
+// resumes or cancels it.
 const (
 	StateRunning             State = "running"
 	StatePaused              State = "paused"

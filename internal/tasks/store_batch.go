@@ -32,6 +32,9 @@ type Batch struct {
 	TickGen int
 	// Round counts its polls.
 	Round int
+	// Rejected counts the ListJobs calls for this batch alone that the API
+	// rejected for good (a 4xx other than 401, 403 and 429).
+	Rejected int
 	// Close is the outcome, code and message a batch closed without jobs
 	// gives its servers, stored with the checkpoint so a submit run again
 	// after dying before the outcomes were recorded records them.
@@ -57,6 +60,7 @@ func (s *Store) Batch(ctx context.Context, id string, n int) (*Batch, error) {
 	b.Intents, _ = strconv.Atoi(m["intents"])
 	b.TickGen, _ = strconv.Atoi(m["tg"])
 	b.Round, _ = strconv.Atoi(m["round"])
+	b.Rejected, _ = strconv.Atoi(m["rej"])
 	if c, ok := m["close"]; ok {
 		f := strings.SplitN(c, "\t", 3)
 		copy(b.Close[:], f)
@@ -131,6 +135,16 @@ func (s *Store) ClearIntent(ctx context.Context, id string, n int) error {
 		return fmt.Errorf("clear submit intent for batch %d of %s: %w", n, id, err)
 	}
 	return nil
+}
+
+// PollRejected counts a ListJobs call for batch n alone that the API
+// rejected for good, and returns how many there have been.
+func (s *Store) PollRejected(ctx context.Context, id string, n int) (int, error) {
+	k, err := s.rdb.HIncrBy(ctx, s.batchKey(id, n), "rej", 1).Result()
+	if err != nil {
+		return 0, fmt.Errorf("count rejected polls of batch %d of %s: %w", n, id, err)
+	}
+	return int(k), nil
 }
 
 // wakeLua starts a new chain of ticks for work due at due unless a chain
@@ -353,10 +367,10 @@ type Resolution struct {
 	// Verify: the job succeeded; the server waits in the verification set
 	// (Outcome is not recorded yet).
 	Verify bool
-	// Unknown: the job's outcome is not known: the verification stage
-	// reads the server's keypair; on the target it is succeeded, otherwise
-	// it is retried (or fails with the unknown code when no attempt is
-	// left).
+	// Unknown (with Verify): the job's outcome is not known: the
+	// verification stage reads the server's keypair; on the target it is
+	// succeeded, otherwise it is retried (or fails with the unknown code,
+	// CodePollUnknown, when no attempt is left).
 	Unknown  bool
 	JobID    string
 	Code     string
@@ -492,6 +506,50 @@ local function budget(failed)
   end
 end
 `
+
+// haltScript halts a running or paused rotation that has not finished
+// (state failed) with a reason, as budgetLua does for its error budget; a
+// rotation already halted keeps its state and gets the reason added, once.
+// With ARGV[2] set it also ends the rotation's tick chain: the live chain's
+// ticks find a newer generation and stop, and the next Wake (resume, or a
+// checkpoint) starts a new one. KEYS: meta. ARGV: reason, end chain (1/0).
+// Returns 1 when the rotation is halted, 0 when it is not (cancelled,
+// finished or unknown).
+var haltScript = redis.NewScript(`
+local meta = KEYS[1]
+local st = redis.call('HGET', meta, 'state')
+if redis.call('HEXISTS', meta, 'finished_at') == 1 then return 0 end
+if st == 'running' or st == 'paused' then
+  redis.call('HSET', meta, 'state', 'failed', 'reason', ARGV[1])
+elseif st == 'failed' then
+  local cur = redis.call('HGET', meta, 'reason') or ''
+  if cur == '' then
+    redis.call('HSET', meta, 'reason', ARGV[1])
+  elseif not string.find(cur, ARGV[1], 1, true) then
+    redis.call('HSET', meta, 'reason', cur .. '; ' .. ARGV[1])
+  end
+else
+  return 0
+end
+if ARGV[2] == '1' then
+  redis.call('HINCRBY', meta, 'tgen', 1)
+  redis.call('HSET', meta, 'tseq', 0)
+  redis.call('HDEL', meta, 'tick_at', 'tick_running')
+end
+return 1
+`)
+
+// Halt halts a running or paused rotation with reason (state failed, until
+// resumed or cancelled), and with endChain ends its tick chain. It reports
+// whether the rotation is halted now: false for a cancelled or finished
+// one.
+func (s *Store) Halt(ctx context.Context, id, reason string, endChain bool) (bool, error) {
+	n, err := haltScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, reason, flag(endChain)).Int()
+	if err != nil {
+		return false, fmt.Errorf("halt rotation %s: %w", id, err)
+	}
+	return n == 1, nil
+}
 
 // failureLua counts a failed server under its error code in the stats
 // (KEYS[8]) of the rotation and keeps the first statsExamples of each code

@@ -82,7 +82,7 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		return err
 	})
 	if err != nil {
-		return h.submitFailed(ctx, log, p, b, err)
+		return h.submitFailed(ctx, log, rot, p, b, err)
 	}
 
 	// The API has acted: the checkpoint comes first, on a context the
@@ -139,7 +139,7 @@ func (h *Handler) notRunning(ctx context.Context, log *slog.Logger, p SubmitPayl
 	case StateCancelled:
 		return h.closeBatch(ctx, log, p, b, OutcomeCancelled, "", "rotation cancelled before this server was submitted")
 	case StateFailed:
-		return delayed(pauseRecheck, fmt.Errorf("rotation %s is halted by its error budget", p.Rotation))
+		return delayed(pauseRecheck, fmt.Errorf("rotation %s is halted until resumed", p.Rotation))
 	}
 	return fmt.Errorf("submit batch %d of %s: rotation is %s: %w", p.Batch, p.Rotation, st, asynq.SkipRetry)
 }
@@ -172,7 +172,7 @@ func splitAnswer(servers []Entry, resp *cph.UpdateKeypairResponse) (jobs map[str
 
 // submitFailed decides what a failed UpdateKeypair call means for the
 // batch.
-func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, p SubmitPayload, b *Batch, err error) error {
+func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, rot *Rotation, p SubmitPayload, b *Batch, err error) error {
 	var ce *cph.Error
 	// Only a 4xx answer proves the API did not act: a 5xx may come from the
 	// gateway after CPH acted (504 backend timeout), and an undecodable 2xx
@@ -182,6 +182,17 @@ func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, p SubmitPa
 		// This call must not count as a possible duplicate.
 		if cerr := h.store.ClearIntent(ctx, p.Rotation, p.Batch); cerr != nil {
 			log.WarnContext(ctx, "clear submit intent", "err", cerr)
+		}
+	}
+	if ctx.Err() == nil {
+		// 401 or 403: the batch stays unsubmitted (its intent withdrawn
+		// above) and the task waits, as for any halt, until resumed.
+		ok, herr := h.denied(ctx, log, rot, APIUpdateKeypair, err)
+		if herr != nil {
+			return herr
+		}
+		if ok {
+			return delayed(pauseRecheck, err)
 		}
 	}
 	switch {

@@ -360,7 +360,8 @@ func gone(err error) bool {
 }
 
 // failed sorts out a failed verification read of servers ps: a wait, a
-// 429 or the task's end stops the round's reads; any other failure starts
+// 429, a refusal of the credentials (which halts the rotation) or the
+// task's end stops the round's reads; any other failure starts
 // (or continues) the servers' deadline, and those past it are recorded
 // with CodeVerifyUnavailable. The servers are read again next round.
 func (v *verification) failed(ctx context.Context, api string, err error, ps []Pending) (stop bool, _ error) {
@@ -374,6 +375,11 @@ func (v *verification) failed(ctx context.Context, api string, err error, ps []P
 	case cph.IsThrottled(err):
 		v.r.waited(v.h.throttled(ctx, api, err))
 		return true, nil
+	}
+	if halted, herr := v.h.denied(ctx, v.log, v.rot, api, err); halted || herr != nil {
+		// The rotation waits for its policy to be fixed; nobody's
+		// deadline runs meanwhile.
+		return true, herr
 	}
 	v.log.WarnContext(ctx, "verification read failed; reading again", "api", api, "request_id", requestID(err), "err", err)
 	v.r.at(v.r.now.Add(minTick))

@@ -55,10 +55,12 @@ function finished(r) { return !!r.finished_at; }
 function halted(r) { return r.state === "failed" && !finished(r); }
 
 // stateBadge names the state as status and list do; a rotation halted by
-// its budget is "failed" there too, and the badge says it can be resumed.
+// its budget, or by credentials the API refused (401/403), is "failed"
+// there too, and the badge says it can be resumed and why it halted.
 function stateBadge(r) {
   const word = halted(r) ? "halted" : r.state;
-  const label = { completed_with_errors: "completed with errors", halted: "halted: error budget" }[word] || word;
+  const why = (r.reason || "").startsWith("error budget") ? "error budget" : "access denied";
+  const label = { completed_with_errors: "completed with errors", halted: "halted: " + why }[word] || word;
   return el("span", { class: "state " + word, "data-state": r.state }, label);
 }
 
@@ -174,6 +176,8 @@ function controls(r) {
     out.append(el("button", { class: "primary", id: "resume", onclick: () => control(id, "resume") }, "Resume"));
   }
   if (halted(r)) {
+    // A new budget is optional: a rotation halted by refused credentials
+    // resumes within its budget once they are fixed.
     const input = el("input", { id: "max-errors", size: 8, placeholder: String(r.counts.failed + 10), "aria-label": "new error budget" });
     out.append(el("label", {}, "New budget ", input),
       el("button", { class: "primary", id: "resume", onclick: () => control(id, "resume", { max_errors: input.value.trim() }) }, "Resume"));
