@@ -367,3 +367,33 @@ func TestPageReadBeforeRetryEnds(t *testing.T) {
 		t.Fatalf("%d page reads, want one", pages)
 	}
 }
+
+// TestUnknownOutcomeIsRead: servers whose job outcome is unknown are read
+// back before anything else: those on the target succeed, the others go
+// back for another attempt, none is failed or submitted blind.
+func TestUnknownOutcomeIsRead(t *testing.T) {
+	fleet := newMovingFleet(100)
+	v := newVerifyRig(t, fleet, slices.Clone(fleet.ids), true)
+	b, err := v.store.Batch(v.ctx, v.id, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []Resolution
+	for i, e := range b.Servers {
+		if i%2 == 0 {
+			fleet.set(e.ServerID, e.Keypair) // the job did change it
+		}
+		rs = append(rs, Resolution{ServerID: e.ServerID, Verify: true, Unknown: true, JobID: "job-" + e.ServerID, Attempts: 1, Entry: e})
+	}
+	if _, err := v.store.Resolve(v.ctx, v.id, 1, 1, rs, time.Time{}, false, v.now); err != nil {
+		t.Fatal(err)
+	}
+	rot := v.verify(3)
+	if rot.Counts.Succeeded != 50 || rot.Counts.Pending != 50 || rot.Counts.Retried != 50 || rot.Counts.Failed != 0 {
+		t.Fatalf("counts %+v: want 50 succeeded and 50 back in the retry pool", rot.Counts)
+	}
+	pool, err := v.store.RetryPool(v.ctx, v.id, v.now.Add(time.Hour))
+	if err != nil || pool.Size != 50 {
+		t.Fatalf("retry pool %+v, %v: want the 50 not on the target", pool, err)
+	}
+}
