@@ -263,12 +263,25 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, rot *Rotation, b
 
 // resolveAnswer turns the UpdateKeypair answer's per-server errors into
 // resolutions.
+//
+// CPH answers a server id it does not know with CPS.0016, "server_id is
+// invalid.": for a server the plan saw in the list, that most likely means
+// it was deleted since. Such a server is read back first (verification
+// tells a deleted server from one that is there and refused), so the
+// report says which.
 func (h *Handler) resolveAnswer(rot *Rotation, b *Batch, now time.Time) []Resolution {
 	var rs []Resolution
 	for _, e := range b.Servers {
-		if ee, ok := b.Errors[e.ServerID]; ok && !b.Resolved[e.ServerID] {
-			rs = append(rs, h.failure(rot, e, "", ee[0], ee[1], now))
+		ee, ok := b.Errors[e.ServerID]
+		if !ok || b.Resolved[e.ServerID] || b.Ended[e.ServerID] {
+			continue
 		}
+		if ee[0] == cph.CodeInvalidServer && e.Pos >= 0 && rot.Verify {
+			rs = append(rs, Resolution{ServerID: e.ServerID, Verify: true, Unknown: true, Code: ee[0], Message: ee[1],
+				Attempts: e.Attempt, Entry: e})
+			continue
+		}
+		rs = append(rs, h.failure(rot, e, "", ee[0], ee[1], now))
 	}
 	return rs
 }

@@ -491,7 +491,7 @@ type record struct {
 }
 
 func encodeRecord(r record) string {
-	msg := strings.NewReplacer("\t", " ", "\n", " ").Replace(r.Message)
+	msg := oneLine(r.Message)
 	return strings.Join([]string{string(r.Outcome), strconv.Itoa(r.Attempts), strconv.Itoa(r.Batch), r.JobID, r.Code, msg,
 		strconv.FormatInt(r.FinishedAt.Unix(), 10)}, "\t")
 }
@@ -505,4 +505,9 @@ func decodeRecord(s string) (record, error) {
 	b, _ := strconv.Atoi(f[2])
 	ts, _ := strconv.ParseInt(f[6], 10, 64)
 	return record{Outcome: Outcome(f[0]), Attempts: n, Batch: b, JobID: f[3], Code: f[4], Message: f[5], FinishedAt: time.Unix(ts, 0).UTC()}, nil
+}
+
+// oneLine makes a message safe to store in a tab-separated field.
+func oneLine(msg string) string {
+	return strings.NewReplacer("\t", " ", "\n", " ", "\r", " ").Replace(msg)
 }

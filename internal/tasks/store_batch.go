@@ -221,7 +221,7 @@ func (s *Store) Checkpoint(ctx context.Context, id string, n, servers int, reque
 // to get outcome o with code and msg, which the checkpoint keeps until
 // Resolve has recorded them (see Batch.Close).
 func (s *Store) CloseBatch(ctx context.Context, id string, n, servers int, o Outcome, code, msg string, at time.Time) (bool, error) {
-	cp, err := s.checkpoint(ctx, id, n, servers, "", nil, nil, at, at, "close", string(o)+"\t"+code+"\t"+strings.NewReplacer("\t", " ", "\n", " ").Replace(msg))
+	cp, err := s.checkpoint(ctx, id, n, servers, "", nil, nil, at, at, "close", string(o)+"\t"+code+"\t"+oneLine(msg))
 	return cp.First, err
 }
 
@@ -659,12 +659,16 @@ func verifyScore(e Entry) int64 {
 
 // A verification entry: server, batch, keypair to find, attempt, job id,
 // and when the job was seen to succeed (ms); for an unknown outcome also
-// "u" and the old keypair (a retry needs it).
+// "u" and the old keypair (a retry needs it), and the code and message the
+// API refused the server with, if it did.
 func verifyMember(r Resolution, n int, now time.Time) string {
 	f := []string{r.ServerID, strconv.Itoa(n), r.Entry.Keypair, strconv.Itoa(r.Attempts), r.JobID,
 		strconv.FormatInt(now.UnixMilli(), 10)}
 	if r.Unknown {
 		f = append(f, "u", r.Entry.OldKeypair)
+		if r.Code != "" {
+			f = append(f, r.Code, oneLine(r.Message))
+		}
 	}
 	return strings.Join(f, "\t")
 }
@@ -683,8 +687,11 @@ type Pending struct {
 	// Unknown: its job's outcome is not known (see Resolution.Unknown).
 	Unknown    bool
 	OldKeypair string // for Unknown: the keypair it had, kept for a retry
-	learned    bool   // Pos was learned by verification, not planned
-	member     string
+	// Code and Message, for Unknown, are how the API refused the server:
+	// its outcome if it still exists.
+	Code, Message string
+	learned       bool // Pos was learned by verification, not planned
+	member        string
 }
 
 // entry is the server as a retry batch would hold it.
@@ -711,15 +718,18 @@ func (s *Store) Verifying(ctx context.Context, id string, w, limit int) ([]Pendi
 	for _, z := range zs {
 		m, _ := z.Member.(string)
 		f := strings.Split(m, "\t")
-		if len(f) != 6 && len(f) != 8 {
+		if len(f) != 6 && len(f) != 8 && len(f) != 10 {
 			return nil, nil, fmt.Errorf("verification set of %s: corrupt entry %q", id, m)
 		}
 		b, _ := strconv.Atoi(f[1])
 		a, _ := strconv.Atoi(f[3])
 		ms, _ := strconv.ParseInt(f[5], 10, 64)
 		p := Pending{ServerID: f[0], Batch: b, Keypair: f[2], Attempt: a, JobID: f[4], Since: time.UnixMilli(ms), Pos: -1, member: m}
-		if len(f) == 8 {
+		if len(f) >= 8 {
 			p.Unknown, p.OldKeypair = f[6] == "u", f[7]
+		}
+		if len(f) == 10 {
+			p.Code, p.Message = f[8], f[9]
 		}
 		if z.Score < unplaced {
 			p.Pos = int(z.Score)

@@ -413,6 +413,12 @@ func (v *verification) compare(p Pending, keypair string) Resolution {
 	if keypair == p.Keypair {
 		return verified(p, OutcomeSucceeded, "", "")
 	}
+	if p.Unknown && p.Code != "" {
+		// Refused, and still there: the refusal is its outcome.
+		res := v.h.failure(v.rot, p.entry(), p.JobID, p.Code, p.Message, v.r.now)
+		res.member = p.member
+		return res
+	}
 	if p.Unknown {
 		res := v.h.failure(v.rot, p.entry(), p.JobID, CodePollUnknown,
 			fmt.Sprintf("the job's outcome was not known and keypair_name read back is %q, not %q", keypair, p.Keypair), v.r.now)

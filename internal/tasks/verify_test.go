@@ -397,3 +397,36 @@ func TestUnknownOutcomeIsRead(t *testing.T) {
 		t.Fatalf("retry pool %+v, %v: want the 50 not on the target", pool, err)
 	}
 }
+
+// TestRefusedServerIsReadBack: UpdateKeypair refused two servers the plan
+// had listed (CPS.0016): the one deleted since is skipped as deleted, the
+// one still there fails with the API's refusal.
+func TestRefusedServerIsReadBack(t *testing.T) {
+	fleet := newMovingFleet(100)
+	v := newVerifyRig(t, fleet, slices.Clone(fleet.ids), true)
+	fleet.delete("s00010")
+	b, err := v.store.Batch(v.ctx, v.id, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Errors = map[string][2]string{"s00010": {"CPS.0016", "server_id is invalid."}, "s00020": {"CPS.0016", "server_id is invalid."}}
+	rot, err := v.store.Rotation(v.ctx, v.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := v.h.resolveAnswer(rot, b, v.now)
+	if _, err := v.store.Resolve(v.ctx, v.id, 1, 1, rs, time.Time{}, false, v.now); err != nil {
+		t.Fatal(err)
+	}
+	v.now = v.now.Add(v.h.cfg.VerifyLinger) // the other jobs of the page have not ended
+	if rot := v.verify(3); rot.Counts.Verifying != 0 {
+		t.Fatalf("counts %+v after verification", rot.Counts)
+	}
+	rows := v.report()
+	if r := rows["s00010"]; r.Outcome != OutcomeSkipped || r.ErrorCode != CodeServerDeleted {
+		t.Errorf("deleted server: %s %s, want skipped %s", r.Outcome, r.ErrorCode, CodeServerDeleted)
+	}
+	if r := rows["s00020"]; r.Outcome != OutcomeFailed || r.ErrorCode != "CPS.0016" || r.ErrorMsg != "server_id is invalid." {
+		t.Errorf("refused server: %s %s %q, want failed CPS.0016", r.Outcome, r.ErrorCode, r.ErrorMsg)
+	}
+}
