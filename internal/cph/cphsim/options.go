@@ -3,6 +3,7 @@ package cphsim
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
@@ -91,6 +92,18 @@ type Options struct {
 	// client that verifies with ShowServer can catch the lie.
 	LieOnSuccess bool
 
+	// CreateRate and DeleteRate are the rates, in servers per second, at
+	// which servers are created and deleted while the simulator runs, from
+	// New on (Sim.SetChurn changes them): by any instant, floor(rate ×
+	// seconds elapsed) servers have been created and as many deleted. A
+	// created server is the newest, at the top of the list, so it pushes
+	// every other server down one place; it has a fresh id, the next
+	// "cph-server-NNNNNN" name, status 5, keypair "kp-old" and the clock's
+	// time as create_time. A deleted server, drawn uniformly among the live
+	// ones, is gone from the API (as an unknown id), and a job still running
+	// for it ends failed with JobCodeServerDeleted. Zero: none.
+	CreateRate, DeleteRate float64
+
 	// Seed makes ids, bad servers, latencies and faults reproducible: the
 	// same options and the same sequence of requests give the same answers.
 	Seed uint64
@@ -120,11 +133,13 @@ const (
 	JobCodeTransient       = "CPS.9001" // transient: submitting again may succeed
 	JobCodeServerAbnormal  = "CPS.9002" // permanent: server not in status 5
 	JobCodeKeypairNotFound = "CPS.9003" // permanent: keypair does not exist
+	JobCodeServerDeleted   = "CPS.9004" // permanent: the server was deleted while its job ran
 )
 
 // Validate reports options New would silently correct: rates outside
-// [0, 1], negative sizes or durations, and fleet entries with an empty,
-// too long or repeated server_id.
+// [0, 1], negative or NaN quotas and churn rates, negative sizes or
+// durations, and fleet entries with an empty, too long or repeated
+// server_id.
 func (o Options) Validate() error {
 	var errs []error
 	rates := []struct {
@@ -148,6 +163,16 @@ func (o Options) Validate() error {
 	for _, q := range quotas {
 		if !(q.v >= 0) {
 			errs = append(errs, fmt.Errorf("option %s %v is negative", q.name, q.v))
+		}
+	}
+	// An infinite quota is unlimited, but an infinite churn rate has no
+	// meaning: refuse it with the NaN and the negative.
+	for _, c := range []struct {
+		name string
+		v    float64
+	}{{"CreateRate", o.CreateRate}, {"DeleteRate", o.DeleteRate}} {
+		if !(c.v >= 0) || math.IsInf(c.v, 1) {
+			errs = append(errs, fmt.Errorf("option %s %v is not a finite number ≥ 0", c.name, c.v))
 		}
 	}
 	if o.Servers < 0 {

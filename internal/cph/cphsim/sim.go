@@ -46,6 +46,7 @@ type Sim struct {
 	rng   *rand.Rand // request-time draws: ids, latencies, faults
 	fleet fleet
 	jobs  jobs
+	churn churn
 	stats counters
 }
 
@@ -69,6 +70,7 @@ func New(opts Options) *Sim {
 		rng:    rand.New(rand.NewPCG(opts.Seed, 0x5eed_c0de)),
 		fleet:  newFleet(opts),
 		jobs:   newJobs(),
+		churn:  newChurn(opts),
 		stats:  newCounters(),
 		quotas: newQuotas(opts),
 	}
