@@ -36,12 +36,12 @@
 //
 // Request handling order, and so which error a request that is wrong in
 // several ways gets: unknown route (404 APIGW.0101), body too large (413),
-// authentication (401 APIGW.0301/0303), project (403 CPS.0001), throttling
-// (429 APIGW.0308), injected faults (drop, 5xx, delay), then the API itself
-// (400/404 CPS.xxxx or 200).
+// authentication (401 APIGW.0301/0303), project and IAM policy (403
+// CPS.0001, see Options.Deny), throttling (429 APIGW.0308), injected faults
+// (drop, 5xx, delay), then the API itself (400/404 CPS.xxxx or 200).
 //
 // Unauthenticated paths under /_sim/ serve the simulator's own state as JSON
 // for tests in other processes (GET /_sim/stats, /_sim/servers,
 // /_sim/deleted) and change it at run time (PUT /_sim/quota, POST
-// /_sim/churn). Bind the simulator to loopback only.
+// /_sim/churn, POST /_sim/deny). Bind the simulator to loopback only.
 package cphsim

@@ -175,6 +175,7 @@ type simServersBody struct {
 //	GET /_sim/deleted                             {"count":N,"server_ids":[…]} (DeletedServers)
 //	PUT /_sim/quota?api=UpdateKeypair&rate=5      SetQuota, answers the new Stats
 //	POST /_sim/churn?create=5&delete=1            SetChurn (a rate left out is 0), answers the new Stats
+//	POST /_sim/deny?api=ListJobs&denied=true      SetDeny, answers the new Stats
 //
 // The setters take PUT as well as POST, so that none depends on which.
 func (s *Sim) serveSim(w http.ResponseWriter, r *http.Request, reqID string) {
@@ -203,6 +204,13 @@ func (s *Sim) serveSim(w http.ResponseWriter, r *http.Request, reqID string) {
 			if d, err = parseFloat(q, "delete", true); err == nil {
 				err = s.SetChurn(c, d)
 			}
+		}
+	case set && r.URL.Path == "/_sim/deny":
+		var denied bool
+		if denied, err = strconv.ParseBool(q.Get("denied")); err != nil {
+			err = fmt.Errorf("denied %q is not true or false", q.Get("denied"))
+		} else {
+			err = s.SetDeny(API(q.Get("api")), denied)
 		}
 	default:
 		writeError(w, reqID, errorf(http.StatusNotFound, "APIGW.0101", "The API does not exist or has not been published in the environment"))

@@ -65,6 +65,12 @@ type Options struct {
 	// available, at least 1) to 429 answers. False: no header, as observed.
 	RetryAfter bool
 
+	// Deny lists the APIs the caller's IAM policy does not allow: an
+	// authenticated call to one is answered 403 CPS.0001 "No permission to
+	// request resources." (Sim.SetDeny changes the list at run time). Nil:
+	// every API is allowed.
+	Deny []API
+
 	// Error5xxRate is the fraction of authenticated, unthrottled requests
 	// answered with a random 500, 503 or 504 before anything is done.
 	Error5xxRate float64
@@ -138,8 +144,8 @@ const (
 
 // Validate reports options New would silently correct: rates outside
 // [0, 1], negative or NaN quotas and churn rates, negative sizes or
-// durations, and fleet entries with an empty, too long or repeated
-// server_id.
+// durations, unknown APIs in Deny, and fleet entries with an empty, too
+// long or repeated server_id.
 func (o Options) Validate() error {
 	var errs []error
 	rates := []struct {
@@ -183,6 +189,11 @@ func (o Options) Validate() error {
 	}
 	if o.JobLatency < 0 || o.JobJitter < 0 || o.SlowDelay < 0 {
 		errs = append(errs, errors.New("options JobLatency, JobJitter and SlowDelay must not be negative"))
+	}
+	for _, api := range o.Deny {
+		if !api.known() {
+			errs = append(errs, fmt.Errorf("option Deny: unknown API %q", api))
+		}
 	}
 	if o.BadServerKind < BadMixed || o.BadServerKind > BadRejected {
 		errs = append(errs, fmt.Errorf("option BadServerKind %d is unknown", o.BadServerKind))

@@ -42,12 +42,13 @@ type Sim struct {
 	now    func() time.Time
 	quotas *quotas
 
-	mu    sync.Mutex
-	rng   *rand.Rand // request-time draws: ids, latencies, faults
-	fleet fleet
-	jobs  jobs
-	churn churn
-	stats counters
+	mu     sync.Mutex
+	rng    *rand.Rand // request-time draws: ids, latencies, faults
+	fleet  fleet
+	jobs   jobs
+	churn  churn
+	denied map[API]bool // Options.Deny, changed by SetDeny
+	stats  counters
 }
 
 // New returns a simulator configured by opts. Invalid options are corrected
@@ -73,6 +74,10 @@ func New(opts Options) *Sim {
 		churn:  newChurn(opts),
 		stats:  newCounters(),
 		quotas: newQuotas(opts),
+		denied: map[API]bool{},
+	}
+	for _, api := range opts.Deny {
+		s.denied[api] = true
 	}
 	return s
 }
@@ -129,7 +134,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, reqID, e)
 		return
 	}
-	if e := s.checkProject(r, project); e != nil {
+	if e := s.authorize(r, api, project); e != nil {
 		s.count(func(c *counters) { c.forbidden++ })
 		writeError(w, reqID, e)
 		return
@@ -211,13 +216,29 @@ func route(method, path string) (api API, project, param string, ok bool) {
 	return "", "", "", false
 }
 
-// checkProject refuses a path or X-Project-Id naming another project; the
-// real service answers CPS.0001 for resources the caller may not touch.
-func (s *Sim) checkProject(r *http.Request, project string) *apiError {
+// authorize refuses a path or X-Project-Id naming another project, and a
+// call to a denied API (Options.Deny), with the answer the service gives
+// for resources the caller may not touch: 403 CPS.0001.
+func (s *Sim) authorize(r *http.Request, api API, project string) *apiError {
 	hdr := r.Header.Get("X-Project-Id")
-	if s.opts.ProjectID != "" && project != s.opts.ProjectID || hdr != "" && hdr != project {
+	s.mu.Lock()
+	denied := s.denied[api]
+	s.mu.Unlock()
+	if denied || s.opts.ProjectID != "" && project != s.opts.ProjectID || hdr != "" && hdr != project {
 		return errorf(http.StatusForbidden, "CPS.0001", "No permission to request resources.")
 	}
+	return nil
+}
+
+// SetDeny denies or allows api at run time, as an IAM policy losing or
+// gaining the action would (see Options.Deny).
+func (s *Sim) SetDeny(api API, denied bool) error {
+	if !api.known() {
+		return fmt.Errorf("set deny: unknown API %q", api)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.denied[api] = denied
 	return nil
 }
 
