@@ -646,6 +646,7 @@ func TestValidate(t *testing.T) {
 		{"infinite create rate", cphsim.Options{CreateRate: math.Inf(1)}, "CreateRate"},
 		{"deny", cphsim.Options{Deny: []cphsim.API{cphsim.APIListJobs}}, ""},
 		{"deny unknown API", cphsim.Options{Deny: []cphsim.API{"ListPhones"}}, `unknown API "ListPhones"`},
+		{"negative answer latency", cphsim.Options{LatencyJitter: -time.Millisecond}, "LatencyJitter"},
 		{"duplicate", cphsim.Options{Fleet: []cph.Server{{ServerID: "a"}, {ServerID: "a"}}}, "fleet entry 1: server_id a repeats entry 0"},
 		{"empty id", cphsim.Options{Fleet: []cph.Server{{ServerID: ""}}}, "fleet entry 0: empty server_id"},
 	}

@@ -38,7 +38,8 @@
 // several ways gets: unknown route (404 APIGW.0101), body too large (413),
 // authentication (401 APIGW.0301/0303), project and IAM policy (403
 // CPS.0001, see Options.Deny), throttling (429 APIGW.0308), injected faults
-// (drop, 5xx, delay), then the API itself (400/404 CPS.xxxx or 200).
+// (drop, 5xx, delay), then the API itself (400/404 CPS.xxxx or 200). Every
+// answer then waits Options.Latency before it is sent.
 //
 // Unauthenticated paths under /_sim/ serve the simulator's own state as JSON
 // for tests in other processes (GET /_sim/stats, /_sim/servers,

@@ -71,6 +71,17 @@ type Options struct {
 	// every API is allowed.
 	Deny []API
 
+	// Latency is the mean real time every API answer waits before it is
+	// sent, after the call has done its work (so a client that gives up
+	// early may miss the answer of a committed write); each wait is uniform
+	// in [Latency-LatencyJitter, Latency+LatencyJitter] (never negative) and
+	// cut short when the client goes away. The /_sim test aids do not wait.
+	// Zero: answers are sent at once.
+	Latency time.Duration
+	// LatencyJitter is the half-width of the answer latency spread. Zero:
+	// every answer waits exactly Latency.
+	LatencyJitter time.Duration
+
 	// Error5xxRate is the fraction of authenticated, unthrottled requests
 	// answered with a random 500, 503 or 504 before anything is done.
 	Error5xxRate float64
@@ -187,8 +198,8 @@ func (o Options) Validate() error {
 	if o.QuotaBurst < 0 {
 		errs = append(errs, fmt.Errorf("option QuotaBurst %d is negative", o.QuotaBurst))
 	}
-	if o.JobLatency < 0 || o.JobJitter < 0 || o.SlowDelay < 0 {
-		errs = append(errs, errors.New("options JobLatency, JobJitter and SlowDelay must not be negative"))
+	if o.JobLatency < 0 || o.JobJitter < 0 || o.SlowDelay < 0 || o.Latency < 0 || o.LatencyJitter < 0 {
+		errs = append(errs, errors.New("options JobLatency, JobJitter, SlowDelay, Latency and LatencyJitter must not be negative"))
 	}
 	for _, api := range o.Deny {
 		if !api.known() {
