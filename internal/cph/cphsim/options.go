@@ -67,8 +67,10 @@ type Options struct {
 
 	// Deny lists the APIs the caller's IAM policy does not allow: an
 	// authenticated call to one is answered 403 CPS.0001 "No permission to
-	// request resources." (Sim.SetDeny changes the list at run time). Nil:
-	// every API is allowed.
+	// request resources." (Sim.SetDeny changes the list at run time). The
+	// code and message are CPH's documented ones for a missing permission;
+	// the status and their use for a policy without the action are our
+	// reading, not yet seen on the real API. Nil: every API is allowed.
 	Deny []API
 
 	// Latency is the mean real time every API answer waits before it is
