@@ -2,7 +2,8 @@
 // local port, for tests in other processes, the benchmarks and manual runs:
 //
 //	cphsim --ak AK --sk SK --project-id 0123456789abcdef0123456789abcdef --servers 20000 \
-//	       --quota-update 10 --quota-list 20 --job-latency 2s --job-jitter 1s
+//	       --quota-update 10 --quota-list 20 --job-latency 2s --job-jitter 1s \
+//	       --create-rate 5 --delete-rate 1 --latency 300ms --latency-jitter 200ms
 //
 // The first line on stdout is the base URL it listens on (with --addr
 // 127.0.0.1:0 the port is chosen by the system), so a parent process can
@@ -22,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +44,7 @@ type config struct {
 	fleetFile string
 	keypairs  string
 	badKind   string
+	deny      string
 	logFormat string
 	opts      cphsim.Options
 }
@@ -54,7 +57,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.FlagSet.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: cphsim --ak AK --sk SK --project-id ID [flags]\n\n"+
 			"Serves a simulated Huawei Cloud Phone API. The first stdout line is its base URL.\n"+
-			"GET /_sim/stats, GET /_sim/servers and PUT /_sim/quota are unauthenticated test aids.\n\nFlags:\n")
+			"GET /_sim/stats, /_sim/servers and /_sim/deleted, PUT /_sim/quota, POST /_sim/churn and\n"+
+			"POST /_sim/deny are unauthenticated test aids.\n\nFlags:\n")
 		fs.PrintUsage(stderr)
 	}
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:0", "listen address (port 0: any free port)")
@@ -83,6 +87,11 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.Float64Var(&o.BadServerRate, "bad-server-rate", 0, "fraction of servers that always fail")
 	fs.StringVar(&c.badKind, "bad-server-kind", "mixed", "how bad servers fail: abnormal (job fails "+cphsim.JobCodeServerAbnormal+"), rejected (CPS.0016 in the answer) or mixed")
 	fs.BoolVar(&o.LieOnSuccess, "lie-on-success", false, "succeeded jobs leave the keypair unchanged")
+	fs.Float64Var(&o.CreateRate, "create-rate", 0, "servers created per second while serving, on top of the list (0: none)")
+	fs.Float64Var(&o.DeleteRate, "delete-rate", 0, "servers deleted per second while serving, drawn at random (0: none)")
+	fs.StringVar(&c.deny, "deny", "", "comma-separated APIs answered 403 CPS.0001, as an IAM policy without them (e.g. ListJobs,ShowServer)")
+	fs.DurationVar(&o.Latency, "latency", 0, "real time every API answer waits (e.g. 300ms)")
+	fs.DurationVar(&o.LatencyJitter, "latency-jitter", 0, "answer latency is uniform in latency±jitter")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of ids, bad servers, latencies and faults")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format on stderr: text or json")
 	if err := fs.Parse(args, getenv); err != nil {
@@ -124,6 +133,18 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	if c.logFormat != "text" && c.logFormat != "json" {
 		return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
 	}
+	if c.deny != "" {
+		for _, a := range strings.Split(c.deny, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				o.Deny = append(o.Deny, cphsim.API(a))
+			}
+		}
+		for _, a := range o.Deny {
+			if !slices.Contains(cphsim.APIs(), a) {
+				return nil, fmt.Errorf("--deny %q: want APIs among %s", c.deny, apiNames())
+			}
+		}
+	}
 	if c.keypairs != "" {
 		for _, k := range strings.Split(c.keypairs, ",") {
 			if k = strings.TrimSpace(k); k != "" {
@@ -142,6 +163,15 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 		return nil, fmt.Errorf("invalid settings: %w", err)
 	}
 	return c, nil
+}
+
+// apiNames lists the API names --deny takes.
+func apiNames() string {
+	var names []string
+	for _, a := range cphsim.APIs() {
+		names = append(names, string(a))
+	}
+	return strings.Join(names, ", ")
 }
 
 // run serves until ctx ends and returns the exit code.
@@ -176,7 +206,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		servers = len(c.opts.Fleet)
 	}
 	log.Info("cphsim serving", "url", "http://"+ln.Addr().String(), "servers", servers,
-		"quota_update", c.opts.UpdateKeypairQuota, "quota_list", c.opts.ListJobsQuota, "quota_read", c.opts.ReadQuota)
+		"quota_update", c.opts.UpdateKeypairQuota, "quota_list", c.opts.ListJobsQuota, "quota_read", c.opts.ReadQuota,
+		"create_rate", c.opts.CreateRate, "delete_rate", c.opts.DeleteRate, "deny", c.opts.Deny, "latency", c.opts.Latency)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -193,6 +224,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 1
 	}
 	st := sim.Stats()
-	log.Info("cphsim stopped", "calls", st.Calls, "throttled", st.Throttled, "jobs_created", st.JobsCreated)
+	log.Info("cphsim stopped", "calls", st.Calls, "throttled", st.Throttled, "jobs_created", st.JobsCreated,
+		"servers_created", st.ServersCreated, "servers_deleted", st.ServersDeleted)
 	return 0
 }

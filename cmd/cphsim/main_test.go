@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
 )
 
 const (
@@ -125,6 +127,11 @@ func TestBadUsage(t *testing.T) {
 		{"missing fleet", append(creds, "--fleet-file", "/nonexistent/f.csv"), nil, "/nonexistent/f.csv"},
 		{"duplicate in fleet", append(creds, "--fleet-file", fleet), nil, "server_id a repeats"},
 		{"negative servers", append(creds, "--servers", "-1"), nil, "Servers -1 is negative"},
+		{"negative create rate", append(creds, "--create-rate", "-1"), nil, "CreateRate -1"},
+		{"NaN delete rate", creds, map[string]string{"CPHSIM_DELETE_RATE": "NaN"}, "DeleteRate NaN"},
+		{"unknown API denied", append(creds, "--deny", "ListJobs,ListPhones"), nil, `--deny "ListJobs,ListPhones": want APIs among UpdateKeypair, ShowJob`},
+		{"negative latency", append(creds, "--latency", "-1s"), nil, "Latency"},
+		{"bad latency", creds, map[string]string{"CPHSIM_LATENCY_JITTER": "soon"}, "CPHSIM_LATENCY_JITTER"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -142,13 +149,32 @@ func TestBadUsage(t *testing.T) {
 	}
 }
 
+// The churn, deny and latency flags reach the options, from flags or their
+// variables.
+func TestParseMovingFleetFlags(t *testing.T) {
+	args := []string{"--ak", "a", "--sk", "s", "--project-id", "p",
+		"--create-rate", "5", "--deny", "ListJobs, ShowServer", "--latency-jitter", "200ms"}
+	vars := map[string]string{"CPHSIM_DELETE_RATE": "1.5", "CPHSIM_LATENCY": "300ms"}
+	var stderr bytes.Buffer
+	c, err := parse(args, env(vars), &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.opts
+	if o.CreateRate != 5 || o.DeleteRate != 1.5 || o.Latency != 300*time.Millisecond || o.LatencyJitter != 200*time.Millisecond ||
+		!slices.Equal(o.Deny, []cphsim.API{cphsim.APIListJobs, cphsim.APIShowServer}) {
+		t.Errorf("options %+v", o)
+	}
+}
+
 func TestHelp(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if c := run(context.Background(), []string{"--help"}, env(nil), &stdout, &stderr); c != 0 {
 		t.Fatalf("exit %d", c)
 	}
 	for _, want := range []string{"--addr", "CPHSIM_ADDR", "--5xx-rate", "CPHSIM_5XX_RATE", "--quota-update", "CPHSIM_QUOTA_UPDATE",
-		"--fleet-file", "--seed", "/_sim/stats"} {
+		"--fleet-file", "--seed", "/_sim/stats", "--create-rate", "CPHSIM_CREATE_RATE", "--delete-rate", "--deny", "CPHSIM_DENY",
+		"--latency", "--latency-jitter", "/_sim/churn", "/_sim/deny"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("--help does not mention %s:\n%s", want, stderr.String())
 		}

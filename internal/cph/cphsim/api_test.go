@@ -3,6 +3,7 @@ package cphsim_test
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"regexp"
 	"slices"
@@ -639,6 +640,13 @@ func TestValidate(t *testing.T) {
 		{"negative servers", cphsim.Options{Servers: -1}, "Servers"},
 		{"negative latency", cphsim.Options{JobLatency: -time.Second}, "JobLatency"},
 		{"unknown kind", cphsim.Options{BadServerKind: 9}, "BadServerKind"},
+		{"churn", cphsim.Options{CreateRate: 5, DeleteRate: 0.5}, ""},
+		{"negative create rate", cphsim.Options{CreateRate: -1}, "CreateRate"},
+		{"NaN delete rate", cphsim.Options{DeleteRate: math.NaN()}, "DeleteRate"},
+		{"infinite create rate", cphsim.Options{CreateRate: math.Inf(1)}, "CreateRate"},
+		{"deny", cphsim.Options{Deny: []cphsim.API{cphsim.APIListJobs}}, ""},
+		{"deny unknown API", cphsim.Options{Deny: []cphsim.API{"ListPhones"}}, `unknown API "ListPhones"`},
+		{"negative answer latency", cphsim.Options{LatencyJitter: -time.Millisecond}, "LatencyJitter"},
 		{"duplicate", cphsim.Options{Fleet: []cph.Server{{ServerID: "a"}, {ServerID: "a"}}}, "fleet entry 1: server_id a repeats entry 0"},
 		{"empty id", cphsim.Options{Fleet: []cph.Server{{ServerID: ""}}}, "fleet entry 0: empty server_id"},
 	}

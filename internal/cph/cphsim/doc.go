@@ -23,18 +23,26 @@
 // (optionally after UpdateKeypair created its jobs), transient and permanent
 // job failures, servers that always fail, and jobs that lie about success.
 //
-// Jobs progress without goroutines: a job's outcome is drawn when it is
-// created and applied when the simulated clock passes its due time, the
-// next time anyone looks. A test drives time with Options.Clock instead of
-// sleeping.
+// The fleet moves while it runs, as a real one does, when Options.CreateRate
+// or DeleteRate (or Sim.SetChurn) say so: created servers come on top of the
+// newest-first list and push every other one down a place, deleted ones
+// vanish from the API.
+//
+// Jobs and churn progress without goroutines: a job's outcome is drawn when
+// it is created and applied when the simulated clock passes its due time,
+// and servers are created and deleted as the clock passes their instants,
+// the next time anyone looks. A test drives time with Options.Clock instead
+// of sleeping.
 //
 // Request handling order, and so which error a request that is wrong in
 // several ways gets: unknown route (404 APIGW.0101), body too large (413),
-// authentication (401 APIGW.0301/0303), project (403 CPS.0001), throttling
-// (429 APIGW.0308), injected faults (drop, 5xx, delay), then the API itself
-// (400/404 CPS.xxxx or 200).
+// authentication (401 APIGW.0301/0303), project and IAM policy (403
+// CPS.0001, see Options.Deny), throttling (429 APIGW.0308), injected faults
+// (drop, 5xx, delay), then the API itself (400/404 CPS.xxxx or 200). Every
+// answer then waits Options.Latency before it is sent.
 //
-// Two unauthenticated paths serve the simulator's own state as JSON for
-// tests in other processes: GET /_sim/stats and GET /_sim/servers. Bind the
-// simulator to loopback only.
+// Unauthenticated paths under /_sim/ serve the simulator's own state as JSON
+// for tests in other processes (GET /_sim/stats, /_sim/servers,
+// /_sim/deleted) and change it at run time (PUT /_sim/quota, POST
+// /_sim/churn, POST /_sim/deny). Bind the simulator to loopback only.
 package cphsim

@@ -111,9 +111,10 @@ func (a API) known() bool {
 	return false
 }
 
-// writeThrottled answers 429 the way the API gateway does: a per-second
-// limit below 1 is shown per minute, as the gateway words it.
-func (s *Sim) writeThrottled(w http.ResponseWriter, reqID string, wait time.Duration, limit rate.Limit) {
+// throttled is the 429 the API gateway answers: a per-second limit below 1
+// is shown per minute, as the gateway words it. It sets Retry-After on w
+// when Options.RetryAfter asks for it.
+func (s *Sim) throttled(w http.ResponseWriter, wait time.Duration, limit rate.Limit) *apiError {
 	code := "APIGW.0308"
 	if s.opts.LegacyThrottleCode {
 		code = "APIG.0308"
@@ -126,12 +127,11 @@ func (s *Sim) writeThrottled(w http.ResponseWriter, reqID string, wait time.Dura
 		w.Header().Set("Retry-After", strconv.Itoa(max(int(math.Ceil(wait.Seconds())), 1)))
 	}
 	if s.opts.HideQuota {
-		writeError(w, reqID, errorf(http.StatusTooManyRequests, code, "The throttling threshold has been reached: policy user over ratelimit"))
-		return
+		return errorf(http.StatusTooManyRequests, code, "The throttling threshold has been reached: policy user over ratelimit")
 	}
-	writeError(w, reqID, errorf(http.StatusTooManyRequests, code,
+	return errorf(http.StatusTooManyRequests, code,
 		"The throttling threshold has been reached: policy user over ratelimit,limit:%s,time:%s",
-		strconv.FormatFloat(n, 'f', -1, 64), per))
+		strconv.FormatFloat(n, 'f', -1, 64), per)
 }
 
 // fault is what happens to one request instead of, or on top of, its answer.

@@ -48,15 +48,26 @@ type server struct {
 	keypair uint32 // index into fleet.keypairs
 	status  int8
 	bad     badState
+	deleted bool // deleted by churn: gone from the API, kept for inspection
 }
 
 // fleet is the simulated servers and the keypair names they refer to.
+// Servers are indexed in the order they came to exist: the initial fleet
+// first, then those churn created. A deleted server keeps its index and
+// state, and leaves only the list order.
 type fleet struct {
 	ids   []string
-	byID  map[string]int32
+	byID  map[string]int32 // deleted servers included
 	state []server
 	given []cph.Server // Options.Fleet as kept; nil for a generated fleet
-	order []int32      // list order of a given fleet; nil: index order
+	// order is the list order reversed (the newest server last, so that a
+	// creation is an append) of the live servers; nil: every server is
+	// live and index order is the list order (a generated fleet before
+	// churn touches it, which saves 4 bytes a server).
+	order   []int32
+	initial int32   // servers in the initial fleet; later indexes were created by churn
+	born    []int64 // create_time (unix seconds) of server initial+k
+	deleted []int32 // deleted servers in the order they were deleted
 
 	keypairs []string // interned keypair names
 	kpIndex  map[string]uint32
@@ -79,6 +90,7 @@ func newFleet(o Options) fleet {
 	} else {
 		f.generate(max(o.Servers, 0), rng)
 	}
+	f.initial = int32(len(f.state))
 	rate := clamp01(o.BadServerRate)
 	nbad := 0
 	for i := range f.state {
@@ -141,7 +153,9 @@ func (f *fleet) load(fleet []cph.Server) {
 	for i := range f.order {
 		f.order[i] = int32(i)
 	}
+	// Newest first with ties by position, then reversed, as order is kept.
 	slices.SortStableFunc(f.order, func(a, b int32) int { return cmp.Compare(created[b], created[a]) })
+	slices.Reverse(f.order)
 }
 
 func (f *fleet) intern(name string) uint32 {
@@ -154,23 +168,39 @@ func (f *fleet) intern(name string) uint32 {
 	return i
 }
 
-func (f *fleet) len() int { return len(f.state) }
+// len is the number of live servers, the length of the list.
+func (f *fleet) len() int {
+	if f.order == nil {
+		return len(f.state)
+	}
+	return len(f.order)
+}
 
 // at returns the index of the server in list position pos.
 func (f *fleet) at(pos int) int32 {
 	if f.order == nil {
 		return int32(pos)
 	}
-	return f.order[pos]
+	return f.order[len(f.order)-1-pos]
 }
 
-// server returns server i as the API shows it.
+// live returns the index of serverID unless it is unknown or deleted.
+func (f *fleet) live(serverID string) (int32, bool) {
+	i, ok := f.byID[serverID]
+	if !ok || f.state[i].deleted {
+		return 0, false
+	}
+	return i, true
+}
+
+// server returns server i as the API shows it. Servers churn created look
+// like generated ones, whatever the initial fleet was.
 func (f *fleet) server(i int32) cph.Server {
 	var s cph.Server
-	if f.given != nil {
+	if int(i) < len(f.given) {
 		s = f.given[i]
 	} else {
-		created := time.Unix(genNewest-int64(i), 0).UTC().Format(timeFormat)
+		created := time.Unix(f.createdAt(i), 0).UTC().Format(timeFormat)
 		s = cph.Server{
 			ServerID:            f.ids[i],
 			ServerName:          fmt.Sprintf("cph-server-%06d", i),
@@ -190,6 +220,15 @@ func (f *fleet) server(i int32) cph.Server {
 		s.UpdateTime = time.Unix(st.updated, 0).UTC().Format(timeFormat)
 	}
 	return s
+}
+
+// createdAt is the create_time of a generated or created server, in Unix
+// seconds.
+func (f *fleet) createdAt(i int32) int64 {
+	if i < f.initial {
+		return genNewest - int64(i)
+	}
+	return f.born[i-f.initial]
 }
 
 // serverFilter is the query of ListCloudPhoneServers the simulator honours.
@@ -270,7 +309,7 @@ func (s *Sim) listServers(r *request) (any, *apiError) {
 			body.Servers = append(body.Servers, f.server(f.at(pos)))
 		}
 	case sf.id != "":
-		if i, ok := f.byID[sf.id]; ok {
+		if i, ok := f.live(sf.id); ok {
 			if srv := f.server(i); sf.match(srv) {
 				body.Count = 1
 				if offset == 0 {
@@ -298,13 +337,13 @@ type showServerBody struct {
 	RequestID string `json:"request_id"`
 }
 
-// showServer is ShowCloudPhoneServerDetail. An unknown id gets 400
-// CPS.0016, the documented code for an invalid server_id.
+// showServer is ShowCloudPhoneServerDetail. An unknown or deleted id gets
+// 400 CPS.0016, the documented code for an invalid server_id.
 func (s *Sim) showServer(r *request) (any, *apiError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.settle(r.at)
-	i, ok := s.fleet.byID[r.param]
+	i, ok := s.fleet.live(r.param)
 	if !ok {
 		return nil, errorf(http.StatusBadRequest, "CPS.0016", "server_id is invalid.")
 	}

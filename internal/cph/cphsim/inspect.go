@@ -1,7 +1,9 @@
 package cphsim
 
 import (
+	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
@@ -26,8 +28,12 @@ type Stats struct {
 	Unauthorized int `json:"unauthorized"`
 	Forbidden    int `json:"forbidden"`
 	// ServersRejected counts per-server CPS.0016 entries in UpdateKeypair
-	// answers (unknown or BadRejected servers).
+	// answers (unknown, deleted or BadRejected servers).
 	ServersRejected int `json:"servers_rejected"`
+	// ServersCreated and ServersDeleted count churn (Options.CreateRate,
+	// Options.DeleteRate) by now.
+	ServersCreated int `json:"servers_created"`
+	ServersDeleted int `json:"servers_deleted"`
 	// Jobs created, still running, and ended by now.
 	JobsCreated   int `json:"jobs_created"`
 	JobsRunning   int `json:"jobs_running"`
@@ -50,6 +56,7 @@ func (st Stats) Writes() int {
 type counters struct {
 	calls, throttled, injected5xx, dropped, slowed map[API]int
 	unauthorized, forbidden, serversRejected       int
+	serversCreated, serversDeleted                 int
 	jobsCreated, jobsSucceeded, jobsFailed         int
 }
 
@@ -76,13 +83,15 @@ func (s *Sim) Stats() Stats {
 		Calls: perAPI(c.calls), Throttled: perAPI(c.throttled), Injected5xx: perAPI(c.injected5xx),
 		Dropped: perAPI(c.dropped), Slowed: perAPI(c.slowed),
 		Unauthorized: c.unauthorized, Forbidden: c.forbidden, ServersRejected: c.serversRejected,
+		ServersCreated: c.serversCreated, ServersDeleted: c.serversDeleted,
 		JobsCreated: c.jobsCreated, JobsRunning: s.jobs.running.Len(),
 		JobsSucceeded: c.jobsSucceeded, JobsFailed: c.jobsFailed,
 	}
 }
 
 // Keypair returns the keypair serverID is on now, and whether the server
-// exists.
+// exists. A server churn deleted keeps the keypair it was last on, so a
+// test can still tell where a rotation left it (see Deleted).
 func (s *Sim) Keypair(serverID string) (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -95,7 +104,8 @@ func (s *Sim) Keypair(serverID string) (string, bool) {
 }
 
 // SubmitCount returns how many times UpdateKeypair named serverID in a
-// valid request (0 for a server that does not exist).
+// valid request, after its deletion included (0 for a server that never
+// existed).
 func (s *Sim) SubmitCount(serverID string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -106,7 +116,8 @@ func (s *Sim) SubmitCount(serverID string) int {
 	return int(s.fleet.state[i].submits)
 }
 
-// Servers returns every server as ListServers shows it now, newest first.
+// Servers returns every live server as ListServers shows it now, newest
+// first.
 func (s *Sim) Servers() []cph.Server {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -148,6 +159,8 @@ type ServerState struct {
 	Status      int    `json:"status"`
 	Submits     int    `json:"submits"`
 	BadCode     string `json:"bad_code,omitempty"`
+	// Deleted is set only when a deleted server is asked for by server_id.
+	Deleted bool `json:"deleted,omitempty"`
 }
 
 type simServersBody struct {
@@ -158,29 +171,75 @@ type simServersBody struct {
 // serveSim serves the unauthenticated test aids:
 //
 //	GET /_sim/stats                               Stats
-//	GET /_sim/servers[?server_id=&offset=&limit=] {"count":N,"servers":[ServerState…]} (no limit: all)
+//	GET /_sim/servers[?server_id=&offset=&limit=] {"count":N,"servers":[ServerState…]} (no limit: all live ones)
+//	GET /_sim/deleted                             {"count":N,"server_ids":[…]} (DeletedServers)
 //	PUT /_sim/quota?api=UpdateKeypair&rate=5      SetQuota, answers the new Stats
+//	POST /_sim/churn?create=5&delete=1            SetChurn (a rate left out is 0), answers the new Stats
+//	POST /_sim/deny?api=ListJobs&denied=true      SetDeny, answers the new Stats
+//
+// The setters take PUT as well as POST, so that none depends on which.
 func (s *Sim) serveSim(w http.ResponseWriter, r *http.Request, reqID string) {
+	set := r.Method == http.MethodPut || r.Method == http.MethodPost
+	q := r.URL.Query()
+	var err error
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/_sim/stats":
 		writeJSON(w, http.StatusOK, s.Stats())
+		return
 	case r.Method == http.MethodGet && r.URL.Path == "/_sim/servers":
 		s.serveSimServers(w, r, reqID)
-	case r.Method == http.MethodPut && r.URL.Path == "/_sim/quota":
-		q := r.URL.Query()
-		v, err := strconv.ParseFloat(q.Get("rate"), 64)
-		if err != nil {
-			writeError(w, reqID, errorf(http.StatusBadRequest, "SIM.0001", "rate %q is not a number", q.Get("rate")))
-			return
+		return
+	case r.Method == http.MethodGet && r.URL.Path == "/_sim/deleted":
+		ids := s.DeletedServers()
+		writeJSON(w, http.StatusOK, simDeletedBody{Count: len(ids), ServerIDs: ids})
+		return
+	case set && r.URL.Path == "/_sim/quota":
+		var v float64
+		if v, err = parseFloat(q, "rate", false); err == nil {
+			err = s.SetQuota(API(q.Get("api")), v)
 		}
-		if err := s.SetQuota(API(q.Get("api")), v); err != nil {
-			writeError(w, reqID, errorf(http.StatusBadRequest, "SIM.0001", "%v", err))
-			return
+	case set && r.URL.Path == "/_sim/churn":
+		var c, d float64
+		if c, err = parseFloat(q, "create", true); err == nil {
+			if d, err = parseFloat(q, "delete", true); err == nil {
+				err = s.SetChurn(c, d)
+			}
 		}
-		writeJSON(w, http.StatusOK, s.Stats())
+	case set && r.URL.Path == "/_sim/deny":
+		var denied bool
+		if denied, err = strconv.ParseBool(q.Get("denied")); err != nil {
+			err = fmt.Errorf("denied %q is not true or false", q.Get("denied"))
+		} else {
+			err = s.SetDeny(API(q.Get("api")), denied)
+		}
 	default:
 		writeError(w, reqID, errorf(http.StatusNotFound, "APIGW.0101", "The API does not exist or has not been published in the environment"))
+		return
 	}
+	if err != nil {
+		writeError(w, reqID, errorf(http.StatusBadRequest, "SIM.0001", "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.Stats())
+}
+
+type simDeletedBody struct {
+	Count     int      `json:"count"`
+	ServerIDs []string `json:"server_ids"`
+}
+
+// parseFloat reads query parameter name as a number; a missing one is 0
+// when optional.
+func parseFloat(q url.Values, name string, optional bool) (float64, error) {
+	v := q.Get(name)
+	if v == "" && optional {
+		return 0, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s %q is not a number", name, v)
+	}
+	return f, nil
 }
 
 func (s *Sim) serveSimServers(w http.ResponseWriter, r *http.Request, reqID string) {
@@ -210,8 +269,10 @@ func (s *Sim) serveSimServers(w http.ResponseWriter, r *http.Request, reqID stri
 	}
 	if id := q.Get("server_id"); id != "" {
 		if i, ok := f.byID[id]; ok {
+			st := state(i)
+			st.Deleted = f.state[i].deleted
 			body.Count = 1
-			body.Servers = append(body.Servers, state(i))
+			body.Servers = append(body.Servers, st)
 		}
 	} else {
 		body.Count = f.len()

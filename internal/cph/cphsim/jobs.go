@@ -18,6 +18,7 @@ const (
 	outTransient
 	outAbnormal
 	outNoKeypair
+	outDeleted
 )
 
 // job is one UpdateKeypair job. It holds no goroutine and no timer: it is
@@ -53,6 +54,8 @@ func (j *job) errorCode() (code, msg string) {
 		return JobCodeServerAbnormal, "Server status is abnormal."
 	case outNoKeypair:
 		return JobCodeKeypairNotFound, "Keypair does not exist."
+	case outDeleted:
+		return JobCodeServerDeleted, "server has been deleted"
 	}
 	return "", ""
 }
@@ -91,24 +94,24 @@ func (h *dueHeap) Pop() any {
 	return e
 }
 
-// settle ends every job due by now, in due order, so a server named by two
-// jobs ends on the later one's keypair. It costs O(log n) per ending job
-// and nothing per running one. s.mu must be held.
-func (s *Sim) settle(now time.Time) {
-	t := now.UnixNano()
-	for s.jobs.running.Len() > 0 && s.jobs.running[0].due <= t {
-		e := heap.Pop(&s.jobs.running).(dueEntry)
-		j := &s.jobs.all[e.job]
-		j.done = true
-		if j.outcome != outSucceed {
-			s.stats.jobsFailed++
-			continue
-		}
-		s.stats.jobsSucceeded++
-		if !s.opts.LieOnSuccess {
-			srv := &s.fleet.state[j.server]
-			srv.keypair, srv.updated = j.keypair, time.Unix(0, j.due).Unix()
-		}
+// endJob ends the running job due first (see settle). A job whose server
+// was deleted while it ran fails with JobCodeServerDeleted, whatever its
+// drawn outcome. s.mu must be held.
+func (s *Sim) endJob() {
+	e := heap.Pop(&s.jobs.running).(dueEntry)
+	j := &s.jobs.all[e.job]
+	j.done = true
+	if s.fleet.state[j.server].deleted {
+		j.outcome = outDeleted
+	}
+	if j.outcome != outSucceed {
+		s.stats.jobsFailed++
+		return
+	}
+	s.stats.jobsSucceeded++
+	if !s.opts.LieOnSuccess {
+		srv := &s.fleet.state[j.server]
+		srv.keypair, srv.updated = j.keypair, time.Unix(0, j.due).Unix()
 	}
 }
 
@@ -127,9 +130,9 @@ type serverJobWire struct {
 }
 
 // updateKeypair validates the whole body first (any bad entry fails the
-// request with 400 and creates nothing), then answers each server: unknown
-// or rejected servers with a CPS.0016 entry and no job, the others with a
-// running job whose outcome is drawn now.
+// request with 400 and creates nothing), then answers each server: unknown,
+// deleted or rejected servers with a CPS.0016 entry and no job, the others
+// with a running job whose outcome is drawn now.
 func (s *Sim) updateKeypair(r *request) (any, *apiError) {
 	var in struct {
 		Servers []cph.ServerKeypair `json:"servers"`
@@ -159,7 +162,7 @@ func (s *Sim) updateKeypair(r *request) (any, *apiError) {
 		if ok {
 			s.fleet.state[i].submits++
 		}
-		if !ok || s.fleet.state[i].bad == badRejected {
+		if !ok || s.fleet.state[i].deleted || s.fleet.state[i].bad == badRejected {
 			s.stats.serversRejected++
 			out.Jobs = append(out.Jobs, serverJobWire{ServerID: sk.ServerID, ErrorCode: "CPS.0016", ErrorMsg: "server_id is invalid."})
 			continue

@@ -3,6 +3,7 @@ package cphsim
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
@@ -64,6 +65,25 @@ type Options struct {
 	// available, at least 1) to 429 answers. False: no header, as observed.
 	RetryAfter bool
 
+	// Deny lists the APIs the caller's IAM policy does not allow: an
+	// authenticated call to one is answered 403 CPS.0001 "No permission to
+	// request resources." (Sim.SetDeny changes the list at run time). The
+	// code and message are CPH's documented ones for a missing permission;
+	// the status and their use for a policy without the action are our
+	// reading, not yet seen on the real API. Nil: every API is allowed.
+	Deny []API
+
+	// Latency is the mean real time every API answer waits before it is
+	// sent, after the call has done its work (so a client that gives up
+	// early may miss the answer of a committed write); each wait is uniform
+	// in [Latency-LatencyJitter, Latency+LatencyJitter] (never negative) and
+	// cut short when the client goes away. The /_sim test aids do not wait.
+	// Zero: answers are sent at once.
+	Latency time.Duration
+	// LatencyJitter is the half-width of the answer latency spread. Zero:
+	// every answer waits exactly Latency.
+	LatencyJitter time.Duration
+
 	// Error5xxRate is the fraction of authenticated, unthrottled requests
 	// answered with a random 500, 503 or 504 before anything is done.
 	Error5xxRate float64
@@ -90,6 +110,18 @@ type Options struct {
 	// LieOnSuccess makes succeeded jobs leave the keypair unchanged, so a
 	// client that verifies with ShowServer can catch the lie.
 	LieOnSuccess bool
+
+	// CreateRate and DeleteRate are the rates, in servers per second, at
+	// which servers are created and deleted while the simulator runs, from
+	// New on (Sim.SetChurn changes them): by any instant, floor(rate ×
+	// seconds elapsed) servers have been created and as many deleted. A
+	// created server is the newest, at the top of the list, so it pushes
+	// every other server down one place; it has a fresh id, the next
+	// "cph-server-NNNNNN" name, status 5, keypair "kp-old" and the clock's
+	// time as create_time. A deleted server, drawn uniformly among the live
+	// ones, is gone from the API (as an unknown id), and a job still running
+	// for it ends failed with JobCodeServerDeleted. Zero: none.
+	CreateRate, DeleteRate float64
 
 	// Seed makes ids, bad servers, latencies and faults reproducible: the
 	// same options and the same sequence of requests give the same answers.
@@ -120,11 +152,13 @@ const (
 	JobCodeTransient       = "CPS.9001" // transient: submitting again may succeed
 	JobCodeServerAbnormal  = "CPS.9002" // permanent: server not in status 5
 	JobCodeKeypairNotFound = "CPS.9003" // permanent: keypair does not exist
+	JobCodeServerDeleted   = "CPS.9004" // permanent: the server was deleted while its job ran
 )
 
 // Validate reports options New would silently correct: rates outside
-// [0, 1], negative sizes or durations, and fleet entries with an empty,
-// too long or repeated server_id.
+// [0, 1], negative or NaN quotas and churn rates, negative sizes or
+// durations, unknown APIs in Deny, and fleet entries with an empty, too
+// long or repeated server_id.
 func (o Options) Validate() error {
 	var errs []error
 	rates := []struct {
@@ -150,14 +184,29 @@ func (o Options) Validate() error {
 			errs = append(errs, fmt.Errorf("option %s %v is negative", q.name, q.v))
 		}
 	}
+	// An infinite quota is unlimited, but an infinite churn rate has no
+	// meaning: refuse it with the NaN and the negative.
+	for _, c := range []struct {
+		name string
+		v    float64
+	}{{"CreateRate", o.CreateRate}, {"DeleteRate", o.DeleteRate}} {
+		if !(c.v >= 0) || math.IsInf(c.v, 1) {
+			errs = append(errs, fmt.Errorf("option %s %v is not a finite number ≥ 0", c.name, c.v))
+		}
+	}
 	if o.Servers < 0 {
 		errs = append(errs, fmt.Errorf("option Servers %d is negative", o.Servers))
 	}
 	if o.QuotaBurst < 0 {
 		errs = append(errs, fmt.Errorf("option QuotaBurst %d is negative", o.QuotaBurst))
 	}
-	if o.JobLatency < 0 || o.JobJitter < 0 || o.SlowDelay < 0 {
-		errs = append(errs, errors.New("options JobLatency, JobJitter and SlowDelay must not be negative"))
+	if o.JobLatency < 0 || o.JobJitter < 0 || o.SlowDelay < 0 || o.Latency < 0 || o.LatencyJitter < 0 {
+		errs = append(errs, errors.New("options JobLatency, JobJitter, SlowDelay, Latency and LatencyJitter must not be negative"))
+	}
+	for _, api := range o.Deny {
+		if !api.known() {
+			errs = append(errs, fmt.Errorf("option Deny: unknown API %q", api))
+		}
 	}
 	if o.BadServerKind < BadMixed || o.BadServerKind > BadRejected {
 		errs = append(errs, fmt.Errorf("option BadServerKind %d is unknown", o.BadServerKind))

@@ -1,6 +1,7 @@
 package cphsim
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,11 +43,13 @@ type Sim struct {
 	now    func() time.Time
 	quotas *quotas
 
-	mu    sync.Mutex
-	rng   *rand.Rand // request-time draws: ids, latencies, faults
-	fleet fleet
-	jobs  jobs
-	stats counters
+	mu     sync.Mutex
+	rng    *rand.Rand // request-time draws: ids, latencies, faults
+	fleet  fleet
+	jobs   jobs
+	churn  churn
+	denied map[API]bool // Options.Deny, changed by SetDeny
+	stats  counters
 }
 
 // New returns a simulator configured by opts. Invalid options are corrected
@@ -61,6 +64,7 @@ func New(opts Options) *Sim {
 		opts.SlowDelay = time.Second
 	}
 	opts.JobLatency, opts.JobJitter = max(opts.JobLatency, 0), max(opts.JobJitter, 0)
+	opts.Latency, opts.LatencyJitter = max(opts.Latency, 0), max(opts.LatencyJitter, 0)
 	opts.Error5xxRate, opts.SlowRate, opts.DropRate = clamp01(opts.Error5xxRate), clamp01(opts.SlowRate), clamp01(opts.DropRate)
 	opts.JobFailRate, opts.BadServerRate = clamp01(opts.JobFailRate), clamp01(opts.BadServerRate)
 	s := &Sim{
@@ -69,8 +73,13 @@ func New(opts Options) *Sim {
 		rng:    rand.New(rand.NewPCG(opts.Seed, 0x5eed_c0de)),
 		fleet:  newFleet(opts),
 		jobs:   newJobs(),
+		churn:  newChurn(opts),
 		stats:  newCounters(),
 		quotas: newQuotas(opts),
+		denied: map[API]bool{},
+	}
+	for _, api := range opts.Deny {
+		s.denied[api] = true
 	}
 	return s
 }
@@ -94,67 +103,88 @@ func errorf(status int, code, format string, args ...any) *apiError {
 	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
 }
 
-// ServeHTTP answers one request, in the order the package doc describes.
+// ServeHTTP answers one request, in the order the package doc describes,
+// after Options.Latency.
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	at := s.now()
+	sim := strings.HasPrefix(r.URL.Path, "/_sim/")
 	s.mu.Lock()
 	reqID := newID(s.rng)
+	var delay time.Duration
+	if !sim {
+		delay = s.latency()
+	}
 	s.mu.Unlock()
 	w.Header().Set("X-Request-Id", reqID)
 	w.Header().Set("Content-Type", "application/json")
 
-	if strings.HasPrefix(r.URL.Path, "/_sim/") {
+	if sim {
 		s.serveSim(w, r, reqID)
 		return
 	}
-	api, project, param, ok := route(r.Method, r.URL.Path)
-	if !ok {
-		writeError(w, reqID, errorf(http.StatusNotFound, "APIGW.0101", "The API does not exist or has not been published in the environment"))
+	rep := s.serveAPI(w, r, reqID, at)
+	// The mutex is not held here: a slow answer holds up no other.
+	if rep.gone || !pause(r.Context(), delay) {
 		return
+	}
+	if rep.drop {
+		drop(w)
+		return
+	}
+	writeJSON(w, rep.status, rep.body)
+}
+
+// reply is the answer to one API call, written once Options.Latency has
+// passed.
+type reply struct {
+	status int
+	body   any
+	drop   bool // close the connection without an answer
+	gone   bool // the client went away; there is no one to answer
+}
+
+func okReply(body any) reply { return reply{status: http.StatusOK, body: body} }
+
+func failed(reqID string, e *apiError) reply {
+	return reply{status: e.status, body: errorBody{ErrorCode: e.code, ErrorMsg: e.msg, RequestID: reqID}}
+}
+
+// serveAPI does the work of one API call and returns its answer.
+func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, reqID string, at time.Time) reply {
+	api, project, param, found := route(r.Method, r.URL.Path)
+	if !found {
+		return failed(reqID, errorf(http.StatusNotFound, "APIGW.0101", "The API does not exist or has not been published in the environment"))
 	}
 	s.count(func(c *counters) { c.calls[api]++ })
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-			writeError(w, reqID, errorf(http.StatusRequestEntityTooLarge, "APIGW.0201", "Request entity too large"))
-		} else {
-			writeError(w, reqID, errorf(http.StatusBadRequest, "APIGW.0201", "API request error: reading the body: %v", err))
+			return failed(reqID, errorf(http.StatusRequestEntityTooLarge, "APIGW.0201", "Request entity too large"))
 		}
-		return
+		return failed(reqID, errorf(http.StatusBadRequest, "APIGW.0201", "API request error: reading the body: %v", err))
 	}
 	if e := s.authenticate(r, body, at); e != nil {
 		s.count(func(c *counters) { c.unauthorized++ })
-		writeError(w, reqID, e)
-		return
+		return failed(reqID, e)
 	}
-	if e := s.checkProject(r, project); e != nil {
+	if e := s.authorize(r, api, project); e != nil {
 		s.count(func(c *counters) { c.forbidden++ })
-		writeError(w, reqID, e)
-		return
+		return failed(reqID, e)
 	}
-	if wait, limit, ok := s.quotas.allow(api, at); !ok {
+	if wait, limit, allowed := s.quotas.allow(api, at); !allowed {
 		s.count(func(c *counters) { c.throttled[api]++ })
-		s.writeThrottled(w, reqID, wait, limit)
-		return
+		return failed(reqID, s.throttled(w, wait, limit))
 	}
 
 	f := s.drawFaults(api)
 	if f.drop && (api != APIUpdateKeypair || s.opts.DropBeforeCommit) {
-		drop(w)
-		return
+		return reply{drop: true}
 	}
 	if f.status != 0 {
-		writeError(w, reqID, injected(f.status))
-		return
+		return failed(reqID, injected(f.status))
 	}
-	if f.slow {
-		t := time.NewTimer(s.opts.SlowDelay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
+	if f.slow && !pause(r.Context(), s.opts.SlowDelay) {
+		return reply{gone: true}
 	}
 
 	req := &request{id: reqID, param: param, query: r.URL.Query(), body: body, at: at}
@@ -172,15 +202,40 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case APIShowServer:
 		answer, e = s.showServer(req)
 	}
-	if f.drop { // UpdateKeypair committed; only its answer is lost
-		drop(w)
-		return
+	switch {
+	case f.drop: // UpdateKeypair committed; only its answer is lost
+		return reply{drop: true}
+	case e != nil:
+		return failed(reqID, e)
 	}
-	if e != nil {
-		writeError(w, reqID, e)
-		return
+	return okReply(answer)
+}
+
+// pause waits d of real time, cut short when ctx ends; it reports whether
+// the whole wait passed.
+func pause(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
 	}
-	writeJSON(w, http.StatusOK, answer)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// latency draws how long an answer waits (Options.Latency). It draws
+// nothing without jitter, so that the request-time stream, and so every
+// seeded answer, stays as it was without latency. s.mu must be held.
+func (s *Sim) latency() time.Duration {
+	d, jit := s.opts.Latency, s.opts.LatencyJitter
+	if jit > 0 {
+		d += time.Duration(s.rng.Int64N(2*int64(jit)+1)) - jit
+	}
+	return max(d, 0)
 }
 
 // route maps a method and path to an API, the path's project id and its
@@ -209,13 +264,29 @@ func route(method, path string) (api API, project, param string, ok bool) {
 	return "", "", "", false
 }
 
-// checkProject refuses a path or X-Project-Id naming another project; the
-// real service answers CPS.0001 for resources the caller may not touch.
-func (s *Sim) checkProject(r *http.Request, project string) *apiError {
+// authorize refuses a path or X-Project-Id naming another project, and a
+// call to a denied API (Options.Deny), with the answer the service gives
+// for resources the caller may not touch: 403 CPS.0001.
+func (s *Sim) authorize(r *http.Request, api API, project string) *apiError {
 	hdr := r.Header.Get("X-Project-Id")
-	if s.opts.ProjectID != "" && project != s.opts.ProjectID || hdr != "" && hdr != project {
+	s.mu.Lock()
+	denied := s.denied[api]
+	s.mu.Unlock()
+	if denied || s.opts.ProjectID != "" && project != s.opts.ProjectID || hdr != "" && hdr != project {
 		return errorf(http.StatusForbidden, "CPS.0001", "No permission to request resources.")
 	}
+	return nil
+}
+
+// SetDeny denies or allows api at run time, as an IAM policy losing or
+// gaining the action would (see Options.Deny).
+func (s *Sim) SetDeny(api API, denied bool) error {
+	if !api.known() {
+		return fmt.Errorf("set deny: unknown API %q", api)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.denied[api] = denied
 	return nil
 }
 
