@@ -29,11 +29,15 @@ func TestChurnDuringRotation(t *testing.T) {
 	// Churn starts with the workers: 20 servers created and 4 deleted a
 	// second, many times what a real project sees, so every page moves
 	// between its plan and its read.
-	f.sim.SetChurn(20, 4)
+	if err := f.sim.SetChurn(20, 4); err != nil {
+		t.Fatal(err)
+	}
 	startWorker(t, env)
 	startWorker(t, env)
 	rot := waitFinished(t, r.Client(t), st.Rotation, 3*time.Minute)
-	f.sim.SetChurn(0, 0)
+	if err := f.sim.SetChurn(0, 0); err != nil {
+		t.Fatal(err)
+	}
 	rows := report(t, env, st.Rotation)
 	if len(rows) != len(targets) {
 		t.Fatalf("report has %d rows, want %d", len(rows), len(targets))
@@ -79,21 +83,21 @@ func TestChurnDuringRotation(t *testing.T) {
 }
 
 // TestVerificationBacklogNeverFails: the read quota lets one page through
-// a second and the job timeout is 5 s, so servers wait for their
+// a second and the job timeout is 3 s, so servers wait for their
 // read-back far longer than the job timeout. Waiting is not failing: every
 // server whose keypair changed ends succeeded.
 func TestVerificationBacklogNeverFails(t *testing.T) {
 	r := testredis.Mini(t)
-	f := startSim(t, cphsim.Options{Servers: 1500, Seed: 5, JobLatency: 200 * time.Millisecond, ReadQuota: 1})
+	f := startSim(t, cphsim.Options{Servers: 600, Seed: 5, JobLatency: 200 * time.Millisecond, ReadQuota: 1})
 	env := baseEnv(r, f)
 	st := startRotation(t, env, "--read-rate", "600/m:20", writeTargets(t, f))
-	startWorker(t, env, "--job-timeout", "5s", "--read-rate", "10/s")
+	startWorker(t, env, "--job-timeout", "3s", "--read-rate", "10/s")
 	rot := waitFinished(t, r.Client(t), st.Rotation, 3*time.Minute)
 	checkReport(t, f, report(t, env, st.Rotation), rot)
-	if rot.Counts.Succeeded != 1500 {
-		t.Fatalf("counts %+v: want all 1500 succeeded", rot.Counts)
+	if rot.Counts.Succeeded != 600 {
+		t.Fatalf("counts %+v: want all 600 succeeded", rot.Counts)
 	}
-	if d := rot.FinishedAt.Sub(rot.CreatedAt); d < 5*time.Second {
+	if d := rot.FinishedAt.Sub(rot.CreatedAt); d < 3*time.Second {
 		t.Fatalf("the rotation took %s, not longer than the job timeout: the test did not make a backlog", d)
 	}
 }

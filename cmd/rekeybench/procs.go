@@ -204,10 +204,10 @@ type sim struct {
 // startSim starts the simulator with n servers, quota q for every API and
 // a share failRate of jobs failing transiently, and reads its URL from its
 // first stdout line.
-func (b *bench) startSim(ctx context.Context, n int, q, failRate float64) (*sim, error) {
+func (b *bench) startSim(ctx context.Context, n int, q, failRate float64, churn [2]float64) (*sim, error) {
 	args := []string{"--ak", benchAK, "--sk", benchSK, "--project-id", benchProject,
 		"--servers", strconv.Itoa(n), "--quota-update", fmt.Sprint(q), "--quota-list", fmt.Sprint(q), "--quota-read", fmt.Sprint(q),
-		"--fail-rate", fmt.Sprint(failRate),
+		"--fail-rate", fmt.Sprint(failRate), "--create-rate", fmt.Sprint(churn[0]), "--delete-rate", fmt.Sprint(churn[1]),
 		"--job-latency", b.c.jobLatency.String(), "--job-jitter", b.c.jobJitter.String(), "--seed", "1"}
 	args = append(args, b.c.adaptive.simArgs()...)
 	pr, pw := io.Pipe()
@@ -282,6 +282,15 @@ func (s *sim) servers(ctx context.Context, b *bench) ([]cphsim.ServerState, erro
 		return nil, err
 	}
 	return body.Servers, nil
+}
+
+// deleted returns the servers the simulator's churn deleted.
+func (s *sim) deleted(ctx context.Context, b *bench) ([]string, error) {
+	var body struct {
+		ServerIDs []string `json:"server_ids"`
+	}
+	err := b.call(ctx, http.MethodGet, s.url+"/_sim/deleted", &body)
+	return body.ServerIDs, err
 }
 
 // setQuota changes a quota of the running simulator.

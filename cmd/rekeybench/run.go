@@ -151,8 +151,9 @@ type rotationRun struct {
 	submitRate, pollRate string // worker --submit-rate and --poll-rate
 	readRate             string // worker --read-rate; empty: the submit rate
 	failRate             float64
-	every                int      // rotate every every'th server of the project (0, 1: all)
-	enqueue              []string // extra flags of enqueue start
+	churn                [2]float64 // servers the simulator creates and deletes a second, from its start
+	every                int        // rotate every every'th server of the project (0, 1: all)
+	enqueue              []string   // extra flags of enqueue start
 	onSample             func(*sim, sample)
 }
 
@@ -166,7 +167,7 @@ func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err er
 	if err := b.flush(ctx); err != nil {
 		return nil, fmt.Errorf("flushdb: %w", err)
 	}
-	s, err := b.startSim(ctx, n, float64(b.c.quota), rr.failRate)
+	s, err := b.startSim(ctx, n, float64(b.c.quota), rr.failRate, rr.churn)
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +232,11 @@ func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err er
 	if err != nil {
 		return nil, err
 	}
-	res.check = verifyRotation(ctx, store, rot, after, len(servers))
+	deleted, err := s.deleted(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	res.check = verifyRotation(ctx, store, rot, after, deleted, len(servers))
 	return res, nil
 }
 
@@ -289,11 +294,17 @@ func (b *bench) waitFinished(ctx context.Context, store *tasks.Store, id string,
 // new keypair in the simulator, or failed after its last attempt with the
 // simulator's transient job failure and not on the new keypair; submitted
 // no more often than its attempts and the measured unknown-outcome
-// resubmissions explain.
-func verifyRotation(ctx context.Context, store *tasks.Store, rot *tasks.Rotation, servers []cphsim.ServerState, targets int) error {
+// resubmissions explain. A target the simulator deleted during the run is
+// skipped as deleted, failed with the API's answer for a deleted server,
+// or succeeded before it was deleted.
+func verifyRotation(ctx context.Context, store *tasks.Store, rot *tasks.Rotation, servers []cphsim.ServerState, deleted []string, targets int) error {
 	c := rot.Counts
-	if c.Pending != 0 || c.Running != 0 || c.Succeeded+c.Failed != c.Total || c.Total != int64(targets) {
-		return fmt.Errorf("counts %+v: want all %d servers succeeded or failed", c, targets)
+	if c.Pending != 0 || c.Running != 0 || c.Succeeded+c.Failed+c.Skipped != c.Total || c.Total != int64(targets) {
+		return fmt.Errorf("counts %+v: want all %d servers succeeded, failed or skipped", c, targets)
+	}
+	gone := make(map[string]bool, len(deleted))
+	for _, id := range deleted {
+		gone[id] = true
 	}
 	byID := make(map[string]cphsim.ServerState, len(servers))
 	for _, s := range servers {
@@ -303,6 +314,19 @@ func verifyRotation(ctx context.Context, store *tasks.Store, rot *tasks.Rotation
 	extra := 0
 	err := store.Report(ctx, rot.ID, func(r tasks.ReportRow) error {
 		s, ok := byID[r.ServerID]
+		if gone[r.ServerID] {
+			if seen[r.ServerID] {
+				return fmt.Errorf("server %s appears twice in the report", r.ServerID)
+			}
+			seen[r.ServerID] = true
+			switch {
+			case r.Outcome == tasks.OutcomeSkipped && r.ErrorCode == tasks.CodeServerDeleted,
+				r.Outcome == tasks.OutcomeSucceeded,
+				r.Outcome == tasks.OutcomeFailed && (r.ErrorCode == "CPS.0016" || r.ErrorCode == cphsim.JobCodeServerDeleted):
+				return nil
+			}
+			return fmt.Errorf("deleted server %s is %s (%s %s)", r.ServerID, r.Outcome, r.ErrorCode, r.ErrorMsg)
+		}
 		switch {
 		case !ok:
 			return fmt.Errorf("report names server %s, which the simulator does not have", r.ServerID)
@@ -341,7 +365,7 @@ func (b *bench) sequential(ctx context.Context) (*result, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.c.runTimeout)
 	defer cancel()
 	q := float64(b.c.quota)
-	s, err := b.startSim(ctx, n, q, 0)
+	s, err := b.startSim(ctx, n, q, 0, [2]float64{})
 	if err != nil {
 		return nil, err
 	}

@@ -91,6 +91,12 @@ func (b *bench) lowerBoundOf(r *result, failRate float64) time.Duration {
 	return time.Duration(float64(calls)/float64(b.c.quota)*float64(time.Second)) + rounds*(b.c.jobLatency+b.c.jobJitter) + (rounds-1)*retryBase
 }
 
+// The moving-list run's churn: servers created and deleted a second.
+const (
+	churnCreate = 5.0
+	churnDelete = 1.0
+)
+
 // retryBase is the worker's shortest backoff before a retry.
 const retryBase = 2 * time.Second
 
@@ -135,6 +141,12 @@ func (b *bench) defaultsScenario(ctx context.Context, baselines bool) (*table, e
 		rr.failRate = f
 		runs = append(runs, run{fmt.Sprintf("cph-rekey, defaults, %s transient job failures", pct(f)), rr})
 	}
+	churn := fleet
+	churn.churn = [2]float64{churnCreate, churnDelete}
+	runs = append(runs, run{fmt.Sprintf("cph-rekey, defaults, a moving list: %g servers created and %g deleted a second, 0 %% failures", churnCreate, churnDelete), churn})
+	unplaced := fleet
+	unplaced.enqueue = []string{"--skip-matching=false"}
+	runs = append(runs, run{"cph-rekey, defaults but --skip-matching=false (no places from a plan), 0 % failures", unplaced})
 	noVerify := fleet
 	noVerify.enqueue = []string{"--verify=false"}
 	runs = append(runs, run{"cph-rekey, defaults but --verify=false, 0 % failures", noVerify})
@@ -146,6 +158,7 @@ func (b *bench) defaultsScenario(ctx context.Context, baselines bool) (*table, e
 			run{fmt.Sprintf("baseline: %d workers, local x/time/rate at Q each, 0 %% failures", c.workers), local(perSecond(q))},
 			run{fmt.Sprintf("baseline: %d workers, local x/time/rate at Q/%d each, 0 %% failures", c.workers, c.workers), local(perSecond(q / float64(c.workers)))})
 	}
+	var still, moving time.Duration
 	for _, r := range runs {
 		b.progress("%s: %s", strings.ToLower(title), r.name)
 		res, err := b.rotate(ctx, r.rr)
@@ -153,6 +166,12 @@ func (b *bench) defaultsScenario(ctx context.Context, baselines bool) (*table, e
 			return t, fmt.Errorf("%s: %w", r.name, err)
 		}
 		b.quotaRow(t, r.name, res, r.rr.failRate)
+		switch {
+		case r.rr.churn != [2]float64{}:
+			moving = res.wall
+		case r.rr.failRate == 0 && len(r.rr.enqueue) == 0 && still == 0:
+			still = res.wall
+		}
 	}
 	if baselines {
 		if err := b.sequentialRow(ctx, t); err != nil {
@@ -164,6 +183,11 @@ func (b *bench) defaultsScenario(ctx context.Context, baselines bool) (*table, e
 			chunksOf(c.servers, c.chunkSize), c.jobLatency+c.jobJitter, tasks.DefaultMaxAttempts, retryBase),
 		"API calls count every request to every API, 429s included: UpdateKeypair, ListJobs, ListServers (enqueue's plan, then verification by pages), ShowServer (verification of single servers). The floor is 0.04 a server: one plan page, one submit, one poll and one verification page per 100 servers.",
 		"Submit rate ÷ Q = UpdateKeypair calls served per second from the API's first served call to its last, ÷ Q. Worker RSS = the largest peak RSS (VmHWM) of the worker processes.")
+	if still > 0 && moving > 0 {
+		t.notes = append(t.notes, fmt.Sprintf("A moving list: the simulator creates %g servers a second on top of the list (each pushes every page down by one) and deletes %g at random, from its start, so the plan reads a moving list too; its wall is %.2f × the still fleet's. A deleted target is checked to be skipped as deleted (or failed with the API's answer for a deleted server, or succeeded before it went).",
+			churnCreate, churnDelete, moving.Seconds()/still.Seconds()))
+	}
+	t.notes = append(t.notes, "No places: with --skip-matching=false the plan does not read the list; verification sweeps it once (a read per 100 servers of the project), learning where the targets stand, instead of one ShowServer per server.")
 	if baselines {
 		t.notes = append(t.notes, fmt.Sprintf("Sequential baseline: run on %d servers (%d chunks) with --verify=false semantics (no read-back) and its wall time extrapolated linearly to %d chunks; its other columns are measured on the smaller run.",
 			c.seqServers, chunksOf(c.seqServers, c.chunkSize), chunksOf(c.servers, c.chunkSize)))
