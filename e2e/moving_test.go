@@ -101,3 +101,52 @@ func TestVerificationBacklogNeverFails(t *testing.T) {
 		t.Fatalf("the rotation took %s, not longer than the job timeout: the test did not make a backlog", d)
 	}
 }
+
+// TestListJobsDeniedHaltsUntilResumed: the credentials' IAM policy lacks
+// ListJobs. The first poll halts the rotation (state failed) with a reason
+// naming the API and the action it needs, nothing is recorded failed and no
+// server is submitted twice; once the policy is fixed, resume finishes it.
+func TestListJobsDeniedHaltsUntilResumed(t *testing.T) {
+	r := testredis.Mini(t)
+	f := startSim(t, cphsim.Options{Servers: 300, Seed: 9, JobLatency: 200 * time.Millisecond, Deny: []cphsim.API{cphsim.APIListJobs}})
+	env := baseEnv(r, f)
+	st := startRotation(t, env, writeTargets(t, f))
+	startWorker(t, env)
+	startWorker(t, env)
+	rdb := r.Client(t)
+	deadline := time.Now().Add(time.Minute)
+	var rot *tasks.Rotation
+	for {
+		rot = readRotation(t, rdb, st.Rotation)
+		if rot.State == tasks.StateFailed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rotation %+v not halted a minute after ListJobs was denied", rot)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(rot.Reason, "ListJobs answered 403") || !strings.Contains(rot.Reason, "cph:jobs:list") {
+		t.Fatalf("halted with reason %q, want it to name ListJobs, the 403 and cph:jobs:list", rot.Reason)
+	}
+	time.Sleep(2 * time.Second) // what the workers would do next, they do now
+	if rot = readRotation(t, rdb, st.Rotation); rot.Counts.Failed != 0 || rot.State != tasks.StateFailed {
+		t.Fatalf("counts %+v, state %s while halted: want nothing failed, still halted", rot.Counts, rot.State)
+	}
+	denied, reason := f.sim.Stats().Forbidden, rot.Reason
+	if err := f.sim.SetDeny(cphsim.APIListJobs, false); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, env, "resume", st.Rotation)
+	rot = waitFinished(t, rdb, st.Rotation, 2*time.Minute)
+	if rot.State != tasks.StateSucceeded || rot.Counts.Succeeded != 300 {
+		t.Fatalf("after resume: %s %+v, want all 300 succeeded", rot.State, rot.Counts)
+	}
+	checkReport(t, f, report(t, env, st.Rotation), rot)
+	for _, s := range f.sim.Servers() {
+		if n := f.sim.SubmitCount(s.ServerID); n != 1 {
+			t.Errorf("server %s submitted %d times, want once", s.ServerID, n)
+		}
+	}
+	t.Logf("halted with %q after %d refused calls", reason, denied)
+}
