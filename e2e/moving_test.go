@@ -11,8 +11,8 @@ import (
 )
 
 // TestChurnDuringRotation: servers are created on top of the list and
-// deleted from it while two worker processes rotate it, with job failures
-// and 5xx answers. Every target ends once in the report, nothing is
+// deleted from it while two worker processes rotate it, with job failures,
+// 5xx answers and every answer taking 100–500 ms. Every target ends once in the report, nothing is
 // misreported: a succeeded server is on the new keypair, a deleted target
 // says so, and verification follows the shifted pages instead of reading
 // one server a call.
@@ -22,6 +22,7 @@ func TestChurnDuringRotation(t *testing.T) {
 		Servers: 2000, Seed: 21,
 		JobLatency: 400 * time.Millisecond, JobJitter: 300 * time.Millisecond,
 		Error5xxRate: 0.01, JobFailRate: 0.05,
+		Latency: 300 * time.Millisecond, LatencyJitter: 200 * time.Millisecond,
 	})
 	env := baseEnv(r, f)
 	targets := f.sim.Servers()
