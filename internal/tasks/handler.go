@@ -67,7 +67,10 @@ type Observer interface {
 
 // Config tunes the handlers. Zero values take the defaults shown.
 type Config struct {
-	FirstPoll  time.Duration // delay before a batch's first poll: 3s
+	// FirstPoll is the floor of a batch's first poll, which comes when the
+	// rotation's jobs have been seen to end (their learned latency and a
+	// fifth more), and its delay until a job has been seen to end: 2s.
+	FirstPoll  time.Duration
 	PollCap    time.Duration // longest delay between polls: 30s
 	JobTimeout time.Duration // a job still running (or unverified) after this is a transient failure: 15m
 	RetryBase  time.Duration // backoff base of a failed server's next attempt: 2s
@@ -89,7 +92,7 @@ func (c Config) withDefaults() Config {
 			*d = v
 		}
 	}
-	def(&c.FirstPoll, 3*time.Second)
+	def(&c.FirstPoll, 2*time.Second)
 	def(&c.PollCap, 30*time.Second)
 	def(&c.JobTimeout, 15*time.Minute)
 	def(&c.RetryBase, 2*time.Second)

@@ -52,44 +52,91 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 		open = append(open, b)
 	}
 	return each(ctx, jobGroups(open), func(ctx context.Context, group []*Batch) (bool, error) {
-		ids := make([]string, len(group))
-		expected := 0
-		for i, b := range group {
-			ids[i] = b.RequestID
-			expected += len(b.Jobs)
-		}
 		if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
 			r.waited(err)
 			return true, nil
 		}
-		var jobs []cph.Job
-		err := h.call(ctx, APIListJobs, func(ctx context.Context) (err error) {
-			jobs, err = h.api.ListJobsOf(ctx, expected, ids...)
-			return err
-		})
-		switch {
-		case err == nil:
-			h.obs.PollRound(APIListJobs)
-			for _, b := range group {
-				if err := h.recordPoll(ctx, log, rot, b, jobs, r); err != nil {
-					return true, err
-				}
-			}
-			return false, nil
-		case ctx.Err() != nil:
-			return true, ctx.Err()
-		case cph.IsThrottled(err):
-			r.waited(h.throttled(ctx, APIListJobs, err))
-			return true, nil
-		}
-		log.WarnContext(ctx, "ListJobs failed", "request_ids", ids, "err", err)
+		return h.listJobs(ctx, log, rot, group, r)
+	})
+}
+
+// listJobs makes one ListJobs call for group, with a token in hand, and
+// records what it found; it reports whether the stage should start no
+// more calls.
+func (h *Handler) listJobs(ctx context.Context, log *slog.Logger, rot *Rotation, group []*Batch, r *round) (bool, error) {
+	ids := make([]string, len(group))
+	expected := 0
+	for i, b := range group {
+		ids[i] = b.RequestID
+		expected += len(b.Jobs)
+	}
+	var jobs []cph.Job
+	err := h.call(ctx, APIListJobs, func(ctx context.Context) (err error) {
+		jobs, err = h.api.ListJobsOf(ctx, expected, ids...)
+		return err
+	})
+	switch {
+	case err == nil:
+		h.obs.PollRound(APIListJobs)
 		for _, b := range group {
-			if err := h.pollFailed(ctx, log, rot, b, err, r); err != nil {
+			if err := h.recordPoll(ctx, log, rot, b, jobs, r); err != nil {
 				return true, err
 			}
 		}
+		if d, ok := longestJob(jobs); ok {
+			// Advisory: a failed write leaves the estimate as it was.
+			if _, err := h.store.ObserveJobLatency(ctx, rot.ID, d); err != nil {
+				log.WarnContext(ctx, "job latency not recorded", "err", err)
+			}
+		}
 		return false, nil
-	})
+	case ctx.Err() != nil:
+		return true, ctx.Err()
+	case cph.IsThrottled(err):
+		r.waited(h.throttled(ctx, APIListJobs, err))
+		return true, nil
+	}
+	log.WarnContext(ctx, "ListJobs failed", "request_ids", ids, "err", err)
+	for _, b := range group {
+		if err := h.pollFailed(ctx, log, rot, b, err, r); err != nil {
+			return true, err
+		}
+	}
+	return false, nil
+}
+
+// longestJob returns the longest duration (end_time - begin_time) of the
+// ended jobs listed. CPH gives the times to the second, so a duration is
+// off by less than a second either way; the longest of a page's jobs
+// rounds up for at least one of them unless they all take whole seconds,
+// so it does not fall short of the jobs' real latency.
+func longestJob(jobs []cph.Job) (time.Duration, bool) {
+	var longest time.Duration
+	found := false
+	for _, j := range jobs {
+		if !j.Status.Done() {
+			continue
+		}
+		begin, err1 := time.Parse(time.RFC3339, j.BeginTime)
+		end, err2 := time.Parse(time.RFC3339, j.EndTime)
+		if err1 != nil || err2 != nil || end.Before(begin) {
+			continue
+		}
+		longest, found = max(longest, end.Sub(begin)), true
+	}
+	return longest, found
+}
+
+// firstPoll returns how long after its submit a batch of rot is first
+// polled (first), and how long after it its jobs should have ended (ripe): the job latency learned so far, and a
+// fifth more for the poll, within Config.FirstPoll and Config.PollCap.
+// Until a job has been seen to end, FirstPoll (and never early).
+func (h *Handler) firstPoll(rot *Rotation) (ripe, first time.Duration) {
+	if rot.jobLatency <= 0 {
+		return h.cfg.FirstPoll, h.cfg.FirstPoll
+	}
+	first = min(max(rot.jobLatency+rot.jobLatency/5, h.cfg.FirstPoll), h.cfg.PollCap)
+	return min(max(rot.jobLatency, h.cfg.FirstPoll), first), first
 }
 
 // openJobs counts a batch's servers whose job has not been seen to end.
@@ -142,7 +189,7 @@ func (h *Handler) recordPoll(ctx context.Context, log *slog.Logger, rot *Rotatio
 // failing for as long as a job may run.
 func (h *Handler) pollFailed(ctx context.Context, log *slog.Logger, rot *Rotation, b *Batch, err error, r *round) error {
 	if r.now.Sub(b.SubmittedAt) <= h.cfg.JobTimeout {
-		next := r.now.Add(h.pollDelay(b.Round + 1))
+		next := r.now.Add(h.pollDelay(rot, b.Round+1))
 		r.at(next)
 		_, err := h.store.Resolve(ctx, rot.ID, b.N, rot.waveOfBatch(b.N), nil, next, false, r.now)
 		return err
@@ -163,7 +210,7 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, rot *Rotation, b
 	}
 	var next time.Time
 	if left > 0 {
-		next = r.now.Add(h.pollDelay(b.Round + 1))
+		next = r.now.Add(h.pollDelay(rot, b.Round+1))
 		r.at(next)
 	}
 	wctx, cancel := detached(ctx)
@@ -253,10 +300,11 @@ func (h *Handler) failure(rot *Rotation, e Entry, jobID, code, msg string, now t
 	return r
 }
 
-// pollDelay grows by half each round from FirstPoll to PollCap, with ±20 %
-// jitter so batches submitted together do not poll together for ever.
-func (h *Handler) pollDelay(round int) time.Duration {
-	d := h.cfg.FirstPoll
+// pollDelay grows by half each round from the rotation's first poll to
+// PollCap, with ±20 % jitter so batches submitted together do not poll
+// together for ever.
+func (h *Handler) pollDelay(rot *Rotation, round int) time.Duration {
+	_, d := h.firstPoll(rot)
 	for i := 1; i < round && d < h.cfg.PollCap; i++ {
 		d = d * 3 / 2
 	}

@@ -108,6 +108,9 @@ type Rotation struct {
 	Counts     Counts        `json:"counts"`
 	// waveQueued is the last wave whose chunks were enqueued.
 	waveQueued int
+	// jobLatency is how long the rotation's jobs have been seen to take
+	// (Store.ObserveJobLatency; zero until a poll saw one end).
+	jobLatency time.Duration
 }
 
 // Finished reports whether every server of the rotation is terminal.
