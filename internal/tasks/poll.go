@@ -15,14 +15,21 @@ import (
 // next tick, due at once.
 const pollLimit = 400
 
+// earlyTry is how long an early poll waits for a ListJobs token: one that
+// does not come that soon is wanted by polls that are due.
+const earlyTry = 50 * time.Millisecond
+
 // poll lists the jobs of every batch whose poll is due, a ListJobs call for
 // up to 20 batches of up to 100 jobs in all (one page), and records every
 // server whose job has ended: failed ones are retried or fail, succeeded
 // ones wait for verification (or succeed, without it). A call that must
 // wait leaves its batches due for the next tick; a batch is never listed
-// again for a read that had to wait.
+// again for a read that had to wait. Then, while the ListJobs quota has
+// room, it polls early the batches whose first poll is near and whose jobs
+// should have ended by the latency learned so far.
 func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *round) error {
-	due, after, err := h.store.DuePolls(ctx, rot.ID, r.now, pollLimit)
+	ripe, first := h.firstPoll(rot)
+	due, soon, after, err := h.store.DuePolls(ctx, rot.ID, r.now, r.now.Add(first-ripe), pollLimit)
 	if err != nil {
 		return err
 	}
@@ -51,13 +58,61 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 		}
 		open = append(open, b)
 	}
-	return each(ctx, jobGroups(open), func(ctx context.Context, group []*Batch) (bool, error) {
+	limited := false
+	err = each(ctx, jobGroups(open), func(ctx context.Context, group []*Batch) (bool, error) {
 		if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
 			r.waited(err)
+			limited = true
 			return true, nil
 		}
 		return h.listJobs(ctx, log, rot, group, r)
 	})
+	if err != nil || limited || len(soon) == 0 {
+		return err
+	}
+	return h.pollEarly(ctx, log, rot, soon, ripe, r)
+}
+
+// pollEarly polls, in one ListJobs call, batches of soon (due within the
+// margin of their first poll) whose jobs should have ended, if a ListJobs
+// token comes at once: the quota is idle, and the batches' jobs are seen
+// to end a margin sooner (which shortens a rotation's tail). A batch
+// polled before, or submitted less than ripe ago, waits for its poll.
+func (h *Handler) pollEarly(ctx context.Context, log *slog.Logger, rot *Rotation, soon []int, ripe time.Duration, r *round) error {
+	tctx, cancel := context.WithTimeout(ctx, earlyTry)
+	err := h.limiter.Wait(tctx, APIListJobs)
+	cancel()
+	if err != nil {
+		return ctx.Err() // no room now: they are polled when due
+	}
+	// Soonest first, as many as one call carries; a batch that does not fit
+	// waits for its poll.
+	var ready []*Batch
+	jobs := 0
+	for _, n := range soon {
+		if len(ready) == cph.MaxRequestIDs || jobs == cph.JobsPageSize {
+			break
+		}
+		b, err := h.store.Batch(ctx, rot.ID, n)
+		if err != nil {
+			return err
+		}
+		if b.Done || !b.Checkpointed || b.Round > 0 || openJobs(b) == 0 || jobs+len(b.Jobs) > cph.JobsPageSize {
+			continue
+		}
+		if at := b.SubmittedAt.Add(ripe); at.After(r.now) {
+			r.at(at)
+			continue
+		}
+		ready = append(ready, b)
+		jobs += len(b.Jobs)
+	}
+	if len(ready) == 0 {
+		// The token is spent: no poll would take it as soon.
+		return nil
+	}
+	_, err = h.listJobs(ctx, log, rot, ready, r)
+	return err
 }
 
 // listJobs makes one ListJobs call for group, with a token in hand, and
@@ -128,7 +183,8 @@ func longestJob(jobs []cph.Job) (time.Duration, bool) {
 }
 
 // firstPoll returns how long after its submit a batch of rot is first
-// polled (first), and how long after it its jobs should have ended (ripe): the job latency learned so far, and a
+// polled (first), and how long after it its jobs should have ended (ripe,
+// when it may be polled early): the job latency learned so far, and a
 // fifth more for the poll, within Config.FirstPoll and Config.PollCap.
 // Until a job has been seen to end, FirstPoll (and never early).
 func (h *Handler) firstPoll(rot *Rotation) (ripe, first time.Duration) {

@@ -2,10 +2,13 @@ package tasks
 
 import (
 	"context"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
 )
 
@@ -113,6 +116,125 @@ func TestLongestJob(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got, ok := longestJob(tt.jobs); got != tt.want || ok != tt.ok {
 				t.Fatalf("longestJob = %v, %v; want %v, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+func TestStoreDuePollsSoon(t *testing.T) {
+	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
+		ctx := context.Background()
+		s := NewStore(r.Client(t), "")
+		chunks := [][]Entry{entries("a"), entries("b"), entries("c")}
+		if _, err := s.Create(ctx, testRotation("r1", chunks), chunks, nil, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		now := time.UnixMilli(time.Now().UnixMilli())
+		for n, at := range map[int]time.Duration{1: -time.Second, 2: 300 * time.Millisecond, 3: 2 * time.Second} {
+			id := chunks[n-1][0].ServerID
+			if _, err := s.Checkpoint(ctx, "r1", n, 1, "req", map[string]string{id: "job-" + id}, nil, now, now.Add(at)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tests := []struct {
+			ahead     time.Duration
+			limit     int
+			due, soon []int
+			next      time.Duration
+		}{
+			{0, 10, []int{1}, nil, 300 * time.Millisecond},
+			{500 * time.Millisecond, 10, []int{1}, []int{2}, 300 * time.Millisecond},
+			{5 * time.Second, 10, []int{1}, []int{2, 3}, 300 * time.Millisecond},
+			{5 * time.Second, 2, []int{1}, []int{2}, 300 * time.Millisecond},
+			{5 * time.Second, 1, []int{1}, nil, 300 * time.Millisecond},
+		}
+		for _, tt := range tests {
+			due, soon, next, err := s.DuePolls(ctx, "r1", now, now.Add(tt.ahead), tt.limit)
+			if err != nil || !slices.Equal(due, tt.due) || !slices.Equal(soon, tt.soon) || !next.Equal(now.Add(tt.next)) {
+				t.Fatalf("DuePolls(ahead %v, limit %d) = %v, %v, %v, %v; want %v, %v, %v", tt.ahead, tt.limit, due, soon, next.Sub(now), err, tt.due, tt.soon, tt.next)
+			}
+		}
+	})
+}
+
+// endedJobs answers ListJobs with every job of its batch ended 2 s after
+// it began, and counts the calls.
+type endedJobs struct {
+	failOnceAPI
+	jobs  []cph.Job
+	calls atomic.Int32
+}
+
+func (a *endedJobs) ListJobsOf(context.Context, int, ...string) ([]cph.Job, error) {
+	a.calls.Add(1)
+	return a.jobs, nil
+}
+
+// tokens grants a ListJobs token, or answers that none comes soon.
+type tokens bool
+
+func (t tokens) Wait(context.Context, string) error {
+	if t {
+		return nil
+	}
+	return &ratelimit.DelayError{RetryIn: time.Second}
+}
+
+func (tokens) Throttled(context.Context, string, time.Duration, float64) error { return nil }
+
+func TestPollEarly(t *testing.T) {
+	const s = time.Second
+	tests := []struct {
+		name      string
+		learned   time.Duration // the rotation's job latency (0: none seen)
+		submitted time.Duration // before now
+		room      tokens
+		polled    bool
+		next      time.Duration // the round's next tick, after now
+	}{
+		{"ripe, the quota has room: polled early", 2 * s, 2100 * time.Millisecond, true, true, 0},
+		{"ripe, no room: polled when due", 2 * s, 2100 * time.Millisecond, false, false, 300 * time.Millisecond},
+		{"not ripe yet: comes back when it is", 2 * s, 1900 * time.Millisecond, true, false, 100 * time.Millisecond},
+		{"nothing learned: never early", 0, 2100 * time.Millisecond, true, false, 300 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			store := NewStore(testredis.Mini(t).Client(t), "")
+			chunks := [][]Entry{entries("a")}
+			if _, err := store.Create(ctx, testRotation("r1", chunks), chunks, nil, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if tt.learned > 0 {
+				if _, err := store.ObserveJobLatency(ctx, "r1", tt.learned); err != nil {
+					t.Fatal(err)
+				}
+			}
+			now := time.UnixMilli(time.Now().UnixMilli())
+			at := now.Add(-tt.submitted)
+			// Due 300 ms from now: within the margin of a learned 2 s (0.4 s).
+			if _, err := store.Checkpoint(ctx, "r1", 1, 1, "req", map[string]string{"a": "job-a"}, nil, at, now.Add(300*time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+			api := &endedJobs{jobs: []cph.Job{{JobID: "job-a", Status: cph.JobSucceeded, BeginTime: "2026-12-01T10:00:00Z", EndTime: "2026-12-01T10:00:02Z"}}}
+			h := NewHandler(HandlerOptions{Store: store, API: api, Limiter: tt.room, Config: Config{FirstPoll: s}})
+			rot := mustRotation(t, store, "r1")
+			r := &round{now: now}
+			if err := h.poll(ctx, h.log, rot, r); err != nil {
+				t.Fatal(err)
+			}
+			if polled := api.calls.Load() == 1; polled != tt.polled {
+				t.Fatalf("polled = %v, want %v", polled, tt.polled)
+			}
+			b, err := store.Batch(ctx, "r1", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Done != tt.polled {
+				t.Fatalf("batch done = %v, want %v", b.Done, tt.polled)
+			}
+			if !tt.polled && !r.next.Equal(now.Add(tt.next)) {
+				t.Fatalf("next round at %v from now, want %v", r.next.Sub(now), tt.next)
 			}
 		})
 	}
