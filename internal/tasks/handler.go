@@ -65,6 +65,11 @@ type Observer interface {
 	Submitted(n int)
 }
 
+// DefaultFirstPoll is Config.FirstPoll's default: the floor of the learned
+// first poll, and the first poll before any job has been seen to end
+// (CPH's jobs take 1-3 s).
+const DefaultFirstPoll = 2 * time.Second
+
 // Config tunes the handlers. Zero values take the defaults shown.
 type Config struct {
 	// FirstPoll is the floor of a batch's first poll, which comes when the
@@ -92,7 +97,7 @@ func (c Config) withDefaults() Config {
 			*d = v
 		}
 	}
-	def(&c.FirstPoll, 2*time.Second)
+	def(&c.FirstPoll, DefaultFirstPoll)
 	def(&c.PollCap, 30*time.Second)
 	def(&c.JobTimeout, 15*time.Minute)
 	def(&c.RetryBase, 2*time.Second)
