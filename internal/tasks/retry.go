@@ -25,10 +25,16 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, rot *Rotation, r 
 			}
 		}
 		in := retryPool{Pool: pool, chunk: rot.ChunkSize, polling: polls, queued: queuedFirst(rot, pool),
-			joinable: joinable(rot.Counts), waited: r.now.Sub(pool.Oldest), linger: h.cfg.Linger}
+			joinable: joinable(rot.Counts), waited: r.now.Sub(pool.Oldest), patience: h.cfg.RetryBase, linger: h.cfg.Linger}
 		form, partial := formRetry(in)
 		if !form {
-			r.at(pool.Oldest.Add(h.cfg.Linger))
+			// Back when patience ends, or else the linger; what else
+			// changes the decision (a poll, a submit) comes with a poll.
+			wake := pool.Oldest.Add(h.cfg.Linger)
+			if at := pool.Oldest.Add(h.cfg.RetryBase); at.After(r.now) {
+				wake = at
+			}
+			r.at(wake)
 			break
 		}
 		k, err := h.store.FormBatch(ctx, rot.ID, next, rot.ChunkSize, partial, r.now)
@@ -79,20 +85,23 @@ type retryPool struct {
 	queued   int           // servers waiting for a submit that are not in the pool
 	joinable float64       // transient failures expected of the jobs still running
 	waited   time.Duration // since the pool's earliest backoff ended
+	patience time.Duration // Config.RetryBase
 	linger   time.Duration // Config.Linger
 }
 
 // formRetry decides whether the pool's due servers form a batch now, and
 // whether it may be smaller than a chunk. A full batch always goes. A
 // smaller one goes when nothing can join it (no server in backoff and no
-// batch being polled), when its servers have waited Config.Linger, or as
-// soon as waiting cannot fill it: the submit quota has nothing else to do
-// (no server waits for a submit outside the pool), every server of the
-// pool is due, and the failures the running jobs are expected to add would
-// not make a full batch. The last keeps retries coalesced (a batch per
-// chunk of retried servers, and a small one or two per round at the end)
-// while a rotation's tail never waits on an idle quota for company that
-// is not coming.
+// batch being polled) or when its servers have waited Config.Linger; and,
+// once the submit quota has nothing else to do (no server waits for a
+// submit outside the pool) and waiting cannot fill it (the pool and the
+// failures expected of the running jobs, at the share of ended jobs that
+// failed, make less than a chunk), as soon as nothing more is expected
+// (every pooled server is due and the running jobs should add none) or
+// its servers have waited one backoff base for company. The rotation's
+// tail then never waits on an idle quota for company that is not coming,
+// while retries stay coalesced: a batch per chunk of retried servers, and
+// at the end a small one or two per round, at most one a backoff base.
 func formRetry(p retryPool) (form, partial bool) {
 	switch {
 	case p.Due <= 0:
@@ -101,7 +110,10 @@ func formRetry(p retryPool) (form, partial bool) {
 		return true, false
 	case p.Due == p.Size && p.polling == 0, p.waited >= p.linger:
 		return true, true
-	case p.queued == 0 && p.Due == p.Size && float64(p.Due)+p.joinable < float64(p.chunk):
+	case p.queued > 0 || float64(p.Size)+p.joinable >= float64(p.chunk):
+		return false, false
+	}
+	if p.Due == p.Size && p.joinable < 1 || p.waited >= p.patience {
 		return true, true
 	}
 	return false, false

@@ -6,7 +6,7 @@ import (
 )
 
 func TestFormRetry(t *testing.T) {
-	const linger = 10 * time.Second
+	const linger, patience = 10 * time.Second, time.Second
 	tests := []struct {
 		name          string
 		p             retryPool
@@ -15,18 +15,20 @@ func TestFormRetry(t *testing.T) {
 		{"nothing due", retryPool{Pool: Pool{Size: 40}, chunk: 100}, false, false},
 		{"a full batch", retryPool{Pool: Pool{Size: 150, Due: 120}, chunk: 100, polling: 9, queued: 5000, joinable: 200}, true, false},
 		{"exactly full", retryPool{Pool: Pool{Size: 100, Due: 100}, chunk: 100, queued: 5000}, true, false},
-		{"first attempts wait: company comes", retryPool{Pool: Pool{Size: 30, Due: 30}, chunk: 100, polling: 9, queued: 5000, joinable: 20}, false, false},
+		{"first attempts wait: the quota is the bound", retryPool{Pool: Pool{Size: 30, Due: 30}, chunk: 100, polling: 9, queued: 5000, waited: 5 * time.Second}, false, false},
 		{"first attempts wait, but lingered", retryPool{Pool: Pool{Size: 30, Due: 30}, chunk: 100, polling: 9, queued: 5000, waited: linger}, true, true},
 		{"settled: nothing can join", retryPool{Pool: Pool{Size: 30, Due: 30}, chunk: 100, queued: 5000}, true, true},
-		{"the quota is idle and few can join", retryPool{Pool: Pool{Size: 60, Due: 60}, chunk: 100, polling: 3, joinable: 15}, true, true},
-		{"the quota is idle but the running jobs fill it", retryPool{Pool: Pool{Size: 60, Due: 60}, chunk: 100, polling: 20, joinable: 50}, false, false},
-		{"the quota is idle but servers are in backoff", retryPool{Pool: Pool{Size: 70, Due: 60}, chunk: 100, polling: 3, joinable: 1}, false, false},
-		{"in backoff, nothing polled: waits for them", retryPool{Pool: Pool{Size: 70, Due: 60}, chunk: 100}, false, false},
-		{"a retry batch waits for its submit", retryPool{Pool: Pool{Size: 60, Due: 60}, chunk: 100, polling: 3, queued: 100, joinable: 5}, false, false},
+		{"a retry batch waits for its submit", retryPool{Pool: Pool{Size: 60, Due: 60}, chunk: 100, polling: 3, queued: 100, waited: 5 * time.Second}, false, false},
+		{"idle, but the running jobs fill a batch", retryPool{Pool: Pool{Size: 60, Due: 60}, chunk: 100, polling: 20, joinable: 50, waited: 5 * time.Second}, false, false},
+		{"idle, but the pool fills a batch", retryPool{Pool: Pool{Size: 110, Due: 60}, chunk: 100, polling: 3, waited: 5 * time.Second}, false, false},
+		{"idle, nothing more expected", retryPool{Pool: Pool{Size: 60, Due: 60}, chunk: 100, polling: 1, joinable: 0.5}, true, true},
+		{"idle, a failure expected: waits for it", retryPool{Pool: Pool{Size: 60, Due: 60}, chunk: 100, polling: 3, joinable: 15, waited: patience / 2}, false, false},
+		{"idle, servers in backoff: waits for them", retryPool{Pool: Pool{Size: 70, Due: 60}, chunk: 100, polling: 3, waited: patience / 2}, false, false},
+		{"idle, waited its patience", retryPool{Pool: Pool{Size: 70, Due: 60}, chunk: 100, polling: 3, joinable: 15, waited: patience}, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.p.linger = linger
+			tt.p.linger, tt.p.patience = linger, patience
 			if form, partial := formRetry(tt.p); form != tt.form || partial != tt.partial {
 				t.Fatalf("formRetry(%+v) = %v, %v; want %v, %v", tt.p, form, partial, tt.form, tt.partial)
 			}
