@@ -414,7 +414,7 @@ func (b *bench) sequential(ctx context.Context) (*result, error) {
 
 // defaultFirstPoll is the worker's --first-poll default, which the
 // sequential client uses too.
-const defaultFirstPoll = 3 * time.Second
+const defaultFirstPoll = tasks.DefaultFirstPoll
 
 // seqPollEvery is the sequential client's poll interval after its first
 // poll: short, since it has nothing else to do.

@@ -98,7 +98,7 @@ const (
 )
 
 // retryBase is the worker's shortest backoff before a retry.
-const retryBase = 2 * time.Second
+const retryBase = tasks.DefaultRetryBase
 
 // quotaRow fills a row of quotaHeader from a cph-rekey run.
 func (b *bench) quotaRow(t *table, name string, r *result, failRate float64) {

@@ -64,7 +64,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.logFormat, "log-format", "json", "log `format`: json or text")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	fs.DurationVar(&c.pipeline.JobTimeout, "job-timeout", 15*time.Minute, "a CPH job still running after this counts as a transient failure")
-	fs.DurationVar(&c.pipeline.FirstPoll, "first-poll", 3*time.Second, "delay before a batch's first poll")
+	fs.DurationVar(&c.pipeline.FirstPoll, "first-poll", tasks.DefaultFirstPoll, "floor of a batch's first poll, which comes when the rotation's jobs are seen to end (their longest duration so far and a fifth more), and its delay until a job has been seen to end (CPH jobs take 1-3 s: a lower floor would cost a rotation's first batches a second ListJobs call each)")
 	fs.DurationVar(&c.pipeline.PollCap, "poll-cap", 30*time.Second, "longest delay between polls of a chunk")
 	fs.DurationVar(&c.pipeline.CallTimeout, "call-timeout", 30*time.Second, "timeout of one CPH API call")
 	fs.BoolVar(&c.demo, "demo", false, "run everything in-process: Redis, the CPH simulator, a rotation and the web UI")

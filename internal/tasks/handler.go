@@ -85,12 +85,26 @@ type Observer interface {
 	Submitted(n int)
 }
 
+// DefaultFirstPoll is Config.FirstPoll's default: the floor of the learned
+// first poll, and the first poll before any job has been seen to end
+// (CPH's jobs take 1-3 s).
+const DefaultFirstPoll = 2 * time.Second
+
+// DefaultRetryBase is Config.RetryBase's default. A transient job failure
+// is a server's, not the API's (the limiter paces the API), so a short
+// wait is enough; with full jitter the attempts after a failure are spread
+// over 1-2 s, then 1-3 s, and a rotation's tail waits that much.
+const DefaultRetryBase = time.Second
+
 // Config tunes the handlers. Zero values take the defaults shown.
 type Config struct {
-	FirstPoll  time.Duration // delay before a batch's first poll: 3s
+	// FirstPoll is the floor of a batch's first poll, which comes when the
+	// rotation's jobs have been seen to end (their learned latency and a
+	// fifth more), and its delay until a job has been seen to end: 2s.
+	FirstPoll  time.Duration
 	PollCap    time.Duration // longest delay between polls: 30s
 	JobTimeout time.Duration // a job still running (or unverified) after this is a transient failure: 15m
-	RetryBase  time.Duration // backoff base of a failed server's next attempt: 2s
+	RetryBase  time.Duration // backoff base of a failed server's next attempt: 1s
 	RetryCap   time.Duration // backoff cap: 60s
 	// Linger is how long servers due for a retry wait for company before a
 	// smaller batch carries them: 10s.
@@ -109,10 +123,10 @@ func (c Config) withDefaults() Config {
 			*d = v
 		}
 	}
-	def(&c.FirstPoll, 3*time.Second)
+	def(&c.FirstPoll, DefaultFirstPoll)
 	def(&c.PollCap, 30*time.Second)
 	def(&c.JobTimeout, 15*time.Minute)
-	def(&c.RetryBase, 2*time.Second)
+	def(&c.RetryBase, DefaultRetryBase)
 	def(&c.RetryCap, 60*time.Second)
 	def(&c.Linger, 10*time.Second)
 	def(&c.VerifyLinger, 30*time.Second)

@@ -15,14 +15,21 @@ import (
 // next tick, due at once.
 const pollLimit = 400
 
+// earlyTry is how long an early poll waits for a ListJobs token: one that
+// does not come that soon is wanted by polls that are due.
+const earlyTry = 50 * time.Millisecond
+
 // poll lists the jobs of every batch whose poll is due, a ListJobs call for
 // up to 20 batches of up to 100 jobs in all (one page), and records every
 // server whose job has ended: failed ones are retried or fail, succeeded
 // ones wait for verification (or succeed, without it). A call that must
 // wait leaves its batches due for the next tick; a batch is never listed
-// again for a read that had to wait.
+// again for a read that had to wait. Then, while the ListJobs quota has
+// room, it polls early the batches whose first poll is near and whose jobs
+// should have ended by the latency learned so far.
 func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *round) error {
-	due, after, err := h.store.DuePolls(ctx, rot.ID, r.now, pollLimit)
+	ripe, first := h.firstPoll(rot)
+	due, soon, after, err := h.store.DuePolls(ctx, rot.ID, r.now, r.now.Add(first-ripe), pollLimit)
 	if err != nil {
 		return err
 	}
@@ -51,9 +58,19 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 		}
 		open = append(open, b)
 	}
-	return each(ctx, jobGroups(open), func(ctx context.Context, group []*Batch) (bool, error) {
-		return h.pollGroup(ctx, log, rot, group, r)
+	limited := false
+	err = each(ctx, jobGroups(open), func(ctx context.Context, group []*Batch) (bool, error) {
+		if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
+			r.waited(err)
+			limited = true
+			return true, nil
+		}
+		return h.listJobs(ctx, log, rot, group, r)
 	})
+	if err != nil || limited || len(soon) == 0 {
+		return err
+	}
+	return h.pollEarly(ctx, log, rot, soon, ripe, r)
 }
 
 // pollRejectLimit is how many times a batch's own ListJobs call may be
@@ -61,22 +78,60 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 // outcomes are taken for unknown and read back.
 const pollRejectLimit = 3
 
-// pollGroup lists the jobs of a group of batches in one ListJobs call and
+// pollEarly polls, in one ListJobs call, batches of soon (due within the
+// margin of their first poll) whose jobs should have ended, if a ListJobs
+// token comes at once: the quota is idle, and the batches' jobs are seen
+// to end a margin sooner (which shortens a rotation's tail). A batch
+// polled before, or submitted less than ripe ago, waits for its poll.
+func (h *Handler) pollEarly(ctx context.Context, log *slog.Logger, rot *Rotation, soon []int, ripe time.Duration, r *round) error {
+	tctx, cancel := context.WithTimeout(ctx, earlyTry)
+	err := h.limiter.Wait(tctx, APIListJobs)
+	cancel()
+	if err != nil {
+		return ctx.Err() // no room now: they are polled when due
+	}
+	// Soonest first, as many as one call carries; a batch that does not fit
+	// waits for its poll.
+	var ready []*Batch
+	jobs := 0
+	for _, n := range soon {
+		if len(ready) == cph.MaxRequestIDs || jobs == cph.JobsPageSize {
+			break
+		}
+		b, err := h.store.Batch(ctx, rot.ID, n)
+		if err != nil {
+			return err
+		}
+		if b.Done || !b.Checkpointed || b.Round > 0 || openJobs(b) == 0 || jobs+len(b.Jobs) > cph.JobsPageSize {
+			continue
+		}
+		if at := b.SubmittedAt.Add(ripe); at.After(r.now) {
+			r.at(at)
+			continue
+		}
+		ready = append(ready, b)
+		jobs += len(b.Jobs)
+	}
+	if len(ready) == 0 {
+		// The token is spent: no poll would take it as soon.
+		return nil
+	}
+	_, err = h.listJobs(ctx, log, rot, ready, r)
+	return err
+}
+
+// listJobs makes one ListJobs call for group, with a token in hand, and
 // records what it found. A 401 or 403 halts the rotation and leaves the
 // batches due; a call the API rejects for good is repeated for each batch
 // of the group alone, so one bad request id does not hold up the others;
 // any other failure backs the batches' polls off. It reports whether the
-// round's other calls must not start.
-func (h *Handler) pollGroup(ctx context.Context, log *slog.Logger, rot *Rotation, group []*Batch, r *round) (bool, error) {
+// stage should start no more calls.
+func (h *Handler) listJobs(ctx context.Context, log *slog.Logger, rot *Rotation, group []*Batch, r *round) (bool, error) {
 	ids := make([]string, len(group))
 	expected := 0
 	for i, b := range group {
 		ids[i] = b.RequestID
 		expected += len(b.Jobs)
-	}
-	if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
-		r.waited(err)
-		return true, nil
 	}
 	var jobs []cph.Job
 	err := h.call(ctx, APIListJobs, func(ctx context.Context) (err error) {
@@ -89,6 +144,12 @@ func (h *Handler) pollGroup(ctx context.Context, log *slog.Logger, rot *Rotation
 		for _, b := range group {
 			if err := h.recordPoll(ctx, log, rot, b, jobs, r); err != nil {
 				return true, err
+			}
+		}
+		if d, ok := longestJob(jobs); ok {
+			// Advisory: a failed write leaves the estimate as it was.
+			if _, err := h.store.ObserveJobLatency(ctx, rot.ID, d); err != nil {
+				log.WarnContext(ctx, "job latency not recorded", "err", err)
 			}
 		}
 		return false, nil
@@ -110,7 +171,11 @@ func (h *Handler) pollGroup(ctx context.Context, log *slog.Logger, rot *Rotation
 		log.WarnContext(ctx, "ListJobs rejected a call for several batches; polling them one at a time",
 			"request_ids", ids, "err", err)
 		for _, b := range group {
-			if stop, err := h.pollGroup(ctx, log, rot, []*Batch{b}, r); err != nil || stop {
+			if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
+				r.waited(err)
+				return true, nil
+			}
+			if stop, err := h.listJobs(ctx, log, rot, []*Batch{b}, r); err != nil || stop {
 				return stop, err
 			}
 		}
@@ -130,6 +195,41 @@ func (h *Handler) pollGroup(ctx context.Context, log *slog.Logger, rot *Rotation
 func rejected(err error) bool {
 	var ce *cph.Error
 	return errors.As(err, &ce) && ce.StatusCode >= 400 && ce.StatusCode < 500 && ce.Kind == cph.KindPermanent
+}
+
+// longestJob returns the longest duration (end_time - begin_time) of the
+// ended jobs listed. CPH gives the times to the second, so a duration is
+// off by less than a second either way; the longest of a page's jobs
+// rounds up for at least one of them unless they all take whole seconds,
+// so it does not fall short of the jobs' real latency.
+func longestJob(jobs []cph.Job) (time.Duration, bool) {
+	var longest time.Duration
+	found := false
+	for _, j := range jobs {
+		if !j.Status.Done() {
+			continue
+		}
+		begin, err1 := time.Parse(time.RFC3339, j.BeginTime)
+		end, err2 := time.Parse(time.RFC3339, j.EndTime)
+		if err1 != nil || err2 != nil || end.Before(begin) {
+			continue
+		}
+		longest, found = max(longest, end.Sub(begin)), true
+	}
+	return longest, found
+}
+
+// firstPoll returns how long after its submit a batch of rot is first
+// polled (first), and how long after it its jobs should have ended (ripe,
+// when it may be polled early): the job latency learned so far, and a
+// fifth more for the poll, within Config.FirstPoll and Config.PollCap.
+// Until a job has been seen to end, FirstPoll (and never early).
+func (h *Handler) firstPoll(rot *Rotation) (ripe, first time.Duration) {
+	if rot.jobLatency <= 0 {
+		return h.cfg.FirstPoll, h.cfg.FirstPoll
+	}
+	first = min(max(rot.jobLatency+rot.jobLatency/5, h.cfg.FirstPoll), h.cfg.PollCap)
+	return min(max(rot.jobLatency, h.cfg.FirstPoll), first), first
 }
 
 // openJobs counts a batch's servers whose job has not been seen to end.
@@ -221,7 +321,7 @@ func (h *Handler) pollRejected(ctx context.Context, log *slog.Logger, rot *Rotat
 
 // pollLater schedules batch b's next poll after a backoff.
 func (h *Handler) pollLater(ctx context.Context, rot *Rotation, b *Batch, r *round) error {
-	next := r.now.Add(h.pollDelay(b.Round + 1))
+	next := r.now.Add(h.pollDelay(rot, b.Round+1))
 	r.at(next)
 	_, err := h.store.Resolve(ctx, rot.ID, b.N, rot.waveOfBatch(b.N), nil, next, false, r.now)
 	return err
@@ -238,7 +338,7 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, rot *Rotation, b
 	}
 	var next time.Time
 	if left > 0 {
-		next = r.now.Add(h.pollDelay(b.Round + 1))
+		next = r.now.Add(h.pollDelay(rot, b.Round+1))
 		r.at(next)
 	}
 	wctx, cancel := detached(ctx)
@@ -347,10 +447,11 @@ func (h *Handler) failure(rot *Rotation, e Entry, jobID, code, msg string, now t
 	return r
 }
 
-// pollDelay grows by half each round from FirstPoll to PollCap, with ±20 %
-// jitter so batches submitted together do not poll together for ever.
-func (h *Handler) pollDelay(round int) time.Duration {
-	d := h.cfg.FirstPoll
+// pollDelay grows by half each round from the rotation's first poll to
+// PollCap, with ±20 % jitter so batches submitted together do not poll
+// together for ever.
+func (h *Handler) pollDelay(rot *Rotation, round int) time.Duration {
+	_, d := h.firstPoll(rot)
 	for i := 1; i < round && d < h.cfg.PollCap; i++ {
 		d = d * 3 / 2
 	}

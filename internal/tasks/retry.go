@@ -3,15 +3,14 @@ package tasks
 import (
 	"context"
 	"log/slog"
+	"time"
 )
 
 // retry gathers servers whose backoff has ended from the retry pool into
 // batches of the chunk size, across the rotation's chunks, and submits
 // every batch formed, on the queue of started work (rekey-poll), ahead of
-// the first attempts still waiting. A smaller batch goes only when nothing in flight can
-// add to it (no batch is being polled and every server of the pool is
-// due), or when its servers have waited Config.Linger. Attempts stay
-// counted per server.
+// the first attempts still waiting. A smaller batch goes when waiting
+// cannot fill it soon (see formRetry). Attempts stay counted per server.
 func (h *Handler) retry(ctx context.Context, log *slog.Logger, rot *Rotation, r *round) error {
 	pool, err := h.store.RetryPool(ctx, rot.ID, r.now)
 	if err != nil {
@@ -25,14 +24,20 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, rot *Rotation, r 
 				return err
 			}
 		}
-		full := pool.Due >= rot.ChunkSize
-		settled := pool.Due == pool.Size && polls == 0
-		lingered := r.now.Sub(pool.Oldest) >= h.cfg.Linger
-		if !full && !settled && !lingered {
-			r.at(pool.Oldest.Add(h.cfg.Linger))
+		in := retryPool{Pool: pool, chunk: rot.ChunkSize, polling: polls, queued: queuedFirst(rot, pool),
+			joinable: joinable(rot.Counts), waited: r.now.Sub(pool.Oldest), patience: h.cfg.RetryBase, linger: h.cfg.Linger}
+		form, partial := formRetry(in)
+		if !form {
+			// Back when patience ends, or else the linger; what else
+			// changes the decision (a poll, a submit) comes with a poll.
+			wake := pool.Oldest.Add(h.cfg.Linger)
+			if at := pool.Oldest.Add(h.cfg.RetryBase); at.After(r.now) {
+				wake = at
+			}
+			r.at(wake)
 			break
 		}
-		k, err := h.store.FormBatch(ctx, rot.ID, next, rot.ChunkSize, !full, r.now)
+		k, err := h.store.FormBatch(ctx, rot.ID, next, rot.ChunkSize, partial, r.now)
 		if err != nil {
 			return err
 		}
@@ -42,7 +47,7 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, rot *Rotation, r 
 		if k == 0 {
 			break
 		}
-		log.InfoContext(ctx, "retry batch formed", "chunk", next, "servers", k, "full", full)
+		log.InfoContext(ctx, "retry batch formed", "chunk", next, "servers", k, "full", !partial)
 		next++
 		if pool, err = h.store.RetryPool(ctx, rot.ID, r.now); err != nil {
 			return err
@@ -70,4 +75,70 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, rot *Rotation, r 
 		r.at(r.now.Add(h.cfg.PollCap))
 	}
 	return nil
+}
+
+// retryPool is what the decision to form a retry batch looks at.
+type retryPool struct {
+	Pool
+	chunk    int           // the chunk size: a full batch
+	polling  int           // batches being polled
+	queued   int           // servers waiting for a submit that are not in the pool
+	joinable float64       // transient failures expected of the jobs still running
+	waited   time.Duration // since the pool's earliest backoff ended
+	patience time.Duration // Config.RetryBase
+	linger   time.Duration // Config.Linger
+}
+
+// formRetry decides whether the pool's due servers form a batch now, and
+// whether it may be smaller than a chunk. A full batch always goes. A
+// smaller one goes when nothing can join it (no server in backoff and no
+// batch being polled) or when its servers have waited Config.Linger; and,
+// once the submit quota has nothing else to do (no server waits for a
+// submit outside the pool) and waiting cannot fill it (the pool and the
+// failures expected of the running jobs, at the share of ended jobs that
+// failed, make less than a chunk), as soon as nothing more is expected
+// (every pooled server is due and the running jobs should add none) or
+// its servers have waited one backoff base for company. The rotation's
+// tail then never waits on an idle quota for company that is not coming,
+// while retries stay coalesced: a batch per chunk of retried servers, and
+// at the end a small one or two per round, at most one a backoff base.
+func formRetry(p retryPool) (form, partial bool) {
+	switch {
+	case p.Due <= 0:
+		return false, false
+	case p.Due >= p.chunk:
+		return true, false
+	case p.Due == p.Size && p.polling == 0, p.waited >= p.linger:
+		return true, true
+	case p.queued > 0 || float64(p.Size)+p.joinable >= float64(p.chunk):
+		return false, false
+	}
+	if p.Due == p.Size && p.joinable < 1 || p.waited >= p.patience {
+		return true, true
+	}
+	return false, false
+}
+
+// queuedFirst counts the servers of the rotation's current wave that wait
+// for a submit and are not in the retry pool: first attempts not submitted
+// yet, and retry batches formed and not submitted yet. Later waves start
+// only once this one has ended, so their servers do not count.
+func queuedFirst(rot *Rotation, pool Pool) int {
+	n := int(rot.Counts.Pending) - pool.Size
+	for w := rot.Wave + 1; w <= len(rot.Waves); w++ {
+		n -= rot.Waves[w-1].Servers
+	}
+	return max(n, 0)
+}
+
+// joinable estimates how many of the jobs still running will fail
+// transiently and join the retry pool: as many as the share of the ended
+// jobs that did.
+func joinable(c Counts) float64 {
+	running := c.Running - c.Verifying // jobs not seen to end
+	ended := c.Submitted - running
+	if running <= 0 || ended <= 0 {
+		return 0
+	}
+	return float64(running) * min(float64(c.Retried)/float64(ended), 1)
 }

@@ -117,6 +117,9 @@ type Rotation struct {
 	unplaced                     int
 	sweepNext                    int
 	sweepDone                    bool
+	// jobLatency is how long the rotation's jobs have been seen to take
+	// (Store.ObserveJobLatency; zero until a poll saw one end).
+	jobLatency time.Duration
 }
 
 // Finished reports whether every server of the rotation is terminal.

@@ -28,7 +28,8 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 //
 //	<prefix>rotations      ZSET  rotation ids by creation time
 //	<prefix>{<id>}:meta    HASH  the rotation record and its counters; wave_end:<n>,
-//	                             wave_size:<n> per wave; the tick chain (tgen, tseq, tick_at)
+//	                             wave_size:<n> per wave; the tick chain (tgen, tseq, tick_at);
+//	                             job_lat, the jobs' latency learned so far (ms)
 //	<prefix>{<id>}:rec     HASH  server id → terminal outcome record
 //	<prefix>{<id>}:b:<n>   HASH  batch n: its servers, the checkpoint (request id,
 //	                             job ids), which jobs ended and which servers are resolved
@@ -247,6 +248,7 @@ func rotationOf(m map[string]string) *Rotation {
 	r.unplaced, r.sweepNext, r.sweepDone = int(n("unplaced")), int(n("sweep")), m["sweep_done"] == "1"
 	r.WaveOpen = int(n("wave_open"))
 	r.Retention = time.Duration(n("retention_ms")) * time.Millisecond
+	r.jobLatency = time.Duration(n("job_lat")) * time.Millisecond
 	if _, ok := m["max_errors"]; !ok {
 		r.MaxErrors = -1
 	}

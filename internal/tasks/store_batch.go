@@ -336,22 +336,33 @@ func (s *Store) NextTick(ctx context.Context, id string, gen int, due, soonest t
 	return time.UnixMilli(ms), nil
 }
 
-// DuePolls returns up to limit batches whose next poll is due at now, and
-// the time the next one after them is due (zero: none).
-func (s *Store) DuePolls(ctx context.Context, id string, now time.Time, limit int) (due []int, next time.Time, err error) {
+// DuePolls returns up to limit batches: those whose next poll is due at
+// now, then (soon) those due after now up to ahead, and when the first poll
+// after now is due (zero: none).
+func (s *Store) DuePolls(ctx context.Context, id string, now, ahead time.Time, limit int) (due, soon []int, next time.Time, err error) {
 	zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: s.pollsKey(id), Start: 0, Stop: int64(limit)}).Result()
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("read due polls of %s: %w", id, err)
+		return nil, nil, time.Time{}, fmt.Errorf("read due polls of %s: %w", id, err)
 	}
 	for _, z := range zs {
 		at := time.UnixMilli(int64(z.Score))
-		if at.After(now) || len(due) == limit {
-			return due, at, nil
+		if at.After(now) && next.IsZero() {
+			next = at
+		}
+		if at.After(ahead) || len(due)+len(soon) == limit {
+			if next.IsZero() {
+				next = at
+			}
+			break
 		}
 		n, _ := strconv.Atoi(z.Member.(string))
-		due = append(due, n)
+		if at.After(now) {
+			soon = append(soon, n)
+		} else {
+			due = append(due, n)
+		}
 	}
-	return due, time.Time{}, nil
+	return due, soon, next, nil
 }
 
 // Resolution is the end of one server's part in a batch: a terminal

@@ -113,10 +113,10 @@ func TestStoreCheckpointAndResolveExactlyOnce(t *testing.T) {
 		if got := mustRotation(t, s, "r1").Counts; got.Pending != 0 || got.Running != 3 || got.Submitted != 3 {
 			t.Fatalf("counts after checkpoint = %+v", got)
 		}
-		if due, _, _ := s.DuePolls(ctx, "r1", now.Add(2*time.Second), 10); len(due) != 0 {
+		if due, _, _, _ := s.DuePolls(ctx, "r1", now.Add(2*time.Second), now.Add(2*time.Second), 10); len(due) != 0 {
 			t.Fatalf("due polls before the first poll: %v", due)
 		}
-		if due, _, _ := s.DuePolls(ctx, "r1", now.Add(4*time.Second), 10); len(due) != 1 || due[0] != 1 {
+		if due, _, _, _ := s.DuePolls(ctx, "r1", now.Add(4*time.Second), now.Add(4*time.Second), 10); len(due) != 1 || due[0] != 1 {
 			t.Fatalf("due polls after the first poll: %v, want [1]", due)
 		}
 

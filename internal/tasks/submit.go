@@ -43,7 +43,7 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		if b.RequestID == "" && b.Close[0] != "" && !b.Done {
 			return h.recordClosed(ctx, log, p, b)
 		}
-		if err := h.startTick(ctx, log, p.Rotation, b.TickGen, true); err != nil {
+		if err := h.startTick(ctx, log, rot, b.TickGen, true); err != nil {
 			return err
 		}
 		_, err := h.followUps(ctx, p.Rotation, false)
@@ -90,7 +90,8 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	jobs, errs := splitAnswer(b.Servers, resp)
 	wctx, cancel := detached(ctx)
 	now := h.now()
-	cp, err := h.store.Checkpoint(wctx, p.Rotation, p.Batch, len(b.Servers), resp.RequestID, jobs, errs, now, now.Add(h.cfg.FirstPoll))
+	_, first := h.firstPoll(rot)
+	cp, err := h.store.Checkpoint(wctx, p.Rotation, p.Batch, len(b.Servers), resp.RequestID, jobs, errs, now, now.Add(first))
 	cancel()
 	if err != nil {
 		return fmt.Errorf("submit batch %d: %w", p.Batch, err)
@@ -104,23 +105,25 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	}
 	h.obs.Submitted(len(b.Servers))
 	log.InfoContext(ctx, "batch submitted", "request_id", resp.RequestID, "jobs", len(jobs), "rejected", len(errs))
-	return h.startTick(ctx, log, p.Rotation, cp.Tick, false)
+	return h.startTick(ctx, log, rot, cp.Tick, false)
 }
 
-// startTick enqueues the first tick of the chain a checkpoint started. A
-// submit run again after a crash (rerun) enqueues it only if that tick has
-// not run yet, so a batch never starts a second chain.
-func (h *Handler) startTick(ctx context.Context, log *slog.Logger, rotation string, gen int, rerun bool) error {
+// startTick enqueues the first tick of the chain a checkpoint started, for
+// the batch's first poll. A submit run again after a crash (rerun)
+// enqueues it only if that tick has not run yet, so a batch never starts a
+// second chain.
+func (h *Handler) startTick(ctx context.Context, log *slog.Logger, rot *Rotation, gen int, rerun bool) error {
 	if gen == 0 {
 		return nil
 	}
 	if rerun {
-		due, err := h.store.FirstTickDue(ctx, rotation, gen)
+		due, err := h.store.FirstTickDue(ctx, rot.ID, gen)
 		if err != nil || !due {
 			return err
 		}
 	}
-	ok, err := enqueueTick(ctx, h.enq, TickPayload{Rotation: rotation, Gen: gen, Seq: 1}, h.cfg.FirstPoll, h.cfg.Tasks)
+	_, first := h.firstPoll(rot)
+	ok, err := enqueueTick(ctx, h.enq, TickPayload{Rotation: rot.ID, Gen: gen, Seq: 1}, first, h.cfg.Tasks)
 	if ok {
 		log.DebugContext(ctx, "tick chain started", "gen", gen)
 	}
