@@ -116,7 +116,7 @@ type Rotation struct {
 	listCount, shift, shiftCount int
 	unplaced                     int
 	sweepNext                    int
-	sweepDone                    bool
+	sweepDone, showRefused       bool
 	// jobLatency is how long the rotation's jobs have been seen to take
 	// (Store.ObserveJobLatency; zero until a poll saw one end).
 	jobLatency time.Duration

@@ -246,6 +246,7 @@ func rotationOf(m map[string]string) *Rotation {
 	r.waveQueued = int(n("wave_queued"))
 	r.listCount, r.shift, r.shiftCount = int(n("list_count")), int(n("vshift")), int(n("vcount"))
 	r.unplaced, r.sweepNext, r.sweepDone = int(n("unplaced")), int(n("sweep")), m["sweep_done"] == "1"
+	r.showRefused = m["show_refused"] == "1"
 	r.WaveOpen = int(n("wave_open"))
 	r.Retention = time.Duration(n("retention_ms")) * time.Millisecond
 	r.jobLatency = time.Duration(n("job_lat")) * time.Millisecond

@@ -13,8 +13,9 @@ import (
 // where the project's list has moved since the plan read it (meta fields
 // vshift, vcount), the places it learned of targets the plan did not place
 // (:where, server → place, -1 until learned), how far its sweep of the
-// list has come (meta sweep, sweep_done), and when a server's read-back
-// first failed (:vfail, server → ms), from which its deadline counts.
+// list has come (meta sweep, sweep_done; show_refused when ShowServer
+// failed for good), and when a server's read-back first failed (:vfail,
+// server → ms), from which its deadline counts.
 
 func (s *Store) whereKey(id string) string { return s.prefix + "{" + id + "}:where" }
 func (s *Store) vfailKey(id string) string { return s.prefix + "{" + id + "}:vfail" }
@@ -104,4 +105,13 @@ func (s *Store) ReadFailed(ctx context.Context, id string, servers []string, now
 		}
 	}
 	return out, nil
+}
+
+// ShowRefused records that ShowServer failed for good, so servers
+// without a place are found by a sweep of the list instead.
+func (s *Store) ShowRefused(ctx context.Context, id string) error {
+	if err := s.rdb.HSet(ctx, s.metaKey(id), "show_refused", 1).Err(); err != nil {
+		return fmt.Errorf("record ShowServer refused for %s: %w", id, err)
+	}
+	return nil
 }

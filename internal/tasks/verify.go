@@ -259,10 +259,14 @@ func (v *verification) learn(ctx context.Context, places map[string]int, shift i
 
 // sweeping reports whether servers the plan did not place are found by
 // reading the whole list: when they outnumber its pages (or its size is
-// not known yet), and the sweep has not ended.
+// not known yet) or ShowServer refused a read for good, and the sweep has
+// not ended.
 func (v *verification) sweeping() bool {
 	if v.rot.sweepDone {
 		return false
+	}
+	if v.rot.showRefused {
+		return true
 	}
 	count := v.rot.shiftCount
 	if count == 0 {
@@ -345,7 +349,15 @@ func (v *verification) one(ctx context.Context, p Pending) (bool, error) {
 		msg := fmt.Sprintf("the server no longer exists (%s); it was deleted while the rotation ran", err)
 		return false, v.record(ctx, []Resolution{verified(p, OutcomeSkipped, CodeServerDeleted, msg)})
 	}
-	return v.failed(ctx, APIShowServer, err, []Pending{p})
+	stop, ferr := v.failed(ctx, APIShowServer, err, []Pending{p})
+	if ferr == nil && !stop && cph.KindOf(err) == cph.KindPermanent && !v.rot.showRefused {
+		// ShowServer cannot be read: servers without a place are found
+		// by a sweep of the list instead.
+		wctx, cancel := detached(ctx)
+		defer cancel()
+		ferr = v.h.store.ShowRefused(wctx, v.rot.ID)
+	}
+	return stop, ferr
 }
 
 // gone reports whether a read says the server does not exist: CPH answers

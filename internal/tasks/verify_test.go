@@ -27,6 +27,7 @@ type movingFleet struct {
 	pages   int
 	shows   int
 	failAll bool // every read answers 503
+	noShow  bool // ShowServer is not published: 404 APIGW.0101
 }
 
 func newMovingFleet(n int) *movingFleet {
@@ -97,6 +98,9 @@ func (f *movingFleet) ShowServer(_ context.Context, id string) (*cph.Server, err
 	f.shows++
 	if f.failAll {
 		return nil, &cph.Error{Op: "ShowCloudPhoneServerDetail", StatusCode: 503, Kind: cph.KindTransient}
+	}
+	if f.noShow {
+		return nil, &cph.Error{Op: "ShowCloudPhoneServerDetail", StatusCode: 404, Code: "APIGW.0101", Kind: cph.KindPermanent}
 	}
 	kp, ok := f.kp[id]
 	if !ok {
@@ -428,5 +432,23 @@ func TestRefusedServerIsReadBack(t *testing.T) {
 	}
 	if r := rows["s00020"]; r.Outcome != OutcomeFailed || r.ErrorCode != "CPS.0016" || r.ErrorMsg != "server_id is invalid." {
 		t.Errorf("refused server: %s %s %q, want failed CPS.0016", r.Outcome, r.ErrorCode, r.ErrorMsg)
+	}
+}
+
+// TestShowRefusedFallsBackToSweep: a few servers without a place are read
+// with ShowServer; when ShowServer fails for good, a sweep of the list
+// reads them instead of failing them.
+func TestShowRefusedFallsBackToSweep(t *testing.T) {
+	fleet := newMovingFleet(1000)
+	fleet.noShow = true
+	targets := []string{"s00005", "s00250", "s00777"}
+	v := newVerifyRig(t, fleet, targets, false)
+	v.succeed(1)
+	rot := v.verify(5)
+	if rot.Counts.Succeeded != 3 {
+		t.Fatalf("counts %+v: want the 3 servers read back by a sweep", rot.Counts)
+	}
+	if pages, shows := fleet.reads(); shows > 3 || pages != 10 {
+		t.Fatalf("%d page reads and %d ShowServer: want one round of refused ShowServer, then the 10 pages", pages, shows)
 	}
 }
