@@ -2,12 +2,14 @@ package tasks
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/movinglist"
 )
 
 // State is the life-cycle state of a rotation.
@@ -114,6 +116,8 @@ type Rotation struct {
 	// count then, how many targets the plan did not place, and the sweep
 	// that looks for them.
 	listCount, shift, shiftCount int
+	shiftRate                    float64 // NaN: not known yet
+	shiftAt                      time.Time
 	unplaced                     int
 	sweepNext                    int
 	sweepDone, showRefused       bool
@@ -358,4 +362,18 @@ func decodeEntries(s string) ([]Entry, error) {
 		es = append(es, Entry{ServerID: f[0], OldKeypair: f[1], Keypair: f[2], Attempt: a, Pos: pos})
 	}
 	return es, nil
+}
+
+// listNow is where verification expects the project's list to stand at
+// now: the shift last seen, moved on at the rate it was seen moving.
+func (r *Rotation) listNow(now time.Time) movinglist.Finder {
+	f := movinglist.Finder{Shift: r.shift, Count: r.shiftCount, PageSize: cph.MaxServersPageSize}
+	if !r.shiftAt.IsZero() && now.After(r.shiftAt) && !math.IsNaN(r.shiftRate) {
+		d := int(math.Round(r.shiftRate * now.Sub(r.shiftAt).Seconds()))
+		f.Shift += d
+		if f.Count > 0 {
+			f.Count += d // the count the list would have, so a miss's count delta is not counted twice
+		}
+	}
+	return f
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -247,6 +248,13 @@ func rotationOf(m map[string]string) *Rotation {
 	r.listCount, r.shift, r.shiftCount = int(n("list_count")), int(n("vshift")), int(n("vcount"))
 	r.unplaced, r.sweepNext, r.sweepDone = int(n("unplaced")), int(n("sweep")), m["sweep_done"] == "1"
 	r.showRefused = m["show_refused"] == "1"
+	r.shiftRate = math.NaN()
+	if v, err := strconv.ParseFloat(m["vrate"], 64); err == nil {
+		r.shiftRate = v
+	}
+	if at := n("vshift_at"); at > 0 {
+		r.shiftAt = time.UnixMilli(at)
+	}
 	r.WaveOpen = int(n("wave_open"))
 	r.Retention = time.Duration(n("retention_ms")) * time.Millisecond
 	r.jobLatency = time.Duration(n("job_lat")) * time.Millisecond

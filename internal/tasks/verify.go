@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -61,8 +62,7 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 		}
 		pages[p.Pos/cph.MaxServersPageSize] = append(pages[p.Pos/cph.MaxServersPageSize], p)
 	}
-	v := &verification{h: h, log: log, rot: rot, r: r,
-		list: movinglist.Finder{Shift: rot.shift, Count: rot.shiftCount, PageSize: cph.MaxServersPageSize}}
+	v := &verification{h: h, log: log, rot: rot, r: r, list: rot.listNow(r.now)}
 	var calls []func(context.Context) (bool, error)
 	for _, pg := range slices.Sorted(maps.Keys(pages)) {
 		ps := pages[pg]
@@ -127,12 +127,11 @@ func (v *verification) finder() movinglist.Finder {
 	return v.list
 }
 
+// learnt takes what a read saw of the list: its shift now.
 func (v *verification) learnt(f movinglist.Finder) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if f.Shift != v.list.Shift || f.Count != v.list.Count {
-		v.list.Shift, v.list.Count, v.moved = f.Shift, f.Count, true
-	}
+	v.list.Shift, v.list.Count, v.moved = f.Shift, f.Count, true
 }
 
 // save records what the round learned of the list.
@@ -142,7 +141,18 @@ func (v *verification) save(ctx context.Context) error {
 	wctx, cancel := detached(ctx)
 	defer cancel()
 	if v.moved {
-		if err := v.h.store.SetShift(wctx, v.rot.ID, v.list.Shift, v.list.Count); err != nil {
+		rate := v.rot.shiftRate
+		if dt := v.r.now.Sub(v.rot.shiftAt).Seconds(); !v.rot.shiftAt.IsZero() && dt >= 0.5 {
+			// How fast the list moves, smoothed: pages read later are
+			// read where it will have moved them by then.
+			seen := float64(v.list.Shift-v.rot.shift) / dt
+			if math.IsNaN(rate) {
+				rate = seen
+			} else {
+				rate = (rate + seen) / 2
+			}
+		}
+		if err := v.h.store.SetShift(wctx, v.rot.ID, v.list.Shift, v.list.Count, rate, v.r.now); err != nil {
 			return err
 		}
 	}
@@ -294,6 +304,11 @@ func (v *verification) sweep(ctx context.Context, loose []Pending) (bool, error)
 		v.learnt(f)
 	}()
 	for range sweepPerRound {
+		if len(byID) == 0 {
+			// Every server waiting is found: the rest of the list is
+			// read when the servers on it wait (each page read once).
+			break
+		}
 		resp, err := v.readPage(ctx, offset)
 		if err != nil {
 			return v.failed(ctx, APIListServers, err, nil)
