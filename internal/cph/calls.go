@@ -152,8 +152,15 @@ type ServerFilter struct {
 // error as soon as fn fails.
 //
 // Pages are offsets into a list sorted by creation time, newest first, not
-// a snapshot: servers created or deleted while listing shift the pages, so
-// a server may be seen twice or missed. Callers should deduplicate by id.
+// a snapshot: every server created while listing pushes the servers not
+// read yet down by one, every server deleted before them pulls them up. So
+// the next page starts where the count says the list moved: a page's
+// length further, plus the count's change since the last page. Creations
+// are then skipped exactly (they are on top, already behind the walk); a
+// deletion behind the walk is stepped back over, and one ahead of it makes
+// the walk read a server twice. Callers should deduplicate by id; a
+// server deleted and one created in the same instant can still make the
+// walk miss one.
 func (c *Client) ListServers(ctx context.Context, f ServerFilter, fn func(page []Server) error) error {
 	const op = "ListCloudPhoneServers"
 	size := f.PageSize
@@ -181,7 +188,7 @@ func (c *Client) ListServers(ctx context.Context, f ServerFilter, fn func(page [
 	if f.CreateUntil != 0 {
 		q.Set("create_until", strconv.FormatInt(f.CreateUntil, 10))
 	}
-	for offset := 0; ; {
+	for offset, count := 0, -1; ; {
 		q.Set("offset", strconv.Itoa(offset))
 		var resp ListServersResponse
 		if err := c.do(ctx, op, http.MethodGet, "servers", q, nil, &resp); err != nil {
@@ -192,6 +199,10 @@ func (c *Client) ListServers(ctx context.Context, f ServerFilter, fn func(page [
 				return err
 			}
 		}
+		if count >= 0 && resp.Count > 0 {
+			offset = max(0, offset+resp.Count-count)
+		}
+		count = resp.Count
 		offset += len(resp.Servers)
 		// A missing count decodes as 0; then only a short page ends the list.
 		if len(resp.Servers) < size || resp.Count > 0 && offset >= resp.Count {

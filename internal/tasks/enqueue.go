@@ -195,14 +195,24 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 			want[t.ServerID] = true
 		}
 		fleet = make(map[string]current, len(spec.Targets))
+		// A server the walk of a moving list reads twice (cph.ListServers)
+		// is on the page before: counted once, places stay those of the
+		// list when the walk began, as verification expects.
 		pos := 0
+		var prev map[string]bool
 		err := lister.ListServers(ctx, cph.ServerFilter{}, func(page []cph.Server) error {
+			this := make(map[string]bool, len(page))
 			for _, s := range page {
+				this[s.ServerID] = true
+				if prev[s.ServerID] {
+					continue
+				}
 				if _, seen := fleet[s.ServerID]; want[s.ServerID] && !seen {
 					fleet[s.ServerID] = current{s.KeypairName, s.Status, pos}
 				}
 				pos++
 			}
+			prev = this
 			return nil
 		})
 		if err != nil {

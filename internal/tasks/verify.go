@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,20 +54,11 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	if len(pend) == verifyLimit {
 		r.at(r.now)
 	}
-	pages := map[int][]Pending{}
-	var loose []Pending
-	for _, p := range pend {
-		if p.Pos < 0 {
-			loose = append(loose, p)
-			continue
-		}
-		pages[p.Pos/cph.MaxServersPageSize] = append(pages[p.Pos/cph.MaxServersPageSize], p)
-	}
+	groups, loose := neighbours(rot, pend)
 	v := &verification{h: h, log: log, rot: rot, r: r, list: rot.listNow(r.now)}
 	var calls []func(context.Context) (bool, error)
-	for _, pg := range slices.Sorted(maps.Keys(pages)) {
-		ps := pages[pg]
-		if !h.pageReady(rot, ps, inFlight[pg], r) {
+	for _, ps := range groups {
+		if !h.groupReady(rot, ps, inFlight, r) {
 			continue
 		}
 		calls = append(calls, func(ctx context.Context) (bool, error) { return v.page(ctx, ps) })
@@ -84,12 +76,56 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	return errors.Join(err, v.save(ctx))
 }
 
-// pageReady reports whether the servers waiting on a page are read now:
-// once no first attempt on the page is in flight (retried servers are
-// read later, together, once none of them is in flight), once they have
-// waited Config.VerifyLinger, or at once in a rotation that submits
+// groupSpan is the widest stretch of planned places one group of
+// neighbours covers: a page, and a tenth more for the places of servers
+// the plan saw twice or the list moved between its reads (gaps that are
+// not there when the group is read).
+const groupSpan = cph.MaxServersPageSize + cph.MaxServersPageSize/10
+
+// neighbours sorts the waiting servers into groups read together, a
+// window of the list each, in the list's order: a first attempt with the
+// other servers of its chunk (planned in list order, they stand together),
+// a retried server with the others of its page; each group cut where its
+// places span more than groupSpan. Servers without a place are returned
+// apart.
+func neighbours(rot *Rotation, pend []Pending) (groups [][]Pending, loose []Pending) {
+	type key struct{ batch, page int }
+	byKey := map[key][]Pending{}
+	for _, p := range pend {
+		switch {
+		case p.Pos < 0:
+			loose = append(loose, p)
+		case p.Attempt <= 1 && p.Batch <= rot.Chunks:
+			byKey[key{batch: p.Batch}] = append(byKey[key{batch: p.Batch}], p)
+		default:
+			k := key{batch: -1, page: p.Pos / cph.MaxServersPageSize}
+			byKey[k] = append(byKey[k], p)
+		}
+	}
+	keys := slices.SortedFunc(maps.Keys(byKey), func(a, b key) int {
+		return cmp.Or(cmp.Compare(byKey[a][0].Pos, byKey[b][0].Pos), cmp.Compare(a.batch, b.batch))
+	})
+	for _, k := range keys {
+		ps := byKey[k]
+		slices.SortFunc(ps, func(a, b Pending) int { return cmp.Compare(a.Pos, b.Pos) })
+		start := 0
+		for i := range ps {
+			if ps[i].Pos-ps[start].Pos >= groupSpan {
+				groups = append(groups, ps[start:i:i])
+				start = i
+			}
+		}
+		groups = append(groups, ps[start:])
+	}
+	return groups, loose
+}
+
+// groupReady reports whether a group of waiting servers is read now: once
+// no first attempt on the pages it spans is in flight (retried servers
+// are read later, together, once none of them is in flight), once they
+// have waited Config.VerifyLinger, or at once in a rotation that submits
 // nothing until an operator acts. Otherwise it asks for a round then.
-func (h *Handler) pageReady(rot *Rotation, ps []Pending, c InFlight, r *round) bool {
+func (h *Handler) groupReady(rot *Rotation, ps []Pending, inFlight map[int]InFlight, r *round) bool {
 	oldest, first := ps[0].Since, false
 	for _, p := range ps {
 		if p.Since.Before(oldest) {
@@ -97,14 +133,18 @@ func (h *Handler) pageReady(rot *Rotation, ps []Pending, c InFlight, r *round) b
 		}
 		first = first || p.Attempt <= 1
 	}
-	switch {
-	case rot.State != StateRunning, r.now.Sub(oldest) >= h.cfg.VerifyLinger:
-		return true
-	case c.First <= 0 && (first || c.Retried <= 0):
+	if rot.State != StateRunning || r.now.Sub(oldest) >= h.cfg.VerifyLinger {
 		return true
 	}
-	r.at(oldest.Add(h.cfg.VerifyLinger))
-	return false
+	ready := true
+	for pg := ps[0].Pos / cph.MaxServersPageSize; pg <= ps[len(ps)-1].Pos/cph.MaxServersPageSize; pg++ {
+		c := inFlight[pg]
+		ready = ready && c.First <= 0 && (first || c.Retried <= 0)
+	}
+	if !ready {
+		r.at(oldest.Add(h.cfg.VerifyLinger))
+	}
+	return ready
 }
 
 // verification is one round's reads, side by side: what they learn of
@@ -186,6 +226,7 @@ func (e *errWait) Unwrap() error { return e.err }
 // reads on their own the few it did not find.
 func (v *verification) page(ctx context.Context, ps []Pending) (bool, error) {
 	f := v.finder()
+	before := f.Shift
 	targets := make([]movinglist.Target, len(ps))
 	byID := make(map[string]Pending, len(ps))
 	for i, p := range ps {
@@ -207,6 +248,8 @@ func (v *verification) page(ctx context.Context, ps []Pending) (bool, error) {
 		}
 		return ids, resp.Count, nil
 	})
+	v.log.DebugContext(ctx, "page located", "servers", len(ps), "from", targets[0].Pos, "reads", res.Reads,
+		"missing", len(res.Missing), "shift_before", before, "shift", f.Shift, "count", f.Count)
 	var rs []Resolution
 	for id := range res.Found {
 		p := byID[id]

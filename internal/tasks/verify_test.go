@@ -3,7 +3,9 @@ package tasks
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -28,6 +30,9 @@ type movingFleet struct {
 	shows   int
 	failAll bool // every read answers 503
 	noShow  bool // ShowServer is not published: 404 APIGW.0101
+	// planChurn servers are created after each page the plan reads, so
+	// the plan sees some servers twice.
+	planChurn int
 }
 
 func newMovingFleet(n int) *movingFleet {
@@ -66,8 +71,10 @@ func (f *movingFleet) set(id, kp string) {
 	}
 }
 
+// ListServers walks the list as cph.Client does: each next page where the
+// count says the list moved.
 func (f *movingFleet) ListServers(ctx context.Context, _ cph.ServerFilter, fn func([]cph.Server) error) error {
-	for off := 0; ; off += 100 {
+	for off, count := 0, -1; ; {
 		resp, _ := f.ListServersPage(ctx, off, 100)
 		if len(resp.Servers) == 0 {
 			return nil
@@ -75,6 +82,12 @@ func (f *movingFleet) ListServers(ctx context.Context, _ cph.ServerFilter, fn fu
 		if err := fn(resp.Servers); err != nil {
 			return err
 		}
+		f.create(f.planChurn)
+		if count >= 0 {
+			off += resp.Count - count
+		}
+		count = resp.Count
+		off += len(resp.Servers)
 	}
 }
 
@@ -169,7 +182,7 @@ func newVerifyRig(t *testing.T, fleet *movingFleet, targets []string, positions 
 		t.Fatal(err)
 	}
 	v := &verifyRig{t: t, ctx: ctx, store: store, fleet: fleet, id: plan.Rotation.ID, now: now,
-		h: NewHandler(HandlerOptions{Store: store, API: fleet, Limiter: allow{}, Enqueuer: enq})}
+		h: NewHandler(HandlerOptions{Store: store, API: fleet, Limiter: allow{}, Enqueuer: enq, Logger: testLogger()})}
 	v.h.now = func() time.Time { return v.now }
 	for n := 1; n <= plan.Rotation.Chunks; n++ {
 		b, err := store.Batch(ctx, v.id, n)
@@ -254,6 +267,7 @@ func (v *verifyRig) report() map[string]ReportRow {
 // skipped with a code that says so.
 func TestVerifyFollowsAMovingList(t *testing.T) {
 	fleet := newMovingFleet(2000)
+	fleet.planChurn = 1
 	targets := slices.Clone(fleet.ids)
 	v := newVerifyRig(t, fleet, targets, true)
 	rng := rand.New(rand.NewPCG(7, 7))
@@ -451,4 +465,8 @@ func TestShowRefusedFallsBackToSweep(t *testing.T) {
 	if pages, shows := fleet.reads(); shows > 3 || pages != 8 {
 		t.Fatalf("%d page reads and %d ShowServer: want one round of refused ShowServer, then the 8 pages up to the last server", pages, shows)
 	}
+}
+
+func testLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
