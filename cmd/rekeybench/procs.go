@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -321,7 +322,7 @@ func (b *bench) env(simURL string) []string {
 func (b *bench) startWorkers(ctx context.Context, n int, env []string, limiter, submitRate, pollRate, readRate string) ([]*proc, error) {
 	var ws []*proc
 	for i := range n {
-		args := []string{"--admin-addr", "", "--log-format", "json", "--log-level", "warn",
+		args := []string{"--admin-addr", "", "--log-format", "json", "--log-level", cmp.Or(os.Getenv("REKEYBENCH_LOG_LEVEL"), "warn"),
 			"--concurrency", strconv.Itoa(b.c.concurrency), "--limiter", limiter,
 			"--submit-rate", submitRate, "--poll-rate", pollRate, "--read-rate", readRate, "--shutdown-timeout", "5s"}
 		if b.c.firstPoll > 0 {

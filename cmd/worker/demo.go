@@ -123,9 +123,13 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	var list []tasks.Target
+	seen := map[string]bool{}
 	err = client.ListServers(ctx, cph.ServerFilter{}, func(page []cph.Server) error {
 		for _, s := range page {
-			list = append(list, tasks.Target{ServerID: s.ServerID})
+			if !seen[s.ServerID] { // pages overlap
+				seen[s.ServerID] = true
+				list = append(list, tasks.Target{ServerID: s.ServerID})
+			}
 		}
 		return nil
 	})

@@ -145,6 +145,10 @@ type ServerFilter struct {
 	PageSize int
 }
 
+// ListOverlap is how many servers of a page of 50 or more ListServers
+// reads again at the start of the next one.
+const ListOverlap = 2
+
 // ListServers lists the servers matching f (GET
 // /v1/{project_id}/cloud-phone/servers), calling fn once per non-empty page
 // so memory stays bounded however large the fleet. It stops when the
@@ -152,15 +156,12 @@ type ServerFilter struct {
 // error as soon as fn fails.
 //
 // Pages are offsets into a list sorted by creation time, newest first, not
-// a snapshot: every server created while listing pushes the servers not
-// read yet down by one, every server deleted before them pulls them up. So
-// the next page starts where the count says the list moved: a page's
-// length further, plus the count's change since the last page. Creations
-// are then skipped exactly (they are on top, already behind the walk); a
-// deletion behind the walk is stepped back over, and one ahead of it makes
-// the walk read a server twice. Callers should deduplicate by id; a
-// server deleted and one created in the same instant can still make the
-// walk miss one.
+// a snapshot: a server created while listing pushes the servers not read
+// yet down by one (the walk reads one server again), a server deleted
+// behind the walk pulls them up by one (the walk would miss one). So each
+// page starts ListOverlap servers before the end of the last one: a
+// deletion or two between two reads loses nothing. Callers deduplicate by
+// id (a server read twice is on the page before).
 func (c *Client) ListServers(ctx context.Context, f ServerFilter, fn func(page []Server) error) error {
 	const op = "ListCloudPhoneServers"
 	size := f.PageSize
@@ -188,26 +189,23 @@ func (c *Client) ListServers(ctx context.Context, f ServerFilter, fn func(page [
 	if f.CreateUntil != 0 {
 		q.Set("create_until", strconv.FormatInt(f.CreateUntil, 10))
 	}
-	for offset, count := 0, -1; ; {
+	for offset := 0; ; {
 		q.Set("offset", strconv.Itoa(offset))
 		var resp ListServersResponse
 		if err := c.do(ctx, op, http.MethodGet, "servers", q, nil, &resp); err != nil {
 			return err
 		}
-		if len(resp.Servers) > 0 {
+		n := len(resp.Servers)
+		if n > 0 {
 			if err := fn(resp.Servers); err != nil {
 				return err
 			}
 		}
-		if count >= 0 && resp.Count > 0 {
-			offset = max(0, offset+resp.Count-count)
-		}
-		count = resp.Count
-		offset += len(resp.Servers)
 		// A missing count decodes as 0; then only a short page ends the list.
-		if len(resp.Servers) < size || resp.Count > 0 && offset >= resp.Count {
+		if n < size || resp.Count > 0 && offset+n >= resp.Count {
 			return nil
 		}
+		offset += n - min(ListOverlap, size/50) // small pages do not overlap
 	}
 }
 

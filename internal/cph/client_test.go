@@ -643,9 +643,10 @@ func TestListServersPaginates(t *testing.T) {
 		wantPages []int
 		wantCalls int
 	}{
-		{name: "250 servers", total: 250, wantPages: []int{100, 100, 50}, wantCalls: 3},
-		{name: "count reached on a full page", total: 200, wantPages: []int{100, 100}, wantCalls: 2},
-		{name: "count absent", total: 200, noCount: true, wantPages: []int{100, 100}, wantCalls: 3},
+		// Pages of 100 overlap by ListOverlap (2) servers.
+		{name: "250 servers", total: 250, wantPages: []int{100, 100, 54}, wantCalls: 3},
+		{name: "count reached on a full page", total: 196, wantPages: []int{100, 98}, wantCalls: 2},
+		{name: "count absent", total: 198, noCount: true, wantPages: []int{100, 100, 2}, wantCalls: 3},
 		{name: "small pages", total: 7, pageSize: 3, wantPages: []int{3, 3, 1}, wantCalls: 3},
 		{name: "no servers", total: 0, wantPages: nil, wantCalls: 1},
 	}
@@ -670,9 +671,14 @@ func TestListServersPaginates(t *testing.T) {
 			c := newTestClient(t, rec)
 			var pages []int
 			next := 0
+			seen := map[string]bool{}
 			err := c.ListServers(context.Background(), ServerFilter{PageSize: tt.pageSize}, func(page []Server) error {
 				pages = append(pages, len(page))
 				for _, s := range page {
+					if seen[s.ServerID] {
+						continue // the overlap
+					}
+					seen[s.ServerID] = true
 					if s.ServerID != fmt.Sprintf("s%d", next) {
 						return fmt.Errorf("got %s, want s%d", s.ServerID, next)
 					}

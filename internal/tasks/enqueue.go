@@ -195,9 +195,9 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 			want[t.ServerID] = true
 		}
 		fleet = make(map[string]current, len(spec.Targets))
-		// A server the walk of a moving list reads twice (cph.ListServers)
-		// is on the page before: counted once, places stay those of the
-		// list when the walk began, as verification expects.
+		// A server the walk reads twice (its pages overlap, and the list
+		// moves: cph.ListServers) is on the page before: counted once, so
+		// places stay those of one list, as verification expects.
 		pos := 0
 		var prev map[string]bool
 		err := lister.ListServers(ctx, cph.ServerFilter{}, func(page []cph.Server) error {

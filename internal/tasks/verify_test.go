@@ -71,23 +71,19 @@ func (f *movingFleet) set(id, kp string) {
 	}
 }
 
-// ListServers walks the list as cph.Client does: each next page where the
-// count says the list moved.
+// ListServers walks the list as cph.Client does, each page overlapping
+// the last by cph.ListOverlap servers.
 func (f *movingFleet) ListServers(ctx context.Context, _ cph.ServerFilter, fn func([]cph.Server) error) error {
-	for off, count := 0, -1; ; {
+	for off := 0; ; {
 		resp, _ := f.ListServersPage(ctx, off, 100)
-		if len(resp.Servers) == 0 {
-			return nil
-		}
 		if err := fn(resp.Servers); err != nil {
 			return err
 		}
-		f.create(f.planChurn)
-		if count >= 0 {
-			off += resp.Count - count
+		if len(resp.Servers) < 100 || off+len(resp.Servers) >= resp.Count {
+			return nil
 		}
-		count = resp.Count
-		off += len(resp.Servers)
+		f.create(f.planChurn)
+		off += len(resp.Servers) - cph.ListOverlap
 	}
 }
 
