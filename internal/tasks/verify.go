@@ -30,12 +30,14 @@ const sweepPerRound = 20
 // outcome is unknown), by the cheapest reads there are.
 //
 // A server the plan placed in the project's list is read with its
-// neighbours, a page (ListCloudPhoneServers, 100 servers a call) at the
-// place the list has moved it to since (movinglist): a page is read once
-// no first attempt on it is in flight, and its servers being retried are
-// read later, together, once none is in flight (or after
-// Config.VerifyLinger). A server not found where it should stand is read
-// on its own (ShowServer), which tells a deleted server from a moved one.
+// neighbours (the rest of its chunk, planned in list order; a retried
+// server with the others of its page), a window of the list
+// (ListCloudPhoneServers, 100 servers a call) where the list has moved
+// them since (movinglist): once no first attempt on the pages they span
+// is in flight, and retried servers later, together, once none of them is
+// in flight (or after Config.VerifyLinger). A server not found where it
+// should stand is read on its own (ShowServer), which tells a deleted
+// server from a moved one.
 //
 // Servers the plan did not place are read whichever way costs fewer
 // calls: one ShowServer each, or a sweep of the whole list (one read per
