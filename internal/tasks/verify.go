@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -30,14 +29,12 @@ const sweepPerRound = 20
 // outcome is unknown), by the cheapest reads there are.
 //
 // A server the plan placed in the project's list is read with its
-// neighbours (the rest of its chunk, planned in list order; a retried
-// server with the others of its page), a window of the list
-// (ListCloudPhoneServers, 100 servers a call) where the list has moved
-// them since (movinglist): once no first attempt on the pages they span
-// is in flight, and retried servers later, together, once none of them is
-// in flight (or after Config.VerifyLinger). A server not found where it
-// should stand is read on its own (ShowServer), which tells a deleted
-// server from a moved one.
+// neighbours, a window of the list (ListCloudPhoneServers, 100 servers a
+// call) where the list has moved them since (movinglist): once no first
+// attempt on the pages they span is in flight, and retried servers later,
+// together, once none of them is in flight (or after
+// Config.VerifyLinger). A server not found where it should stand is read
+// on its own (ShowServer), which tells a deleted server from a moved one.
 //
 // Servers the plan did not place are read whichever way costs fewer
 // calls: one ShowServer each, or a sweep of the whole list (one read per
@@ -56,7 +53,7 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	if len(pend) == verifyLimit {
 		r.at(r.now)
 	}
-	groups, loose := neighbours(rot, pend)
+	groups, loose, alone := neighbours(pend)
 	v := &verification{h: h, log: log, rot: rot, r: r, list: rot.listNow(r.now)}
 	var calls []func(context.Context) (bool, error)
 	for _, ps := range groups {
@@ -64,6 +61,9 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 			continue
 		}
 		calls = append(calls, func(ctx context.Context) (bool, error) { return v.page(ctx, ps) })
+	}
+	for _, p := range alone {
+		calls = append(calls, func(ctx context.Context) (bool, error) { return v.one(ctx, p) })
 	}
 	if len(loose) > 0 {
 		if v.sweeping() {
@@ -78,48 +78,36 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	return errors.Join(err, v.save(ctx))
 }
 
-// groupSpan is the widest stretch of planned places one group of
-// neighbours covers: a page, and a tenth more for the places of servers
-// the plan saw twice or the list moved between its reads (gaps that are
-// not there when the group is read).
-const groupSpan = cph.MaxServersPageSize + cph.MaxServersPageSize/10
-
 // neighbours sorts the waiting servers into groups read together, a
-// window of the list each, in the list's order: a first attempt with the
-// other servers of its chunk (planned in list order, they stand together),
-// a retried server with the others of its page; each group cut where its
-// places span more than groupSpan. Servers without a place are returned
-// apart.
-func neighbours(rot *Rotation, pend []Pending) (groups [][]Pending, loose []Pending) {
-	type key struct{ batch, page int }
-	byKey := map[key][]Pending{}
+// window of the list each (at most a page's worth of places, in the list's
+// order). Servers without a place are returned apart (loose), and so are
+// servers UpdateKeypair refused (alone): whether such a server still
+// exists decides its outcome, and the error budget should not wait for a
+// page to learn it.
+func neighbours(pend []Pending) (groups [][]Pending, loose, alone []Pending) {
+	var placed []Pending
 	for _, p := range pend {
 		switch {
+		case p.Unknown && p.Code != "":
+			alone = append(alone, p)
 		case p.Pos < 0:
 			loose = append(loose, p)
-		case p.Attempt <= 1 && p.Batch <= rot.Chunks:
-			byKey[key{batch: p.Batch}] = append(byKey[key{batch: p.Batch}], p)
 		default:
-			k := key{batch: -1, page: p.Pos / cph.MaxServersPageSize}
-			byKey[k] = append(byKey[k], p)
+			placed = append(placed, p)
 		}
 	}
-	keys := slices.SortedFunc(maps.Keys(byKey), func(a, b key) int {
-		return cmp.Or(cmp.Compare(byKey[a][0].Pos, byKey[b][0].Pos), cmp.Compare(a.batch, b.batch))
-	})
-	for _, k := range keys {
-		ps := byKey[k]
-		slices.SortFunc(ps, func(a, b Pending) int { return cmp.Compare(a.Pos, b.Pos) })
-		start := 0
-		for i := range ps {
-			if ps[i].Pos-ps[start].Pos >= groupSpan {
-				groups = append(groups, ps[start:i:i])
-				start = i
-			}
+	slices.SortStableFunc(placed, func(a, b Pending) int { return cmp.Compare(a.Pos, b.Pos) })
+	start := 0
+	for i := range placed {
+		if placed[i].Pos-placed[start].Pos >= cph.MaxServersPageSize {
+			groups = append(groups, placed[start:i:i])
+			start = i
 		}
-		groups = append(groups, ps[start:])
 	}
-	return groups, loose
+	if start < len(placed) {
+		groups = append(groups, placed[start:])
+	}
+	return groups, loose, alone
 }
 
 // groupReady reports whether a group of waiting servers is read now: once
