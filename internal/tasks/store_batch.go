@@ -717,7 +717,8 @@ type InFlight struct{ First, Retried int }
 // Verifying returns up to limit servers waiting for verification, in the
 // order of the project's server list (servers of unknown place last, with
 // the place verification learned for them if it did), and how many
-// targets of wave w on each page they are on are still in flight.
+// targets of wave w on each page they are on (and the page after it) are
+// still in flight.
 func (s *Store) Verifying(ctx context.Context, id string, w, limit int) ([]Pending, map[int]InFlight, error) {
 	zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: s.verifyKey(id), Start: 0, Stop: int64(limit - 1)}).Result()
 	if err != nil {
@@ -744,7 +745,8 @@ func (s *Store) Verifying(ctx context.Context, id string, w, limit int) ([]Pendi
 		}
 		if z.Score < unplaced {
 			p.Pos = int(z.Score)
-			pages[p.Pos/100] = true
+			// and the next page: a window may reach into it
+			pages[p.Pos/100], pages[p.Pos/100+1] = true, true
 		} else {
 			loose = append(loose, p.ServerID)
 		}

@@ -53,7 +53,7 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	if len(pend) == verifyLimit {
 		r.at(r.now)
 	}
-	groups, loose, alone := neighbours(pend)
+	groups, loose, alone := neighbours(pend, windowSpan(rot))
 	v := &verification{h: h, log: log, rot: rot, r: r, list: rot.listNow(r.now)}
 	var calls []func(context.Context) (bool, error)
 	for _, ps := range groups {
@@ -78,13 +78,26 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	return errors.Join(err, v.save(ctx))
 }
 
+// windowSpan is how many places of the plan one read covers: a page, or
+// on a list seen moving a page less a little slack, so a window still
+// holds its servers when the list moved a few servers more (or less) than
+// verification predicted. A page's last servers are then read with the
+// next page's first, so a run of pages costs a read a page and a few more.
+func windowSpan(rot *Rotation) int {
+	// Without the plan's places there are no page counts to wait for the
+	// next page by: a page's last servers would cost a read of their own.
+	if rot.Positions && (rot.shift != 0 || rot.shiftCount != rot.listCount) {
+		return cph.MaxServersPageSize - 6
+	}
+	return cph.MaxServersPageSize
+}
+
 // neighbours sorts the waiting servers into groups read together, a
-// window of the list each (at most a page's worth of places, in the list's
-// order). Servers without a place are returned apart (loose), and so are
+// window of the list each (at most span places, in the list's order). Servers without a place are returned apart (loose), and so are
 // servers UpdateKeypair refused (alone): whether such a server still
 // exists decides its outcome, and the error budget should not wait for a
 // page to learn it.
-func neighbours(pend []Pending) (groups [][]Pending, loose, alone []Pending) {
+func neighbours(pend []Pending, span int) (groups [][]Pending, loose, alone []Pending) {
 	var placed []Pending
 	for _, p := range pend {
 		switch {
@@ -99,7 +112,7 @@ func neighbours(pend []Pending) (groups [][]Pending, loose, alone []Pending) {
 	slices.SortStableFunc(placed, func(a, b Pending) int { return cmp.Compare(a.Pos, b.Pos) })
 	start := 0
 	for i := range placed {
-		if placed[i].Pos-placed[start].Pos >= cph.MaxServersPageSize {
+		if placed[i].Pos-placed[start].Pos >= span {
 			groups = append(groups, placed[start:i:i])
 			start = i
 		}
@@ -111,10 +124,11 @@ func neighbours(pend []Pending) (groups [][]Pending, loose, alone []Pending) {
 }
 
 // groupReady reports whether a group of waiting servers is read now: once
-// no first attempt on the pages it spans is in flight (retried servers
-// are read later, together, once none of them is in flight), once they
-// have waited Config.VerifyLinger, or at once in a rotation that submits
-// nothing until an operator acts. Otherwise it asks for a round then.
+// no first attempt on the pages its window spans is in flight (retried
+// servers are read later, together, once none of them is in flight), once
+// they have waited Config.VerifyLinger, or at once in a rotation that
+// submits nothing until an operator acts. Otherwise it asks for a round
+// then.
 func (h *Handler) groupReady(rot *Rotation, ps []Pending, inFlight map[int]InFlight, r *round) bool {
 	oldest, first := ps[0].Since, false
 	for _, p := range ps {
@@ -126,10 +140,13 @@ func (h *Handler) groupReady(rot *Rotation, ps []Pending, inFlight map[int]InFli
 	if rot.State != StateRunning || r.now.Sub(oldest) >= h.cfg.VerifyLinger {
 		return true
 	}
+	// The window may reach into the next page: its first attempts join
+	// it once they have ended, rather than costing a read of their own.
 	ready := true
-	for pg := ps[0].Pos / cph.MaxServersPageSize; pg <= ps[len(ps)-1].Pos/cph.MaxServersPageSize; pg++ {
+	last := ps[len(ps)-1].Pos / cph.MaxServersPageSize
+	for pg := ps[0].Pos / cph.MaxServersPageSize; pg <= (ps[0].Pos+windowSpan(rot)-1)/cph.MaxServersPageSize; pg++ {
 		c := inFlight[pg]
-		ready = ready && c.First <= 0 && (first || c.Retried <= 0)
+		ready = ready && c.First <= 0 && (first || pg > last || c.Retried <= 0)
 	}
 	if !ready {
 		r.at(oldest.Add(h.cfg.VerifyLinger))
