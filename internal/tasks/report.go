@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -123,14 +124,26 @@ func (s *Store) WriteReportCSV(ctx context.Context, id string, w io.Writer) erro
 		return t.UTC().Format(time.RFC3339)
 	}
 	err := s.Report(ctx, id, func(r ReportRow) error {
-		return cw.Write([]string{r.ServerID, r.OldKeypair, r.NewKeypair, r.RequestID, r.JobID, strconv.Itoa(r.Attempts),
-			string(r.Outcome), r.ErrorCode, r.ErrorMsg, ts(r.SubmittedAt), ts(r.FinishedAt)})
+		return cw.Write([]string{cell(r.ServerID), cell(r.OldKeypair), cell(r.NewKeypair), cell(r.RequestID), cell(r.JobID),
+			strconv.Itoa(r.Attempts), string(r.Outcome), cell(r.ErrorCode), cell(r.ErrorMsg), ts(r.SubmittedAt), ts(r.FinishedAt)})
 	})
 	if err != nil {
 		return err
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// cell neutralises a CSV cell a spreadsheet would run as a formula
+// (OWASP's rule: one starting with =, +, -, @, a tab or a carriage
+// return gets a leading single quote). Ids, keypair names and messages
+// come from the API, which the report must not let run on an operator's
+// machine; the JSON report keeps them as they came.
+func cell(v string) string {
+	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
+		return "'" + v
+	}
+	return v
 }
 
 // WriteReportJSON streams a rotation's report as a JSON array.

@@ -101,3 +101,15 @@ func TestRotationsPage(t *testing.T) {
 		}
 	})
 }
+
+func TestReportCellNeutralisesFormulas(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"},
+		{"+1", "'+1"}, {"-kp", "'-kp"}, {"@SUM(A1)", "'@SUM(A1)"}, {"\tx", "'\tx"}, {"\rx", "'\rx"},
+		{"kp-2026", "kp-2026"}, {"", ""}, {"CPS.0016", "CPS.0016"},
+	} {
+		if got := cell(c.in); got != c.want {
+			t.Errorf("cell(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
