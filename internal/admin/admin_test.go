@@ -368,3 +368,37 @@ func TestHandlerServesWithoutListening(t *testing.T) {
 		t.Errorf("GET /healthz through Handler: status %d", rec.Code)
 	}
 }
+
+// TestNoTokenRefusesRebindingHosts: without a token the admin port answers
+// only requests addressed to a loopback name, so a page that rebinds its
+// own name to 127.0.0.1 cannot read or steer rotations from the
+// operator's browser.
+func TestNoTokenRefusesRebindingHosts(t *testing.T) {
+	r := testredis.Mini(t)
+	_, base := start(t, Options{RedisConnOpt: r.ConnOpt(), Gatherer: prometheus.NewRegistry()})
+	for _, c := range []struct {
+		host string
+		want int
+	}{
+		{"rebind.example.com", http.StatusForbidden}, {"rebind.example.com:8080", http.StatusForbidden},
+		{"10.0.0.7:8080", http.StatusForbidden}, {"localhost:8080", http.StatusOK}, {"LOCALHOST", http.StatusOK},
+		{"127.0.0.1:9", http.StatusOK}, {"[::1]:8080", http.StatusOK},
+	} {
+		// The console and its API are behind the same protect.
+		for _, path := range []string{"/monitoring/", "/metrics"} {
+			req, err := http.NewRequest("GET", base+path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = c.host
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != c.want {
+				t.Errorf("GET %s with Host %q: status %d, want %d", path, c.host, resp.StatusCode, c.want)
+			}
+		}
+	}
+}

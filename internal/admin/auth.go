@@ -10,10 +10,19 @@ import (
 )
 
 // protect lets a request through to h only with the token, when the
-// server has one.
+// server has one. Without a token (the port is bound to loopback) it lets
+// through only requests addressed to a loopback name: a web page the
+// operator visits could otherwise rebind its own name to 127.0.0.1 and
+// read or steer rotations from the operator's browser (DNS rebinding).
 func (s *Server) protect(h http.Handler) http.Handler {
 	if s.opts.Token == "" {
-		return h
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !loopbackHost(r.Host) {
+				http.Error(w, fmt.Sprintf("forbidden: Host %q is not a loopback name; without --admin-token the admin port answers only localhost, 127.0.0.1 and [::1]", r.Host), http.StatusForbidden)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
 	}
 	want := sha256.Sum256([]byte(s.opts.Token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -57,4 +66,18 @@ func isLoopback(addr string) (bool, error) {
 	}
 	ip := net.ParseIP(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
 	return ip != nil && ip.IsLoopback(), nil
+}
+
+// loopbackHost reports whether a request's Host (with or without a port)
+// names this machine: localhost, a 127.0.0.0/8 address or ::1.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
