@@ -124,21 +124,26 @@ func Parse(rawURL string, opts Options) (*Conn, error) {
 	if !ok {
 		return nil, fmt.Errorf("redis URL %s: no scheme: want redis://, rediss://, redis-sentinel://, redis-cluster:// or redis-socket://", redact(rawURL))
 	}
+	userinfo, rest := splitUserinfo(rest)
 	end := strings.IndexAny(rest, "/?#")
 	if end < 0 {
 		end = len(rest)
 	}
-	authority, tail := rest[:end], rest[end:]
-	userinfo, hosts := "", authority
-	if at := strings.LastIndex(authority, "@"); at >= 0 {
-		userinfo, hosts = authority[:at+1], authority[at+1:]
-	}
-	u, err := url.Parse(scheme + "://" + userinfo + "placeholder" + tail)
+	hosts, tail := rest[:end], rest[end:]
+	u, err := url.Parse(scheme + "://placeholder" + tail)
 	if err != nil {
 		// url's errors quote the whole URL, password included.
 		return nil, fmt.Errorf("redis URL %s: not a URL", redact(rawURL))
 	}
 	u.Host = hosts
+	if userinfo != "" {
+		user, pass, hasPass := strings.Cut(userinfo, ":")
+		user, pass = unescape(user), unescape(pass)
+		u.User = url.User(user)
+		if hasPass {
+			u.User = url.UserPassword(user, pass)
+		}
+	}
 	c := &Conn{Network: "tcp", Timeouts: Defaults}
 	tlsOn := false
 	defPort := "6379"
@@ -401,14 +406,51 @@ func redact(raw string) string {
 	if !ok {
 		return "(malformed)"
 	}
+	// Nothing of the user info is shown: a password typed as is may hold
+	// '/', '?', '#' or '@', and a user name is not for logs either.
 	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		user := rest[:at]
-		if i := strings.Index(user, ":"); i >= 0 {
-			user = user[:i] + ":xxxxx"
-		}
-		rest = user + rest[at:]
+		rest = "xxxxx" + rest[at:]
 	}
 	return scheme + "://" + rest
+}
+
+// splitUserinfo takes "user:password@" off the rest of a URL (after the
+// scheme). Passwords are often written as typed, not escaped, and may hold
+// '/', '?' or '#': the user info ends at the last '@' before the query,
+// which begins at a '?' followed by a parameter Parse knows (whose value,
+// a sentinel's password, may hold '@' too).
+func splitUserinfo(rest string) (userinfo, remainder string) {
+	q := len(rest)
+	for i := 0; i < len(rest); i++ {
+		if rest[i] == '?' && knownParam(rest[i+1:]) {
+			q = i
+			break
+		}
+	}
+	if at := strings.LastIndex(rest[:q], "@"); at >= 0 {
+		return rest[:at], rest[at+1:]
+	}
+	return "", rest
+}
+
+// knownParam reports whether a query begins with a parameter Parse takes.
+func knownParam(query string) bool {
+	name, _, _ := strings.Cut(query, "=")
+	switch name {
+	case "master", "master_name", "sentinel_username", "sentinel_password", "db", "dial_timeout", "read_timeout",
+		"write_timeout", "max_retries", "pool_size":
+		return true
+	}
+	return false
+}
+
+// unescape decodes %-escapes in a user name or password, and keeps it as
+// written when it is not validly escaped (a '%' typed as is).
+func unescape(s string) string {
+	if u, err := url.PathUnescape(s); err == nil {
+		return u
+	}
+	return s
 }
 
 // Transient reports whether err is one that a Redis failover, restart or

@@ -283,3 +283,41 @@ func TestTransient(t *testing.T) {
 		}
 	}
 }
+
+// TestPasswordsAsTyped: a password written as typed may hold '/', '?',
+// '#' or '@'; it is read whole, and no error shows any of the user info.
+func TestPasswordsAsTyped(t *testing.T) {
+	for _, c := range []struct {
+		url, user, pass, addr string
+		db                    int
+	}{
+		{"redis://u:Zx/9@h:6380/2", "u", "Zx/9", "h:6380", 2},
+		{"redis://u:p?a#b@h", "u", "p?a#b", "h:6379", 0},
+		{"redis://u:p@ss@h/1", "u", "p@ss", "h:6379", 1},
+		{"redis://:p%2Fq@h", "", "p/q", "h:6379", 0},
+		{"redis://h:6379/0?dial_timeout=1s", "", "", "h:6379", 0},
+	} {
+		conn, err := Parse(c.url, Options{})
+		if err != nil {
+			t.Errorf("Parse(%q): %v", c.url, err)
+			continue
+		}
+		if conn.Username != c.user || conn.Password != c.pass || conn.Addrs[0] != c.addr || conn.DB != c.db {
+			t.Errorf("Parse(%q) = user %q pass %q addrs %v db %d; want %q %q %s %d", c.url, conn.Username, conn.Password, conn.Addrs, conn.DB, c.user, c.pass, c.addr, c.db)
+		}
+	}
+	conn, err := Parse("redis-sentinel://u:p/q@s1,s2/0?master=m&sentinel_password=a@b", Options{})
+	if err != nil || conn.Password != "p/q" || conn.SentinelPassword != "a@b" || len(conn.Addrs) != 2 {
+		t.Errorf("sentinel URL: %+v, %v; want password p/q, sentinel password a@b, two sentinels", conn, err)
+	}
+	for _, bad := range []string{"redis://secretuser:Zx/9@:notaport", "redis://secretuser:Zx/9@h/notadb", "redis://secretuser:Zx#9@h1,h2"} {
+		_, err := Parse(bad, Options{})
+		if err == nil {
+			t.Errorf("Parse(%q) succeeded", bad)
+			continue
+		}
+		if strings.Contains(err.Error(), "Zx") || strings.Contains(err.Error(), "secretuser") {
+			t.Errorf("Parse(%q): error %q shows the user info", bad, err)
+		}
+	}
+}
