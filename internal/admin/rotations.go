@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net"
 	"net/http"
 	"strconv"
@@ -110,12 +111,34 @@ type apiError struct {
 
 func (s *Server) apiRoutes(mux *http.ServeMux) {
 	h := func(pattern string, f func(http.ResponseWriter, *http.Request)) {
-		mux.Handle(pattern, s.protect(http.NewCrossOriginProtection().Handler(noStore(http.HandlerFunc(f)))))
+		mux.Handle(pattern, s.protect(http.NewCrossOriginProtection().Handler(noStore(checked(http.HandlerFunc(f))))))
 	}
 	h("GET "+APIPath, s.listRotations)
 	h("GET "+APIPath+"/{id}", s.getRotation)
 	h("GET "+APIPath+"/{id}/report", s.getReport)
 	h("POST "+APIPath+"/{id}/{action}", s.control)
+}
+
+// checked refuses what no handler should see: a rotation id that is not
+// one (400; ids become Redis hash tags and task IDs), and a write that is
+// not JSON (415): a form a web page posts cannot set that content type
+// without the browser asking first.
+func checked(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id := r.PathValue("id"); id != "" {
+			if err := tasks.ValidateRotationID(id); err != nil {
+				writeError(w, http.StatusBadRequest, err)
+				return
+			}
+		}
+		if r.Method == http.MethodPost {
+			if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+				writeError(w, http.StatusUnsupportedMediaType, errors.New("a write must be sent as Content-Type: application/json"))
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {

@@ -332,3 +332,31 @@ func TestAPIPagesThroughManyRotations(t *testing.T) {
 		t.Fatalf("paged through %d rotations, first %s, last %s; want %d newest first", len(seen), seen[0], seen[len(seen)-1], n)
 	}
 }
+
+// TestAPIRefusesBadIDsAndNonJSONWrites: a rotation id that is not one is
+// refused before any read, and a write must be JSON (a cross-site form
+// cannot send that content type without a preflight).
+func TestAPIRefusesBadIDsAndNonJSONWrites(t *testing.T) {
+	rig := newConsoleRig(t, Options{})
+	for _, path := range []string{APIPath + "/%7Bx%7D", APIPath + "/a%20b/report", APIPath + "/-leading"} {
+		resp, err := http.Get(rig.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET %s: %d, want 400", path, resp.StatusCode)
+		}
+	}
+	req, _ := http.NewRequest("POST", rig.base+APIPath+"/r-1/pause", strings.NewReader("a=b"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("form POST: %d, want 415", resp.StatusCode)
+	}
+}
