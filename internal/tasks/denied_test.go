@@ -187,6 +187,21 @@ func (e *gated) until(t *testing.T, id string, d time.Duration, what string, con
 	}
 }
 
+// resumed lifts the denial, resumes rotation id, and checks it then
+// succeeds (within d) with all 10 servers, each submitted once.
+func (e *gated) resumed(t *testing.T, id string, ids []string, d time.Duration) {
+	t.Helper()
+	e.gate.deny.Store("")
+	if _, _, err := Resume(context.Background(), e.store, e.enq, id, nil, e.opts); err != nil {
+		t.Fatal(err)
+	}
+	rot := e.until(t, id, d, "finished", func(r *Rotation) bool { return r.Finished() })
+	if rot.State != StateSucceeded || rot.Counts.Succeeded != 10 || rot.Counts.Resubmitted != 0 {
+		t.Fatalf("after resume: state %s, counts %+v; want succeeded, 10 succeeded, nothing resubmitted", rot.State, rot.Counts)
+	}
+	e.submittedOnce(t, ids)
+}
+
 func (e *gated) submittedOnce(t *testing.T, ids []string) {
 	t.Helper()
 	for _, id := range ids {
@@ -223,15 +238,7 @@ func TestListJobsDeniedHaltsAndResumes(t *testing.T) {
 	}
 	e.submittedOnce(t, ids)
 
-	e.gate.deny.Store("")
-	if _, _, err := Resume(context.Background(), e.store, e.enq, id, nil, e.opts); err != nil {
-		t.Fatal(err)
-	}
-	rot = e.until(t, id, 15*time.Second, "finished", func(r *Rotation) bool { return r.Finished() })
-	if rot.State != StateSucceeded || rot.Counts.Succeeded != 10 || rot.Counts.Resubmitted != 0 {
-		t.Fatalf("after resume: state %s, counts %+v; want succeeded, 10 succeeded, nothing resubmitted", rot.State, rot.Counts)
-	}
-	e.submittedOnce(t, ids)
+	e.resumed(t, id, ids, 15*time.Second)
 }
 
 // TestUpdateKeypairDeniedHaltsBeforeSubmitting: a 403 on UpdateKeypair
@@ -266,15 +273,7 @@ func TestUpdateKeypairDeniedHaltsBeforeSubmitting(t *testing.T) {
 		}
 	}
 
-	e.gate.deny.Store("")
-	if _, _, err := Resume(ctx, e.store, e.enq, id, nil, e.opts); err != nil {
-		t.Fatal(err)
-	}
-	rot = e.until(t, id, 20*time.Second, "finished", func(r *Rotation) bool { return r.Finished() })
-	if rot.State != StateSucceeded || rot.Counts.Succeeded != 10 || rot.Counts.Resubmitted != 0 {
-		t.Fatalf("after resume: state %s, counts %+v; want succeeded, nothing resubmitted", rot.State, rot.Counts)
-	}
-	e.submittedOnce(t, ids)
+	e.resumed(t, id, ids, 20*time.Second)
 }
 
 // TestHaltStore: Halt halts a running or paused rotation and adds its

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -433,7 +435,7 @@ func gone(err error) bool {
 	if !errors.As(err, &e) {
 		return false
 	}
-	return e.Code == "CPS.0016" || e.StatusCode == 404 && e.Code != "" && e.Code[:min(4, len(e.Code))] == "CPS."
+	return e.Code == cph.CodeInvalidServer || e.StatusCode == http.StatusNotFound && strings.HasPrefix(e.Code, "CPS.")
 }
 
 // failed sorts out a failed verification read of servers ps: a wait, a
