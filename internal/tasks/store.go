@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cph-rekey/cph-rekey/internal/movinglist"
 )
 
 // DefaultPrefix is the prefix of every key the Store writes.
@@ -171,7 +172,7 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		"submitted", 0, "retried", 0, "resubmitted", 0, "verifying", 0, "wave_queued", 0,
 		"max_errors", maxErrors, "verify", flag(r.Verify), "positions", flag(r.Positions), "pause_after_wave", flag(r.PauseAfterWave),
 		"retention_ms", r.Retention.Milliseconds(), "waves", len(r.Waves), "wave", min(1, len(r.Waves)),
-		"list_count", r.listCount, "vcount", r.listCount, "vshift", 0, "unplaced", unplacedTargets,
+		"list_count", r.listCount, "vdrift", driftText(movinglist.NewDrift(r.listCount)), "unplaced", unplacedTargets,
 	}
 	for i, w := range r.Waves {
 		fields = append(fields, "wave_end:"+strconv.Itoa(i+1), w.LastChunk, "wave_size:"+strconv.Itoa(i+1), w.Servers)
@@ -245,16 +246,14 @@ func rotationOf(m map[string]string) *Rotation {
 	r.Wave, r.MaxErrors, r.Reason = int(n("wave")), int(n("max_errors")), m["reason"]
 	r.Verify, r.PauseAfterWave, r.Positions = m["verify"] == "1", m["pause_after_wave"] == "1", m["positions"] == "1"
 	r.waveQueued = int(n("wave_queued"))
-	r.listCount, r.shift, r.shiftCount = int(n("list_count")), int(n("vshift")), int(n("vcount"))
+	r.listCount = int(n("list_count"))
+	r.drift = movinglist.NewDrift(r.listCount)
+	if err := r.drift.UnmarshalText([]byte(m["vdrift"])); err != nil {
+		// Written by a release before the drift was kept: learned again.
+		r.drift = movinglist.NewDrift(r.listCount)
+	}
 	r.unplaced, r.sweepNext, r.sweepDone = int(n("unplaced")), int(n("sweep")), m["sweep_done"] == "1"
 	r.showRefused = m["show_refused"] == "1"
-	r.shiftRate = math.NaN()
-	if v, err := strconv.ParseFloat(m["vrate"], 64); err == nil {
-		r.shiftRate = v
-	}
-	if at := n("vshift_at"); at > 0 {
-		r.shiftAt = time.UnixMilli(at)
-	}
 	r.WaveOpen = int(n("wave_open"))
 	r.Retention = time.Duration(n("retention_ms")) * time.Millisecond
 	r.jobLatency = time.Duration(n("job_lat")) * time.Millisecond

@@ -717,8 +717,8 @@ type InFlight struct{ First, Retried int }
 // Verifying returns up to limit servers waiting for verification, in the
 // order of the project's server list (servers of unknown place last, with
 // the place verification learned for them if it did), and how many
-// targets of wave w on each page they are on (and the page after it) are
-// still in flight.
+// targets of wave w on each page they are on (and the pages either side)
+// are still in flight.
 func (s *Store) Verifying(ctx context.Context, id string, w, limit int) ([]Pending, map[int]InFlight, error) {
 	zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: s.verifyKey(id), Start: 0, Stop: int64(limit - 1)}).Result()
 	if err != nil {
@@ -745,8 +745,9 @@ func (s *Store) Verifying(ctx context.Context, id string, w, limit int) ([]Pendi
 		}
 		if z.Score < unplaced {
 			p.Pos = int(z.Score)
-			// and the next page: a window may reach into it
-			pages[p.Pos/100], pages[p.Pos/100+1] = true, true
+			// and the pages either side: a window may reach into them
+			pg := p.Pos / 100
+			pages[max(pg-1, 0)], pages[pg], pages[pg+1] = true, true, true
 		} else {
 			loose = append(loose, p.ServerID)
 		}
