@@ -108,8 +108,10 @@ type Rotation struct {
 	CreatedAt  time.Time     `json:"created_at"`
 	FinishedAt time.Time     `json:"finished_at,omitzero"`
 	Counts     Counts        `json:"counts"`
-	// waveQueued is the last wave whose chunks were enqueued.
-	waveQueued int
+	// waveQueued is the last wave whose chunks began to be enqueued,
+	// queued the last chunk enqueued, and sent how many chunks' first
+	// submit has ended (see topUp).
+	waveQueued, queued, sent int
 	// What verification knows of the project's list (see store_verify.go):
 	// its count when the plan read it, how it has moved since, how many
 	// targets the plan did not place, and the sweep that looks for them.

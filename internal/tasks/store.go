@@ -31,7 +31,9 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 //	<prefix>rotations      ZSET  rotation ids by creation time
 //	<prefix>{<id>}:meta    HASH  the rotation record and its counters; wave_end:<n>,
 //	                             wave_size:<n> per wave; the tick chain (tgen, tseq, tick_at);
-//	                             job_lat, the jobs' latency learned so far (ms)
+//	                             job_lat, the jobs' latency learned so far (ms); the
+//	                             chunks enqueued (queued, up to which chunk) and whose
+//	                             first submit ended (sent)
 //	<prefix>{<id>}:rec     HASH  server id → terminal outcome record
 //	<prefix>{<id>}:b:<n>   HASH  batch n: its servers, the checkpoint (request id,
 //	                             job ids), which jobs ended and which servers are resolved
@@ -169,7 +171,7 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		"max_attempts", r.MaxAttempts, "fingerprint", r.Fingerprint, "state", string(StateRunning),
 		"created_at", now.UnixMilli(), "total", pending + int64(len(skipped)), "pending", pending,
 		"running", 0, "succeeded", 0, "failed", 0, "skipped", len(skipped), "cancelled", 0,
-		"submitted", 0, "retried", 0, "resubmitted", 0, "verifying", 0, "wave_queued", 0,
+		"submitted", 0, "retried", 0, "resubmitted", 0, "verifying", 0, "wave_queued", 0, "queued", 0, "sent", 0,
 		"max_errors", maxErrors, "verify", flag(r.Verify), "positions", flag(r.Positions), "pause_after_wave", flag(r.PauseAfterWave),
 		"retention_ms", r.Retention.Milliseconds(), "waves", len(r.Waves), "wave", min(1, len(r.Waves)),
 		"list_count", r.listCount, "vdrift", driftText(movinglist.NewDrift(r.listCount)), "unplaced", unplacedTargets,
@@ -245,7 +247,7 @@ func rotationOf(m map[string]string) *Rotation {
 	}
 	r.Wave, r.MaxErrors, r.Reason = int(n("wave")), int(n("max_errors")), m["reason"]
 	r.Verify, r.PauseAfterWave, r.Positions = m["verify"] == "1", m["pause_after_wave"] == "1", m["positions"] == "1"
-	r.waveQueued = int(n("wave_queued"))
+	r.waveQueued, r.queued, r.sent = int(n("wave_queued")), int(n("queued")), int(n("sent"))
 	r.listCount = int(n("list_count"))
 	r.drift = movinglist.NewDrift(r.listCount)
 	if err := r.drift.UnmarshalText([]byte(m["vdrift"])); err != nil {
@@ -434,14 +436,23 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (closed in
 	return closed, finished, nil
 }
 
-// WaveQueued records that wave w's chunks are enqueued, so a tick starts
-// each wave once.
-func (s *Store) WaveQueued(ctx context.Context, id string, w int) error {
-	if err := s.rdb.HSet(ctx, s.metaKey(id), "wave_queued", w).Err(); err != nil {
-		return fmt.Errorf("rotation %s: mark wave %d enqueued: %w", id, w, err)
+// Queued records that wave w's chunks up to chunk c are enqueued: wave w
+// has started, and the next chunk to enqueue comes after c.
+func (s *Store) Queued(ctx context.Context, id string, w, c int) error {
+	if err := queuedScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, w, c).Err(); err != nil {
+		return fmt.Errorf("rotation %s: mark wave %d enqueued up to chunk %d: %w", id, w, c, err)
 	}
 	return nil
 }
+
+// queuedScript moves the wave and chunk marks forward, never back: two
+// processes topping up the same wave at once write in any order.
+var queuedScript = redis.NewScript(`
+for i, f in ipairs({'wave_queued', 'queued'}) do
+  if tonumber(ARGV[i]) > tonumber(redis.call('HGET', KEYS[1], f) or '0') then redis.call('HSET', KEYS[1], f, ARGV[i]) end
+end
+return 0
+`)
 
 // finishIfDone finishes a rotation with nothing left to do (every server
 // skipped at planning time).

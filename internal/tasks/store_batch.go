@@ -177,6 +177,9 @@ local meta = KEYS[2]
 if redis.call('HEXISTS', KEYS[1], 'cp') == 1 then return {0, 0} end
 local n = tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'cp', '1', 'req', ARGV[1], 'at', ARGV[2], 'open', n)
+if tonumber(ARGV[7]) <= tonumber(redis.call('HGET', meta, 'chunks') or '0') then
+  redis.call('HINCRBY', meta, 'sent', 1) -- a first attempt's submit ended: the next chunk is enqueued
+end
 for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
 redis.call('SREM', KEYS[4], ARGV[7])
 redis.call('HINCRBY', meta, 'pending', -n)
