@@ -227,6 +227,9 @@ func (f fleetLimiter) Throttled(ctx context.Context, api string, retryAfter time
 	return f.l.ThrottledQuota(ctx, f.key(api), retryAfter, quota)
 }
 
+// Rate is the shared rate of api as this process last saw it.
+func (f fleetLimiter) Rate(api string) float64 { return f.l.Rate(f.key(api)) }
+
 // limiterObserver feeds the limiter's hooks into the metrics and the log.
 type limiterObserver struct {
 	m   *metrics.Metrics

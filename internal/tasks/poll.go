@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
@@ -58,16 +59,22 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 		}
 		open = append(open, b)
 	}
-	limited := false
-	err = each(ctx, jobGroups(open), func(ctx context.Context, group []*Batch) (bool, error) {
-		if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
-			r.waited(err)
-			limited = true
-			return true, nil
-		}
-		return h.listJobs(ctx, log, rot, group, r)
-	})
-	if err != nil || limited || len(soon) == 0 {
+	var (
+		calls   []stageCall
+		limited atomic.Bool
+	)
+	for _, group := range jobGroups(open) {
+		calls = append(calls, stageCall{APIListJobs, func(ctx context.Context) (bool, error) {
+			if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
+				r.waited(err)
+				limited.Store(true)
+				return true, nil
+			}
+			return h.listJobs(ctx, log, rot, group, r)
+		}})
+	}
+	err = h.runStage(ctx, calls)
+	if err != nil || limited.Load() || len(soon) == 0 {
 		return err
 	}
 	return h.pollEarly(ctx, log, rot, soon, ripe, r)

@@ -24,11 +24,6 @@ const (
 	loopGap    = time.Second
 )
 
-// callers is how many API calls one stage has in flight at once: enough to
-// use a quota of tens of calls a second at real API latencies, few enough
-// that one tick never holds many connections.
-const callers = 4
-
 // HandleTick runs one round of a rotation's driver: it polls the batches
 // whose jobs are due and gathers servers due for another attempt into full
 // batches (poll.go, retry.go), and side by side reads back the keypairs of
@@ -211,40 +206,6 @@ func (r *round) resolved(res Resolved) {
 	defer r.mu.Unlock()
 	r.finished = r.finished || res.Finished
 	r.advanced = r.advanced || res.Advanced > 0
-}
-
-// each runs fn for every item, callers at a time, and starts no more once
-// one returns stop or an error; it returns the first error.
-func each[T any](ctx context.Context, items []T, fn func(ctx context.Context, item T) (stop bool, err error)) error {
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		stopped bool
-		first   error
-		sem     = make(chan struct{}, callers)
-	)
-	for _, it := range items {
-		sem <- struct{}{}
-		mu.Lock()
-		halt := stopped
-		mu.Unlock()
-		if halt {
-			<-sem
-			break
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			stop, err := fn(ctx, it)
-			mu.Lock()
-			defer mu.Unlock()
-			stopped = stopped || stop || err != nil
-			if first == nil {
-				first = err
-			}
-		})
-	}
-	wg.Wait()
-	return first
 }
 
 // followUps runs what follows recorded outcomes: the next wave's chunks

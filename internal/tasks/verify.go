@@ -57,26 +57,26 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	}
 	groups, loose, alone := neighbours(pend, windowSpan(rot))
 	v := &verification{h: h, log: log, rot: rot, r: r, list: rot.listNow(r.now)}
-	var calls []func(context.Context) (bool, error)
+	var calls []stageCall
 	for _, ps := range groups {
 		if !h.groupReady(rot, ps, inFlight, r) {
 			continue
 		}
-		calls = append(calls, func(ctx context.Context) (bool, error) { return v.page(ctx, ps) })
+		calls = append(calls, stageCall{APIListServers, func(ctx context.Context) (bool, error) { return v.page(ctx, ps) }})
 	}
 	for _, p := range alone {
-		calls = append(calls, func(ctx context.Context) (bool, error) { return v.one(ctx, p) })
+		calls = append(calls, stageCall{APIShowServer, func(ctx context.Context) (bool, error) { return v.one(ctx, p) }})
 	}
 	if len(loose) > 0 {
 		if v.sweeping() {
-			calls = append(calls, func(ctx context.Context) (bool, error) { return v.sweep(ctx, loose) })
+			calls = append(calls, stageCall{APIListServers, func(ctx context.Context) (bool, error) { return v.sweep(ctx, loose) }})
 		} else {
 			for _, p := range loose {
-				calls = append(calls, func(ctx context.Context) (bool, error) { return v.one(ctx, p) })
+				calls = append(calls, stageCall{APIShowServer, func(ctx context.Context) (bool, error) { return v.one(ctx, p) }})
 			}
 		}
 	}
-	err = each(ctx, calls, func(ctx context.Context, c func(context.Context) (bool, error)) (bool, error) { return c(ctx) })
+	err = h.runStage(ctx, calls)
 	return errors.Join(err, v.save(ctx))
 }
 
