@@ -49,7 +49,9 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	defer rdb.Close()
 
 	c.cph.UserAgent = "cph-rekey/" + version
-	c.cph.MaxIdleConnsPerHost = c.concurrency
+	// A connection for every task slot, and for the calls a tick keeps in
+	// flight besides (its stages widen with the API's round trip).
+	c.cph.MaxIdleConnsPerHost = c.concurrency + tasks.MaxTickCalls
 	api, err := cph.NewClient(c.cph)
 	if err != nil {
 		return fmt.Errorf("cph client: %w", err)
