@@ -23,16 +23,62 @@ const earlyTry = 50 * time.Millisecond
 // poll lists the jobs of every batch whose poll is due, a ListJobs call for
 // up to 20 batches of up to 100 jobs in all (one page), and records every
 // server whose job has ended: failed ones are retried or fail, succeeded
-// ones wait for verification (or succeed, without it). A call that must
-// wait leaves its batches due for the next tick; a batch is never listed
-// again for a read that had to wait. Then, while the ListJobs quota has
-// room, it polls early the batches whose first poll is near and whose jobs
-// should have ended by the latency learned so far.
+// ones wait for verification (or succeed, without it). While its calls
+// are out, batches that come due join them (until the round's deadline),
+// so a slow API's calls overlap rather than wait for a round's slowest. A
+// call that must wait leaves its batches due for the next tick; a batch is
+// never listed again for a read that had to wait. Then, while the ListJobs
+// quota has room, it polls early the batches whose first poll is near and
+// whose jobs should have ended by the latency learned so far.
 func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *round) error {
+	p := &polling{h: h, log: log, started: map[int]bool{}}
+	calls, soon, err := p.due(ctx, rot, r)
+	if err != nil {
+		return err
+	}
+	var subs []*round
+	more := func() ([]stageCall, error) {
+		now := h.now()
+		if !now.Before(r.deadline) || p.limited.Load() {
+			return nil, nil
+		}
+		rot, err := h.store.Rotation(ctx, rot.ID)
+		if err != nil || rot.Finished() {
+			return nil, err
+		}
+		sub := r.sub(now)
+		subs = append(subs, sub)
+		calls, _, err := p.due(ctx, rot, sub)
+		return calls, err
+	}
+	err = h.runStage(ctx, calls, more)
+	for _, sub := range subs {
+		r.merge(sub)
+	}
+	if err != nil || p.limited.Load() || len(soon) == 0 {
+		return err
+	}
+	ripe, _ := h.firstPoll(rot)
+	return h.pollEarly(ctx, log, rot, soon, ripe, r)
+}
+
+// polling is one round of the poll stage: the batches it has taken up.
+type polling struct {
+	h       *Handler
+	log     *slog.Logger
+	started map[int]bool // batches this round has polled or is polling (only the stage's runner touches it)
+	limited atomic.Bool  // a call had to wait for a token: start no more
+}
+
+// due returns the ListJobs calls for the batches due at r.now that the
+// round has not taken up yet, recording at once those with nothing left
+// to poll, and the batches due within the margin of their first poll.
+func (p *polling) due(ctx context.Context, rot *Rotation, r *round) ([]stageCall, []int, error) {
+	h := p.h
 	ripe, first := h.firstPoll(rot)
 	due, soon, after, err := h.store.DuePolls(ctx, rot.ID, r.now, r.now.Add(first-ripe), pollLimit)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	r.at(after)
 	if len(due) == pollLimit {
@@ -40,44 +86,41 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 	}
 	var open []*Batch
 	for _, n := range due {
+		if p.started[n] {
+			continue
+		}
+		p.started[n] = true
 		b, err := h.store.Batch(ctx, rot.ID, n)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		if b.Done || !b.Checkpointed {
 			if _, err := h.store.Resolve(ctx, rot.ID, n, rot.waveOfBatch(n), nil, time.Time{}, false, r.now); err != nil {
-				return err
+				return nil, nil, err
 			}
 			continue
 		}
 		if openJobs(b) == 0 {
 			// Only the answer's per-server errors are left to record.
-			if err := h.recordPoll(ctx, log, rot, b, nil, r); err != nil {
-				return err
+			if err := h.recordPoll(ctx, p.log, rot, b, nil, r); err != nil {
+				return nil, nil, err
 			}
 			continue
 		}
 		open = append(open, b)
 	}
-	var (
-		calls   []stageCall
-		limited atomic.Bool
-	)
+	var calls []stageCall
 	for _, group := range jobGroups(open) {
 		calls = append(calls, stageCall{APIListJobs, func(ctx context.Context) (bool, error) {
 			if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
 				r.waited(err)
-				limited.Store(true)
+				p.limited.Store(true)
 				return true, nil
 			}
-			return h.listJobs(ctx, log, rot, group, r)
+			return h.listJobs(ctx, p.log, rot, group, r)
 		}})
 	}
-	err = h.runStage(ctx, calls)
-	if err != nil || limited.Load() || len(soon) == 0 {
-		return err
-	}
-	return h.pollEarly(ctx, log, rot, soon, ripe, r)
+	return calls, soon, nil
 }
 
 // pollRejectLimit is how many times a batch's own ListJobs call may be

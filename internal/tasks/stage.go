@@ -92,32 +92,58 @@ type stageCall struct {
 // runStage runs calls in order, keeping in flight as many of each API as
 // h.callers allows, asked afresh before each start: the first answers
 // widen a stage that started before its API was timed, and a rate cut
-// narrows it. It starts no more once one returns stop or an error, and
-// returns the first error.
-func (h *Handler) runStage(ctx context.Context, calls []stageCall) error {
+// narrows it. Once calls run out, more (if not nil) is asked for the work
+// that has come due since, again after each call ends, until it has none
+// and no call is out: a slow API's calls then overlap instead of waiting
+// for the slowest of a round. It starts no more once one returns stop or
+// an error, and returns the first error.
+func (h *Handler) runStage(ctx context.Context, calls []stageCall, more func() ([]stageCall, error)) error {
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		ended   = sync.NewCond(&mu) // a call ended: a slot is free, or the stage stopped
 		busy    = map[string]int{}
+		out     int  // calls in flight
+		dry     bool // more had nothing, and no call has ended since
 		stopped bool
 		first   error
 	)
-	for _, c := range calls {
-		mu.Lock()
-		for !stopped && busy[c.api] >= h.callers(c.api) {
-			ended.Wait()
-		}
-		if stopped {
+	mu.Lock()
+	for !stopped {
+		if len(calls) == 0 {
+			if more == nil || dry {
+				if out == 0 {
+					break
+				}
+				ended.Wait()
+				continue
+			}
 			mu.Unlock()
-			break
+			next, err := more()
+			mu.Lock()
+			calls, dry = next, len(next) == 0
+			if err != nil {
+				stopped = true
+				if first == nil {
+					first = err
+				}
+			}
+			continue
 		}
+		c := calls[0]
+		if busy[c.api] >= h.callers(c.api) {
+			ended.Wait()
+			continue
+		}
+		calls = calls[1:]
 		busy[c.api]++
-		mu.Unlock()
+		out++
 		wg.Go(func() {
 			stop, err := c.fn(ctx)
 			mu.Lock()
 			busy[c.api]--
+			out--
+			dry = false
 			stopped = stopped || stop || err != nil
 			if first == nil {
 				first = err
@@ -126,6 +152,7 @@ func (h *Handler) runStage(ctx context.Context, calls []stageCall) error {
 			ended.Broadcast()
 		})
 	}
+	mu.Unlock()
 	wg.Wait()
 	return first
 }

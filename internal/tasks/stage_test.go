@@ -83,6 +83,7 @@ type slowJobs struct {
 	mu      sync.Mutex
 	now     int // calls in flight
 	peak    int
+	total   int // calls so far
 }
 
 func newSlowJobs() *slowJobs {
@@ -92,6 +93,7 @@ func newSlowJobs() *slowJobs {
 func (a *slowJobs) ListJobsOf(ctx context.Context, _ int, _ ...string) ([]cph.Job, error) {
 	a.mu.Lock()
 	a.now++
+	a.total++
 	a.peak = max(a.peak, a.now)
 	a.mu.Unlock()
 	a.started <- struct{}{}
@@ -106,6 +108,12 @@ func (a *slowJobs) ListJobsOf(ctx context.Context, _ int, _ ...string) ([]cph.Jo
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+func (a *slowJobs) made() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.total
 }
 
 func (a *slowJobs) inFlight() (now, peak int) {
@@ -130,8 +138,9 @@ func (a *slowJobs) awaitStarts(t *testing.T, n int) {
 }
 
 // pollRig is a rotation of chunks batches of 100 servers each, all
-// checkpointed and due, so its poll stage makes one ListJobs call a batch.
-func pollRig(t *testing.T, chunks int, api API, lim Limiter) (*Handler, *Rotation) {
+// checkpointed at now, so its poll stage makes one ListJobs call a batch.
+// Batch n's poll is due at now + dueIn(n); nil: all are due.
+func pollRig(t *testing.T, chunks int, api API, lim Limiter, now time.Time, dueIn func(n int) time.Duration) (*Handler, *Rotation) {
 	t.Helper()
 	ctx := context.Background()
 	store := NewStore(testredis.Mini(t).Client(t), "")
@@ -145,7 +154,9 @@ func pollRig(t *testing.T, chunks int, api API, lim Limiter) (*Handler, *Rotatio
 	}
 	rot := testRotation("r1", cs)
 	rot.ChunkSize = cph.JobsPageSize
-	now := time.Now()
+	if dueIn == nil {
+		dueIn = func(int) time.Duration { return -time.Second }
+	}
 	if _, err := store.Create(ctx, rot, cs, nil, now); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +165,7 @@ func pollRig(t *testing.T, chunks int, api API, lim Limiter) (*Handler, *Rotatio
 		for _, e := range c {
 			jobs[e.ServerID] = "job-" + e.ServerID
 		}
-		if _, err := store.Checkpoint(ctx, "r1", n+1, len(c), fmt.Sprintf("req-%d", n+1), jobs, nil, now, now.Add(-time.Second)); err != nil {
+		if _, err := store.Checkpoint(ctx, "r1", n+1, len(c), fmt.Sprintf("req-%d", n+1), jobs, nil, now, now.Add(dueIn(n+1))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -179,10 +190,10 @@ func TestStageKeepsRateTimesLatencyInFlight(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			api := newSlowJobs()
-			h, rot := pollRig(t, 40, api, rated(tt.rate))
+			at := time.Now()
+			h, rot := pollRig(t, 40, api, rated(tt.rate), at, nil)
 			// The clock stands still: the answers below take no time, so
 			// only the latency given here sizes the stage.
-			at := time.Now()
 			h.now = func() time.Time { return at }
 			h.lat.observe(APIListJobs, tt.latency)
 			want := stageCallers(tt.rate, tt.latency)
@@ -211,9 +222,9 @@ func TestStageKeepsRateTimesLatencyInFlight(t *testing.T) {
 // out, and widens as soon as that answer shows the latency.
 func TestStageWidensWithTheFirstAnswer(t *testing.T) {
 	api := newSlowJobs()
-	h, rot := pollRig(t, 40, api, rated(20))
-	var mu sync.Mutex
 	at := time.Now()
+	h, rot := pollRig(t, 40, api, rated(20), at, nil)
+	var mu sync.Mutex
 	h.now = func() time.Time {
 		mu.Lock()
 		defer mu.Unlock()
@@ -238,5 +249,50 @@ func TestStageWidensWithTheFirstAnswer(t *testing.T) {
 	}
 	if _, peak := api.inFlight(); peak != want {
 		t.Fatalf("at most %d calls were in flight, want %d", peak, want)
+	}
+}
+
+// Batches that come due while a stage's calls are out join them at once:
+// the stage does not wait for its slowest call before it takes up more,
+// and polls each batch once.
+func TestStageTakesUpWorkThatComesDue(t *testing.T) {
+	api := newSlowJobs()
+	at := time.Now()
+	// Batches 1-10 are due now, 11-30 a second later.
+	h, rot := pollRig(t, 30, api, rated(20), at, func(n int) time.Duration {
+		if n <= 10 {
+			return -time.Second
+		}
+		return time.Second
+	})
+	var mu sync.Mutex
+	now := at
+	h.now = func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	// 26 in flight; 30 once the answer below has taken 2 s (an average of
+	// 1.125 s).
+	h.lat.observe(APIListJobs, time.Second)
+	done := make(chan error, 1)
+	go func() {
+		done <- h.poll(context.Background(), h.log, rot, &round{now: at, deadline: at.Add(tickBudget)})
+	}()
+	api.awaitStarts(t, 10)
+	mu.Lock()
+	now = at.Add(2 * time.Second)
+	mu.Unlock()
+	api.release <- struct{}{} // one answer: the stage looks for more
+	api.awaitStarts(t, 20)
+	if n, _ := api.inFlight(); n != 29 {
+		t.Fatalf("%d calls in flight, want the 9 left of the first 10 and the 20 that came due", n)
+	}
+	close(api.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := api.made(); got != 30 {
+		t.Fatalf("%d ListJobs calls, want 30: one a batch", got)
 	}
 }

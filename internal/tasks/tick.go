@@ -107,7 +107,7 @@ func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, other
 		if err != nil {
 			return time.Time{}, false, finished, err
 		}
-		r := &round{now: h.now()}
+		r := &round{now: h.now(), deadline: deadline}
 		r.at(r.now.Add(h.cfg.PollCap))
 		if err := stage(rot, r); err != nil {
 			return time.Time{}, false, finished, err
@@ -163,12 +163,34 @@ func earliest(ts ...time.Time) time.Time {
 // round is what one tick's stages found: when the next tick is due, and
 // whether this one finished the rotation.
 type round struct {
-	now      time.Time
+	now time.Time
+	// deadline: a stage takes up no more work that comes due after it
+	// (zero: only the work due at now).
+	deadline time.Time
 	kick     chan<- struct{} // told of servers put up for verification (nil: nobody listens)
 	mu       sync.Mutex
 	next     time.Time
 	finished bool
 	advanced bool // a wave ended and the next one started
+}
+
+// sub returns a round for work a stage takes up at now, while this
+// round's calls are out: its own clock, this round's deadline and
+// listener. merge folds it back in once the stage is done.
+func (r *round) sub(now time.Time) *round {
+	return &round{now: now, deadline: r.deadline, kick: r.kick}
+}
+
+// merge folds what a sub-round found into r.
+func (r *round) merge(s *round) {
+	s.mu.Lock()
+	next, finished, advanced := s.next, s.finished, s.advanced
+	s.mu.Unlock()
+	r.at(next)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.finished = r.finished || finished
+	r.advanced = r.advanced || advanced
 }
 
 // verifying tells the verification stage that servers wait for it.

@@ -76,7 +76,7 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 			}
 		}
 	}
-	err = h.runStage(ctx, calls)
+	err = h.runStage(ctx, calls, nil)
 	return errors.Join(err, v.save(ctx))
 }
 
