@@ -89,13 +89,17 @@ type stageCall struct {
 	fn  func(ctx context.Context) (stop bool, err error)
 }
 
+// askGap spaces a stage's looks for work that has come due while its calls
+// are out (each reads Redis), as the tick's rounds are spaced.
+const askGap = 100 * time.Millisecond
+
 // runStage runs calls in order, keeping in flight as many of each API as
 // h.callers allows, asked afresh before each start: the first answers
 // widen a stage that started before its API was timed, and a rate cut
-// narrows it. Once calls run out, more (if not nil) is asked for the work
-// that has come due since, again after each call ends, until it has none
-// and no call is out: a slow API's calls then overlap instead of waiting
-// for the slowest of a round. It starts no more once one returns stop or
+// narrows it. Once calls run out, and while some are out, more (if not
+// nil) is asked for the work that has come due since, again after a call
+// ends (at most every askGap): a slow API's calls then overlap instead of
+// waiting for the slowest of a round. It starts no more once one returns stop or
 // an error, and returns the first error.
 func (h *Handler) runStage(ctx context.Context, calls []stageCall, more func() ([]stageCall, error)) error {
 	var (
@@ -109,9 +113,12 @@ func (h *Handler) runStage(ctx context.Context, calls []stageCall, more func() (
 		first   error
 	)
 	mu.Lock()
+	var asked time.Time
 	for !stopped {
 		if len(calls) == 0 {
-			if more == nil || dry {
+			// Only while calls are out: with none, the round is over and
+			// the stage's next one looks.
+			if more == nil || dry || out == 0 {
 				if out == 0 {
 					break
 				}
@@ -119,6 +126,8 @@ func (h *Handler) runStage(ctx context.Context, calls []stageCall, more func() (
 				continue
 			}
 			mu.Unlock()
+			time.Sleep(askGap - time.Since(asked))
+			asked = time.Now()
 			next, err := more()
 			mu.Lock()
 			calls, dry = next, len(next) == 0

@@ -47,37 +47,98 @@ const sweepPerRound = 20
 // round and is never a failure. A read that fails is tried again; a server
 // whose reads kept failing for Config.JobTimeout from the first failure is
 // recorded with CodeVerifyUnavailable, never as a mismatch.
+//
+// While its reads are out, servers that come up for verification join
+// them (until the round's deadline), read as a round of their own would
+// read them, so a slow API's reads overlap rather than wait for the
+// slowest of a round.
 func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r *round) error {
-	pend, inFlight, err := h.store.Verifying(ctx, rot.ID, rot.Wave, verifyLimit)
-	if err != nil || len(pend) == 0 {
+	vr := &verifyRound{taken: map[string]bool{}}
+	calls, err := h.verifyCalls(ctx, log, rot, r, vr)
+	if err != nil {
 		return err
+	}
+	var subs []*round
+	more := func() ([]stageCall, error) {
+		now := h.now()
+		if !now.Before(r.deadline) {
+			return nil, nil
+		}
+		rot, err := h.store.Rotation(ctx, rot.ID)
+		if err != nil || rot.Finished() {
+			return nil, err
+		}
+		sub := r.sub(now)
+		subs = append(subs, sub)
+		return h.verifyCalls(ctx, log, rot, sub, vr)
+	}
+	err = h.runStage(ctx, calls, more)
+	for _, sub := range subs {
+		r.merge(sub)
+	}
+	// In the order they began: the last learned of the list is kept.
+	for _, v := range vr.vs {
+		err = errors.Join(err, v.save(ctx))
+	}
+	return err
+}
+
+// verifyRound is what a round of the verification stage has taken up,
+// shared by the looks it takes while its reads are out (only the stage's
+// runner touches it).
+type verifyRound struct {
+	taken map[string]bool // servers read or being read
+	swept bool            // a sweep was started: no second one
+	vs    []*verification // one a look, each saved when the round ends
+}
+
+// verifyCalls returns the reads of one look at the servers waiting for
+// verification, leaving out those the round has taken up.
+func (h *Handler) verifyCalls(ctx context.Context, log *slog.Logger, rot *Rotation, r *round, vr *verifyRound) ([]stageCall, error) {
+	pend, inFlight, err := h.store.Verifying(ctx, rot.ID, rot.Wave, verifyLimit)
+	if err != nil {
+		return nil, err
 	}
 	if len(pend) == verifyLimit {
 		r.at(r.now)
 	}
+	pend = slices.DeleteFunc(pend, func(p Pending) bool { return vr.taken[p.ServerID] })
+	if len(pend) == 0 {
+		return nil, nil
+	}
+	take := func(ps ...Pending) {
+		for _, p := range ps {
+			vr.taken[p.ServerID] = true
+		}
+	}
 	groups, loose, alone := neighbours(pend, windowSpan(rot))
 	v := &verification{h: h, log: log, rot: rot, r: r, list: rot.listNow(r.now)}
+	vr.vs = append(vr.vs, v)
 	var calls []stageCall
 	for _, ps := range groups {
 		if !h.groupReady(rot, ps, inFlight, r) {
 			continue
 		}
+		take(ps...)
 		calls = append(calls, stageCall{APIListServers, func(ctx context.Context) (bool, error) { return v.page(ctx, ps) }})
 	}
+	take(alone...)
 	for _, p := range alone {
 		calls = append(calls, stageCall{APIShowServer, func(ctx context.Context) (bool, error) { return v.one(ctx, p) }})
 	}
-	if len(loose) > 0 {
-		if v.sweeping() {
-			calls = append(calls, stageCall{APIListServers, func(ctx context.Context) (bool, error) { return v.sweep(ctx, loose) }})
-		} else {
-			for _, p := range loose {
-				calls = append(calls, stageCall{APIShowServer, func(ctx context.Context) (bool, error) { return v.one(ctx, p) }})
-			}
+	switch {
+	case len(loose) == 0, vr.swept:
+	case v.sweeping():
+		vr.swept = true
+		take(loose...)
+		calls = append(calls, stageCall{APIListServers, func(ctx context.Context) (bool, error) { return v.sweep(ctx, loose) }})
+	default:
+		take(loose...)
+		for _, p := range loose {
+			calls = append(calls, stageCall{APIShowServer, func(ctx context.Context) (bool, error) { return v.one(ctx, p) }})
 		}
 	}
-	err = h.runStage(ctx, calls, nil)
-	return errors.Join(err, v.save(ctx))
+	return calls, nil
 }
 
 // windowSpan is how many places of the plan one read covers: a page, or
