@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,8 +49,12 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 		}
 		sub := r.sub(now)
 		subs = append(subs, sub)
-		calls, _, err := p.due(ctx, rot, sub)
-		return calls, err
+		calls, soon, err := p.due(ctx, rot, sub)
+		if err != nil || len(calls) > 0 || len(soon) == 0 {
+			return calls, err
+		}
+		// Nothing is due: the quota may be idle, as at the end of a round.
+		return p.early(ctx, rot, soon, sub)
 	}
 	err = h.runStage(ctx, calls, more)
 	for _, sub := range subs {
@@ -66,8 +71,62 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 type polling struct {
 	h       *Handler
 	log     *slog.Logger
-	started map[int]bool // batches this round has polled or is polling (only the stage's runner touches it)
+	mu      sync.Mutex
+	started map[int]bool // batches this round has polled or is polling
 	limited atomic.Bool  // a call had to wait for a token: start no more
+}
+
+// take takes batch n up for the round, unless it was already.
+func (p *polling) take(n int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started[n] {
+		return false
+	}
+	p.started[n] = true
+	return true
+}
+
+func (p *polling) taken(n int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.started[n]
+}
+
+// giveBack leaves batches to a later look of the round.
+func (p *polling) giveBack(bs []*Batch) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range bs {
+		delete(p.started, b.N)
+	}
+}
+
+// early returns a poll of the batches of soon whose jobs should have
+// ended, taken up by the round, for a look that found nothing due while
+// calls are out: it goes if a ListJobs token comes at once (the quota is
+// idle), and gives them back otherwise, as pollEarly does at a round's
+// end.
+func (p *polling) early(ctx context.Context, rot *Rotation, soon []int, r *round) ([]stageCall, error) {
+	h := p.h
+	ripe, _ := h.firstPoll(rot)
+	ready, err := h.ripened(ctx, rot, soon, ripe, r, p.taken)
+	if err != nil || len(ready) == 0 {
+		return nil, err
+	}
+	for _, b := range ready {
+		p.take(b.N)
+	}
+	return []stageCall{{APIListJobs, func(ctx context.Context) (bool, error) {
+		tctx, cancel := context.WithTimeout(ctx, earlyTry)
+		err := h.limiter.Wait(tctx, APIListJobs)
+		cancel()
+		if err != nil {
+			p.giveBack(ready)
+			return false, ctx.Err()
+		}
+		return h.listJobs(ctx, p.log, rot, ready, r)
+	}}}, nil
 }
 
 // due returns the ListJobs calls for the batches due at r.now that the
@@ -86,10 +145,9 @@ func (p *polling) due(ctx context.Context, rot *Rotation, r *round) ([]stageCall
 	}
 	var open []*Batch
 	for _, n := range due {
-		if p.started[n] {
+		if !p.take(n) {
 			continue
 		}
-		p.started[n] = true
 		b, err := h.store.Batch(ctx, rot.ID, n)
 		if err != nil {
 			return nil, nil, err
@@ -140,17 +198,32 @@ func (h *Handler) pollEarly(ctx context.Context, log *slog.Logger, rot *Rotation
 	if err != nil {
 		return ctx.Err() // no room now: they are polled when due
 	}
-	// Soonest first, as many as one call carries; a batch that does not fit
-	// waits for its poll.
+	ready, err := h.ripened(ctx, rot, soon, ripe, r, func(int) bool { return false })
+	if err != nil || len(ready) == 0 {
+		// Without any, the token is spent: no poll would take it as soon.
+		return err
+	}
+	_, err = h.listJobs(ctx, log, rot, ready, r)
+	return err
+}
+
+// ripened returns, soonest first, as many batches of soon as one ListJobs
+// call carries whose jobs should have ended (submitted ripe ago), but
+// those skip names; a batch that does not fit waits for its poll. It asks
+// for a round when the next one ripens.
+func (h *Handler) ripened(ctx context.Context, rot *Rotation, soon []int, ripe time.Duration, r *round, skip func(n int) bool) ([]*Batch, error) {
 	var ready []*Batch
 	jobs := 0
 	for _, n := range soon {
 		if len(ready) == cph.MaxRequestIDs || jobs == cph.JobsPageSize {
 			break
 		}
+		if skip(n) {
+			continue
+		}
 		b, err := h.store.Batch(ctx, rot.ID, n)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if b.Done || !b.Checkpointed || b.Round > 0 || openJobs(b) == 0 || jobs+len(b.Jobs) > cph.JobsPageSize {
 			continue
@@ -162,12 +235,7 @@ func (h *Handler) pollEarly(ctx context.Context, log *slog.Logger, rot *Rotation
 		ready = append(ready, b)
 		jobs += len(b.Jobs)
 	}
-	if len(ready) == 0 {
-		// The token is spent: no poll would take it as soon.
-		return nil
-	}
-	_, err = h.listJobs(ctx, log, rot, ready, r)
-	return err
+	return ready, nil
 }
 
 // listJobs makes one ListJobs call for group, with a token in hand, and
