@@ -99,21 +99,21 @@ const askGap = 100 * time.Millisecond
 // narrows it. Once calls run out, and while some are out, more (if not
 // nil) is asked for the work that has come due since, again after a call
 // ends (at most every askGap): a slow API's calls then overlap instead of
-// waiting for the slowest of a round. It starts no more once one returns stop or
-// an error, and returns the first error.
+// waiting for the slowest of a round. It starts no more once one returns
+// stop or an error, or ctx is done, and returns the first error.
 func (h *Handler) runStage(ctx context.Context, calls []stageCall, more func() ([]stageCall, error)) error {
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		ended   = sync.NewCond(&mu) // a call ended: a slot is free, or the stage stopped
 		busy    = map[string]int{}
-		out     int  // calls in flight
-		dry     bool // more had nothing, and no call has ended since
+		out     int       // calls in flight
+		dry     bool      // more had nothing, and no call has ended since
+		asked   time.Time // when more was last asked
 		stopped bool
 		first   error
 	)
 	mu.Lock()
-	var asked time.Time
 	for !stopped {
 		if len(calls) == 0 {
 			// Only while calls are out: with none, the round is over and
@@ -126,9 +126,8 @@ func (h *Handler) runStage(ctx context.Context, calls []stageCall, more func() (
 				continue
 			}
 			mu.Unlock()
-			time.Sleep(askGap - time.Since(asked))
+			next, err := ask(ctx, more, askGap-time.Since(asked))
 			asked = time.Now()
-			next, err := more()
 			mu.Lock()
 			calls, dry = next, len(next) == 0
 			if err != nil {
@@ -164,4 +163,19 @@ func (h *Handler) runStage(ctx context.Context, calls []stageCall, more func() (
 	mu.Unlock()
 	wg.Wait()
 	return first
+}
+
+// ask asks more for a stage's next calls after wait, unless ctx is done
+// first.
+func ask(ctx context.Context, more func() ([]stageCall, error), wait time.Duration) ([]stageCall, error) {
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+	return more()
 }
