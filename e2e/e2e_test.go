@@ -322,8 +322,8 @@ func TestRotationWithFaults(t *testing.T) {
 		})
 		env := baseEnv(r, f)
 		st := startRotation(t, env, "--max-attempts", "5", writeTargets(t, f))
-		if !st.Created || st.Enqueued != 20 || st.Servers != 2000 {
-			t.Fatalf("start = %+v, want 2000 servers in 20 chunks", st)
+		if !st.Created || st.Chunks != 20 || st.Enqueued != 16 || st.Servers != 2000 {
+			t.Fatalf("start = %+v, want 2000 servers in 20 chunks, the first 16 enqueued", st)
 		}
 		startWorker(t, env)
 		startWorker(t, env)

@@ -64,6 +64,7 @@ type config struct {
 	concurrency int
 	jobLatency  time.Duration
 	jobJitter   time.Duration
+	apiLatency  latency // every API answer's latency in the defaults' twin runs (0: none)
 	firstPoll   time.Duration
 	pollCap     time.Duration
 	halveAt     float64
@@ -90,7 +91,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		fmt.Fprintf(stderr, "Usage: rekeybench [flags]\n\n"+
 			"Runs cph-rekey's quota benchmarks (issue 4) with the real worker, enqueue and cphsim binaries\n"+
 			"against a real Redis, and prints one Markdown table per scenario:\n"+
-			"  defaults  cph-rekey at its defaults, every API at Q: 0 %% and 5 %% transient job failures, and --verify=false\n"+
+			"  defaults  cph-rekey at its defaults, every API at Q: 0 %% and 5 %% transient job failures, a moving list,\n"+
+			"            no places, --verify=false; each at 0 ms and again at --latency per API answer\n"+
 			"  quota     the defaults' rows, then a sequential client and 4 workers with local limiters at Q and Q/4\n"+
 			"  subset    a rotation of every --subset'th server of the project: which way verification reads\n"+
 			"  halve     the simulator's UpdateKeypair quota halves mid-run: how long until 429s stop, quota use after\n"+
@@ -119,6 +121,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.concurrency, "concurrency", 20, "--concurrency of every worker process")
 	fs.DurationVar(&c.jobLatency, "job-latency", 2*time.Second, "the simulator's job latency")
 	fs.DurationVar(&c.jobJitter, "job-jitter", 0, "the simulator's job latency spread (latency ± jitter)")
+	fs.DurationVar(&c.apiLatency.mean, "latency", 300*time.Millisecond, "defaults and quota scenarios: every cph-rekey run again with each API answer waiting this long (cphsim --latency), beside the 0 ms run; 0: no latency runs")
+	fs.DurationVar(&c.apiLatency.jitter, "latency-jitter", 150*time.Millisecond, "spread of --latency: each answer waits latency ± jitter, uniformly")
 	fs.DurationVar(&c.firstPoll, "first-poll", 0, "--first-poll of the workers (and the sequential client's first poll); 0: the worker's default")
 	fs.DurationVar(&c.pollCap, "poll-cap", 0, "--poll-cap of the workers; 0: the worker's default")
 	fs.Float64Var(&c.halveAt, "halve-at", 0.3, "halve scenario: halve the quota when this `fraction` of the chunks is submitted")
@@ -175,6 +179,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.jobJitter < 0 || c.jobJitter > c.jobLatency {
 		return nil, fmt.Errorf("--job-jitter %s: want 0 to --job-latency (%s)", c.jobJitter, c.jobLatency)
+	}
+	if c.apiLatency.mean < 0 {
+		return nil, fmt.Errorf("--latency %s: want 0 (no latency runs) or a positive duration", c.apiLatency.mean)
+	}
+	if c.apiLatency.jitter < 0 || c.apiLatency.jitter > c.apiLatency.mean {
+		return nil, fmt.Errorf("--latency-jitter %s: want 0 to --latency (%s)", c.apiLatency.jitter, c.apiLatency.mean)
 	}
 	if !(c.halveAt > 0 && c.halveAt < 1) {
 		return nil, fmt.Errorf("--halve-at %v: want a fraction in (0, 1)", c.halveAt)
@@ -259,20 +269,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitFailure
 	}
 	defer b.close()
-	fmt.Fprintf(stdout, "rekeybench %s, GOMAXPROCS %d, Redis %s, Q = %d/s for every API, worker rates --submit-rate %s --poll-rate %s --read-rate %s, job latency %s±%s, chunk %d, first poll %s, poll cap %s\n\n",
+	fmt.Fprintf(stdout, "rekeybench %s, GOMAXPROCS %d, Redis %s, Q = %d/s for every API, worker rates --submit-rate %s --poll-rate %s --read-rate %s, job latency %s±%s, API latency %s, chunk %d, first poll %s, poll cap %s\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), b.cpus, c.redisURL, c.quota, b.fleetRate(c.submitBurst), b.fleetRate(c.pollBurst), b.fleetRate(c.readBurst),
-		c.jobLatency, c.jobJitter, c.chunkSize, orDefault(c.firstPoll), orDefault(c.pollCap))
+		c.jobLatency, c.jobJitter, c.apiLatency.both(), c.chunkSize, orDefault(c.firstPoll), orDefault(c.pollCap))
 	if h := c.adaptive.header(); h != "" {
 		fmt.Fprintf(stdout, "%s\n\n", h)
 	}
 	failed := false
 	for _, s := range c.scenarios {
-		var t *table
+		var (
+			t  *table
+			ts []*table
+		)
 		switch s {
 		case "defaults":
-			t, err = b.defaultsScenario(ctx, false)
+			ts, err = b.defaultsScenario(ctx, false)
 		case "quota":
-			t, err = b.defaultsScenario(ctx, true)
+			ts, err = b.defaultsScenario(ctx, true)
 		case "subset":
 			t, err = b.subsetScenario(ctx)
 		case "halve":
@@ -283,6 +296,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			t, err = b.adaptiveScenario(ctx, s)
 		}
 		if t != nil {
+			ts = append(ts, t)
+		}
+		for _, t := range ts {
 			t.write(stdout)
 			failed = failed || t.failed
 		}
@@ -296,6 +312,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitFailure
 	}
 	return exitOK
+}
+
+// latency is how long the simulator's API answers wait: mean ± jitter,
+// uniformly (cphsim --latency, --latency-jitter).
+type latency struct{ mean, jitter time.Duration }
+
+func (l latency) String() string {
+	if l.jitter == 0 {
+		return l.mean.String()
+	}
+	return l.mean.String() + "±" + l.jitter.String()
+}
+
+// both names the API latencies the defaults run at: 0, and l unless it is 0.
+func (l latency) both() string {
+	if l.mean == 0 {
+		return "0"
+	}
+	return "0 and " + l.String()
 }
 
 // orDefault shows a duration flag, 0 meaning the worker's default.

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,8 +28,17 @@ func TestParseConfig(t *testing.T) {
 			return len(c.scenarios) == len(allScenarios) && c.servers == 20000 && c.quota == 20 && c.workers == 4 &&
 				c.redisURL == "redis://127.0.0.1:6379/13" && len(c.scale) == 3 && c.scale[2] == 16 &&
 				c.submitBurst == 1 && c.pollBurst == 5 && c.readBurst == 5 && c.chunkSize == tasks.DefaultChunkSize &&
-				c.firstPoll == 0 && c.pollCap == 0 && fmt.Sprint(c.failRates) == "[0 0.05]"
+				c.firstPoll == 0 && c.pollCap == 0 && fmt.Sprint(c.failRates) == "[0 0.05]" &&
+				c.apiLatency == latency{300 * time.Millisecond, 150 * time.Millisecond}
 		}},
+		{args: []string{"--latency", "0", "--latency-jitter", "0"}, check: func(c *config) bool {
+			return c.apiLatency == latency{} && c.apiLatency.both() == "0"
+		}},
+		{env: map[string]string{"REKEY_BENCH_LATENCY": "200ms", "REKEY_BENCH_LATENCY_JITTER": "100ms"}, check: func(c *config) bool {
+			return c.apiLatency.both() == "0 and 200ms±100ms"
+		}},
+		{args: []string{"--latency", "-1s"}, wantErr: "--latency -1s: want 0 (no latency runs) or a positive duration"},
+		{args: []string{"--latency", "100ms"}, wantErr: "--latency-jitter 150ms: want 0 to --latency (100ms)"},
 		{args: []string{"--scenario", "halve,scale", "--scale", "2,8"}, check: func(c *config) bool {
 			return len(c.scenarios) == 2 && c.scenarios[0] == "halve" && len(c.scale) == 2 && c.scale[1] == 8
 		}},
@@ -117,6 +128,35 @@ func TestSmoke(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "| 1 | ") || !strings.Contains(out.String(), " | ok |") {
 		t.Fatalf("no checked row for 1 worker in:\n%s", out.String())
+	}
+}
+
+// The latency table sets each run beside its 0 ms twin: the wall ratio,
+// and the plan against its pages at the read rate.
+func TestLatencyTable(t *testing.T) {
+	c := &config{servers: 20000, quota: 20, workers: 4, apiLatency: latency{300 * time.Millisecond, 150 * time.Millisecond}}
+	b := &bench{c: c}
+	const s = time.Second
+	run := func(wall, plan time.Duration, planned int, check error) *result {
+		return &result{wall: wall, plan: plan, planned: planned, check: check}
+	}
+	tb := b.latencyTable([]string{"still", "still at 300ms", "no places", "no places at 300ms"}, []*result{
+		run(13*s, s, 205, nil), run(14300*time.Millisecond, 12300*time.Millisecond, 205, nil),
+		run(17*s, 0, 0, nil), run(17*s, 0, 0, errors.New("server x appears twice")),
+	})
+	if len(tb.rows) != 2 {
+		t.Fatalf("%d rows, want one a pair", len(tb.rows))
+	}
+	for i, want := range [][]string{
+		{"still", "13.0 s", "14.3 s", "1.10", "1.0 s", "12.3 s", "205", "10.2 s", "1.20", "0 / 0"},
+		{"no places", "17.0 s", "17.0 s", "1.00", "0.0 s", "0.0 s", "0", "n/a", "n/a (no plan reads)", "0 / 0"},
+	} {
+		if got := tb.rows[i][:len(want)]; !slices.Equal(got, want) {
+			t.Errorf("row %d = %q, want %q", i, got, want)
+		}
+	}
+	if last := tb.rows[1][len(tb.rows[1])-1]; !strings.HasPrefix(last, "FAILED: server x") || !tb.failed {
+		t.Errorf("a twin's failed check shows as %q (table failed %v)", last, tb.failed)
 	}
 }
 

@@ -202,14 +202,15 @@ type sim struct {
 	url string
 }
 
-// startSim starts the simulator with n servers, quota q for every API and
-// a share failRate of jobs failing transiently, and reads its URL from its
-// first stdout line.
-func (b *bench) startSim(ctx context.Context, n int, q, failRate float64, churn [2]float64) (*sim, error) {
+// startSim starts the simulator with n servers, quota q for every API, a
+// share failRate of jobs failing transiently, churn and every API answer
+// waiting lat, and reads its URL from its first stdout line.
+func (b *bench) startSim(ctx context.Context, n int, q, failRate float64, churn [2]float64, lat latency) (*sim, error) {
 	args := []string{"--ak", benchAK, "--sk", benchSK, "--project-id", benchProject,
 		"--servers", strconv.Itoa(n), "--quota-update", fmt.Sprint(q), "--quota-list", fmt.Sprint(q), "--quota-read", fmt.Sprint(q),
 		"--fail-rate", fmt.Sprint(failRate), "--create-rate", fmt.Sprint(churn[0]), "--delete-rate", fmt.Sprint(churn[1]),
-		"--job-latency", b.c.jobLatency.String(), "--job-jitter", b.c.jobJitter.String(), "--seed", "1"}
+		"--job-latency", b.c.jobLatency.String(), "--job-jitter", b.c.jobJitter.String(),
+		"--latency", lat.mean.String(), "--latency-jitter", lat.jitter.String(), "--seed", "1"}
 	args = append(args, b.c.adaptive.simArgs()...)
 	pr, pw := io.Pipe()
 	p, err := b.start("cphsim", "cphsim", args, os.Environ(), pw)

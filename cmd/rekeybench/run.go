@@ -31,9 +31,10 @@ type result struct {
 	samples []sample     // /_sim/stats every --sample, in order
 	final   cphsim.Stats // after the run, the plan's reads included
 	rot     *tasks.Rotation
-	planned int   // ListServers calls of enqueue's plan
-	rss     int64 // the largest peak RSS of the worker processes
-	check   error // nil when the run's outcome is right
+	planned int           // ListServers calls of enqueue's plan
+	plan    time.Duration // enqueue start, from its start to its exit
+	rss     int64         // the largest peak RSS of the worker processes
+	check   error         // nil when the run's outcome is right
 }
 
 // accepted counts the calls of api the simulator served (not 429, not a
@@ -152,6 +153,7 @@ type rotationRun struct {
 	readRate             string // worker --read-rate; empty: the submit rate
 	failRate             float64
 	churn                [2]float64 // servers the simulator creates and deletes a second, from its start
+	latency              latency    // every API answer's
 	every                int        // rotate every every'th server of the project (0, 1: all)
 	enqueue              []string   // extra flags of enqueue start
 	onSample             func(*sim, sample)
@@ -167,7 +169,7 @@ func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err er
 	if err := b.flush(ctx); err != nil {
 		return nil, fmt.Errorf("flushdb: %w", err)
 	}
-	s, err := b.startSim(ctx, n, float64(b.c.quota), rr.failRate, rr.churn)
+	s, err := b.startSim(ctx, n, float64(b.c.quota), rr.failRate, rr.churn, rr.latency)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +204,9 @@ func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err er
 		onSample = func(smp sample) { rr.onSample(s, smp) }
 	}
 	sm := b.startSampler(ctx, s, onSample)
+	planStart := time.Now()
 	id, err := b.enqueueStart(ctx, env, file, rr.enqueue...)
+	plan := time.Since(planStart)
 	if err != nil {
 		sm.finish()
 		return nil, err
@@ -221,7 +225,7 @@ func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err er
 		return nil, err
 	}
 	res = &result{servers: len(servers), chunks: chunksOf(len(servers), b.c.chunkSize), wall: rot.FinishedAt.Sub(rot.CreatedAt), samples: samples, rot: rot,
-		planned: planned.Calls[cphsim.APIListServers]}
+		planned: planned.Calls[cphsim.APIListServers], plan: plan}
 	for _, w := range ws {
 		res.rss = max(res.rss, w.peakRSS())
 	}
@@ -365,7 +369,7 @@ func (b *bench) sequential(ctx context.Context) (*result, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.c.runTimeout)
 	defer cancel()
 	q := float64(b.c.quota)
-	s, err := b.startSim(ctx, n, q, 0, [2]float64{})
+	s, err := b.startSim(ctx, n, q, 0, [2]float64{}, latency{})
 	if err != nil {
 		return nil, err
 	}

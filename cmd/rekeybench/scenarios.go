@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -70,7 +71,7 @@ func (b *bench) progress(format string, args ...any) {
 	fmt.Fprintf(b.stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
-var quotaHeader = []string{"run", "wall", "lower bound", "ratio", "429s", "UpdateKeypair", "ListJobs", "ListServers (plan + verify)", "ShowServer",
+var quotaHeader = []string{"run", "wall", "lower bound", "ratio", "plan", "429s", "UpdateKeypair", "ListJobs", "ListServers (plan + verify)", "ShowServer",
 	"API calls / server", "submit rate ÷ Q", "worker RSS", "check"}
 
 // lowerBoundOf is the fastest a run can be: its first attempts' calls at Q
@@ -109,16 +110,19 @@ func (b *bench) quotaRow(t *table, name string, r *result, failRate float64) {
 	if r.rss > 0 {
 		rss = fmt.Sprintf("%d MiB", r.rss>>20)
 	}
-	t.add(r.check, name, secs(r.wall), secs(lb), fmt.Sprintf("%.2f", r.wall.Seconds()/lb.Seconds()),
+	t.add(r.check, name, secs(r.wall), secs(lb), fmt.Sprintf("%.2f", r.wall.Seconds()/lb.Seconds()), secs(r.plan),
 		fmt.Sprint(r.throttled()), fmt.Sprint(c[cphsim.APIUpdateKeypair]), fmt.Sprint(c[cphsim.APIListJobs]),
 		fmt.Sprintf("%d + %d", r.planned, c[cphsim.APIListServers]-r.planned), fmt.Sprint(c[cphsim.APIShowServer]),
 		fmt.Sprintf("%.4f", r.callsPerServer()), pct(r.rateShare(cphsim.APIUpdateKeypair, q)), rss)
 }
 
 // defaultsScenario runs cph-rekey at its defaults with every API at Q:
-// once per --fail-rates, and with --verify=false; with baselines, then a
-// sequential client and asynq's per-process limiter at Q and at Q/4.
-func (b *bench) defaultsScenario(ctx context.Context, baselines bool) (*table, error) {
+// once per --fail-rates, on a moving list, without places and with
+// --verify=false, each again with every API answer waiting --latency;
+// with baselines, then a sequential client and asynq's per-process
+// limiter at Q and at Q/4. With --latency, a second table sets each
+// latency run beside its 0 ms twin.
+func (b *bench) defaultsScenario(ctx context.Context, baselines bool) ([]*table, error) {
 	c := b.c
 	q := float64(c.quota)
 	title := "Defaults"
@@ -126,10 +130,11 @@ func (b *bench) defaultsScenario(ctx context.Context, baselines bool) (*table, e
 		title = "Quota"
 	}
 	t := &table{
-		title: fmt.Sprintf("%s: %d servers (the whole project), chunk %d, Q = %d req/s for every API, job latency %s, %d worker processes, verification on",
-			title, c.servers, c.chunkSize, c.quota, c.jobLatency, c.workers),
+		title: fmt.Sprintf("%s: %d servers (the whole project), chunk %d, Q = %d req/s for every API, job latency %s, API latency %s, %d worker processes, verification on",
+			title, c.servers, c.chunkSize, c.quota, c.jobLatency, c.apiLatency.both(), c.workers),
 		header: quotaHeader,
 	}
+	ts := []*table{t}
 	type run struct {
 		name string
 		rr   rotationRun
@@ -150,6 +155,18 @@ func (b *bench) defaultsScenario(ctx context.Context, baselines bool) (*table, e
 	noVerify := fleet
 	noVerify.enqueue = []string{"--verify=false"}
 	runs = append(runs, run{"cph-rekey, defaults but --verify=false, 0 % failures", noVerify})
+	// Each run again at a real gateway's round trip, right after its 0 ms
+	// twin, so the two see the same machine.
+	twins := len(runs)
+	if c.apiLatency.mean > 0 {
+		var both []run
+		for _, r := range runs {
+			slow := r.rr
+			slow.latency = c.apiLatency
+			both = append(both, r, run{fmt.Sprintf("%s, API latency %s", r.name, c.apiLatency), slow})
+		}
+		runs = both
+	}
 	if baselines {
 		local := func(rate string) rotationRun {
 			return rotationRun{workers: c.workers, limiter: limiterLocal, submitRate: rate, pollRate: rate, readRate: rate}
@@ -158,15 +175,23 @@ func (b *bench) defaultsScenario(ctx context.Context, baselines bool) (*table, e
 			run{fmt.Sprintf("baseline: %d workers, local x/time/rate at Q each, 0 %% failures", c.workers), local(perSecond(q))},
 			run{fmt.Sprintf("baseline: %d workers, local x/time/rate at Q/%d each, 0 %% failures", c.workers, c.workers), local(perSecond(q / float64(c.workers)))})
 	}
-	var still, moving time.Duration
-	for _, r := range runs {
+	var (
+		still, moving time.Duration
+		names         []string  // the twins' names, in order
+		results       []*result // and their runs
+	)
+	for i, r := range runs {
 		b.progress("%s: %s", strings.ToLower(title), r.name)
 		res, err := b.rotate(ctx, r.rr)
 		if err != nil {
-			return t, fmt.Errorf("%s: %w", r.name, err)
+			return ts, fmt.Errorf("%s: %w", r.name, err)
 		}
 		b.quotaRow(t, r.name, res, r.rr.failRate)
+		if c.apiLatency.mean > 0 && i < 2*twins {
+			names, results = append(names, r.name), append(results, res)
+		}
 		switch {
+		case r.rr.latency.mean > 0:
 		case r.rr.churn != [2]float64{}:
 			moving = res.wall
 		case r.rr.failRate == 0 && len(r.rr.enqueue) == 0 && still == 0:
@@ -175,11 +200,11 @@ func (b *bench) defaultsScenario(ctx context.Context, baselines bool) (*table, e
 	}
 	if baselines {
 		if err := b.sequentialRow(ctx, t); err != nil {
-			return t, err
+			return ts, err
 		}
 	}
 	t.notes = append(t.notes,
-		fmt.Sprintf("Lower bound = %d UpdateKeypair calls ÷ Q + job latency (%s). With job failures it adds the retry rounds: their UpdateKeypair calls at Q, and for each of the %d attempts a job's latency and (between them) the shortest backoff, %s. Wall = the rotation's created → finished time in Redis (enqueue's planning excluded; its reads are counted).",
+		fmt.Sprintf("Lower bound = %d UpdateKeypair calls ÷ Q + job latency (%s). With job failures it adds the retry rounds: their UpdateKeypair calls at Q, and for each of the %d attempts a job's latency and (between them) the shortest backoff, %s. Wall = the rotation's created → finished time in Redis (enqueue's planning excluded; its reads are counted). Plan = enqueue start, from its start to its exit: reading the list's pages, freezing the rotation, enqueueing its chunks.",
 			chunksOf(c.servers, c.chunkSize), c.jobLatency+c.jobJitter, tasks.DefaultMaxAttempts, retryBase),
 		"API calls count every request to every API, 429s included: UpdateKeypair, ListJobs, ListServers (enqueue's plan, then verification by pages), ShowServer (verification of single servers). The floor is 0.04 a server: one plan page, one submit, one poll and one verification page per 100 servers.",
 		"Submit rate ÷ Q = UpdateKeypair calls served per second from the API's first served call to its last, ÷ Q. Worker RSS = the largest peak RSS (VmHWM) of the worker processes.")
@@ -192,7 +217,42 @@ func (b *bench) defaultsScenario(ctx context.Context, baselines bool) (*table, e
 		t.notes = append(t.notes, fmt.Sprintf("Sequential baseline: run on %d servers (%d chunks) with --verify=false semantics (no read-back) and its wall time extrapolated linearly to %d chunks; its other columns are measured on the smaller run.",
 			c.seqServers, chunksOf(c.seqServers, c.chunkSize), chunksOf(c.servers, c.chunkSize)))
 	}
-	return t, nil
+	if len(results) > 0 {
+		ts = append(ts, b.latencyTable(names, results))
+	}
+	return ts, nil
+}
+
+// latencyTable sets each run at --latency beside its 0 ms twin: names and
+// results hold the twins in pairs, the 0 ms run first. The plan's bound is
+// its pages at the read rate, Q.
+func (b *bench) latencyTable(names []string, results []*result) *table {
+	c := b.c
+	lat := c.apiLatency.String()
+	t := &table{
+		title: fmt.Sprintf("API latency: every answer waits %s (cphsim --latency %s --latency-jitter %s) vs 0 ms, %d servers, Q = %d req/s for every API, %d worker processes",
+			lat, c.apiLatency.mean, c.apiLatency.jitter, c.servers, c.quota, c.workers),
+		header: []string{"run", "wall at 0 ms", "wall at " + lat, "wall ratio", "plan at 0 ms", "plan at " + lat,
+			"plan pages", "pages ÷ read rate", "plan ÷ (pages ÷ read rate) at " + lat, "429s at 0 ms / " + lat, "submit rate ÷ Q at " + lat, "check"},
+	}
+	q := float64(c.quota)
+	for i := 0; i+1 < len(results); i += 2 {
+		fast, slow := results[i], results[i+1]
+		plan := "n/a (no plan reads)"
+		bound := "n/a"
+		if slow.planned > 0 {
+			d := time.Duration(float64(slow.planned) / q * float64(time.Second))
+			bound = secs(d)
+			plan = fmt.Sprintf("%.2f", slow.plan.Seconds()/d.Seconds())
+		}
+		t.add(errors.Join(fast.check, slow.check), names[i], secs(fast.wall), secs(slow.wall), fmt.Sprintf("%.2f", slow.wall.Seconds()/fast.wall.Seconds()),
+			secs(fast.plan), secs(slow.plan), fmt.Sprint(slow.planned), bound, plan,
+			fmt.Sprintf("%d / %d", fast.throttled(), slow.throttled()), pct(slow.rateShare(cphsim.APIUpdateKeypair, q)))
+	}
+	t.notes = append(t.notes,
+		fmt.Sprintf("Each row is a run of the table above at 0 ms and again with every API answer waiting %s (uniformly), run one after the other on the same machine; both are checked server by server (check: both ok). Wall ratio = the %s run's wall ÷ the 0 ms run's: how much of a real gateway's round trip reaches the rotation.", lat, lat),
+		"Plan = enqueue start's duration; pages ÷ read rate = the plan's ListServers calls at the read rate Q, the fastest the quota lets the plan read them. 429s: every API's; the workers' rates equal the simulator's quotas, so each is self-inflicted.")
+	return t
 }
 
 // subsetScenario rotates every --subset'th server of the project, so the
@@ -249,7 +309,7 @@ func (b *bench) sequentialRow(ctx context.Context, t *table) error {
 	q := float64(b.c.quota)
 	c := res.final.Calls
 	t.add(res.check, name, fmt.Sprintf("%s (extrapolated from %s for %d servers)", secs(wall), secs(res.wall), res.servers), secs(lb),
-		fmt.Sprintf("%.2f", wall.Seconds()/lb.Seconds()), fmt.Sprint(res.throttled()),
+		fmt.Sprintf("%.2f", wall.Seconds()/lb.Seconds()), "n/a", fmt.Sprint(res.throttled()),
 		fmt.Sprint(c[cphsim.APIUpdateKeypair]), fmt.Sprint(c[cphsim.APIListJobs]), "0 + 0", "0",
 		fmt.Sprintf("%.4f", res.callsPerServer()), pct(res.rateShare(cphsim.APIUpdateKeypair, q)), "n/a")
 	return nil

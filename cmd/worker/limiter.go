@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -73,3 +74,12 @@ func (l *localLimiter) Wait(ctx context.Context, api string) error {
 // Throttled does nothing: a local limiter does not learn from 429s, which
 // is the behaviour the baselines measure.
 func (l *localLimiter) Throttled(context.Context, string, time.Duration, float64) error { return nil }
+
+// Rate is api's bucket's rate, the same in every process.
+func (l *localLimiter) Rate(api string) float64 {
+	b, ok := l.buckets[api]
+	if !ok {
+		return math.Inf(1)
+	}
+	return float64(b.Limit())
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"testing"
 	"time"
 
@@ -34,6 +35,12 @@ func TestLocalLimiter(t *testing.T) {
 	}
 	if err := l.Throttled(ctx, "UpdateKeypair", time.Second, 5); err != nil {
 		t.Fatalf("Throttled = %v, want nil", err)
+	}
+	if got := l.Rate("UpdateKeypair"); got != 1.0/3600 {
+		t.Fatalf("Rate = %v, want one an hour", got)
+	}
+	if got := l.Rate("ListJobs"); !math.IsInf(got, 1) {
+		t.Fatalf("Rate of an API without a limit = %v, want +Inf", got)
 	}
 }
 
@@ -112,6 +119,10 @@ func TestFleetLimiterTakesTheQuotaOfA429(t *testing.T) {
 	}
 	if got, err := lim.CurrentRate(ctx, f.key(tasks.APIUpdateKeypair)); err != nil || got != 7.6 {
 		t.Fatalf("UpdateKeypair rate after a 429 naming 8/s = %v, %v; want 7.6 (95 %%)", got, err)
+	}
+	// The stages size their calls in flight from the cut rate too.
+	if got := f.Rate(tasks.APIUpdateKeypair); got != 7.6 {
+		t.Fatalf("Rate(UpdateKeypair) after a 429 naming 8/s = %v, want 7.6", got)
 	}
 	// A 429 naming no quota is isolated: the rate stays.
 	_, err = throttlingAPI{}.ListJobsOf(ctx, 1, "req")

@@ -49,7 +49,9 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	defer rdb.Close()
 
 	c.cph.UserAgent = "cph-rekey/" + version
-	c.cph.MaxIdleConnsPerHost = c.concurrency
+	// A connection for every task slot, and for the calls a tick keeps in
+	// flight besides (its stages widen with the API's round trip).
+	c.cph.MaxIdleConnsPerHost = c.concurrency + tasks.MaxTickCalls
 	api, err := cph.NewClient(c.cph)
 	if err != nil {
 		return fmt.Errorf("cph client: %w", err)
@@ -226,6 +228,9 @@ func (f fleetLimiter) Wait(ctx context.Context, api string) error { return f.l.W
 func (f fleetLimiter) Throttled(ctx context.Context, api string, retryAfter time.Duration, quota float64) error {
 	return f.l.ThrottledQuota(ctx, f.key(api), retryAfter, quota)
 }
+
+// Rate is the shared rate of api as this process last saw it.
+func (f fleetLimiter) Rate(api string) float64 { return f.l.Rate(f.key(api)) }
 
 // limiterObserver feeds the limiter's hooks into the metrics and the log.
 type limiterObserver struct {

@@ -167,3 +167,49 @@ func TestAdaptSharedByInstances(t *testing.T) {
 		wantRate(t, b, 19, "another instance after a 429 naming 20/s")
 	})
 }
+
+// Rate is the process's view of the shared rate, read without Redis: the
+// configured rate at first, a cut as soon as this process reports or sees
+// it.
+func TestRateIsTheLastSeen(t *testing.T) {
+	r := testredis.Mini(t)
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	r.Mini.SetTime(t0)
+	c := r.Client(t)
+	opts := Options{Isolation: time.Hour, Recovery: time.Hour, Hold: 2 * time.Hour}
+	l := newLimiter(t, c, PerSecond(20), opts)
+	other := newLimiter(t, c, PerSecond(20), opts)
+	var calls callCounter
+	c.AddHook(&calls)
+	steps := []struct {
+		what string
+		do   func()
+		want float64
+	}{
+		{"before any call: the configured rate", func() {}, 20},
+		{"after a 429 naming 10/s", func() { throttle(t, l, 10) }, 9.5},
+		{"another process's cut, not seen yet", func() {
+			r.Mini.SetTime(t0.Add(time.Minute)) // a new episode
+			if err := other.ThrottledQuota(context.Background(), testKey, 0, 4); err != nil {
+				t.Fatal(err)
+			}
+		}, 9.5},
+		{"seen with the next shared decision", func() { wantRate(t, l, 3.8, "after the other's cut") }, 3.8},
+	}
+	for _, st := range steps {
+		st.do()
+		before := calls.n.Load()
+		if got := l.Rate(testKey); math.Abs(got-st.want) > 0.01 {
+			t.Fatalf("%s: Rate = %v, want %v", st.what, got, st.want)
+		}
+		if n := calls.n.Load() - before; n != 0 {
+			t.Fatalf("%s: Rate made %d Redis calls, want 0", st.what, n)
+		}
+	}
+	if got := l.Rate(Key{Region: "r", Project: "p", API: "ShowJob"}); !math.IsInf(got, 1) {
+		t.Fatalf("Rate(unlimited) = %v, want +Inf", got)
+	}
+	if got := l.Rate(Key{API: testKey.API}); got != 0 {
+		t.Fatalf("Rate(invalid key) = %v, want 0", got)
+	}
+}

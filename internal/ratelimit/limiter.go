@@ -376,6 +376,27 @@ func (l *Limiter) CurrentRate(ctx context.Context, k Key) (float64, error) {
 	return shared, nil
 }
 
+// Rate returns the rate of k as this process last saw it, without asking
+// Redis: the shared rate of its last grant or 429 report, or the
+// configured rate before the first. Callers that size their concurrency
+// from it (rate × latency) follow the adaptive cuts within a call. An API
+// without a limit has rate +Inf; an invalid key, 0.
+func (l *Limiter) Rate(k Key) float64 {
+	st, limited, err := l.lookup(k)
+	switch {
+	case err != nil:
+		return 0
+	case !limited:
+		return math.Inf(1)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.rate > 0 {
+		return st.rate
+	}
+	return st.limit.perSecond()
+}
+
 // run runs one of the scripts, whose replies end with a wait (s) and the
 // shared rate, and keeps track of Redis failures: a failed call starts or
 // extends the backoff and comes back as a *DelayError. ok is a reply's

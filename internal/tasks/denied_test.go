@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -104,6 +105,7 @@ func (nopLimiter) Wait(context.Context, string) error { return nil }
 func (nopLimiter) Throttled(context.Context, string, time.Duration, float64) error {
 	return nil
 }
+func (nopLimiter) Rate(string) float64 { return math.Inf(1) }
 
 // gated is a rotation environment: miniredis, the simulator behind a gate,
 // and a running in-process worker.

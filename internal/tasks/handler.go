@@ -74,6 +74,10 @@ type API interface {
 type Limiter interface {
 	Wait(ctx context.Context, api string) error
 	Throttled(ctx context.Context, api string, retryAfter time.Duration, quota float64) error
+	// Rate is the rate api's calls are granted at now, in calls a second
+	// (+Inf: not limited), as this process knows it without asking
+	// anyone: the stages size the calls they keep in flight from it.
+	Rate(api string) float64
 }
 
 // Observer receives the pipeline's measurements (metrics.Metrics is one).
@@ -145,6 +149,7 @@ type Handler struct {
 	log     *slog.Logger
 	cfg     Config
 	now     func() time.Time
+	lat     *latencies // how long each API's calls take, for the stages' width
 }
 
 // HandlerOptions are the parts a Handler is built from. Observer and
@@ -162,7 +167,7 @@ type HandlerOptions struct {
 // NewHandler returns a Handler.
 func NewHandler(o HandlerOptions) *Handler {
 	h := &Handler{store: o.Store, api: o.API, limiter: o.Limiter, enq: o.Enqueuer, obs: o.Observer,
-		log: o.Logger, cfg: o.Config.withDefaults(), now: time.Now}
+		log: o.Logger, cfg: o.Config.withDefaults(), now: time.Now, lat: newLatencies()}
 	if h.obs == nil {
 		h.obs = nopObserver{}
 	}
@@ -230,12 +235,16 @@ func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 }
 
-// call runs one API call under the per-call timeout and reports it.
+// call runs one API call under the per-call timeout, reports it, and
+// times it for the stages' width (every answer counts: a slot is held as
+// long for an error as for a success).
 func (h *Handler) call(ctx context.Context, api string, fn func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
 	defer cancel()
 	start := h.now()
 	err := fn(ctx)
+	d := h.now().Sub(start)
+	h.lat.observe(api, d)
 	code := "200"
 	var ce *cph.Error
 	switch {
@@ -246,7 +255,7 @@ func (h *Handler) call(ctx context.Context, api string, fn func(ctx context.Cont
 	case err != nil:
 		code = "error"
 	}
-	h.obs.APIRequest(api, code, h.now().Sub(start))
+	h.obs.APIRequest(api, code, d)
 	if cph.IsThrottled(err) {
 		h.obs.Throttled(api)
 	}

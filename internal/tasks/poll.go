@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
@@ -22,16 +24,120 @@ const earlyTry = 50 * time.Millisecond
 // poll lists the jobs of every batch whose poll is due, a ListJobs call for
 // up to 20 batches of up to 100 jobs in all (one page), and records every
 // server whose job has ended: failed ones are retried or fail, succeeded
-// ones wait for verification (or succeed, without it). A call that must
-// wait leaves its batches due for the next tick; a batch is never listed
-// again for a read that had to wait. Then, while the ListJobs quota has
-// room, it polls early the batches whose first poll is near and whose jobs
-// should have ended by the latency learned so far.
+// ones wait for verification (or succeed, without it). While its calls
+// are out, batches that come due join them (until the round's deadline),
+// so a slow API's calls overlap rather than wait for a round's slowest. A
+// call that must wait leaves its batches due for the next tick; a batch is
+// never listed again for a read that had to wait. Then, while the ListJobs
+// quota has room, it polls early the batches whose first poll is near and
+// whose jobs should have ended by the latency learned so far.
 func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *round) error {
+	p := &polling{h: h, log: log, started: map[int]bool{}}
+	calls, soon, err := p.due(ctx, rot, r)
+	if err != nil {
+		return err
+	}
+	var subs []*round
+	more := func() ([]stageCall, error) {
+		now := h.now()
+		if !now.Before(r.deadline) || p.limited.Load() {
+			return nil, nil
+		}
+		rot, err := h.store.Rotation(ctx, rot.ID)
+		if err != nil || rot.Finished() {
+			return nil, err
+		}
+		sub := r.sub(now)
+		subs = append(subs, sub)
+		calls, soon, err := p.due(ctx, rot, sub)
+		if err != nil || len(calls) > 0 || len(soon) == 0 {
+			return calls, err
+		}
+		// Nothing is due: the quota may be idle, as at the end of a round.
+		return p.early(ctx, rot, soon, sub)
+	}
+	err = h.runStage(ctx, calls, more)
+	for _, sub := range subs {
+		r.merge(sub)
+	}
+	if err != nil || p.limited.Load() || len(soon) == 0 {
+		return err
+	}
+	ripe, _ := h.firstPoll(rot)
+	return h.pollEarly(ctx, log, rot, soon, ripe, r)
+}
+
+// polling is one round of the poll stage: the batches it has taken up.
+type polling struct {
+	h       *Handler
+	log     *slog.Logger
+	mu      sync.Mutex
+	started map[int]bool // batches this round has polled or is polling
+	limited atomic.Bool  // a call had to wait for a token: start no more
+}
+
+// take takes batch n up for the round, unless it was already.
+func (p *polling) take(n int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started[n] {
+		return false
+	}
+	p.started[n] = true
+	return true
+}
+
+func (p *polling) taken(n int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.started[n]
+}
+
+// giveBack leaves batches to a later look of the round.
+func (p *polling) giveBack(bs []*Batch) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range bs {
+		delete(p.started, b.N)
+	}
+}
+
+// early returns a poll of the batches of soon whose jobs should have
+// ended, taken up by the round, for a look that found nothing due while
+// calls are out: it goes if a ListJobs token comes at once (the quota is
+// idle), and gives them back otherwise, as pollEarly does at a round's
+// end.
+func (p *polling) early(ctx context.Context, rot *Rotation, soon []int, r *round) ([]stageCall, error) {
+	h := p.h
+	ripe, _ := h.firstPoll(rot)
+	ready, err := h.ripened(ctx, rot, soon, ripe, r, p.taken)
+	if err != nil || len(ready) == 0 {
+		return nil, err
+	}
+	for _, b := range ready {
+		p.take(b.N)
+	}
+	return []stageCall{{APIListJobs, func(ctx context.Context) (bool, error) {
+		tctx, cancel := context.WithTimeout(ctx, earlyTry)
+		err := h.limiter.Wait(tctx, APIListJobs)
+		cancel()
+		if err != nil {
+			p.giveBack(ready)
+			return false, ctx.Err()
+		}
+		return h.listJobs(ctx, p.log, rot, ready, r)
+	}}}, nil
+}
+
+// due returns the ListJobs calls for the batches due at r.now that the
+// round has not taken up yet, recording at once those with nothing left
+// to poll, and the batches due within the margin of their first poll.
+func (p *polling) due(ctx context.Context, rot *Rotation, r *round) ([]stageCall, []int, error) {
+	h := p.h
 	ripe, first := h.firstPoll(rot)
 	due, soon, after, err := h.store.DuePolls(ctx, rot.ID, r.now, r.now.Add(first-ripe), pollLimit)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	r.at(after)
 	if len(due) == pollLimit {
@@ -39,38 +145,40 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 	}
 	var open []*Batch
 	for _, n := range due {
+		if !p.take(n) {
+			continue
+		}
 		b, err := h.store.Batch(ctx, rot.ID, n)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		if b.Done || !b.Checkpointed {
 			if _, err := h.store.Resolve(ctx, rot.ID, n, rot.waveOfBatch(n), nil, time.Time{}, false, r.now); err != nil {
-				return err
+				return nil, nil, err
 			}
 			continue
 		}
 		if openJobs(b) == 0 {
 			// Only the answer's per-server errors are left to record.
-			if err := h.recordPoll(ctx, log, rot, b, nil, r); err != nil {
-				return err
+			if err := h.recordPoll(ctx, p.log, rot, b, nil, r); err != nil {
+				return nil, nil, err
 			}
 			continue
 		}
 		open = append(open, b)
 	}
-	limited := false
-	err = each(ctx, jobGroups(open), func(ctx context.Context, group []*Batch) (bool, error) {
-		if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
-			r.waited(err)
-			limited = true
-			return true, nil
-		}
-		return h.listJobs(ctx, log, rot, group, r)
-	})
-	if err != nil || limited || len(soon) == 0 {
-		return err
+	var calls []stageCall
+	for _, group := range jobGroups(open) {
+		calls = append(calls, stageCall{APIListJobs, func(ctx context.Context) (bool, error) {
+			if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
+				r.waited(err)
+				p.limited.Store(true)
+				return true, nil
+			}
+			return h.listJobs(ctx, p.log, rot, group, r)
+		}})
 	}
-	return h.pollEarly(ctx, log, rot, soon, ripe, r)
+	return calls, soon, nil
 }
 
 // pollRejectLimit is how many times a batch's own ListJobs call may be
@@ -90,17 +198,32 @@ func (h *Handler) pollEarly(ctx context.Context, log *slog.Logger, rot *Rotation
 	if err != nil {
 		return ctx.Err() // no room now: they are polled when due
 	}
-	// Soonest first, as many as one call carries; a batch that does not fit
-	// waits for its poll.
+	ready, err := h.ripened(ctx, rot, soon, ripe, r, func(int) bool { return false })
+	if err != nil || len(ready) == 0 {
+		// Without any, the token is spent: no poll would take it as soon.
+		return err
+	}
+	_, err = h.listJobs(ctx, log, rot, ready, r)
+	return err
+}
+
+// ripened returns, soonest first, as many batches of soon as one ListJobs
+// call carries whose jobs should have ended (submitted ripe ago), but
+// those skip names; a batch that does not fit waits for its poll. It asks
+// for a round when the next one ripens.
+func (h *Handler) ripened(ctx context.Context, rot *Rotation, soon []int, ripe time.Duration, r *round, skip func(n int) bool) ([]*Batch, error) {
 	var ready []*Batch
 	jobs := 0
 	for _, n := range soon {
 		if len(ready) == cph.MaxRequestIDs || jobs == cph.JobsPageSize {
 			break
 		}
+		if skip(n) {
+			continue
+		}
 		b, err := h.store.Batch(ctx, rot.ID, n)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if b.Done || !b.Checkpointed || b.Round > 0 || openJobs(b) == 0 || jobs+len(b.Jobs) > cph.JobsPageSize {
 			continue
@@ -112,12 +235,7 @@ func (h *Handler) pollEarly(ctx context.Context, log *slog.Logger, rot *Rotation
 		ready = append(ready, b)
 		jobs += len(b.Jobs)
 	}
-	if len(ready) == 0 {
-		// The token is spent: no poll would take it as soon.
-		return nil
-	}
-	_, err = h.listJobs(ctx, log, rot, ready, r)
-	return err
+	return ready, nil
 }
 
 // listJobs makes one ListJobs call for group, with a token in hand, and

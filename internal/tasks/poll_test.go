@@ -181,6 +181,7 @@ func (t tokens) Wait(context.Context, string) error {
 }
 
 func (tokens) Throttled(context.Context, string, time.Duration, float64) error { return nil }
+func (tokens) Rate(string) float64                                             { return 20 }
 
 func TestPollEarly(t *testing.T) {
 	const s = time.Second

@@ -52,6 +52,8 @@ func (l *delayAfterFirst) Throttled(context.Context, string, time.Duration, floa
 	return nil
 }
 
+func (l *delayAfterFirst) Rate(string) float64 { return 20 }
+
 type fixedLister []cph.Server
 
 func (l fixedLister) ListServers(ctx context.Context, f cph.ServerFilter, fn func([]cph.Server) error) error {

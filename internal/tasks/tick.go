@@ -25,11 +25,6 @@ const (
 	loopGap    = time.Second
 )
 
-// callers is how many API calls one stage has in flight at once: enough to
-// use a quota of tens of calls a second at real API latencies, few enough
-// that one tick never holds many connections.
-const callers = 4
-
 // HandleTick runs one round of a rotation's driver: it polls the batches
 // whose jobs are due and gathers servers due for another attempt into full
 // batches (poll.go, retry.go), and side by side reads back the keypairs of
@@ -132,7 +127,7 @@ func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, self,
 		if err != nil {
 			return time.Time{}, false, finished, err
 		}
-		r := &round{now: h.now()}
+		r := &round{now: h.now(), deadline: deadline}
 		r.at(r.now.Add(h.cfg.PollCap))
 		if err := run(rot, r); err != nil {
 			return time.Time{}, false, finished, err
@@ -189,12 +184,34 @@ func earliest(ts ...time.Time) time.Time {
 // round is what one tick's stages found: when the next tick is due, and
 // whether this one finished the rotation.
 type round struct {
-	now      time.Time
+	now time.Time
+	// deadline: a stage takes up no more work that comes due after it
+	// (zero: only the work due at now).
+	deadline time.Time
 	kick     chan<- struct{} // told of servers put up for verification (nil: nobody listens)
 	mu       sync.Mutex
 	next     time.Time
 	finished bool
 	advanced bool // a wave ended and the next one started
+}
+
+// sub returns a round for work a stage takes up at now, while this
+// round's calls are out: its own clock, this round's deadline and
+// listener. merge folds it back in once the stage is done.
+func (r *round) sub(now time.Time) *round {
+	return &round{now: now, deadline: r.deadline, kick: r.kick}
+}
+
+// merge folds what a sub-round found into r.
+func (r *round) merge(s *round) {
+	s.mu.Lock()
+	next, finished, advanced := s.next, s.finished, s.advanced
+	s.mu.Unlock()
+	r.at(next)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.finished = r.finished || finished
+	r.advanced = r.advanced || advanced
 }
 
 // verifying tells the verification stage that servers wait for it.
@@ -232,40 +249,6 @@ func (r *round) resolved(res Resolved) {
 	defer r.mu.Unlock()
 	r.finished = r.finished || res.Finished
 	r.advanced = r.advanced || res.Advanced > 0
-}
-
-// each runs fn for every item, callers at a time, and starts no more once
-// one returns stop or an error; it returns the first error.
-func each[T any](ctx context.Context, items []T, fn func(ctx context.Context, item T) (stop bool, err error)) error {
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		stopped bool
-		first   error
-		sem     = make(chan struct{}, callers)
-	)
-	for _, it := range items {
-		sem <- struct{}{}
-		mu.Lock()
-		halt := stopped
-		mu.Unlock()
-		if halt {
-			<-sem
-			break
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			stop, err := fn(ctx, it)
-			mu.Lock()
-			defer mu.Unlock()
-			stopped = stopped || stop || err != nil
-			if first == nil {
-				first = err
-			}
-		})
-	}
-	wg.Wait()
-	return first
 }
 
 // followUps runs what follows recorded outcomes: the current wave's next

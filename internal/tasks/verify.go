@@ -46,37 +46,104 @@ const sweepPerRound = 20
 // round and is never a failure. A read that fails is tried again; a server
 // whose reads kept failing for Config.JobTimeout from the first failure is
 // recorded with CodeVerifyUnavailable, never as a mismatch.
+//
+// While its reads are out, servers that come up for verification join
+// them (until the round's deadline), read as a round of their own would
+// read them, so a slow API's reads overlap rather than wait for the
+// slowest of a round.
 func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r *round) error {
-	pend, inFlight, err := h.store.Verifying(ctx, rot.ID, rot.Wave, verifyLimit)
-	if err != nil || len(pend) == 0 {
+	vr := &verifyRound{taken: map[string]bool{}}
+	calls, err := h.verifyCalls(ctx, log, rot, r, vr)
+	if err != nil {
 		return err
+	}
+	var subs []*round
+	more := func() ([]stageCall, error) {
+		now := h.now()
+		if !now.Before(r.deadline) {
+			return nil, nil
+		}
+		rot, err := h.store.Rotation(ctx, rot.ID)
+		if err != nil || rot.Finished() {
+			return nil, err
+		}
+		sub := r.sub(now)
+		subs = append(subs, sub)
+		return h.verifyCalls(ctx, log, rot, sub, vr)
+	}
+	err = h.runStage(ctx, calls, more)
+	for _, sub := range subs {
+		r.merge(sub)
+	}
+	if vr.list != nil {
+		err = errors.Join(err, vr.list.save(ctx, h.store, rot.ID))
+	}
+	for _, v := range vr.vs {
+		err = errors.Join(err, v.save(ctx))
+	}
+	return err
+}
+
+// verifyRound is what a round of the verification stage has taken up,
+// shared by the looks it takes while its reads are out (only the stage's
+// runner touches it).
+type verifyRound struct {
+	taken map[string]bool // servers read or being read
+	swept bool            // a sweep was started: no second one
+	vs    []*verification // one a look, each saved when the round ends
+	list  *listView       // what the looks' reads learn of the list, shared
+}
+
+// verifyCalls returns the reads of one look at the servers waiting for
+// verification, leaving out those the round has taken up.
+func (h *Handler) verifyCalls(ctx context.Context, log *slog.Logger, rot *Rotation, r *round, vr *verifyRound) ([]stageCall, error) {
+	pend, inFlight, err := h.store.Verifying(ctx, rot.ID, rot.Wave, verifyLimit)
+	if err != nil {
+		return nil, err
 	}
 	if len(pend) == verifyLimit {
 		r.at(r.now)
 	}
+	pend = slices.DeleteFunc(pend, func(p Pending) bool { return vr.taken[p.ServerID] })
+	if len(pend) == 0 {
+		return nil, nil
+	}
+	take := func(ps ...Pending) {
+		for _, p := range ps {
+			vr.taken[p.ServerID] = true
+		}
+	}
 	groups, loose, alone := neighbours(pend, windowSpan(rot))
-	v := &verification{h: h, log: log, rot: rot, r: r, drift: rot.drift}
-	var calls []func(context.Context) (bool, error)
+	if vr.list == nil {
+		vr.list = &listView{drift: rot.drift}
+	}
+	v := &verification{h: h, log: log, rot: rot, r: r, list: vr.list}
+	vr.vs = append(vr.vs, v)
+	var calls []stageCall
 	for _, ps := range groups {
 		if !h.groupReady(rot, ps, inFlight, r) {
 			continue
 		}
-		calls = append(calls, func(ctx context.Context) (bool, error) { return v.page(ctx, ps) })
+		take(ps...)
+		calls = append(calls, stageCall{APIListServers, func(ctx context.Context) (bool, error) { return v.page(ctx, ps) }})
 	}
+	take(alone...)
 	for _, p := range alone {
-		calls = append(calls, func(ctx context.Context) (bool, error) { return v.one(ctx, p) })
+		calls = append(calls, stageCall{APIShowServer, func(ctx context.Context) (bool, error) { return v.one(ctx, p) }})
 	}
-	if len(loose) > 0 {
-		if v.sweeping() {
-			calls = append(calls, func(ctx context.Context) (bool, error) { return v.sweep(ctx, loose) })
-		} else {
-			for _, p := range loose {
-				calls = append(calls, func(ctx context.Context) (bool, error) { return v.one(ctx, p) })
-			}
+	switch {
+	case len(loose) == 0, vr.swept:
+	case v.sweeping():
+		vr.swept = true
+		take(loose...)
+		calls = append(calls, stageCall{APIListServers, func(ctx context.Context) (bool, error) { return v.sweep(ctx, loose) }})
+	default:
+		take(loose...)
+		for _, p := range loose {
+			calls = append(calls, stageCall{APIShowServer, func(ctx context.Context) (bool, error) { return v.one(ctx, p) }})
 		}
 	}
-	err = each(ctx, calls, func(ctx context.Context, c func(context.Context) (bool, error)) (bool, error) { return c(ctx) })
-	return errors.Join(err, v.save(ctx))
+	return calls, nil
 }
 
 // windowSpan is how many places of the plan one read covers: a page, or
@@ -169,18 +236,25 @@ type verification struct {
 	rot *Rotation
 	r   *round
 
+	list  *listView
+	mu    sync.Mutex
+	swept int // the sweep's next offset (-1: done), once it moved
+}
+
+// listView is how the project's list has moved, as a round's reads
+// learn it side by side.
+type listView struct {
 	mu    sync.Mutex
 	drift movinglist.Drift
 	moved bool
-	swept int // the sweep's next offset (-1: done), once it moved
 }
 
 // finder is a Finder for the servers around the plan's place pos, where
 // the list's drift puts them now.
 func (v *verification) finder(pos int) movinglist.Finder {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	f := v.drift.Finder(pos, v.h.now())
+	v.list.mu.Lock()
+	defer v.list.mu.Unlock()
+	f := v.list.drift.Finder(pos, v.h.now())
 	f.PageSize = cph.MaxServersPageSize
 	return f
 }
@@ -188,22 +262,29 @@ func (v *verification) finder(pos int) movinglist.Finder {
 // learnt takes what a read saw of the list: a target it found (nil:
 // none), and the list's count.
 func (v *verification) learnt(s *movinglist.Sighting, count int) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.drift, v.moved = v.drift.Seen(s, count, v.h.now()), true
+	v.list.mu.Lock()
+	defer v.list.mu.Unlock()
+	v.list.drift, v.list.moved = v.list.drift.Seen(s, count, v.h.now()), true
 }
 
-// save records what the round learned of the list.
+// save records what the round's reads learned of the list.
+func (l *listView) save(ctx context.Context, store *Store, id string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.moved {
+		return nil
+	}
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	return store.SetDrift(wctx, id, l.drift)
+}
+
+// save records how far the sweep came.
 func (v *verification) save(ctx context.Context) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	wctx, cancel := detached(ctx)
 	defer cancel()
-	if v.moved {
-		if err := v.h.store.SetDrift(wctx, v.rot.ID, v.drift); err != nil {
-			return err
-		}
-	}
 	if v.swept != 0 {
 		return v.h.store.SetSweep(wctx, v.rot.ID, max(v.swept, 0), v.swept < 0)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -137,6 +138,7 @@ type allow struct{}
 
 func (allow) Wait(context.Context, string) error                              { return nil }
 func (allow) Throttled(context.Context, string, time.Duration, float64) error { return nil }
+func (allow) Rate(string) float64                                             { return math.Inf(1) }
 
 // deny is a limiter that always says "later", as a busy read quota does.
 type deny struct{}
@@ -145,6 +147,7 @@ func (deny) Wait(context.Context, string) error {
 	return &ratelimit.DelayError{RetryIn: time.Second}
 }
 func (deny) Throttled(context.Context, string, time.Duration, float64) error { return nil }
+func (deny) Rate(string) float64                                             { return 20 }
 
 // verifyRig is a started rotation whose every batch is checkpointed, on
 // miniredis, with a handler whose API is a moving fleet.

@@ -281,3 +281,5 @@ func (f fleetLimiter) Wait(ctx context.Context, api string) error { return f.l.W
 func (f fleetLimiter) Throttled(ctx context.Context, api string, retryAfter time.Duration, quota float64) error {
 	return f.l.ThrottledQuota(ctx, f.key(api), retryAfter, quota)
 }
+
+func (f fleetLimiter) Rate(api string) float64 { return f.l.Rate(f.key(api)) }
