@@ -286,7 +286,7 @@ func (sw *sweep[T]) atEnd(offset int, w Window[T]) bool {
 // tried a step after, then before.
 func (sw *sweep[T]) bridge(ctx context.Context) error {
 	overlap := sw.size - sw.step
-	guess := sw.end - overlap
+	guess := sw.end + 1 - overlap
 	if sw.endCount > 0 && sw.count > 0 {
 		guess += sw.count - sw.endCount
 	}
@@ -312,7 +312,7 @@ func (sw *sweep[T]) bridge(ctx context.Context) error {
 			if !ok {
 				was = sw.prev[id]
 			}
-			guess = sw.end + offset + sw.shared(w) - was - overlap
+			guess = sw.end + 1 + offset + sw.shared(w) - was - overlap
 			at, steps = guess, []int{1, -1, 2, -2}
 		case len(steps) > 0:
 			at, steps = guess+steps[0]*sw.step, steps[1:]
