@@ -147,7 +147,7 @@ func TestStartShowsPlanProgress(t *testing.T) {
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 			t.Errorf("exit %v, want 1", err)
 		}
-		if !strings.Contains(stderr.String(), "interrupted while reading the fleet (page ") ||
+		if !strings.Contains(stderr.String(), "interrupted while reading the fleet (") ||
 			!strings.Contains(stderr.String(), "nothing was written; run the same command again to start the rotation") {
 			t.Errorf("stderr %q: want that nothing was written", stderr.String())
 		}
