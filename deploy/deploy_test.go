@@ -35,7 +35,7 @@ func TestChecksCatchBrokenCopies(t *testing.T) {
 		{"unknown field in ScaledObject", "components/keda/scaledobject.yaml",
 			"pollingInterval: 15", "pollingInterval: 15\n  minReplicas: 1", `unknown field "minReplicas"`},
 		{"non-string KEDA metadata", "components/keda/scaledobject.yaml",
-			`listLength: "50"`, `listLength: 50`, "cannot unmarshal number"},
+			`listLength: "8"`, `listLength: 8`, "cannot unmarshal number"},
 		{"Deployment selector misses its pods", "base/deployment.yaml",
 			"  selector:\n    matchLabels:\n      app.kubernetes.io/name: cph-rekey\n      app.kubernetes.io/component: worker",
 			"  selector:\n    matchLabels:\n      app.kubernetes.io/name: cph-rekey\n      app.kubernetes.io/component: wrker",

@@ -190,6 +190,7 @@ type started struct {
 	Rotation string `json:"rotation"`
 	Created  bool   `json:"created"`
 	Enqueued int    `json:"enqueued"`
+	Chunks   int    `json:"chunks"`
 	Servers  int64  `json:"servers"`
 }
 

@@ -28,7 +28,8 @@ type ResumeOptions struct {
 // Resumed is what Resume did.
 type Resumed struct {
 	Rotation *Rotation
-	// Enqueued counts the submit tasks of the current wave enqueued now.
+	// Enqueued counts the submit tasks of the current wave enqueued now
+	// (up to 16: each chunk submitted enqueues the next).
 	Enqueued int
 }
 

@@ -17,8 +17,10 @@ type Started struct {
 	// Created is false when the rotation already existed: the same Request
 	// was started before, and nothing was enqueued twice.
 	Created bool
-	// Enqueued counts the submit tasks enqueued now (the first wave's
-	// chunks not submitted yet).
+	// Enqueued counts the submit tasks enqueued now: the first wave's
+	// first chunks, up to 16; each chunk submitted enqueues the next, so
+	// chunks are submitted in the list's order and a huge wave starts at
+	// once.
 	Enqueued int
 	// Plan is what the start was planned as.
 	Plan *Plan

@@ -315,7 +315,7 @@ func Start(ctx context.Context, store *Store, enq Enqueuer, plan *Plan, opts Tas
 	if rot.State != StateRunning {
 		return st, nil // paused or halted: resume enqueues what is left
 	}
-	st.Enqueued, err = enqueueWave(ctx, store, enq, rot, rot.Wave, opts)
+	st.Enqueued, err = topUp(ctx, store, enq, rot, opts)
 	return st, err
 }
 
@@ -330,15 +330,35 @@ func wake(ctx context.Context, store *Store, enq Enqueuer, id string, opts TaskO
 	return err
 }
 
-// enqueueWave enqueues the first attempt of every chunk of wave w that has
-// not been submitted yet, records that the wave is enqueued, and reports
-// how many it enqueued. Task IDs are deterministic and chunks with a
-// checkpoint or a started call are left to their own tasks, so running it
-// again enqueues nothing twice.
-func enqueueWave(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, w int, opts TaskOptions) (int, error) {
-	first, last := rot.chunksOf(w)
+// submitAhead is how many chunks of a wave wait in the submit queue at a
+// time: as one is submitted, the next is enqueued (topUp). Enough to keep
+// a CPH quota busy at a real round trip (16 calls in flight at 300 ms is
+// 50 a second), few enough that the fleet limiter grants them within its
+// MaxWait at 10 a second. A whole wave enqueued at once would not
+// keep its order: chunks waiting longer than MaxWait go back to the end
+// of the queue, and the order in which chunks are submitted is the order
+// in which neighbouring pages of the list can be verified together.
+// It also bounds the tasks of a paused rotation that wake to look again,
+// and how long a start of a huge wave takes.
+const submitAhead = 16
+
+// topUp enqueues the first attempts of the current wave's next chunks, so
+// that submitAhead of them are enqueued and not yet submitted, and
+// reports how many it enqueued. It runs at the start, after every submit,
+// in every tick and on resume; task IDs are deterministic and chunks with
+// a checkpoint or a started call are left to their own tasks, so running
+// it twice, or in two processes at once, enqueues nothing twice.
+func topUp(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, opts TaskOptions) (int, error) {
+	if rot.State != StateRunning {
+		return 0, nil
+	}
+	first, last := rot.chunksOf(rot.Wave)
+	from, to := max(first, rot.queued+1), min(last, rot.sent+submitAhead)
+	if rot.waveQueued < rot.Wave {
+		from = first // a wave's start: queued may be from a release that kept none
+	}
 	n := 0
-	for c := first; c <= last; c++ {
+	for c := from; c <= to; c++ {
 		b, err := store.Batch(ctx, rot.ID, c)
 		if err != nil {
 			return n, err
@@ -354,7 +374,10 @@ func enqueueWave(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation,
 			n++
 		}
 	}
-	return n, store.WaveQueued(ctx, rot.ID, w)
+	if from > to && rot.waveQueued >= rot.Wave {
+		return 0, nil
+	}
+	return n, store.Queued(ctx, rot.ID, rot.Wave, max(to, from-1))
 }
 
 // Resume sets a paused rotation, or one halted by its error budget or by
@@ -372,8 +395,7 @@ func Resume(ctx context.Context, store *Store, enq Enqueuer, id string, maxError
 		}
 		limit = maxErrors.Floor(int(rot.Counts.Total - rot.Counts.Skipped))
 	}
-	wave, err := store.Resume(ctx, id, limit)
-	if err != nil {
+	if _, err := store.Resume(ctx, id, limit); err != nil {
 		return nil, 0, err
 	}
 	rot, err := store.Rotation(ctx, id)
@@ -383,7 +405,7 @@ func Resume(ctx context.Context, store *Store, enq Enqueuer, id string, maxError
 	if err := wake(ctx, store, enq, id, opts, time.Now()); err != nil {
 		return rot, 0, err
 	}
-	n, err := enqueueWave(ctx, store, enq, rot, wave, opts)
+	n, err := topUp(ctx, store, enq, rot, opts)
 	return rot, n, err
 }
 

@@ -2,7 +2,6 @@ package tasks
 
 import (
 	"fmt"
-	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -109,18 +108,18 @@ type Rotation struct {
 	CreatedAt  time.Time     `json:"created_at"`
 	FinishedAt time.Time     `json:"finished_at,omitzero"`
 	Counts     Counts        `json:"counts"`
-	// waveQueued is the last wave whose chunks were enqueued.
-	waveQueued int
+	// waveQueued is the last wave whose chunks began to be enqueued,
+	// queued the last chunk enqueued, and sent how many chunks' first
+	// submit has ended (see topUp).
+	waveQueued, queued, sent int
 	// What verification knows of the project's list (see store_verify.go):
-	// its count when the plan read it, how far it has moved since and its
-	// count then, how many targets the plan did not place, and the sweep
-	// that looks for them.
-	listCount, shift, shiftCount int
-	shiftRate                    float64 // NaN: not known yet
-	shiftAt                      time.Time
-	unplaced                     int
-	sweepNext                    int
-	sweepDone, showRefused       bool
+	// its count when the plan read it, how it has moved since, how many
+	// targets the plan did not place, and the sweep that looks for them.
+	listCount              int
+	drift                  movinglist.Drift
+	unplaced               int
+	sweepNext              int
+	sweepDone, showRefused bool
 	// jobLatency is how long the rotation's jobs have been seen to take
 	// (Store.ObserveJobLatency; zero until a poll saw one end).
 	jobLatency time.Duration
@@ -362,18 +361,4 @@ func decodeEntries(s string) ([]Entry, error) {
 		es = append(es, Entry{ServerID: f[0], OldKeypair: f[1], Keypair: f[2], Attempt: a, Pos: pos})
 	}
 	return es, nil
-}
-
-// listNow is where verification expects the project's list to stand at
-// now: the shift last seen, moved on at the rate it was seen moving.
-func (r *Rotation) listNow(now time.Time) movinglist.Finder {
-	f := movinglist.Finder{Shift: r.shift, Count: r.shiftCount, PageSize: cph.MaxServersPageSize}
-	if !r.shiftAt.IsZero() && now.After(r.shiftAt) && !math.IsNaN(r.shiftRate) {
-		d := int(math.Round(r.shiftRate * now.Sub(r.shiftAt).Seconds()))
-		f.Shift += d
-		if f.Count > 0 {
-			f.Count += d // the count the list would have, so a miss's count delta is not counted twice
-		}
-	}
-	return f
 }

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cph-rekey/cph-rekey/internal/movinglist"
 )
 
 // DefaultPrefix is the prefix of every key the Store writes.
@@ -30,7 +31,9 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 //	<prefix>rotations      ZSET  rotation ids by creation time
 //	<prefix>{<id>}:meta    HASH  the rotation record and its counters; wave_end:<n>,
 //	                             wave_size:<n> per wave; the tick chain (tgen, tseq, tick_at);
-//	                             job_lat, the jobs' latency learned so far (ms)
+//	                             job_lat, the jobs' latency learned so far (ms); the
+//	                             chunks enqueued (queued, up to which chunk) and whose
+//	                             first submit ended (sent)
 //	<prefix>{<id>}:rec     HASH  server id → terminal outcome record
 //	<prefix>{<id>}:b:<n>   HASH  batch n: its servers, the checkpoint (request id,
 //	                             job ids), which jobs ended and which servers are resolved
@@ -168,10 +171,10 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		"max_attempts", r.MaxAttempts, "fingerprint", r.Fingerprint, "state", string(StateRunning),
 		"created_at", now.UnixMilli(), "total", pending + int64(len(skipped)), "pending", pending,
 		"running", 0, "succeeded", 0, "failed", 0, "skipped", len(skipped), "cancelled", 0,
-		"submitted", 0, "retried", 0, "resubmitted", 0, "verifying", 0, "wave_queued", 0,
+		"submitted", 0, "retried", 0, "resubmitted", 0, "verifying", 0, "wave_queued", 0, "queued", 0, "sent", 0,
 		"max_errors", maxErrors, "verify", flag(r.Verify), "positions", flag(r.Positions), "pause_after_wave", flag(r.PauseAfterWave),
 		"retention_ms", r.Retention.Milliseconds(), "waves", len(r.Waves), "wave", min(1, len(r.Waves)),
-		"list_count", r.listCount, "vcount", r.listCount, "vshift", 0, "unplaced", unplacedTargets,
+		"list_count", r.listCount, "vdrift", driftText(movinglist.NewDrift(r.listCount)), "unplaced", unplacedTargets,
 	}
 	for i, w := range r.Waves {
 		fields = append(fields, "wave_end:"+strconv.Itoa(i+1), w.LastChunk, "wave_size:"+strconv.Itoa(i+1), w.Servers)
@@ -244,17 +247,15 @@ func rotationOf(m map[string]string) *Rotation {
 	}
 	r.Wave, r.MaxErrors, r.Reason = int(n("wave")), int(n("max_errors")), m["reason"]
 	r.Verify, r.PauseAfterWave, r.Positions = m["verify"] == "1", m["pause_after_wave"] == "1", m["positions"] == "1"
-	r.waveQueued = int(n("wave_queued"))
-	r.listCount, r.shift, r.shiftCount = int(n("list_count")), int(n("vshift")), int(n("vcount"))
+	r.waveQueued, r.queued, r.sent = int(n("wave_queued")), int(n("queued")), int(n("sent"))
+	r.listCount = int(n("list_count"))
+	r.drift = movinglist.NewDrift(r.listCount)
+	if err := r.drift.UnmarshalText([]byte(m["vdrift"])); err != nil {
+		// Written by a release before the drift was kept: learned again.
+		r.drift = movinglist.NewDrift(r.listCount)
+	}
 	r.unplaced, r.sweepNext, r.sweepDone = int(n("unplaced")), int(n("sweep")), m["sweep_done"] == "1"
 	r.showRefused = m["show_refused"] == "1"
-	r.shiftRate = math.NaN()
-	if v, err := strconv.ParseFloat(m["vrate"], 64); err == nil {
-		r.shiftRate = v
-	}
-	if at := n("vshift_at"); at > 0 {
-		r.shiftAt = time.UnixMilli(at)
-	}
 	r.WaveOpen = int(n("wave_open"))
 	r.Retention = time.Duration(n("retention_ms")) * time.Millisecond
 	r.jobLatency = time.Duration(n("job_lat")) * time.Millisecond
@@ -435,14 +436,23 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (closed in
 	return closed, finished, nil
 }
 
-// WaveQueued records that wave w's chunks are enqueued, so a tick starts
-// each wave once.
-func (s *Store) WaveQueued(ctx context.Context, id string, w int) error {
-	if err := s.rdb.HSet(ctx, s.metaKey(id), "wave_queued", w).Err(); err != nil {
-		return fmt.Errorf("rotation %s: mark wave %d enqueued: %w", id, w, err)
+// Queued records that wave w's chunks up to chunk c are enqueued: wave w
+// has started, and the next chunk to enqueue comes after c.
+func (s *Store) Queued(ctx context.Context, id string, w, c int) error {
+	if err := queuedScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, w, c).Err(); err != nil {
+		return fmt.Errorf("rotation %s: mark wave %d enqueued up to chunk %d: %w", id, w, c, err)
 	}
 	return nil
 }
+
+// queuedScript moves the wave and chunk marks forward, never back: two
+// processes topping up the same wave at once write in any order.
+var queuedScript = redis.NewScript(`
+for i, f in ipairs({'wave_queued', 'queued'}) do
+  if tonumber(ARGV[i]) > tonumber(redis.call('HGET', KEYS[1], f) or '0') then redis.call('HSET', KEYS[1], f, ARGV[i]) end
+end
+return 0
+`)
 
 // finishIfDone finishes a rotation with nothing left to do (every server
 // skipped at planning time).

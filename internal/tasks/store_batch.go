@@ -177,6 +177,9 @@ local meta = KEYS[2]
 if redis.call('HEXISTS', KEYS[1], 'cp') == 1 then return {0, 0} end
 local n = tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'cp', '1', 'req', ARGV[1], 'at', ARGV[2], 'open', n)
+if tonumber(ARGV[7]) <= tonumber(redis.call('HGET', meta, 'chunks') or '0') then
+  redis.call('HINCRBY', meta, 'sent', 1) -- a first attempt's submit ended: the next chunk is enqueued
+end
 for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
 redis.call('SREM', KEYS[4], ARGV[7])
 redis.call('HINCRBY', meta, 'pending', -n)
@@ -717,8 +720,8 @@ type InFlight struct{ First, Retried int }
 // Verifying returns up to limit servers waiting for verification, in the
 // order of the project's server list (servers of unknown place last, with
 // the place verification learned for them if it did), and how many
-// targets of wave w on each page they are on (and the page after it) are
-// still in flight.
+// targets of wave w on each page they are on (and the pages either side)
+// are still in flight.
 func (s *Store) Verifying(ctx context.Context, id string, w, limit int) ([]Pending, map[int]InFlight, error) {
 	zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: s.verifyKey(id), Start: 0, Stop: int64(limit - 1)}).Result()
 	if err != nil {
@@ -745,8 +748,9 @@ func (s *Store) Verifying(ctx context.Context, id string, w, limit int) ([]Pendi
 		}
 		if z.Score < unplaced {
 			p.Pos = int(z.Score)
-			// and the next page: a window may reach into it
-			pages[p.Pos/100], pages[p.Pos/100+1] = true, true
+			// and the pages either side: a window may reach into them
+			pg := p.Pos / 100
+			pages[max(pg-1, 0)], pages[pg], pages[pg+1] = true, true, true
 		} else {
 			loose = append(loose, p.ServerID)
 		}

@@ -3,16 +3,18 @@ package tasks
 import (
 	"context"
 	"fmt"
-	"math"
 	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cph-rekey/cph-rekey/internal/movinglist"
 )
 
 // What verification keeps per rotation besides the verification set:
-// where the project's list has moved since the plan read it (meta fields
-// vshift, vcount, and how fast it moves: vrate, vshift_at), the places it learned of targets the plan did not place
+// how the project's list has moved since the plan read it (meta field
+// vdrift, a movinglist.Drift), the places it learned of targets the plan
+// did not place
 // (:where, server → place, -1 until learned), how far its sweep of the
 // list has come (meta sweep, sweep_done; show_refused when ShowServer
 // failed for good), and when a server's read-back first failed (:vfail,
@@ -69,19 +71,18 @@ func (s *Store) Learn(ctx context.Context, id string, places map[string]int) (in
 	return n, nil
 }
 
-// SetShift records where the project's list has moved since the plan read
-// it, the list's count then, how fast it moves (places a second) and when
-// that was seen.
-// A rate of NaN is not known yet.
-func (s *Store) SetShift(ctx context.Context, id string, shift, count int, rate float64, at time.Time) error {
-	fields := []any{"vshift", shift, "vcount", count, "vshift_at", at.UnixMilli()}
-	if !math.IsNaN(rate) {
-		fields = append(fields, "vrate", strconv.FormatFloat(rate, 'f', 3, 64))
-	}
-	if err := s.rdb.HSet(ctx, s.metaKey(id), fields...).Err(); err != nil {
-		return fmt.Errorf("record list shift of %s: %w", id, err)
+// SetDrift records how the project's list has moved since the plan read
+// it.
+func (s *Store) SetDrift(ctx context.Context, id string, d movinglist.Drift) error {
+	if err := s.rdb.HSet(ctx, s.metaKey(id), "vdrift", driftText(d)).Err(); err != nil {
+		return fmt.Errorf("record list drift of %s: %w", id, err)
 	}
 	return nil
+}
+
+func driftText(d movinglist.Drift) string {
+	b, _ := d.MarshalText() // never fails
+	return string(b)
 }
 
 // SetSweep records how far the sweep of the list for unplaced targets has

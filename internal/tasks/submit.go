@@ -105,7 +105,12 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	}
 	h.obs.Submitted(len(b.Servers))
 	log.InfoContext(ctx, "batch submitted", "request_id", resp.RequestID, "jobs", len(jobs), "rejected", len(errs))
-	return h.startTick(ctx, log, rot, cp.Tick, false)
+	if err := h.startTick(ctx, log, rot, cp.Tick, false); err != nil {
+		return err
+	}
+	// The next chunk of the wave takes this one's place in the queue.
+	_, err = h.followUps(ctx, p.Rotation, false)
+	return err
 }
 
 // startTick enqueues the first tick of the chain a checkpoint started, for

@@ -247,23 +247,24 @@ func each[T any](ctx context.Context, items []T, fn func(ctx context.Context, it
 	return first
 }
 
-// followUps runs what follows recorded outcomes: the next wave's chunks
-// when the current one has started and is not enqueued yet, and the
-// finished rotation's retention and completion event. All are idempotent,
-// so a task that crashed after recording can run them again. It reports
-// whether the rotation has finished.
+// followUps runs what follows recorded outcomes: the current wave's next
+// chunks (topUp), which start the next wave once the current one is done,
+// and the finished rotation's retention and completion event. All are
+// idempotent, so a task that crashed after recording can run them again.
+// It reports whether the rotation has finished.
 func (h *Handler) followUps(ctx context.Context, id string, finishedNow bool) (bool, error) {
 	rot, err := h.store.Rotation(ctx, id)
 	if err != nil {
 		return false, err
 	}
+	n, err := topUp(ctx, h.store, h.enq, rot, h.cfg.Tasks)
+	if err != nil {
+		return false, err
+	}
 	if rot.State == StateRunning && rot.Wave > rot.waveQueued {
-		n, err := enqueueWave(ctx, h.store, h.enq, rot, rot.Wave, h.cfg.Tasks)
-		if err != nil {
-			return false, err
-		}
-		h.log.InfoContext(ctx, "wave started", "rotation", id, "wave", rot.Wave, "waves", len(rot.Waves), "chunks", n,
-			"failed", rot.Counts.Failed, "max_errors", rot.MaxErrors)
+		first, last := rot.chunksOf(rot.Wave)
+		h.log.InfoContext(ctx, "wave started", "rotation", id, "wave", rot.Wave, "waves", len(rot.Waves),
+			"chunks", last-first+1, "enqueued", n, "failed", rot.Counts.Failed, "max_errors", rot.MaxErrors)
 	}
 	if !rot.Finished() {
 		return false, nil

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -56,7 +55,7 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 		r.at(r.now)
 	}
 	groups, loose, alone := neighbours(pend, windowSpan(rot))
-	v := &verification{h: h, log: log, rot: rot, r: r, list: rot.listNow(r.now)}
+	v := &verification{h: h, log: log, rot: rot, r: r, drift: rot.drift}
 	var calls []func(context.Context) (bool, error)
 	for _, ps := range groups {
 		if !h.groupReady(rot, ps, inFlight, r) {
@@ -88,17 +87,21 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 func windowSpan(rot *Rotation) int {
 	// Without the plan's places there are no page counts to wait for the
 	// next page by: a page's last servers would cost a read of their own.
-	if rot.Positions && (rot.shift != 0 || rot.shiftCount != rot.listCount) {
+	if rot.Positions && rot.drift.Moving() {
 		return cph.MaxServersPageSize - 6
 	}
 	return cph.MaxServersPageSize
 }
 
 // neighbours sorts the waiting servers into groups read together, a
-// window of the list each (at most span places, in the list's order). Servers without a place are returned apart (loose), and so are
-// servers UpdateKeypair refused (alone): whether such a server still
-// exists decides its outcome, and the error budget should not wait for a
-// page to learn it.
+// window of the list each: the places [k·span, (k+1)·span) of the plan.
+// The windows are fixed, not drawn from whichever servers wait now, so
+// pages whose jobs end out of order still make whole windows: a window
+// drawn from the first waiting server would leave the last few servers
+// of a page that ended late to a read of their own. Servers without a
+// place are returned apart (loose), and so are servers UpdateKeypair
+// refused (alone): whether such a server still exists decides its
+// outcome, and the error budget should not wait for a page to learn it.
 func neighbours(pend []Pending, span int) (groups [][]Pending, loose, alone []Pending) {
 	var placed []Pending
 	for _, p := range pend {
@@ -114,7 +117,7 @@ func neighbours(pend []Pending, span int) (groups [][]Pending, loose, alone []Pe
 	slices.SortStableFunc(placed, func(a, b Pending) int { return cmp.Compare(a.Pos, b.Pos) })
 	start := 0
 	for i := range placed {
-		if placed[i].Pos-placed[start].Pos >= span {
+		if placed[i].Pos/span != placed[start].Pos/span {
 			groups = append(groups, placed[start:i:i])
 			start = i
 		}
@@ -142,11 +145,13 @@ func (h *Handler) groupReady(rot *Rotation, ps []Pending, inFlight map[int]InFli
 	if rot.State != StateRunning || r.now.Sub(oldest) >= h.cfg.VerifyLinger {
 		return true
 	}
-	// The window may reach into the next page: its first attempts join
-	// it once they have ended, rather than costing a read of their own.
+	// A window straddles two pages: it is read once the first attempts on
+	// both have ended, rather than a read for each part.
 	ready := true
+	span := windowSpan(rot)
+	lo := ps[0].Pos / span * span
 	last := ps[len(ps)-1].Pos / cph.MaxServersPageSize
-	for pg := ps[0].Pos / cph.MaxServersPageSize; pg <= (ps[0].Pos+windowSpan(rot)-1)/cph.MaxServersPageSize; pg++ {
+	for pg := lo / cph.MaxServersPageSize; pg <= (lo+span-1)/cph.MaxServersPageSize; pg++ {
 		c := inFlight[pg]
 		ready = ready && c.First <= 0 && (first || pg > last || c.Retried <= 0)
 	}
@@ -165,22 +170,27 @@ type verification struct {
 	r   *round
 
 	mu    sync.Mutex
-	list  movinglist.Finder
+	drift movinglist.Drift
 	moved bool
 	swept int // the sweep's next offset (-1: done), once it moved
 }
 
-func (v *verification) finder() movinglist.Finder {
+// finder is a Finder for the servers around the plan's place pos, where
+// the list's drift puts them now.
+func (v *verification) finder(pos int) movinglist.Finder {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.list
+	f := v.drift.Finder(pos, v.h.now())
+	f.PageSize = cph.MaxServersPageSize
+	return f
 }
 
-// learnt takes what a read saw of the list: its shift now.
-func (v *verification) learnt(f movinglist.Finder) {
+// learnt takes what a read saw of the list: a target it found (nil:
+// none), and the list's count.
+func (v *verification) learnt(s *movinglist.Sighting, count int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.list.Shift, v.list.Count, v.moved = f.Shift, f.Count, true
+	v.drift, v.moved = v.drift.Seen(s, count, v.h.now()), true
 }
 
 // save records what the round learned of the list.
@@ -190,18 +200,7 @@ func (v *verification) save(ctx context.Context) error {
 	wctx, cancel := detached(ctx)
 	defer cancel()
 	if v.moved {
-		rate := v.rot.shiftRate
-		if dt := v.r.now.Sub(v.rot.shiftAt).Seconds(); !v.rot.shiftAt.IsZero() && dt >= 0.5 {
-			// How fast the list moves, smoothed: pages read later are
-			// read where it will have moved them by then.
-			seen := float64(v.list.Shift-v.rot.shift) / dt
-			if math.IsNaN(rate) {
-				rate = seen
-			} else {
-				rate = (rate + seen) / 2
-			}
-		}
-		if err := v.h.store.SetShift(wctx, v.rot.ID, v.list.Shift, v.list.Count, rate, v.r.now); err != nil {
+		if err := v.h.store.SetDrift(wctx, v.rot.ID, v.drift); err != nil {
 			return err
 		}
 	}
@@ -234,7 +233,7 @@ func (e *errWait) Unwrap() error { return e.err }
 // page reads a page's waiting servers where the list has moved them, and
 // reads on their own the few it did not find.
 func (v *verification) page(ctx context.Context, ps []Pending) (bool, error) {
-	f := v.finder()
+	f := v.finder(ps[len(ps)/2].Pos)
 	before := f.Shift
 	targets := make([]movinglist.Target, len(ps))
 	byID := make(map[string]Pending, len(ps))
@@ -260,12 +259,23 @@ func (v *verification) page(ctx context.Context, ps []Pending) (bool, error) {
 	v.log.DebugContext(ctx, "page located", "servers", len(ps), "from", targets[0].Pos, "reads", res.Reads,
 		"missing", len(res.Missing), "shift_before", before, "shift", f.Shift, "count", f.Count)
 	var rs []Resolution
-	for id := range res.Found {
-		p := byID[id]
-		rs = append(rs, v.compare(p, keypairs[id]))
-		delete(places, id)
+	var sight *movinglist.Sighting
+	for _, p := range ps {
+		at, ok := res.Found[p.ServerID]
+		if !ok {
+			continue
+		}
+		rs = append(rs, v.compare(p, keypairs[p.ServerID]))
+		delete(places, p.ServerID)
+		if sight == nil || p.Pos <= ps[len(ps)/2].Pos {
+			// The found server nearest the middle of the window tells
+			// the list's drift there.
+			sight = &movinglist.Sighting{Pos: p.Pos, Shift: at - p.Pos}
+		}
 	}
-	v.learnt(f)
+	if res.Reads > 0 {
+		v.learnt(sight, f.Count)
+	}
 	if err := v.record(ctx, rs); err != nil {
 		return true, err
 	}
@@ -330,7 +340,7 @@ func (v *verification) sweeping() bool {
 	if v.rot.showRefused {
 		return true
 	}
-	count := v.rot.shiftCount
+	count := v.rot.drift.Count
 	if count == 0 {
 		return v.rot.unplaced > cph.MaxServersPageSize
 	}
@@ -347,13 +357,17 @@ func (v *verification) sweep(ctx context.Context, loose []Pending) (bool, error)
 	for _, p := range loose {
 		byID[p.ServerID] = p
 	}
-	f := v.finder()
+	f := v.finder(0)
 	offset := v.rot.sweepNext
+	read := false
 	defer func() {
 		v.mu.Lock()
 		v.swept = offset
 		v.mu.Unlock()
-		v.learnt(f)
+		if read {
+			// The sweep's places are the plan's less the shift it kept.
+			v.learnt(&movinglist.Sighting{Shift: f.Shift}, f.Count)
+		}
 	}()
 	for range sweepPerRound {
 		if len(byID) == 0 {
@@ -365,6 +379,7 @@ func (v *verification) sweep(ctx context.Context, loose []Pending) (bool, error)
 		if err != nil {
 			return v.failed(ctx, APIListServers, err, nil)
 		}
+		read = true
 		if f.Count > 0 {
 			// Servers created (or deleted) since the last read moved the
 			// list: the places learned now are in the plan's terms.
