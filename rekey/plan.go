@@ -55,9 +55,20 @@ func (p *Plan) ETA(submitRate Rate, jobLatency time.Duration) time.Duration {
 
 // Plan validates r and reads the fleet as Start would (one
 // ListCloudPhoneServers call per 100 servers of the project, never one per
-// target), and returns what would change. It writes nothing and does not
-// use Redis. Bad input is an *InputError; a failed read an *APIError.
+// target, several in flight at Options.ReadRate), and returns what would
+// change; r.Progress, when set, is told how the reads go. It writes
+// nothing and does not use Redis. Bad input is an *InputError; a failed read an *APIError.
 func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
+	// The last figures seen, of either step, go with the call that says
+	// the plan is done.
+	var last PlanProgress
+	tell := r.Progress
+	if tell != nil {
+		r.Progress = func(p PlanProgress) {
+			last = p
+			tell(p)
+		}
+	}
 	spec, err := c.spec(ctx, r)
 	if err != nil {
 		return nil, err
@@ -66,6 +77,14 @@ func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 	if spec.SkipMatching {
 		lister = c.api
 	}
+	if r.Progress != nil && spec.SkipMatching {
+		start := time.Now()
+		spec.Progress = func(p tasks.PlanProgress) {
+			pp := listProgress(StepRead, p.ListProgress, start)
+			pp.Targets, pp.Matched = p.Targets, p.Matched
+			r.Progress(pp)
+		}
+	}
 	tp, err := tasks.MakePlan(ctx, spec, lister)
 	if err != nil {
 		var ce *cph.Error
@@ -73,6 +92,10 @@ func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 			return nil, wrap(err)
 		}
 		return nil, &InputError{Err: err}
+	}
+	if tell != nil {
+		last.Done = true
+		tell(last)
 	}
 	return planOf(tp), nil
 }

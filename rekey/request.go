@@ -171,6 +171,66 @@ type Request struct {
 	// Retention is how long the rotation's records, report and completion
 	// event are kept after it ends. Zero: DefaultRetention (30 days).
 	Retention time.Duration
+	// Progress, when set, is told how the reads of the fleet go (discovery,
+	// then skip-matching) after each page, and once more, with Done set,
+	// when the plan is complete: Start writes the rotation after that call,
+	// never before. It is called from the goroutine that called Plan or
+	// Start, and is not part of the rotation.
+	Progress func(PlanProgress)
+}
+
+// Steps of a plan's reads of the fleet (PlanProgress.Step).
+const (
+	StepDiscover = "discover" // discovery lists the servers to rotate
+	StepRead     = "read"     // skip-matching reads the targets' current keypairs
+)
+
+// PlanProgress is how far a plan's reads of the fleet are: one
+// ListCloudPhoneServers walk a step, paced by Options.ReadRate.
+type PlanProgress struct {
+	// Step is StepDiscover or StepRead; the figures below are the step's.
+	Step string
+	// Pages counts the pages read so far (re-reads and retries that were
+	// answered included); TotalPages is what the whole list takes as far
+	// as its latest count tells (it grows with the list, and equals Pages
+	// once the step is done).
+	Pages, TotalPages int
+	// Listed counts the servers listed so far, each once.
+	Listed int
+	// Targets counts the servers to rotate (0 while discovering); Matched
+	// counts those of them found so far (while discovering: the servers
+	// listed, which all match).
+	Targets, Matched int
+	// Throttled counts the answers 429 and Retries the reads tried again
+	// (throttled or failed transiently); neither fails the plan.
+	Throttled, Retries int
+	// Elapsed is the time since the step began.
+	Elapsed time.Duration
+	// Done is set on the last call: the plan is complete.
+	Done bool
+}
+
+// Rate is the pages read a second so far in the step (0: none yet).
+func (p PlanProgress) Rate() float64 {
+	if p.Elapsed <= 0 {
+		return 0
+	}
+	return float64(p.Pages) / p.Elapsed.Seconds()
+}
+
+// ETA is the time the step's pages left take at Rate (0: unknown or done).
+func (p PlanProgress) ETA() time.Duration {
+	r := p.Rate()
+	if r <= 0 || p.Pages >= p.TotalPages {
+		return 0
+	}
+	return time.Duration(float64(p.TotalPages-p.Pages) / r * float64(time.Second))
+}
+
+// listProgress turns a walk's progress into a PlanProgress of step.
+func listProgress(step string, p cph.ListProgress, start time.Time) PlanProgress {
+	return PlanProgress{Step: step, Pages: p.Pages, TotalPages: p.TotalPages, Listed: p.Servers,
+		Throttled: p.Throttled, Retries: p.Retries, Elapsed: time.Since(start)}
 }
 
 // spec checks r and resolves its targets (discovering them when asked).
@@ -216,7 +276,7 @@ func (c *Client) spec(ctx context.Context, r Request) (tasks.Spec, error) {
 	case r.Discover != nil && len(r.Targets) > 0:
 		return s, badInput("both Targets and Discover are set: take the targets from one")
 	case r.Discover != nil:
-		ts, err := c.discover(ctx, *r.Discover)
+		ts, err := c.discover(ctx, *r.Discover, r.Progress)
 		if err != nil {
 			return s, err
 		}
@@ -242,21 +302,25 @@ func (c *Client) spec(ctx context.Context, r Request) (tasks.Spec, error) {
 	return s, nil
 }
 
-// discover lists the fleet's servers matching d.
-func (c *Client) discover(ctx context.Context, d Discover) ([]tasks.Target, error) {
+// discover lists the fleet's servers matching d, telling progress (when
+// set) how it goes.
+func (c *Client) discover(ctx context.Context, d Discover, progress func(PlanProgress)) ([]tasks.Target, error) {
 	if c.api == nil {
 		return nil, badInput("discovery reads the fleet: give the client Options.CPH")
 	}
-	// Offset paging repeats a server when the fleet changes while it is
-	// listed: keep the first sighting.
-	seen := map[string]bool{}
+	f := cph.ServerFilter{ServerName: d.NameContains, Status: d.Status}
+	if progress != nil {
+		start := time.Now()
+		f.Progress = func(p cph.ListProgress) {
+			pp := listProgress(StepDiscover, p, start)
+			pp.Matched = pp.Listed
+			progress(pp)
+		}
+	}
 	var ts []tasks.Target
-	err := c.api.ListServers(ctx, cph.ServerFilter{ServerName: d.NameContains, Status: d.Status}, func(page []cph.Server) error {
+	err := c.api.ListServers(ctx, f, func(page []cph.Server) error {
 		for _, s := range page {
-			if !seen[s.ServerID] {
-				seen[s.ServerID] = true
-				ts = append(ts, tasks.Target{ServerID: s.ServerID})
-			}
+			ts = append(ts, tasks.Target{ServerID: s.ServerID}) // each server comes once
 		}
 		return nil
 	})

@@ -87,13 +87,3 @@ func usage(err error) error {
 	}
 	return err
 }
-
-// columns is the terminal's width, or 80 when it cannot be told.
-func (e *env) columns() int {
-	if e.width != nil {
-		if w := e.width(); w > 0 {
-			return w
-		}
-	}
-	return 80
-}

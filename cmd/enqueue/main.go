@@ -45,26 +45,32 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
-	isTerminal     bool
-	// width is the terminal's width in columns, asked at every redraw
-	// (the terminal may be resized); 0 when unknown.
-	width func() int
+	// isTerminal and width are stdout's: whether it is a terminal, and
+	// its width in columns, asked at every redraw (the terminal may be
+	// resized; 0 when unknown). errTerminal and errWidth are stderr's.
+	isTerminal, errTerminal bool
+	width, errWidth         func() int
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	fd := int(os.Stdout.Fd())
+	out, errOut := int(os.Stdout.Fd()), int(os.Stderr.Fd())
 	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv,
-		isTerminal: term.IsTerminal(fd),
-		width: func() int {
-			w, _, err := term.GetSize(fd)
-			if err != nil {
-				return 0
-			}
-			return w
-		}}
+		isTerminal: term.IsTerminal(out), width: width(out),
+		errTerminal: term.IsTerminal(errOut), errWidth: width(errOut)}
 	os.Exit(run(ctx, os.Args[1:], e))
+}
+
+// width returns the width of the terminal on fd, 0 when it has none.
+func width(fd int) func() int {
+	return func() int {
+		w, _, err := term.GetSize(fd)
+		if err != nil {
+			return 0
+		}
+		return w
+	}
 }
 
 var commands = []struct {

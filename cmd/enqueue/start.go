@@ -26,6 +26,8 @@ type planFlags struct {
 	maxErrors              string
 	jobLatency, retention  time.Duration
 	pauseAfterWave, verify bool
+	quiet                  bool
+	progressInterval       time.Duration
 }
 
 func addPlanFlags(f *flags, idHelp string) *planFlags {
@@ -46,7 +48,16 @@ func addPlanFlags(f *flags, idHelp string) *planFlags {
 	f.StringVar(&p.maxErrors, "max-errors", rekey.DefaultMaxErrors().String(), "error `budget`: servers (5) or % of the servers to submit (10%) that may fail for good;\none more halts the rotation: no new chunk is submitted, in-flight chunks finish")
 	f.BoolVar(&p.verify, "verify", true, "read each server's keypair back after its job succeeded; a mismatch fails it ("+rekey.CodeVerifyMismatch+")")
 	f.DurationVar(&p.retention, "retention", rekey.DefaultRetention, "keep the rotation's records and report this long after it ends")
+	f.BoolVar(&p.quiet, "quiet", false, "do not show the progress of the fleet's reads on stderr")
+	f.DurationVar(&p.progressInterval, "progress-interval", 10*time.Second, "when stderr is not a terminal, write the progress of the fleet's reads this often\n(on a terminal it is one line, redrawn in place)")
 	return p
+}
+
+// progress returns what shows the plan's progress on stderr (nothing with
+// --quiet) and tells what an interrupted command left.
+func (p *planFlags) progress(e *env) *planProgress {
+	return &planProgress{line: liveLine{w: e.stderr, terminal: e.errTerminal, width: e.errWidth},
+		interval: p.progressInterval, now: time.Now, quiet: p.quiet}
 }
 
 // options return the rekey client's options: with the CPH endpoint and
@@ -91,6 +102,9 @@ func (p *planFlags) request(keypair string) (rekey.Request, error) {
 	if p.retention <= 0 {
 		return rekey.Request{}, usagef("--retention %s: want a positive duration", p.retention)
 	}
+	if p.progressInterval <= 0 {
+		return rekey.Request{}, usagef("--progress-interval %s: want a positive duration", p.progressInterval)
+	}
 	if p.jobLatency < 0 {
 		return rekey.Request{}, usagef("--job-latency %s: want a duration of 0 or more", p.jobLatency)
 	}
@@ -114,17 +128,19 @@ func (p *planFlags) run(ctx context.Context, e *env, f *flags, req rekey.Request
 	}
 	defer rdb.Close()
 	defer c.Close()
+	prog := p.progress(e)
+	req.Progress = prog.show
 	if p.dryRun {
 		// Plan writes nothing and sends Redis no command.
 		plan, err := c.Plan(ctx, req)
 		if err != nil {
-			return usage(err)
+			return usage(prog.interrupted(ctx, err, true))
 		}
 		return printDryRun(e.stdout, p, plan)
 	}
 	st, err := c.Start(ctx, req)
 	if err != nil {
-		return usage(err)
+		return usage(prog.interrupted(ctx, err, false))
 	}
 	return printStarted(e.stdout, p.asJSON, st)
 }

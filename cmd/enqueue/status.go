@@ -37,6 +37,7 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 	defer c.Close()
 
 	var prev *sample
+	live := &liveLine{w: e.stdout, terminal: e.isTerminal, width: e.width}
 	show := func(rot *rekey.Rotation) error {
 		cur := &sample{at: time.Now(), done: rot.Counts.Done()}
 		st := newStatus(rot, prev, cur)
@@ -46,9 +47,7 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 				return err
 			}
 		case *watch && e.isTerminal:
-			// A redraw must never wrap: \r\033[K clears only the last
-			// line of a wrapped one.
-			fmt.Fprintf(e.stdout, "\r\033[K%s", st.bar(e.columns()-1))
+			live.redraw(st.bar)
 		default:
 			fmt.Fprintln(e.stdout, st.line())
 		}
@@ -77,9 +76,7 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return usage(err)
 	}
-	if *watch && e.isTerminal && !*asJSON {
-		fmt.Fprintln(e.stdout)
-	}
+	live.end()
 	if *wait && rot.State != rekey.StateSucceeded {
 		return endedError{tasks.State(rot.State)}
 	}

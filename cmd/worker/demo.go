@@ -123,13 +123,9 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	var list []tasks.Target
-	seen := map[string]bool{}
 	err = client.ListServers(ctx, cph.ServerFilter{}, func(page []cph.Server) error {
 		for _, s := range page {
-			if !seen[s.ServerID] { // pages overlap
-				seen[s.ServerID] = true
-				list = append(list, tasks.Target{ServerID: s.ServerID})
-			}
+			list = append(list, tasks.Target{ServerID: s.ServerID}) // each server comes once
 		}
 		return nil
 	})

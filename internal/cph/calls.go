@@ -4,10 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/cph-rekey/cph-rekey/internal/movinglist"
 )
 
 // Paging limits of the list APIs.
@@ -130,7 +137,7 @@ func (c *Client) ShowJob(ctx context.Context, jobID string) (*Job, error) {
 }
 
 // ServerFilter selects the servers ListServers lists. Zero fields do not
-// filter.
+// filter. PageSize and Progress say how to list, not what.
 type ServerFilter struct {
 	// ServerName matches server names fuzzily (as CPH does).
 	ServerName string
@@ -141,35 +148,59 @@ type ServerFilter struct {
 	// CreateSince and CreateUntil bound the creation time (Unix timestamps,
 	// as CPH takes them).
 	CreateSince, CreateUntil int64
-	// PageSize is the number of servers asked for per call, 1 to 100. Zero: 100.
+	// PageSize is the number of servers asked for per call, 2 to 100.
+	// Zero: 100.
 	PageSize int
+	// Progress, when set, is called after each page ListServers takes,
+	// from the goroutine that called ListServers.
+	Progress func(ListProgress)
 }
 
-// ListOverlap is how many servers of a page of 50 or more ListServers
-// reads again at the start of the next one.
-const ListOverlap = 2
+// ListProgress is how far a ListServers walk is.
+type ListProgress struct {
+	// Pages counts the pages read so far; TotalPages is what the whole list
+	// takes as far as its latest count tells (it grows with the list and
+	// with re-reads, and equals Pages once the walk is done).
+	Pages, TotalPages int
+	// ReReads counts the pages read again because the list moved between
+	// two reads more than their overlap.
+	ReReads int
+	// Servers counts the servers listed so far, each once; Count is the
+	// list's count in the latest answer.
+	Servers, Count int
+	// Throttled counts the answers 429 (each read again after its
+	// Retry-After); Retries counts every read tried again, throttled or
+	// failed transiently.
+	Throttled, Retries int
+	// InFlight is how many reads the walk keeps in flight now.
+	InFlight int
+}
 
 // ListServers lists the servers matching f (GET
-// /v1/{project_id}/cloud-phone/servers), calling fn once per non-empty page
-// so memory stays bounded however large the fleet. It stops when the
-// offset reaches the answer's count or a page is short, and returns fn's
-// error as soon as fn fails.
+// /v1/{project_id}/cloud-phone/servers), calling fn with each server once,
+// in list order, a page at a time, so memory stays bounded however large
+// the fleet. It returns fn's error as soon as fn fails.
 //
-// Pages are offsets into a list sorted by creation time, newest first, not
-// a snapshot: a server created while listing pushes the servers not read
-// yet down by one (the walk reads one server again), a server deleted
-// behind the walk pulls them up by one (the walk would miss one). So each
-// page starts ListOverlap servers before the end of the last one: a
-// deletion or two between two reads loses nothing. Callers deduplicate by
-// id (a server read twice is on the page before).
+// Once the first page gives the list's count, the other pages are read
+// several at once: as many as the client's ReadRate and the round trip
+// observed need to keep the read rate busy (rate × latency, at most
+// movinglist.MaxInFlight), all paced by ReadRate. Pages are offsets into a
+// list sorted by creation time, newest first, not a snapshot: servers
+// created while it is read push the pages not read yet down, servers
+// deleted pull them up. So pages overlap, each is taken only once it
+// shares a server with the pages taken before it, and a page that shares
+// none is bridged by a read where the list moved (movinglist.Sweep). The
+// servers fn gets, counted in order, are places in one list, the list as
+// the walk saw it; a server deleted while the list is read is listed if a
+// read saw it.
 func (c *Client) ListServers(ctx context.Context, f ServerFilter, fn func(page []Server) error) error {
 	const op = "ListCloudPhoneServers"
 	size := f.PageSize
 	if size == 0 {
 		size = MaxServersPageSize
 	}
-	if size < 1 || size > MaxServersPageSize {
-		return &Error{Op: op, Kind: KindPermanent, Err: fmt.Errorf("PageSize %d is not in 1..%d", f.PageSize, MaxServersPageSize)}
+	if size < 2 || size > MaxServersPageSize {
+		return &Error{Op: op, Kind: KindPermanent, Err: fmt.Errorf("PageSize %d is not in 2..%d", f.PageSize, MaxServersPageSize)}
 	}
 	q := url.Values{"limit": {strconv.Itoa(size)}}
 	for name, v := range map[string]string{
@@ -189,24 +220,45 @@ func (c *Client) ListServers(ctx context.Context, f ServerFilter, fn func(page [
 	if f.CreateUntil != 0 {
 		q.Set("create_until", strconv.FormatInt(f.CreateUntil, 10))
 	}
-	for offset := 0; ; {
-		q.Set("offset", strconv.Itoa(offset))
-		var resp ListServersResponse
-		if err := c.do(ctx, op, http.MethodGet, "servers", q, nil, &resp); err != nil {
-			return err
-		}
-		n := len(resp.Servers)
-		if n > 0 {
-			if err := fn(resp.Servers); err != nil {
-				return err
+	obs := &observer{}
+	sw := movinglist.Sweep[Server]{
+		Read: func(ctx context.Context, offset int) (movinglist.Window[Server], error) {
+			q := maps.Clone(q)
+			q.Set("offset", strconv.Itoa(offset))
+			var resp ListServersResponse
+			if err := c.call(ctx, op, http.MethodGet, "servers", q, nil, &resp, obs); err != nil {
+				return movinglist.Window[Server]{}, err
 			}
-		}
-		// A missing count decodes as 0; then only a short page ends the list.
-		if n < size || resp.Count > 0 && offset+n >= resp.Count {
-			return nil
-		}
-		offset += n - min(ListOverlap, size/50) // small pages do not overlap
+			return movinglist.Window[Server]{Items: resp.Servers, Count: resp.Count}, nil
+		},
+		ID:       func(s Server) string { return s.ServerID },
+		PageSize: size,
+		InFlight: func() int { return c.readsInFlight(obs) },
 	}
+	if f.Progress != nil {
+		sw.Progress = func(p movinglist.Progress) {
+			f.Progress(ListProgress{Pages: p.Reads, TotalPages: p.Pages, ReReads: p.ReReads, Servers: p.Items, Count: p.Count,
+				Throttled: int(obs.throttled.Load()), Retries: int(obs.retries.Load()),
+				InFlight: min(movinglist.MaxInFlight, c.readsInFlight(obs))})
+		}
+	}
+	err := sw.Run(ctx, fn)
+	if errors.Is(err, movinglist.ErrLost) {
+		return &Error{Op: op, Kind: KindTransient, Err: err}
+	}
+	return err
+}
+
+// readsInFlight is how many reads keep the read rate busy at the round
+// trip observed so far: rate × latency, with a quarter to spare for the
+// latency's spread, and one more. Unpaced reads, or no round trip seen
+// yet: as many as a walk allows.
+func (c *Client) readsInFlight(obs *observer) int {
+	rtt := time.Duration(obs.rtt.Load())
+	if c.reads == nil || c.reads.Limit() == rate.Inf || rtt <= 0 {
+		return movinglist.MaxInFlight
+	}
+	return int(math.Ceil(float64(c.reads.Limit())*rtt.Seconds()*1.25)) + 1
 }
 
 // ListServersPage returns one page of every server of the project (GET

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -232,15 +233,55 @@ func checkID(what, id string) error {
 // do sends a request, trying a read again up to ReadRetries times when it
 // was throttled or failed transiently. Every error it returns is a *Error.
 func (c *Client) do(ctx context.Context, op, method, path string, query url.Values, in, out any) error {
+	return c.call(ctx, op, method, path, query, in, out, nil)
+}
+
+// observer counts what a walk's reads went through, for its pace and its
+// progress. Its methods are safe for concurrent use.
+type observer struct {
+	throttled, retries atomic.Int64
+	// rtt is a moving average of the round trips answered (nanoseconds;
+	// 0: none yet).
+	rtt atomic.Int64
+}
+
+func (o *observer) roundTrip(d time.Duration) {
+	for {
+		old := o.rtt.Load()
+		avg := int64(d)
+		if old > 0 {
+			avg = old + (int64(d)-old)/8
+		}
+		if o.rtt.CompareAndSwap(old, avg) {
+			return
+		}
+	}
+}
+
+// call is do, telling obs (when not nil) about each attempt.
+func (c *Client) call(ctx context.Context, op, method, path string, query url.Values, in, out any, obs *observer) error {
 	for attempt := 0; ; attempt++ {
 		if c.reads != nil && method == http.MethodGet {
 			if err := c.reads.Wait(ctx); err != nil {
 				return &Error{Op: op, Kind: KindTransient, Err: fmt.Errorf("wait for the read rate: %w", err)}
 			}
 		}
+		sent := time.Now()
 		err := c.doOnce(ctx, op, method, path, query, in, out)
+		if obs != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.StatusCode != 0 {
+				obs.roundTrip(time.Since(sent)) // an answer came back
+			}
+			if IsThrottled(err) {
+				obs.throttled.Add(1)
+			}
+		}
 		if err == nil || method != http.MethodGet || attempt >= c.retries || !KindOf(err).Retryable() {
 			return err
+		}
+		if obs != nil {
+			obs.retries.Add(1)
 		}
 		wait := RetryAfter(err)
 		if wait <= 0 {

@@ -545,10 +545,13 @@ func TestClientValidatesArguments(t *testing.T) {
 		{"empty server id to show", func() error { _, err := c.ShowServer(ctx, ""); return err }, "empty server id"},
 		{"page size too large", func() error {
 			return c.ListServers(ctx, ServerFilter{PageSize: 101}, func([]Server) error { return nil })
-		}, "PageSize 101 is not in 1..100"},
+		}, "PageSize 101 is not in 2..100"},
 		{"negative page size", func() error {
 			return c.ListServers(ctx, ServerFilter{PageSize: -1}, func([]Server) error { return nil })
-		}, "PageSize -1 is not in 1..100"},
+		}, "PageSize -1 is not in 2..100"},
+		{"page of one", func() error {
+			return c.ListServers(ctx, ServerFilter{PageSize: 1}, func([]Server) error { return nil })
+		}, "PageSize 1 is not in 2..100"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -643,11 +646,11 @@ func TestListServersPaginates(t *testing.T) {
 		wantPages []int
 		wantCalls int
 	}{
-		// Pages of 100 overlap by ListOverlap (2) servers.
-		{name: "250 servers", total: 250, wantPages: []int{100, 100, 54}, wantCalls: 3},
-		{name: "count reached on a full page", total: 196, wantPages: []int{100, 98}, wantCalls: 2},
-		{name: "count absent", total: 198, noCount: true, wantPages: []int{100, 100, 2}, wantCalls: 3},
-		{name: "small pages", total: 7, pageSize: 3, wantPages: []int{3, 3, 1}, wantCalls: 3},
+		// Pages of 100 overlap by 2 servers; fn gets each server once.
+		{name: "250 servers", total: 250, wantPages: []int{100, 98, 52}, wantCalls: 3},
+		{name: "count reached on a full page", total: 196, wantPages: []int{100, 96}, wantCalls: 2},
+		{name: "count absent", total: 198, noCount: true, wantPages: []int{100, 98}, wantCalls: 3},
+		{name: "small pages", total: 7, pageSize: 3, wantPages: []int{3, 2, 2}, wantCalls: 3},
 		{name: "no servers", total: 0, wantPages: nil, wantCalls: 1},
 	}
 	for _, tt := range tests {
@@ -671,14 +674,9 @@ func TestListServersPaginates(t *testing.T) {
 			c := newTestClient(t, rec)
 			var pages []int
 			next := 0
-			seen := map[string]bool{}
 			err := c.ListServers(context.Background(), ServerFilter{PageSize: tt.pageSize}, func(page []Server) error {
 				pages = append(pages, len(page))
 				for _, s := range page {
-					if seen[s.ServerID] {
-						continue // the overlap
-					}
-					seen[s.ServerID] = true
 					if s.ServerID != fmt.Sprintf("s%d", next) {
 						return fmt.Errorf("got %s, want s%d", s.ServerID, next)
 					}

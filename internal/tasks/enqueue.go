@@ -56,6 +56,17 @@ type Spec struct {
 	// Retention keeps the rotation's records this long after it ends;
 	// zero: the worker's default (TaskOptions.Retention).
 	Retention time.Duration
+	// Progress, when set, is told how MakePlan's read of the fleet goes
+	// (SkipMatching), after each page. It is not part of the rotation.
+	Progress func(PlanProgress)
+}
+
+// PlanProgress is how far MakePlan's read of the fleet is.
+type PlanProgress struct {
+	cph.ListProgress
+	// Targets counts the servers the Spec names; Matched those of them
+	// the read has found so far.
+	Targets, Matched int
 }
 
 func (s *Spec) maxErrors() Size {
@@ -134,7 +145,9 @@ func (s *Spec) Fingerprint() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// ServerLister lists servers page by page (cph.Client does).
+// ServerLister lists servers page by page, each server once, in list
+// order, the places counted in order being those of one list (cph.Client
+// does).
 type ServerLister interface {
 	ListServers(ctx context.Context, f cph.ServerFilter, fn func([]cph.Server) error) error
 }
@@ -195,24 +208,23 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 			want[t.ServerID] = true
 		}
 		fleet = make(map[string]current, len(spec.Targets))
-		// A server the walk reads twice (its pages overlap, and the list
-		// moves: cph.ListServers) is on the page before: counted once, so
-		// places stay those of one list, as verification expects.
+		// The lister hands each server over once, in list order, so the
+		// count of those before it is a server's place in one list, as
+		// verification expects.
+		var f cph.ServerFilter
+		if spec.Progress != nil {
+			f.Progress = func(p cph.ListProgress) {
+				spec.Progress(PlanProgress{ListProgress: p, Targets: len(spec.Targets), Matched: len(fleet)})
+			}
+		}
 		pos := 0
-		var prev map[string]bool
-		err := lister.ListServers(ctx, cph.ServerFilter{}, func(page []cph.Server) error {
-			this := make(map[string]bool, len(page))
+		err := lister.ListServers(ctx, f, func(page []cph.Server) error {
 			for _, s := range page {
-				this[s.ServerID] = true
-				if prev[s.ServerID] {
-					continue
-				}
-				if _, seen := fleet[s.ServerID]; want[s.ServerID] && !seen {
+				if want[s.ServerID] {
 					fleet[s.ServerID] = current{s.KeypairName, s.Status, pos}
 				}
 				pos++
 			}
-			prev = this
 			return nil
 		})
 		if err != nil {

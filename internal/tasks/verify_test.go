@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/movinglist"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
 )
@@ -31,8 +32,8 @@ type movingFleet struct {
 	shows   int
 	failAll bool // every read answers 503
 	noShow  bool // ShowServer is not published: 404 APIGW.0101
-	// planChurn servers are created after each page the plan reads, so
-	// the plan sees some servers twice.
+	// planChurn servers are created before each page the plan reads
+	// after the first, so its pages shift while it reads them.
 	planChurn int
 }
 
@@ -72,20 +73,30 @@ func (f *movingFleet) set(id, kp string) {
 	}
 }
 
-// ListServers walks the list as cph.Client does, each page overlapping
-// the last by cph.ListOverlap servers.
-func (f *movingFleet) ListServers(ctx context.Context, _ cph.ServerFilter, fn func([]cph.Server) error) error {
-	for off := 0; ; {
-		resp, _ := f.ListServersPage(ctx, off, 100)
-		if err := fn(resp.Servers); err != nil {
-			return err
-		}
-		if len(resp.Servers) < 100 || off+len(resp.Servers) >= resp.Count {
-			return nil
-		}
-		f.create(f.planChurn)
-		off += len(resp.Servers) - cph.ListOverlap
+// ListServers reads the list as cph.Client does (movinglist.Sweep, 4 pages
+// in flight at once, as at 20 reads a second and 200 ms a round trip),
+// planChurn servers created before every read after the first.
+func (f *movingFleet) ListServers(ctx context.Context, filter cph.ServerFilter, fn func([]cph.Server) error) error {
+	sw := movinglist.Sweep[cph.Server]{
+		Progress: func(p movinglist.Progress) {
+			if filter.Progress != nil {
+				filter.Progress(cph.ListProgress{Pages: p.Reads, TotalPages: p.Pages, ReReads: p.ReReads, Servers: p.Items, Count: p.Count})
+			}
+		},
+		ID:       func(s cph.Server) string { return s.ServerID },
+		InFlight: func() int { return 4 },
+		Read: func(ctx context.Context, offset int) (movinglist.Window[cph.Server], error) {
+			if offset > 0 {
+				f.create(f.planChurn)
+			}
+			resp, err := f.ListServersPage(ctx, offset, 100)
+			if err != nil {
+				return movinglist.Window[cph.Server]{}, err
+			}
+			return movinglist.Window[cph.Server]{Items: resp.Servers, Count: resp.Count}, nil
+		},
 	}
+	return sw.Run(ctx, fn)
 }
 
 func (f *movingFleet) ListServersPage(_ context.Context, offset, limit int) (*cph.ListServersResponse, error) {
