@@ -183,6 +183,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if c.apiLatency.mean < 0 {
 		return nil, fmt.Errorf("--latency %s: want 0 (no latency runs) or a positive duration", c.apiLatency.mean)
 	}
+	if c.apiLatency.mean == 0 {
+		c.apiLatency.jitter = 0 // no latency runs: the spread's default is moot
+	}
 	if c.apiLatency.jitter < 0 || c.apiLatency.jitter > c.apiLatency.mean {
 		return nil, fmt.Errorf("--latency-jitter %s: want 0 to --latency (%s)", c.apiLatency.jitter, c.apiLatency.mean)
 	}

@@ -34,6 +34,9 @@ func TestParseConfig(t *testing.T) {
 		{args: []string{"--latency", "0", "--latency-jitter", "0"}, check: func(c *config) bool {
 			return c.apiLatency == latency{} && c.apiLatency.both() == "0"
 		}},
+		{args: []string{"--latency", "0"}, check: func(c *config) bool { // the jitter's default is moot
+			return c.apiLatency == latency{} && c.apiLatency.both() == "0"
+		}},
 		{env: map[string]string{"REKEY_BENCH_LATENCY": "200ms", "REKEY_BENCH_LATENCY_JITTER": "100ms"}, check: func(c *config) bool {
 			return c.apiLatency.both() == "0 and 200ms±100ms"
 		}},
