@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -49,11 +48,11 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("tick: %w: %w", err, asynq.SkipRetry)
 	}
 	deadline := h.now().Add(tickBudget)
-	// Polls hand verification its work through kick: a page is read as
-	// soon as the poll that completed it is recorded.
-	polls, reads := newStage(), newStage()
-	reads.kick = make(chan struct{}, 1)
+	// Polls hand verification its work: a page is read as soon as the poll
+	// that completed it is recorded.
+	kick := make(chan struct{}, 1)
 	var (
+		polled               = make(chan struct{})
 		pollNext, verNext    time.Time
 		pollErr, verErr      error
 		pollDone, verDone    bool
@@ -61,9 +60,9 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 		wg                   sync.WaitGroup
 	)
 	wg.Go(func() {
-		defer close(polls.done)
-		pollNext, pollDone, finished1, pollErr = h.loop(ctx, p.Rotation, deadline, polls, reads, func(rot *Rotation, r *round) error {
-			r.kick = reads.kick
+		defer close(polled)
+		pollNext, pollDone, finished1, pollErr = h.loop(ctx, p.Rotation, deadline, nil, nil, func(rot *Rotation, r *round) error {
+			r.kick = kick
 			if err := h.poll(ctx, log, rot, r); err != nil {
 				return err
 			}
@@ -71,8 +70,7 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 		})
 	})
 	wg.Go(func() {
-		defer close(reads.done)
-		verNext, verDone, finished2, verErr = h.loop(ctx, p.Rotation, deadline, reads, polls, func(rot *Rotation, r *round) error {
+		verNext, verDone, finished2, verErr = h.loop(ctx, p.Rotation, deadline, polled, kick, func(rot *Rotation, r *round) error {
 			return h.verify(ctx, log, rot, r)
 		})
 	})
@@ -98,30 +96,12 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 	return err
 }
 
-// stage is one of a tick's loops, as the other sees it.
-type stage struct {
-	busy atomic.Bool   // its next round comes due within loopGap
-	done chan struct{} // closed when it has returned
-	kick chan struct{} // work handed to it (nil: none is)
-}
-
-// newStage is a stage about to run its first round: busy until the round
-// says otherwise, so the peer does not take a long first round for idle.
-func newStage() *stage {
-	s := &stage{done: make(chan struct{})}
-	s.busy.Store(true)
-	return s
-}
-
-// loop runs a stage in rounds while its next round comes due within
-// loopGap, or while the peer stage's does (a long backlog of reads must
-// not hold up the polls due meanwhile, nor polls that hand verification
-// work leave it idle), up to deadline. It returns when the next round is
-// due, whether the loop ran out of work (not out of time), and whether a
-// round finished the rotation.
-func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, self, peer *stage, run func(*Rotation, *round) error) (next time.Time, idle, finished bool, err error) {
-	defer self.busy.Store(false)
-	peerDone := peer.done
+// loop runs stage in rounds while its next round comes due within loopGap
+// (and, while others is open, while a stage that hands it work through
+// kick is at work), up to deadline. It returns when the next round is due,
+// whether the loop ran out of work (not out of time), and whether a round
+// finished the rotation.
+func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, others, kick <-chan struct{}, stage func(*Rotation, *round) error) (next time.Time, idle, finished bool, err error) {
 	for {
 		rot, err := h.store.Rotation(ctx, id)
 		if err != nil {
@@ -129,7 +109,7 @@ func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, self,
 		}
 		r := &round{now: h.now(), deadline: deadline}
 		r.at(r.now.Add(h.cfg.PollCap))
-		if err := run(rot, r); err != nil {
+		if err := stage(rot, r); err != nil {
 			return time.Time{}, false, finished, err
 		}
 		if r.advanced {
@@ -150,21 +130,20 @@ func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, self,
 			return r.next, false, finished, nil
 		}
 		wait := max(r.next.Sub(now), 50*time.Millisecond)
-		self.busy.Store(wait <= loopGap)
-		if wait > loopGap && (peerDone == nil || !peer.busy.Load()) {
+		if others == nil && wait > loopGap {
 			return r.next, true, finished, nil
 		}
-		// The peer stage is at work and may hand this one work: wait for
-		// it, for this stage's next round, or for the peer to end (and
+		// Another stage is at work and may hand this one work: wait for
+		// it, for this stage's next round, or for the other to end (and
 		// look once more at what it did last).
-		t := time.NewTimer(min(wait, loopGap))
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return r.next, false, finished, nil
-		case <-peerDone:
-			peerDone = nil
-		case <-self.kick:
+		case <-others:
+			others = nil
+		case <-kick:
 		case <-t.C:
 		}
 		t.Stop()
