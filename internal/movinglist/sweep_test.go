@@ -90,6 +90,8 @@ func sweepAll(t *testing.T, c *churning, size, inFlight int) ([]string, Progress
 // handed over twice.
 func TestSweepSeesEveryServerOnceOnAMovingList(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
+	lost := 0
+	defer func() { t.Logf("%d burst trials lost track (ErrLost)", lost) }()
 	trials := 150
 	if testing.Short() {
 		trials = 60
@@ -114,6 +116,14 @@ func TestSweepSeesEveryServerOnceOnAMovingList(t *testing.T) {
 		got, p, err := sweepAll(t, c, size, inFlight)
 		name := fmt.Sprintf("trial %d (%d servers, pages of %d, %d in flight, churn +%d -%d burst %t)",
 			trial, n, size, inFlight, create, del, burst)
+		if burst && errors.Is(err, ErrLost) {
+			// A window's worth created between two reads that answer in
+			// whatever order the scheduler gives them may leave no server
+			// shared to bridge by: the sweep says so (the plan fails with
+			// it and is run again) rather than hand over a wrong list.
+			lost++
+			continue
+		}
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
