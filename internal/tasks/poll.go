@@ -37,29 +37,14 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 	if err != nil {
 		return err
 	}
-	var subs []*round
-	more := func() ([]stageCall, error) {
-		now := h.now()
-		if !now.Before(r.deadline) || p.limited.Load() {
-			return nil, nil
-		}
-		rot, err := h.store.Rotation(ctx, rot.ID)
-		if err != nil || rot.Finished() {
-			return nil, err
-		}
-		sub := r.sub(now)
-		subs = append(subs, sub)
+	err = h.stream(ctx, r, rot.ID, calls, p.limited.Load, func(rot *Rotation, sub *round) ([]stageCall, error) {
 		calls, soon, err := p.due(ctx, rot, sub)
 		if err != nil || len(calls) > 0 || len(soon) == 0 {
 			return calls, err
 		}
 		// Nothing is due: the quota may be idle, as at the end of a round.
 		return p.early(ctx, rot, soon, sub)
-	}
-	err = h.runStage(ctx, calls, more)
-	for _, sub := range subs {
-		r.merge(sub)
-	}
+	})
 	if err != nil || p.limited.Load() || len(soon) == 0 {
 		return err
 	}

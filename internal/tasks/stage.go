@@ -93,6 +93,33 @@ type stageCall struct {
 // are out (each reads Redis), as the tick's rounds are spaced.
 const askGap = 100 * time.Millisecond
 
+// stream runs a stage's calls (runStage) and, while they are out, the
+// calls look finds in the rotation read afresh: each look a round of its
+// own (r.sub), merged into r at the end. It looks no more past r's
+// deadline, once the rotation has finished, or while stop (if not nil)
+// says so.
+func (h *Handler) stream(ctx context.Context, r *round, id string, calls []stageCall, stop func() bool, look func(rot *Rotation, sub *round) ([]stageCall, error)) error {
+	var subs []*round
+	more := func() ([]stageCall, error) {
+		now := h.now()
+		if !now.Before(r.deadline) || stop != nil && stop() {
+			return nil, nil
+		}
+		rot, err := h.store.Rotation(ctx, id)
+		if err != nil || rot.Finished() {
+			return nil, err
+		}
+		sub := r.sub(now)
+		subs = append(subs, sub)
+		return look(rot, sub)
+	}
+	err := h.runStage(ctx, calls, more)
+	for _, sub := range subs {
+		r.merge(sub)
+	}
+	return err
+}
+
 // runStage runs calls in order, keeping in flight as many of each API as
 // h.callers allows, asked afresh before each start: the first answers
 // widen a stage that started before its API was timed, and a rate cut

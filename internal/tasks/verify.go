@@ -57,24 +57,9 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	if err != nil {
 		return err
 	}
-	var subs []*round
-	more := func() ([]stageCall, error) {
-		now := h.now()
-		if !now.Before(r.deadline) {
-			return nil, nil
-		}
-		rot, err := h.store.Rotation(ctx, rot.ID)
-		if err != nil || rot.Finished() {
-			return nil, err
-		}
-		sub := r.sub(now)
-		subs = append(subs, sub)
+	err = h.stream(ctx, r, rot.ID, calls, nil, func(rot *Rotation, sub *round) ([]stageCall, error) {
 		return h.verifyCalls(ctx, log, rot, sub, vr)
-	}
-	err = h.runStage(ctx, calls, more)
-	for _, sub := range subs {
-		r.merge(sub)
-	}
+	})
 	if vr.list != nil {
 		err = errors.Join(err, vr.list.save(ctx, h.store, rot.ID))
 	}
