@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/targets"
 )
 
 // Chunk size limits: one chunk's jobs must fit one ListJobs page, and a
@@ -221,7 +222,7 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 		err := lister.ListServers(ctx, f, func(page []cph.Server) error {
 			for _, s := range page {
 				if want[s.ServerID] {
-					fleet[s.ServerID] = current{s.KeypairName, s.Status, pos}
+					fleet[s.ServerID] = current{knownKeypair(s.KeypairName), s.Status, pos}
 				}
 				pos++
 			}
@@ -278,6 +279,19 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 	plan.Rotation.Batches = len(plan.Chunks)
 	plan.Rotation.MaxErrors = spec.maxErrors().Floor(plan.Servers())
 	return plan, nil
+}
+
+// knownKeypair is the keypair name the API listed for a server, or "" when
+// it is not a keypair name (letters, digits, '_' and '-', at most 64
+// bytes). The name is packed into the tab- and newline-separated chunk
+// records and the report: an endpoint must not forge entries through it.
+// A server on a name no keypair can have is not on the target, so it is
+// rotated, and its old keypair is reported unknown (rollback refuses it).
+func knownKeypair(name string) string {
+	if targets.ValidateKeypairName(name) != nil {
+		return ""
+	}
+	return name
 }
 
 // Started is what Start did.
