@@ -446,3 +446,42 @@ func TestAPIWriteContentTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleCSVDownloadNeutralisesFormulas: the console's CSV download
+// is the report an operator opens in a spreadsheet: a message from the
+// API that would run as a formula arrives behind a quote.
+func TestConsoleCSVDownloadNeutralisesFormulas(t *testing.T) {
+	rig := newConsoleRig(t, Options{})
+	ctx := context.Background()
+	b, err := rig.store.Batch(ctx, rig.id, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := b.Servers[len(b.Servers)-1]
+	formula := `=HYPERLINK("http://evil.example/","x")`
+	res := tasks.Resolution{ServerID: e.ServerID, Outcome: tasks.OutcomeFailed, Attempts: 1, JobID: "job-" + e.ServerID,
+		Code: "CPS.0004", Message: formula, Entry: e}
+	if _, err := rig.store.Resolve(ctx, rig.id, 1, 1, []tasks.Resolution{res}, time.Time{}, true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := do(t, "GET", rig.base+APIPath+"/"+rig.id+"/report?format=csv")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("report: %d %s", resp.StatusCode, body)
+	}
+	rows, err := csv.NewReader(strings.NewReader(body)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, row := range rows[1:] {
+		if row[0] == e.ServerID {
+			found = true
+			if row[8] != "'"+formula {
+				t.Errorf("error_msg cell %q, want the formula behind a quote", row[8])
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("server %s not in the report", e.ServerID)
+	}
+}
