@@ -81,8 +81,8 @@ func (s *Spec) validate() error {
 	if s.Keypair == "" {
 		return errors.New("no keypair: --keypair is required")
 	}
-	if len(s.Keypair) > 64 {
-		return fmt.Errorf("keypair %q is longer than 64 bytes", s.Keypair)
+	if err := targets.ValidateKeypairName(s.Keypair); err != nil {
+		return err
 	}
 	if s.ChunkSize < 1 || s.ChunkSize > MaxChunkSize {
 		return fmt.Errorf("chunk size %d: want 1-%d", s.ChunkSize, MaxChunkSize)
@@ -95,16 +95,22 @@ func (s *Spec) validate() error {
 	}
 	// Every path to Redis comes through here (files, discovery, rollback):
 	// a server listed twice would hold its chunk attempt open for ever, and
-	// tabs or newlines would corrupt the chunk encoding.
+	// tabs or newlines would corrupt the chunk encoding (keypairs are held
+	// to what a keypair name may be).
 	seen := make(map[string]bool, len(s.Targets))
 	for i, t := range s.Targets {
 		switch {
 		case t.ServerID == "":
 			return fmt.Errorf("target %d: empty server id", i+1)
-		case strings.ContainsAny(t.ServerID+t.Keypair, "\t\n\r"):
-			return fmt.Errorf("target %d: server id %q or its keypair contains a tab or line break", i+1, t.ServerID)
+		case strings.ContainsAny(t.ServerID, "\t\n\r"):
+			return fmt.Errorf("target %d: server id %q contains a tab or line break", i+1, t.ServerID)
 		case seen[t.ServerID]:
 			return fmt.Errorf("target %d: server %s is listed twice", i+1, t.ServerID)
+		}
+		if t.Keypair != "" {
+			if err := targets.ValidateKeypairName(t.Keypair); err != nil {
+				return fmt.Errorf("target %d (%q): %w", i+1, t.ServerID, err)
+			}
 		}
 		seen[t.ServerID] = true
 	}

@@ -139,3 +139,27 @@ func TestReportCSVNeutralisesFormulas(t *testing.T) {
 		}
 	})
 }
+
+// TestSpecRefusesKeypairsThatAreNotNames: the rotation's keypair and each
+// target's are packed into the same records as the API's, whoever calls
+// MakePlan (the CLI and rekey check them too, but not every caller does).
+func TestSpecRefusesKeypairsThatAreNotNames(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		keypair string
+		target  string
+	}{
+		{"rotation keypair with a tab", "kp\tnew", ""},
+		{"rotation keypair with a newline", "kp\nforged\tkp", ""},
+		{"rotation keypair too long", strings.Repeat("k", 65), ""},
+		{"target keypair with a newline", "kp-new", "kp\nforged"},
+		{"target keypair with a space", "kp-new", "kp new"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			spec := Spec{Keypair: c.keypair, ChunkSize: 100, MaxAttempts: 3, Targets: []Target{{ServerID: "s1", Keypair: c.target}}}
+			if _, err := MakePlan(context.Background(), spec, nil); err == nil || !strings.Contains(err.Error(), "keypair name") {
+				t.Errorf("MakePlan: %v, want an error naming the keypair name", err)
+			}
+		})
+	}
+}
