@@ -128,7 +128,7 @@ func (h *Handler) startTick(ctx context.Context, log *slog.Logger, rot *Rotation
 		}
 	}
 	_, first := h.firstPoll(rot)
-	ok, err := enqueueTick(ctx, h.enq, TickPayload{Rotation: rot.ID, Gen: gen, Seq: 1}, first, h.cfg.Tasks)
+	ok, err := enqueueTick(ctx, h.enq, h.store.ns, TickPayload{Rotation: rot.ID, Gen: gen, Seq: 1}, first, h.cfg.Tasks)
 	if ok {
 		log.DebugContext(ctx, "tick chain started", "gen", gen)
 	}
