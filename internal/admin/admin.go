@@ -176,7 +176,7 @@ func (s *Server) routes() http.Handler {
 	if s.opts.Rotations != nil {
 		s.consoleRoutes(mux)
 		s.apiRoutes(mux)
-		ui, home = withConsoleLink(ui), ConsolePath+"/"
+		ui, home = withConsoleLink(onlyQueues(ui, s.queues())), ConsolePath+"/"
 	}
 	mux.Handle(UIPath+"/", s.protect(http.NewCrossOriginProtection().Handler(uiHeaders(ui))))
 	mux.Handle("GET /{$}", http.RedirectHandler(home, http.StatusFound))
