@@ -124,6 +124,10 @@ func TestNamespacesShareARedis(t *testing.T) {
 				t.Errorf("namespace %s: the asynq UI lists %s, another deployment's queue", d.ns, q)
 			}
 		}
+		// The UI's page of a namespaced queue (its name has a '.') answers.
+		if code, body := get(t, d.admin+"/monitoring/api/queues/"+want); code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("namespace %s: the asynq UI's queue %s: %d %s", d.ns, want, code, tail(body, 300))
+		}
 	}
 
 	// The default namespace sees neither rotation, and holds no key.
