@@ -34,7 +34,7 @@ func newFlags(e *env, name, args, summary string) *flags {
 		f.PrintUsage(e.stderr)
 	}
 	f.redis = redisurl.AddFlags(f.FlagSet, "redis://127.0.0.1:6379", "")
-	f.namespace = f.String("namespace", "", "the workers' --namespace: the deployment whose rotations this command sees (empty: the default)")
+	f.namespace = f.String("namespace", "", "the workers' --namespace: the `name` of the deployment whose rotations this command sees (empty: the default)")
 	return f
 }
 
