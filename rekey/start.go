@@ -37,7 +37,9 @@ func (c *Client) Start(ctx context.Context, r Request) (*Started, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := tasks.Start(ctx, c.store, c.enq, p.plan, tasks.TaskOptions{Retention: p.plan.Rotation.Retention}, time.Now())
+	opts := c.tasks
+	opts.Retention = p.plan.Rotation.Retention
+	st, err := tasks.Start(ctx, c.store, c.enq, p.plan, opts, time.Now())
 	if err != nil {
 		return nil, wrap(err)
 	}
