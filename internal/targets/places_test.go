@@ -14,7 +14,9 @@ const (
 
 func TestReadPlaces(t *testing.T) {
 	opts := Options{Region: "cn-north-4", ProjectID: projA}
-	at := func(id, region, project string) Target { return Target{ServerID: id, Region: region, ProjectID: project} }
+	at := func(id, region, project string) Target {
+		return Target{ServerID: id, Region: region, ProjectID: project}
+	}
 	tests := []struct {
 		name  string
 		opts  Options
@@ -27,7 +29,7 @@ func TestReadPlaces(t *testing.T) {
 		{name: "no defaults leave the place empty", in: "server_id,region\n" + hexID + ",\n",
 			want: []Target{at(hexID, "", "")}},
 		{name: "CSV columns in any order, empty cells default", opts: opts,
-			in: "project_id,server_id,region\n" + projB + "," + hexID + ",cn-east-3\n," + hexID + ",\n" + projB + "," + hexID + ",\n",
+			in:   "project_id,server_id,region\n" + projB + "," + hexID + ",cn-east-3\n," + hexID + ",\n" + projB + "," + hexID + ",\n",
 			want: []Target{at(hexID, "cn-east-3", projB), at(hexID, "cn-north-4", projA), at(hexID, "cn-north-4", projB)}},
 		{name: "JSON fields", opts: opts,
 			in:   `[{"server_id":"` + hexID + `","region":"ap-southeast-1","project_id":"` + projB + `"},{"server_id":"` + hexID + `","region":null}]`,
