@@ -36,8 +36,13 @@ type Target struct {
 type Spec struct {
 	// ID names the rotation. Empty derives it from the fingerprint, so the
 	// same command run twice names the same rotation.
-	ID          string
-	Keypair     string
+	ID      string
+	Keypair string
+	// Place is where every target is; the zero Place is the workers'
+	// default region and project.
+	Place Place
+	// Group names the rotation across places this one is a part of.
+	Group       string
 	Targets     []Target
 	ChunkSize   int
 	MaxAttempts int
@@ -142,6 +147,10 @@ func (s *Spec) Fingerprint() string {
 		h.Write([]byte(t))
 		h.Write([]byte{'\n'})
 	}
+	if !s.Place.IsZero() || s.Group != "" {
+		// Only then, so rotations of one place keep the ids they had.
+		fmt.Fprintf(h, "place %s %s %s\n", s.Place.Region, s.Place.ProjectID, s.Group)
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -193,7 +202,8 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 	if id == "" {
 		id = "r-" + fp[:16]
 	}
-	plan := &Plan{Read: spec.SkipMatching, Rotation: &Rotation{ID: id, Keypair: spec.Keypair, ChunkSize: spec.ChunkSize,
+	plan := &Plan{Read: spec.SkipMatching, Rotation: &Rotation{ID: id, Keypair: spec.Keypair, Region: spec.Place.Region,
+		ProjectID: spec.Place.ProjectID, Group: spec.Group, ChunkSize: spec.ChunkSize,
 		MaxAttempts: spec.MaxAttempts, Fingerprint: fp, Verify: !spec.SkipVerify, PauseAfterWave: spec.PauseAfterWave,
 		Retention: spec.Retention}}
 	type current struct {

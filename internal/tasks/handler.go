@@ -141,23 +141,24 @@ func (c Config) withDefaults() Config {
 
 // Handler runs the pipeline's tasks.
 type Handler struct {
-	store   *Store
-	api     API
-	limiter Limiter
-	enq     Enqueuer
-	obs     Observer
-	log     *slog.Logger
-	cfg     Config
-	now     func() time.Time
-	lat     *latencies // how long each API's calls take, for the stages' width
+	store  *Store
+	places Places
+	enq    Enqueuer
+	obs    Observer
+	log    *slog.Logger
+	cfg    Config
+	now    func() time.Time
+	lat    *latencies // how long each API's calls take, for the stages' width
 }
 
 // HandlerOptions are the parts a Handler is built from. Observer and
-// Logger are optional.
+// Logger are optional. Places, when set, gives each place its API and
+// limiter; otherwise every rotation is on API and Limiter.
 type HandlerOptions struct {
 	Store    *Store
 	API      API
 	Limiter  Limiter
+	Places   Places
 	Enqueuer Enqueuer
 	Observer Observer
 	Logger   *slog.Logger
@@ -166,8 +167,12 @@ type HandlerOptions struct {
 
 // NewHandler returns a Handler.
 func NewHandler(o HandlerOptions) *Handler {
-	h := &Handler{store: o.Store, api: o.API, limiter: o.Limiter, enq: o.Enqueuer, obs: o.Observer,
+	h := &Handler{store: o.Store, places: o.Places, enq: o.Enqueuer, obs: o.Observer,
 		log: o.Logger, cfg: o.Config.withDefaults(), now: time.Now, lat: newLatencies()}
+	if h.places == nil {
+		api, lim := o.API, o.Limiter
+		h.places = func(Place) (API, Limiter) { return api, lim }
+	}
 	if h.obs == nil {
 		h.obs = nopObserver{}
 	}
@@ -262,10 +267,11 @@ func (h *Handler) call(ctx context.Context, api string, fn func(ctx context.Cont
 	return err
 }
 
-// throttled feeds a 429 back to the shared limiter and puts the task back.
-func (h *Handler) throttled(ctx context.Context, api string, err error) error {
+// throttled feeds a 429 back to the shared limiter of rot's place and puts
+// the task back.
+func (h *Handler) throttled(ctx context.Context, rot *Rotation, api string, err error) error {
 	ra := cph.RetryAfter(err)
-	if lerr := h.limiter.Throttled(ctx, api, ra, cph.QuotaPerSecond(err)); lerr != nil {
+	if lerr := h.limiterOf(rot).Throttled(ctx, api, ra, cph.QuotaPerSecond(err)); lerr != nil {
 		h.log.WarnContext(ctx, "report throttling to limiter", "api", api, "err", lerr)
 	}
 	if ra <= 0 {

@@ -176,6 +176,9 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		"retention_ms", r.Retention.Milliseconds(), "waves", len(r.Waves), "wave", min(1, len(r.Waves)),
 		"list_count", r.listCount, "vdrift", driftText(movinglist.NewDrift(r.listCount)), "unplaced", unplacedTargets,
 	}
+	if !r.Place().IsZero() || r.Group != "" {
+		fields = append(fields, "region", r.Region, "project_id", r.ProjectID, "group", r.Group)
+	}
 	for i, w := range r.Waves {
 		fields = append(fields, "wave_end:"+strconv.Itoa(i+1), w.LastChunk, "wave_size:"+strconv.Itoa(i+1), w.Servers)
 	}
@@ -233,7 +236,7 @@ func (s *Store) Rotation(ctx context.Context, id string) (*Rotation, error) {
 func rotationOf(m map[string]string) *Rotation {
 	n := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
 	r := &Rotation{
-		ID: m["id"], Keypair: m["keypair"], ChunkSize: int(n("chunk_size")), Chunks: int(n("chunks")), Batches: int(n("batches")),
+		ID: m["id"], Keypair: m["keypair"], Region: m["region"], ProjectID: m["project_id"], Group: m["group"], ChunkSize: int(n("chunk_size")), Chunks: int(n("chunks")), Batches: int(n("batches")),
 		MaxAttempts: int(n("max_attempts")), Fingerprint: m["fingerprint"], State: State(m["state"]),
 		CreatedAt: time.UnixMilli(n("created_at")).UTC(),
 		Counts: Counts{

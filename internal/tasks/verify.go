@@ -57,7 +57,7 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	if err != nil {
 		return err
 	}
-	err = h.stream(ctx, r, rot.ID, calls, nil, func(rot *Rotation, sub *round) ([]stageCall, error) {
+	err = h.stream(ctx, r, rot, calls, nil, func(rot *Rotation, sub *round) ([]stageCall, error) {
 		return h.verifyCalls(ctx, log, rot, sub, vr)
 	})
 	if vr.list != nil {
@@ -279,12 +279,12 @@ func (v *verification) save(ctx context.Context) error {
 // readPage reads the window of the list at offset under the read quota.
 // A wait is returned as errWait.
 func (v *verification) readPage(ctx context.Context, offset int) (*cph.ListServersResponse, error) {
-	if err := v.h.limiter.Wait(ctx, APIListServers); err != nil {
+	if err := v.h.limiterOf(v.rot).Wait(ctx, APIListServers); err != nil {
 		return nil, &errWait{err}
 	}
 	var resp *cph.ListServersResponse
 	err := v.h.call(ctx, APIListServers, func(ctx context.Context) (err error) {
-		resp, err = v.h.api.ListServersPage(ctx, offset, cph.MaxServersPageSize)
+		resp, err = v.h.apiOf(v.rot).ListServersPage(ctx, offset, cph.MaxServersPageSize)
 		return err
 	})
 	return resp, err
@@ -481,13 +481,13 @@ func (v *verification) sweep(ctx context.Context, loose []Pending) (bool, error)
 
 // one reads one server back with ShowServer.
 func (v *verification) one(ctx context.Context, p Pending) (bool, error) {
-	if err := v.h.limiter.Wait(ctx, APIShowServer); err != nil {
+	if err := v.h.limiterOf(v.rot).Wait(ctx, APIShowServer); err != nil {
 		v.r.waited(err)
 		return true, nil
 	}
 	var srv *cph.Server
 	err := v.h.call(ctx, APIShowServer, func(ctx context.Context) (err error) {
-		srv, err = v.h.api.ShowServer(ctx, p.ServerID)
+		srv, err = v.h.apiOf(v.rot).ShowServer(ctx, p.ServerID)
 		return err
 	})
 	switch {
@@ -533,7 +533,7 @@ func (v *verification) failed(ctx context.Context, api string, err error, ps []P
 	case ctx.Err() != nil:
 		return true, ctx.Err()
 	case cph.IsThrottled(err):
-		v.r.waited(v.h.throttled(ctx, api, err))
+		v.r.waited(v.h.throttled(ctx, v.rot, api, err))
 		return true, nil
 	}
 	if halted, herr := v.h.denied(ctx, v.log, v.rot, api, err); halted || herr != nil {
