@@ -43,6 +43,7 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 //	<prefix>{<id>}:fresh   SET   retry batches formed and not submitted yet
 //	<prefix>{<id>}:verify  ZSET  servers waiting for verification → place in the server list
 //	<prefix>{<id>}:pages   HASH  list page → targets on it not yet verified or terminal
+//	<prefix>{<id>}:group   HASH  a rotation across places: fingerprint, created_at, parts (its rotations)
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
@@ -68,6 +69,7 @@ func (s *Store) verifyKey(id string) string { return s.prefix + "{" + id + "}:ve
 func (s *Store) pagesKey(id string) string  { return s.prefix + "{" + id + "}:pages" }
 func (s *Store) freshKey(id string) string  { return s.prefix + "{" + id + "}:fresh" }
 func (s *Store) statsKey(id string) string  { return s.prefix + "{" + id + "}:stats" }
+func (s *Store) groupKey(id string) string  { return s.prefix + "{" + id + "}:group" }
 
 // createScript creates a rotation record unless one exists: it returns 0
 // when created, 1 when the same rotation (same fingerprint) already exists
@@ -494,6 +496,11 @@ func (s *Store) Expire(ctx context.Context, r *Rotation, d time.Duration) error 
 				return fmt.Errorf("set retention of %s: %w", r.ID, err)
 			}
 		}
+	}
+	if r.Group != "" {
+		// Each part that ends sets it again, so the group outlives its
+		// last part by the retention.
+		pipe.Expire(ctx, s.groupKey(r.Group), d)
 	}
 	pipe.Expire(ctx, s.metaKey(r.ID), d)
 	if _, err := pipe.Exec(ctx); err != nil {
