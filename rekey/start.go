@@ -37,6 +37,9 @@ func (c *Client) Start(ctx context.Context, r Request) (*Started, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.Parts != nil {
+		return c.startGroup(ctx, p)
+	}
 	st, err := tasks.Start(ctx, c.store, c.enq, p.plan, tasks.TaskOptions{Retention: p.plan.Rotation.Retention}, time.Now())
 	if err != nil {
 		return nil, wrap(err)

@@ -30,6 +30,9 @@ const (
 type Target struct {
 	ServerID string
 	Keypair  string // "" means the rotation's keypair
+	// Place is where the server is; a Spec's targets are all in its
+	// Place (SplitPlaces makes such Specs).
+	Place Place
 }
 
 // Spec is what a rotation is asked to do.
@@ -107,6 +110,8 @@ func (s *Spec) validate() error {
 			return fmt.Errorf("target %d: empty server id", i+1)
 		case strings.ContainsAny(t.ServerID+t.Keypair, "\t\n\r"):
 			return fmt.Errorf("target %d: server id %q or its keypair contains a tab or line break", i+1, t.ServerID)
+		case t.Place != s.Place:
+			return fmt.Errorf("target %d: server %s is in %s, the rotation in %s (split the spec with SplitPlaces)", i+1, t.ServerID, t.Place, s.Place)
 		case seen[t.ServerID]:
 			return fmt.Errorf("target %d: server %s is listed twice", i+1, t.ServerID)
 		}
@@ -138,6 +143,10 @@ func (s *Spec) Fingerprint() string {
 	ts := make([]string, len(s.Targets))
 	for i, t := range s.Targets {
 		ts[i] = t.ServerID + "\t" + t.Keypair
+		if !t.Place.IsZero() {
+			// Only then, so rotations of one place keep the ids they had.
+			ts[i] += "\t" + t.Place.String()
+		}
 	}
 	sort.Strings(ts)
 	h := sha256.New()
@@ -152,6 +161,41 @@ func (s *Spec) Fingerprint() string {
 		fmt.Fprintf(h, "place %s %s %s\n", s.Place.Region, s.Place.ProjectID, s.Group)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// SplitPlaces splits a spec whose targets are in several places into one
+// spec a place, in the order the places first appear: the parts of a
+// group whose id is the spec's ID, or one derived from its fingerprint as
+// a rotation's is. A spec of one place is returned as it is, with its
+// Place set, and no group.
+func SplitPlaces(s Spec) (group string, parts []Spec, err error) {
+	var places []Place
+	byPlace := map[Place][]Target{}
+	for _, t := range s.Targets {
+		if _, ok := byPlace[t.Place]; !ok {
+			places = append(places, t.Place)
+		}
+		byPlace[t.Place] = append(byPlace[t.Place], t)
+	}
+	if len(places) <= 1 {
+		if len(places) == 1 {
+			s.Place = places[0]
+		}
+		return "", []Spec{s}, nil
+	}
+	group = s.ID
+	if group == "" {
+		group = "r-" + s.Fingerprint()[:16]
+	}
+	for i, p := range places {
+		part := s
+		part.ID, part.Group, part.Place, part.Targets = PartID(group, i+1), group, p, byPlace[p]
+		if err := ValidateRotationID(part.ID); err != nil {
+			return "", nil, fmt.Errorf("rotation %s spans %d places, and its parts' ids (%s) would be too long: %w", group, len(places), part.ID, err)
+		}
+		parts = append(parts, part)
+	}
+	return group, parts, nil
 }
 
 // ServerLister lists servers page by page, each server once, in list
