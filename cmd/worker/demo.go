@@ -117,7 +117,7 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	// Discovery and the plan page through the read quota at the worker's
 	// read rate, as `enqueue start` does.
 	readCfg.ReadRetries = 10
-	readCfg.ReadRate = c.readRate.Local()
+	readCfg.ReadRate = c.readRate.Default.Local()
 	client, err := cph.NewClient(readCfg)
 	if err != nil {
 		return err

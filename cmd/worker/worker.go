@@ -52,8 +52,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	// A connection for every task slot, and for the calls a tick keeps in
 	// flight besides (its stages widen with the API's round trip).
 	c.cph.MaxIdleConnsPerHost = c.concurrency + tasks.MaxTickCalls
-	api, err := cph.NewClient(c.cph)
-	if err != nil {
+	if _, err := cph.NewClient(c.cph); err != nil {
 		return fmt.Errorf("cph client: %w", err)
 	}
 	reg := prometheus.NewRegistry()
@@ -66,8 +65,9 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	reg.MustRegister(metrics.NewProgressCollector(progress(store), 15*time.Second))
 
 	lim, err := ratelimit.New(rdb, ratelimit.Options{
-		Limits:   c.limits(),
-		Observer: limiterObserver{m: m, log: log},
+		Limits:       c.limits(""),
+		RegionLimits: c.regionLimits(),
+		Observer:     limiterObserver{m: m, log: log},
 		// Fail closed while Redis is away, but not for long after it is
 		// back: a failover or restart takes seconds, and a task put back
 		// for the limiter's default 30 s ceiling would stall its chunk
@@ -79,20 +79,22 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	if err != nil {
 		return fmt.Errorf("rate limiter: %w", err)
 	}
-	region := c.cph.Region
-	if region == "" {
-		region = endpointKey(c.cph.Endpoint)
-	}
-	var limiter tasks.Limiter = fleetLimiter{l: lim, region: region, project: c.cph.ProjectID}
+	limiter := func(region string) tasks.Limiter { return fleetLimiter{l: lim, region: region} }
 	if c.limiter == limiterLocal {
-		limiter = newLocalLimiter(c.limits(), 2*time.Second)
+		local := map[string]tasks.Limiter{}
+		limiter = func(region string) tasks.Limiter {
+			if local[region] == nil {
+				local[region] = newLocalLimiter(c.limits(region), 2*time.Second)
+			}
+			return local[region]
+		}
 		log.Warn("local rate limiter: each process limits itself, none shares the quota or reacts to 429s (benchmark baselines only)")
 	}
+	pl := &places{base: c.cph, endpoints: c.endpoints, limiter: limiter, log: log, apis: map[tasks.Place]tasks.API{}}
 	enq := asynq.NewClientFromRedisClient(rdb)
 	h := tasks.NewHandler(tasks.HandlerOptions{
 		Store:    store,
-		API:      api,
-		Limiter:  limiter,
+		Places:   pl.at,
 		Enqueuer: enq,
 		Observer: m,
 		Logger:   log,
@@ -211,14 +213,15 @@ func progress(store *tasks.Store) func(ctx context.Context) ([]metrics.RotationP
 	}
 }
 
-// fleetLimiter keys the shared limiter by this worker's region and project.
+// fleetLimiter keys the shared limiter by region: the API gateway
+// throttles one user per API in a region, whichever project it calls.
 type fleetLimiter struct {
-	l               *ratelimit.Limiter
-	region, project string
+	l      *ratelimit.Limiter
+	region string
 }
 
 func (f fleetLimiter) key(api string) ratelimit.Key {
-	return ratelimit.Key{Region: f.region, Project: f.project, API: api}
+	return ratelimit.Key{Region: f.region, API: api}
 }
 
 func (f fleetLimiter) Wait(ctx context.Context, api string) error { return f.l.Wait(ctx, f.key(api)) }

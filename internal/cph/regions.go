@@ -48,13 +48,13 @@ type Endpoints struct {
 	Getenv func(string) string
 }
 
-// Config returns base with the endpoint of region filled in: an explicit
-// REGION=URL first, then the SDK's environment override, then the plain
-// endpoint for the default region, then the convention. An empty region
-// is the default region.
+// Config returns base, the default region's configuration, for region:
+// its endpoint is an explicit REGION=URL first, then the SDK's environment
+// override, then the plain endpoint for the default region, then the
+// convention. An empty region is the default region: base as it is.
 func (e Endpoints) Config(base Config, region string) Config {
 	if region == "" {
-		region = e.Region
+		return base
 	}
 	base.Region, base.Endpoint = region, e.endpoint(region)
 	return base
