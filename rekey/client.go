@@ -169,3 +169,15 @@ func (c *Client) Close() error {
 	// its own to close (its Close refuses a shared connection).
 	return nil
 }
+
+// ParseEndpoints reads the values of a repeated --endpoint flag: at most
+// one plain URL, the default Region's endpoint (CPH.Endpoint), and any
+// number of REGION=URL, one a region (CPH.Endpoints). A bad value is an
+// *InputError.
+func ParseEndpoints(values []string) (plain string, perRegion map[string]string, err error) {
+	plain, perRegion, err = cph.ParseEndpoints(values)
+	if err != nil {
+		return "", nil, &InputError{Err: err}
+	}
+	return plain, perRegion, nil
+}

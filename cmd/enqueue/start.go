@@ -19,7 +19,8 @@ type planFlags struct {
 	chunkSize, maxAttempts int
 	rotationID             string
 	skipMatching           bool
-	region, endpoint       string
+	region                 string
+	endpoints              []string
 	asJSON, dryRun         bool
 	submitRate, waves      string
 	readRate               string
@@ -36,8 +37,15 @@ func addPlanFlags(f *flags, idHelp string) *planFlags {
 	f.IntVar(&p.maxAttempts, "max-attempts", rekey.DefaultMaxAttempts, "attempts per server before a transient failure is final (1-20)")
 	f.StringVar(&p.rotationID, "rotation-id", "", "rotation `id`; "+idHelp)
 	f.BoolVar(&p.skipMatching, "skip-matching", true, "read current keypairs first: skip servers already on the target keypair, and record\neach server's old keypair (needed by rollback)")
-	f.StringVar(&p.region, "region", "", "CPH `region` (for --discover and --skip-matching)")
-	f.StringVar(&p.endpoint, "endpoint", "", "CPH endpoint `url`, overrides --region")
+	f.StringVar(&p.region, "region", "", "default CPH `region`: of targets that name none (a region column or field), --discover and --skip-matching")
+	f.Func("endpoint", "CPH endpoint: a plain `url` overrides --region's; REGION=URL sets another region's, before the SDK's\nHUAWEICLOUD_SDK_REGION_CPH_{REGION} (repeat the flag, or separate with commas in the variable)", func(v string) error {
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				p.endpoints = append(p.endpoints, e)
+			}
+		}
+		return nil
+	})
 	f.BoolVar(&p.asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&p.dryRun, "dry-run", false, "read the fleet and print what would change and an ETA; write nothing, enqueue nothing")
 	f.StringVar(&p.submitRate, "submit-rate", "10/s:1", "with --dry-run, the workers' fleet-wide UpdateKeypair `rate`, for the ETA")
@@ -69,16 +77,30 @@ func (p *planFlags) options(e *env, discover bool) (rekey.Options, error) {
 		}
 		return rekey.Options{}, nil
 	}
-	if p.region == "" && p.endpoint == "" {
+	c, err := p.cph(e)
+	if err != nil {
+		return rekey.Options{}, err
+	}
+	if p.region == "" && c.Endpoint == "" {
 		return rekey.Options{}, usagef("--discover, --skip-matching and --dry-run read the fleet: set --region or --endpoint (or --skip-matching=false)")
 	}
 	rr, err := rekey.ParseRate(p.readRate)
 	if err != nil {
 		return rekey.Options{}, usagef("--read-rate: %v", err)
 	}
-	c := rekey.CPHFromEnv(e.getenv)
-	c.Region, c.Endpoint = p.region, p.endpoint
 	return rekey.Options{CPH: c, ReadRate: rr}, nil
+}
+
+// cph is the CPH endpoints (--region, --endpoint) and the credentials of
+// the environment.
+func (p *planFlags) cph(e *env) (*rekey.CPH, error) {
+	plain, perRegion, err := rekey.ParseEndpoints(p.endpoints)
+	if err != nil {
+		return nil, usagef("--endpoint: %v", err)
+	}
+	c := rekey.CPHFromEnv(e.getenv)
+	c.Region, c.Endpoint, c.Endpoints = p.region, plain, perRegion
+	return c, nil
 }
 
 // request checks the flags and returns the rotation's request without
@@ -193,7 +215,7 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	}
 	if *discover {
 		req.Discover = &rekey.Discover{NameContains: *name, Status: statusFilter}
-	} else if req.Targets, err = readTargets(e, f.Arg(0), fmtArg); err != nil {
+	} else if req.Targets, err = p.readTargets(e, f.Arg(0), fmtArg); err != nil {
 		return err
 	}
 	return p.run(ctx, e, f, req, *discover)
@@ -265,8 +287,16 @@ func printDryRun(w io.Writer, p *planFlags, plan *rekey.Plan) error {
 	return nil
 }
 
-// readTargets reads and validates the target list; any problem is bad input.
-func readTargets(e *env, path string, format rekey.Format) ([]rekey.Target, error) {
+// readTargets reads and validates the target list; any problem is bad
+// input. A target naming no region or project is in --region's and
+// HUAWEICLOUD_SDK_PROJECT_ID's, which are left empty in the request: the
+// default place, whose rotation keeps the id it had before targets named
+// places.
+func (p *planFlags) readTargets(e *env, path string, format rekey.Format) ([]rekey.Target, error) {
+	c, err := p.cph(e)
+	if err != nil {
+		return nil, err
+	}
 	var r io.Reader = e.stdin
 	if path != "-" {
 		fh, err := os.Open(path)
@@ -276,9 +306,17 @@ func readTargets(e *env, path string, format rekey.Format) ([]rekey.Target, erro
 		defer fh.Close()
 		r = fh
 	}
-	ts, err := rekey.ParseTargets(r, format)
+	ts, err := rekey.ReadTargets(r, rekey.TargetOptions{Format: format, Region: c.Region, ProjectID: c.ProjectID, Regions: c.KnownRegions()})
 	if err != nil {
 		return nil, usageError{fmt.Errorf("%s: %w", displayName(path), err)}
+	}
+	for i := range ts {
+		if ts[i].Region == c.Region {
+			ts[i].Region = ""
+		}
+		if ts[i].ProjectID == c.ProjectID {
+			ts[i].ProjectID = ""
+		}
 	}
 	return ts, nil
 }
