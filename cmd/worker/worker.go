@@ -251,11 +251,11 @@ func (o limiterObserver) Throttled(ratelimit.Key) {}
 
 func (o limiterObserver) RateChanged(k ratelimit.Key, perSecond float64) {
 	o.m.LimiterRate(k.API, perSecond)
-	o.log.Info("fleet-wide rate changed", "api", k.API, "per_second", perSecond)
+	o.log.Info("fleet-wide rate changed", "region", k.Region, "api", k.API, "per_second", perSecond)
 }
 
 func (o limiterObserver) RedisError(k ratelimit.Key, err error) {
-	o.log.Warn("rate limiter cannot reach Redis; nothing is granted until it can", "api", k.API, "err", err)
+	o.log.Warn("rate limiter cannot reach Redis; nothing is granted until it can", "region", k.Region, "api", k.API, "err", err)
 }
 
 // asynqLogger sends asynq's own log lines to slog.
