@@ -75,11 +75,11 @@ func TestRotationAcrossRegions(t *testing.T) {
 		if err := os.WriteFile(list, []byte(b.String()), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		st := startRotation(t, env, "--max-attempts", "5", list)
+		st := startRotation(t, env, "--max-attempts", "5", "--chunk-size", "10", list)
 		if !st.Created || st.Servers != 750 {
 			t.Fatalf("start = %+v, want 750 servers", st)
 		}
-		rates := []string{"--submit-rate", "cn-north-4=3/s:1,cn-east-3=5/s:1,ap-southeast-1=8/s:1,1/s:1"}
+		rates := []string{"--submit-rate", "cn-north-4=3/s:1,cn-east-3=5/s:1,ap-southeast-1=8/s:1,20/s:1"}
 		startWorker(t, env, rates...)
 		startWorker(t, env, rates...)
 
