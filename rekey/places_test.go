@@ -1,0 +1,113 @@
+package rekey_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cph-rekey/cph-rekey/internal/testredis"
+	"github.com/cph-rekey/cph-rekey/rekey"
+)
+
+const (
+	projNorth = "0123456789abcdef0123456789abcdef"
+	projEast  = "fedcba9876543210fedcba9876543210"
+)
+
+func placedTargets(region, project string, n int) []rekey.Target {
+	var ts []rekey.Target
+	for i := range n {
+		ts = append(ts, rekey.Target{ServerID: fmt.Sprintf("%s-%d", region, i), Region: region, ProjectID: project})
+	}
+	return ts
+}
+
+// TestRotationAcrossPlaces: targets in two places start one rotation of
+// two parts, read, paused, resumed and cancelled as one, and each part
+// alone by its own id.
+func TestRotationAcrossPlaces(t *testing.T) {
+	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
+		c := offline(t, r)
+		ctx := context.Background()
+		req := rekey.Request{ID: "fleet", Keypair: "kp-new", NoSkipMatching: true, ChunkSize: 10,
+			Targets: append(placedTargets("cn-north-4", projNorth, 30), placedTargets("cn-east-3", projEast, 20)...)}
+		plan, err := c.Plan(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(plan.Parts) != 2 || plan.Targets != 50 || plan.Chunks != 5 || plan.Parts[1].Region != "cn-east-3" || plan.Parts[1].ProjectID != projEast {
+			t.Fatalf("plan %+v: want two parts, cn-north-4's 3 chunks and cn-east-3's 2", plan)
+		}
+		st, err := c.Start(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rot := st.Rotation
+		if rot.ID != "fleet" || !st.Created || rot.Counts.Total != 50 || rot.State != rekey.StateRunning || len(rot.Parts) != 2 {
+			t.Fatalf("started %+v", rot)
+		}
+		if p := rot.Parts[0]; p.ID != "fleet.1" || p.Group != "fleet" || p.Region != "cn-north-4" || p.Counts.Total != 30 {
+			t.Fatalf("part 1 = %+v", p)
+		}
+		if again, err := c.Start(ctx, req); err != nil || again.Created || again.Enqueued != 0 {
+			t.Fatalf("start again = %+v, %v; want nothing new", again, err)
+		}
+		other := req
+		other.Targets = other.Targets[1:]
+		if _, err := c.Start(ctx, other); !errors.Is(err, rekey.ErrConflict) {
+			t.Fatalf("another fleet under the same id: %v, want ErrConflict", err)
+		}
+
+		// One part alone, then the whole.
+		if err := c.Pause(ctx, "fleet.2"); err != nil {
+			t.Fatal(err)
+		}
+		if rot, _ := c.Rotation(ctx, "fleet"); rot.State != rekey.StateRunning || rot.Parts[1].State != rekey.StatePaused {
+			t.Fatalf("after pausing part 2: %s, parts %s and %s; want running with part 2 paused", rot.State, rot.Parts[0].State, rot.Parts[1].State)
+		}
+		if err := c.Pause(ctx, "fleet"); err != nil {
+			t.Fatal(err)
+		}
+		if rot, _ := c.Rotation(ctx, "fleet"); rot.State != rekey.StatePaused {
+			t.Fatalf("state %s after pausing the rotation", rot.State)
+		}
+		res, err := c.Resume(ctx, "fleet", rekey.ResumeOptions{})
+		if err != nil || res.Rotation.State != rekey.StateRunning {
+			t.Fatalf("Resume = %+v, %v", res, err)
+		}
+		can, err := c.Cancel(ctx, "fleet")
+		if err != nil || can.Closed != 50 || can.Rotation.State != rekey.StateCancelled || !can.Rotation.Finished() {
+			t.Fatalf("Cancel = %+v, %v; want both parts cancelled", can, err)
+		}
+		var rows []string
+		if err := c.Report(ctx, "fleet", func(r rekey.Row) error {
+			rows = append(rows, r.Region)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 50 || rows[0] != "cn-north-4" || rows[49] != "cn-east-3" {
+			t.Fatalf("report regions %v", rows)
+		}
+	})
+}
+
+// TestTokenRefusedAcrossProjects: an IAM token or a security token is
+// scoped to one project, so a rotation spanning two is refused before
+// anything is written.
+func TestTokenRefusedAcrossProjects(t *testing.T) {
+	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
+		c, err := rekey.NewClient(r.Client(t), rekey.Options{CPH: &rekey.CPH{Region: "cn-north-4", ProjectID: projNorth,
+			AccessKey: "AK", SecretKey: "SK", SecurityToken: "token"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := rekey.Request{Keypair: "kp-new", Targets: append(placedTargets("cn-north-4", projNorth, 1), placedTargets("cn-north-4", projEast, 1)...)}
+		var ie *rekey.InputError
+		if _, err := c.Start(context.Background(), req); !errors.As(err, &ie) || !strings.Contains(err.Error(), "scoped to one project") {
+			t.Fatalf("Start across projects with a token: %v, want an *InputError saying why", err)
+		}
+	})
+}
