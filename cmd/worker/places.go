@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 // AK/SK signs for every project of the account.
 type places struct {
 	base      cph.Config // the worker's own region, project and credentials
+	region    string     // the default place's region, in limiter keys and metrics
 	endpoints cph.Endpoints
 	limiter   func(region string) tasks.Limiter
 	log       *slog.Logger
@@ -26,13 +28,7 @@ type places struct {
 
 // at is tasks.Places.
 func (p *places) at(pl tasks.Place) (tasks.API, tasks.Limiter) {
-	region := pl.Region
-	if region == "" {
-		region = p.base.Region
-	}
-	if region == "" {
-		region = endpointKey(p.base.Endpoint)
-	}
+	region := cmp.Or(pl.Region, p.region)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	api := p.apis[pl]

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -80,6 +81,10 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 		return fmt.Errorf("rate limiter: %w", err)
 	}
 	limiter := func(region string) tasks.Limiter { return fleetLimiter{l: lim, region: region} }
+	defRegion := c.cph.Region
+	if defRegion == "" {
+		defRegion = endpointKey(c.cph.Endpoint)
+	}
 	if c.limiter == limiterLocal {
 		local := map[string]tasks.Limiter{}
 		limiter = func(region string) tasks.Limiter {
@@ -90,13 +95,13 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 		}
 		log.Warn("local rate limiter: each process limits itself, none shares the quota or reacts to 429s (benchmark baselines only)")
 	}
-	pl := &places{base: c.cph, endpoints: c.endpoints, limiter: limiter, log: log, apis: map[tasks.Place]tasks.API{}}
+	pl := &places{base: c.cph, region: defRegion, endpoints: c.endpoints, limiter: limiter, log: log, apis: map[tasks.Place]tasks.API{}}
 	enq := asynq.NewClientFromRedisClient(rdb)
 	h := tasks.NewHandler(tasks.HandlerOptions{
 		Store:    store,
 		Places:   pl.at,
 		Enqueuer: enq,
-		Observer: m,
+		Observer: regionObserver{Metrics: m, region: defRegion},
 		Logger:   log,
 		Config:   c.pipeline,
 	})
@@ -235,6 +240,21 @@ func (f fleetLimiter) Throttled(ctx context.Context, api string, retryAfter time
 // Rate is the shared rate of api as this process last saw it.
 func (f fleetLimiter) Rate(api string) float64 { return f.l.Rate(f.key(api)) }
 
+// regionObserver labels the calls of rotations in the worker's default
+// place with its region, as the limiter's keys are.
+type regionObserver struct {
+	*metrics.Metrics
+	region string
+}
+
+func (o regionObserver) APIRequest(region, api, code string, d time.Duration) {
+	o.Metrics.APIRequest(cmp.Or(region, o.region), api, code, d)
+}
+
+func (o regionObserver) Throttled(region, api string) {
+	o.Metrics.Throttled(cmp.Or(region, o.region), api)
+}
+
 // limiterObserver feeds the limiter's hooks into the metrics and the log.
 type limiterObserver struct {
 	m   *metrics.Metrics
@@ -242,7 +262,7 @@ type limiterObserver struct {
 }
 
 func (o limiterObserver) Granted(k ratelimit.Key, waited time.Duration) {
-	o.m.LimiterWait(k.API, waited)
+	o.m.LimiterWait(k.Region, k.API, waited)
 }
 
 // Throttled needs nothing here: the task handler that saw the 429 counts it
@@ -250,7 +270,7 @@ func (o limiterObserver) Granted(k ratelimit.Key, waited time.Duration) {
 func (o limiterObserver) Throttled(ratelimit.Key) {}
 
 func (o limiterObserver) RateChanged(k ratelimit.Key, perSecond float64) {
-	o.m.LimiterRate(k.API, perSecond)
+	o.m.LimiterRate(k.Region, k.API, perSecond)
 	o.log.Info("fleet-wide rate changed", "region", k.Region, "api", k.API, "per_second", perSecond)
 }
 

@@ -81,9 +81,10 @@ type Limiter interface {
 }
 
 // Observer receives the pipeline's measurements (metrics.Metrics is one).
+// The region of a rotation in the worker's default place is "".
 type Observer interface {
-	APIRequest(api, code string, d time.Duration)
-	Throttled(api string)
+	APIRequest(region, api, code string, d time.Duration)
+	Throttled(region, api string)
 	ServerOutcome(outcome string, n int)
 	PollRound(api string)
 	Submitted(n int)
@@ -240,10 +241,10 @@ func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 }
 
-// call runs one API call under the per-call timeout, reports it, and
-// times it for the stages' width (every answer counts: a slot is held as
-// long for an error as for a success).
-func (h *Handler) call(ctx context.Context, api string, fn func(ctx context.Context) error) error {
+// call runs one API call of rot's under the per-call timeout, reports it,
+// and times it for the stages' width (every answer counts: a slot is held
+// as long for an error as for a success).
+func (h *Handler) call(ctx context.Context, rot *Rotation, api string, fn func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
 	defer cancel()
 	start := h.now()
@@ -260,9 +261,9 @@ func (h *Handler) call(ctx context.Context, api string, fn func(ctx context.Cont
 	case err != nil:
 		code = "error"
 	}
-	h.obs.APIRequest(api, code, d)
+	h.obs.APIRequest(rot.Region, api, code, d)
 	if cph.IsThrottled(err) {
-		h.obs.Throttled(api)
+		h.obs.Throttled(rot.Region, api)
 	}
 	return err
 }
@@ -345,8 +346,8 @@ func deniedReason(api string, ce *cph.Error) string {
 
 type nopObserver struct{}
 
-func (nopObserver) APIRequest(string, string, time.Duration) {}
-func (nopObserver) Throttled(string)                         {}
-func (nopObserver) ServerOutcome(string, int)                {}
-func (nopObserver) PollRound(string)                         {}
-func (nopObserver) Submitted(int)                            {}
+func (nopObserver) APIRequest(string, string, string, time.Duration) {}
+func (nopObserver) Throttled(string, string)                         {}
+func (nopObserver) ServerOutcome(string, int)                        {}
+func (nopObserver) PollRound(string)                                 {}
+func (nopObserver) Submitted(int)                                    {}

@@ -247,7 +247,7 @@ func (h *Handler) listJobs(ctx context.Context, log *slog.Logger, rot *Rotation,
 		expected += len(b.Jobs)
 	}
 	var jobs []cph.Job
-	err := h.call(ctx, APIListJobs, func(ctx context.Context) (err error) {
+	err := h.call(ctx, rot, APIListJobs, func(ctx context.Context) (err error) {
 		jobs, err = h.apiOf(rot).ListJobsOf(ctx, expected, ids...)
 		return err
 	})

@@ -77,7 +77,7 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		req[i] = cph.ServerKeypair{ServerID: e.ServerID, KeypairName: e.Keypair}
 	}
 	var resp *cph.UpdateKeypairResponse
-	err = h.call(ctx, APIUpdateKeypair, func(ctx context.Context) (err error) {
+	err = h.call(ctx, rot, APIUpdateKeypair, func(ctx context.Context) (err error) {
 		resp, err = h.apiOf(rot).UpdateKeypair(ctx, req)
 		return err
 	})

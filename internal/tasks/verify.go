@@ -313,7 +313,7 @@ func (v *verification) readPage(ctx context.Context, offset int) (*cph.ListServe
 		return nil, &errWait{err}
 	}
 	var resp *cph.ListServersResponse
-	err := v.h.call(ctx, APIListServers, func(ctx context.Context) (err error) {
+	err := v.h.call(ctx, v.rot, APIListServers, func(ctx context.Context) (err error) {
 		resp, err = v.h.apiOf(v.rot).ListServersPage(ctx, offset, cph.MaxServersPageSize)
 		return err
 	})
@@ -516,7 +516,7 @@ func (v *verification) one(ctx context.Context, p Pending) (bool, error) {
 		return true, nil
 	}
 	var srv *cph.Server
-	err := v.h.call(ctx, APIShowServer, func(ctx context.Context) (err error) {
+	err := v.h.call(ctx, v.rot, APIShowServer, func(ctx context.Context) (err error) {
 		srv, err = v.h.apiOf(v.rot).ShowServer(ctx, p.ServerID)
 		return err
 	})
