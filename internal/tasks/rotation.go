@@ -287,6 +287,11 @@ type Summary struct {
 	Counts     Counts    `json:"counts"`
 	CreatedAt  time.Time `json:"created_at"`
 	FinishedAt time.Time `json:"finished_at"`
+	// Region, ProjectID and Group: the rotation's place, and the rotation
+	// across places it is a part of (each part sends its own event).
+	Region    string `json:"region,omitempty"`
+	ProjectID string `json:"project_id,omitempty"`
+	Group     string `json:"group,omitempty"`
 }
 
 // Versions of the JSON contracts tools rely on (docs/contracts.md). A

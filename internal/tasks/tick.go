@@ -283,6 +283,7 @@ func enqueueFinished(ctx context.Context, enq Enqueuer, rot *Rotation, opts Task
 		ret = rot.Retention
 	}
 	s := Summary{Version: EventVersion, Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Keypair: rot.Keypair, Counts: rot.Counts,
+		Region: rot.Region, ProjectID: rot.ProjectID, Group: rot.Group,
 		CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
 	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(QueueEvents), asynq.Retention(ret))
 	return err
