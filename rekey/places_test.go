@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
 	"github.com/cph-rekey/cph-rekey/rekey"
+	"github.com/cph-rekey/cph-rekey/rekey/rekeytest"
 )
 
 const (
@@ -110,4 +112,42 @@ func TestTokenRefusedAcrossProjects(t *testing.T) {
 			t.Fatalf("Start across projects with a token: %v, want an *InputError saying why", err)
 		}
 	})
+}
+
+// TestRotationAcrossRegionsEnv: rekeytest's multi-region environment runs
+// one rotation over its default place and two regions to the end; every
+// server of every simulator is on the new keypair, each part sends its
+// own event, and each simulator was called for its own servers only.
+func TestRotationAcrossRegionsEnv(t *testing.T) {
+	t.Parallel()
+	env := rekeytest.New(t, rekeytest.Options{Servers: 40, Regions: []rekeytest.Region{
+		{Name: "cn-east-3", ProjectID: projEast, Servers: 30},
+		{Name: "ap-southeast-1", ProjectID: projNorth, Servers: 20, UpdateKeypairQuota: 50},
+	}})
+	ctx := context.Background()
+	st, err := env.Client.Start(ctx, rekey.Request{Keypair: "kp-new", Targets: env.Targets(), ChunkSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := env.Client.Wait(ctx, st.Rotation.ID, rekey.WaitOptions{Interval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rot.State != rekey.StateSucceeded || rot.Counts.Succeeded != 90 || len(rot.Parts) != 3 {
+		t.Fatalf("rotation ended %s %+v with %d parts; want 90 succeeded in 3 parts", rot.State, rot.Counts, len(rot.Parts))
+	}
+	for _, tg := range env.Targets() {
+		if kp, _ := env.KeypairIn(tg.Region, tg.ServerID); kp != "kp-new" {
+			t.Errorf("server %s in %q holds %q", tg.ServerID, tg.Region, kp)
+		}
+	}
+	for i, region := range []string{"", "cn-east-3", "ap-southeast-1"} {
+		if got, want := env.CallsIn(region)["UpdateKeypair"], []int{4, 3, 2}[i]; got != want {
+			t.Errorf("%q: %d UpdateKeypair calls, want one a chunk of its own servers, %d", region, got, want)
+		}
+		e, err := env.Event(ctx, rot.Parts[i].ID)
+		if err != nil || e.Group != rot.ID || e.Region != region || e.State != rekey.StateSucceeded {
+			t.Errorf("event of part %d = %+v, %v", i+1, e, err)
+		}
+	}
 }
