@@ -75,6 +75,21 @@ func TestRotationAcrossRegions(t *testing.T) {
 		if err := os.WriteFile(list, []byte(b.String()), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		var dry struct {
+			Targets int `json:"targets"`
+			Parts   []struct {
+				Region  string `json:"region"`
+				Targets int    `json:"targets"`
+				Chunks  int    `json:"chunks"`
+			} `json:"parts"`
+		}
+		out := enqueue(t, env, "start", "--dry-run", "--json", "--keypair", newKeypair, "--chunk-size", "10", list)
+		if err := json.Unmarshal([]byte(out), &dry); err != nil {
+			t.Fatalf("dry run %q: %v", out, err)
+		}
+		if dry.Targets != 750 || len(dry.Parts) != 3 || dry.Parts[1].Region != east.name || dry.Parts[1].Chunks != 20 {
+			t.Fatalf("dry run %s: want 750 targets in three parts, cn-east-3's in 20 chunks", out)
+		}
 		st := startRotation(t, env, "--max-attempts", "5", "--chunk-size", "10", list)
 		if !st.Created || st.Servers != 750 {
 			t.Fatalf("start = %+v, want 750 servers", st)

@@ -51,10 +51,19 @@ type Plan struct {
 
 // ETA estimates how long the rotation takes: its chunks at the workers'
 // fleet-wide submit rate, plus one job latency per wave (each wave waits
-// for the previous one's jobs).
+// for the previous one's jobs). The parts of a rotation across places run
+// side by side, each under its region's quota: its ETA is its longest
+// part's.
 func (p *Plan) ETA(submitRate Rate, jobLatency time.Duration) time.Duration {
 	if submitRate.Events <= 0 || submitRate.Per <= 0 {
 		return 0
+	}
+	if p.Parts != nil {
+		var longest time.Duration
+		for _, part := range p.Parts {
+			longest = max(longest, part.ETA(submitRate, jobLatency))
+		}
+		return longest
 	}
 	perSecond := float64(submitRate.Events) / submitRate.Per.Seconds()
 	submit := time.Duration(math.Ceil(float64(p.Chunks)/perSecond*1000)) * time.Millisecond

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/rekey"
@@ -250,6 +251,11 @@ type dryRun struct {
 	MaxErrors       int      `json:"max_errors"`
 	ETASeconds      float64  `json:"eta_seconds"`
 	Lists           dryLists `json:"lists"`
+	// Region and ProjectID name a part's place; Parts are the parts of a
+	// rotation across places.
+	Region    string    `json:"region,omitempty"`
+	ProjectID string    `json:"project_id,omitempty"`
+	Parts     []*dryRun `json:"parts,omitempty"`
 }
 
 type dryLists struct {
@@ -259,14 +265,23 @@ type dryLists struct {
 	Abnormal        []string `json:"abnormal"`
 }
 
+// dryRunOf is plan's dry run at the submit rate and job latency given.
+func dryRunOf(plan *rekey.Plan, rate rekey.Rate, jobLatency time.Duration) *dryRun {
+	d := &dryRun{DryRun: true, Rotation: plan.Rotation, Keypair: plan.Keypair, Targets: plan.Targets, ToChange: len(plan.ToChange),
+		AlreadyOnTarget: len(plan.AlreadyOnTarget), NotFound: len(plan.NotFound), Abnormal: len(plan.Abnormal),
+		Chunks: plan.Chunks, MaxErrors: plan.MaxErrors, Waves: plan.Waves, Region: plan.Region, ProjectID: plan.ProjectID,
+		Lists:      dryLists{ToChange: plan.ToChange, AlreadyOnTarget: plan.AlreadyOnTarget, NotFound: plan.NotFound, Abnormal: plan.Abnormal},
+		ETASeconds: plan.ETA(rate, jobLatency).Seconds()}
+	for _, part := range plan.Parts {
+		d.Parts = append(d.Parts, dryRunOf(part, rate, jobLatency))
+	}
+	return d
+}
+
 func printDryRun(w io.Writer, p *planFlags, plan *rekey.Plan) error {
 	rate, _ := rekey.ParseRate(p.submitRate) // checked by request
-	d := dryRun{DryRun: true, Rotation: plan.Rotation, Keypair: plan.Keypair, Targets: plan.Targets, ToChange: len(plan.ToChange),
-		AlreadyOnTarget: len(plan.AlreadyOnTarget), NotFound: len(plan.NotFound), Abnormal: len(plan.Abnormal),
-		Chunks: plan.Chunks, MaxErrors: plan.MaxErrors, Waves: plan.Waves,
-		Lists: dryLists{ToChange: plan.ToChange, AlreadyOnTarget: plan.AlreadyOnTarget, NotFound: plan.NotFound, Abnormal: plan.Abnormal}}
+	d := dryRunOf(plan, rate, p.jobLatency)
 	t := plan.ETA(rate, p.jobLatency)
-	d.ETASeconds = t.Seconds()
 	if p.asJSON {
 		return json.NewEncoder(w).Encode(d)
 	}
@@ -284,6 +299,17 @@ func printDryRun(w io.Writer, p *planFlags, plan *rekey.Plan) error {
 	fmt.Fprintf(w, "  error budget          %6d  failed servers (--max-errors %s)\n", d.MaxErrors, p.maxErrors)
 	fmt.Fprintf(w, "  ETA                   ~%s  (%d chunks at %s + %d wave(s) x %s job latency)\n",
 		t.Round(time.Second), d.Chunks, rate, len(d.Waves), p.jobLatency)
+	if len(plan.Parts) > 0 {
+		fmt.Fprintf(w, "in %d (region, project) places, each with its own quota and error budget:\n", len(plan.Parts))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  PART\tREGION\tPROJECT\tTARGETS\tTO CHANGE\tSKIPPED\tNOT FOUND\tCHUNKS\tMAX ERRORS\tETA")
+		for _, pp := range plan.Parts {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t~%s\n", pp.Rotation, orDefault(pp.Region, "(default)"),
+				orDefault(pp.ProjectID, "(default)"), pp.Targets, len(pp.ToChange), len(pp.AlreadyOnTarget), len(pp.NotFound),
+				pp.Chunks, pp.MaxErrors, pp.ETA(rate, p.jobLatency).Round(time.Second))
+		}
+		return tw.Flush()
+	}
 	return nil
 }
 

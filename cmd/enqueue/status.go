@@ -266,14 +266,18 @@ func cmdList(ctx context.Context, args []string, e *env) error {
 
 func writeList(w io.Writer, rots []*rekey.Rotation) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROTATION\tSTATE\tKEYPAIR\tSERVERS\tDONE\tFAILED\tCREATED")
+	fmt.Fprintln(tw, "ROTATION\tSTATE\tKEYPAIR\tSERVERS\tDONE\tFAILED\tCREATED\tREGION/PROJECT")
 	for _, r := range rots {
 		pct := 0.0
 		if r.Counts.Total > 0 {
 			pct = 100 * float64(r.Counts.Done()) / float64(r.Counts.Total)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f%%\t%d\t%s\n", r.ID, r.State, r.Keypair, r.Counts.Total, pct,
-			r.Counts.Failed, r.CreatedAt.Format("01-02 15:04"))
+		place := "-"
+		if r.Region != "" || r.ProjectID != "" {
+			place = orDefault(r.Region, "(default)") + "/" + orDefault(r.ProjectID, "(default)")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f%%\t%d\t%s\t%s\n", r.ID, r.State, r.Keypair, r.Counts.Total, pct,
+			r.Counts.Failed, r.CreatedAt.Format("01-02 15:04"), place)
 	}
 	return tw.Flush()
 }
