@@ -151,3 +151,42 @@ func TestRotationAcrossRegionsEnv(t *testing.T) {
 		}
 	}
 }
+
+// TestRegionPastItsBudgetHaltsAlone: each part of a rotation across places
+// has its own error budget; the part past it fails (halts), the others
+// finish, and the rotation as a whole is failed.
+func TestRegionPastItsBudgetHaltsAlone(t *testing.T) {
+	t.Parallel()
+	env := rekeytest.New(t, rekeytest.Options{Servers: 40, Regions: []rekeytest.Region{
+		{Name: "cn-east-3", ProjectID: projEast, Servers: 40, BadServerRate: 0.5},
+		{Name: "ap-southeast-1", ProjectID: "22222222222222222222222222222222", Servers: 40},
+	}})
+	ctx := context.Background()
+	two := rekey.Servers(2)
+	st, err := env.Client.Start(ctx, rekey.Request{Keypair: "kp-new", Targets: env.Targets(), ChunkSize: 10, MaxErrors: &two})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rot, err := env.Client.Rotation(ctx, st.Rotation.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		def, east, south := rot.Parts[0], rot.Parts[1], rot.Parts[2]
+		// Halted, or finished once its chunks in flight ended: failed.
+		if def.Finished() && south.Finished() && east.State == rekey.StateFailed && east.Counts.Running == 0 {
+			if def.State != rekey.StateSucceeded || south.State != rekey.StateSucceeded {
+				t.Fatalf("the other regions ended %s and %s, want succeeded", def.State, south.State)
+			}
+			if rot.State != rekey.StateFailed || east.Counts.Failed < 3 {
+				t.Fatalf("rotation %s, cn-east-3 %+v: want the rotation failed by cn-east-3 past its budget of 2", rot.State, east.Counts)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("parts %s %s %s after 30 s: want cn-east-3 halted and the others finished", def.State, east.State, south.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

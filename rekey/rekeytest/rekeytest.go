@@ -75,6 +75,9 @@ type Region struct {
 	// UpdateKeypairQuota is the place's own UpdateKeypair quota, calls a
 	// second; zero: unlimited.
 	UpdateKeypairQuota float64
+	// BadServerRate is the fraction of the place's servers that always
+	// fail; zero: Options.BadServerRate.
+	BadServerRate float64
 }
 
 // Env is a running test environment.
@@ -154,8 +157,11 @@ func Start(opts Options) (*Env, error) {
 		if p.Servers == 0 {
 			p.Servers = opts.Servers
 		}
+		if p.BadServerRate == 0 {
+			p.BadServerRate = opts.BadServerRate
+		}
 		p.sim = cphsim.New(cphsim.Options{ProjectID: r.ProjectID, AccessKey: AccessKey, SecretKey: SecretKey, Servers: p.Servers,
-			JobLatency: opts.JobLatency, JobFailRate: opts.JobFailRate, BadServerRate: opts.BadServerRate, Seed: opts.Seed + uint64(i) + 1,
+			JobLatency: opts.JobLatency, JobFailRate: opts.JobFailRate, BadServerRate: p.BadServerRate, Seed: opts.Seed + uint64(i) + 1,
 			UpdateKeypairQuota: r.UpdateKeypairQuota})
 		p.srv = httptest.NewServer(p.sim)
 		e.regions = append(e.regions, p)
