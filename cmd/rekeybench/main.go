@@ -77,7 +77,7 @@ type config struct {
 	adaptive    adaptiveConfig // the raise and isolated scenarios (adaptive.go)
 }
 
-var scenarioNames = []string{"defaults", "quota", "subset", "halve", "scale", "raise", "isolated"}
+var scenarioNames = []string{"defaults", "quota", "subset", "halve", "scale", "raise", "isolated", "regions"}
 
 // allScenarios are the scenarios of --scenario all: quota runs the
 // defaults' rows too.
@@ -295,6 +295,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			t, err = b.halveScenario(ctx)
 		case "scale":
 			t, err = b.scaleScenario(ctx)
+		case "regions":
+			t, err = b.regionsScenario(ctx)
 		default:
 			t, err = b.adaptiveScenario(ctx, s)
 		}
