@@ -150,6 +150,20 @@ func TestRotationAcrossRegionsEnv(t *testing.T) {
 			t.Errorf("event of part %d = %+v, %v", i+1, e, err)
 		}
 	}
+
+	// The rollback puts every server of every place back.
+	back, err := env.Client.Rollback(ctx, rot.ID, rekey.Request{ChunkSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rot, err = env.Client.Wait(ctx, back.Rotation.ID, rekey.WaitOptions{Interval: 50 * time.Millisecond}); err != nil || len(rot.Parts) != 3 || rot.State != rekey.StateSucceeded {
+		t.Fatalf("rollback ended %+v, %v; want three parts succeeded", rot, err)
+	}
+	for _, tg := range env.Targets() {
+		if kp, _ := env.KeypairIn(tg.Region, tg.ServerID); kp != rekeytest.FleetKeypair {
+			t.Errorf("server %s in %q holds %q after the rollback", tg.ServerID, tg.Region, kp)
+		}
+	}
 }
 
 // TestRegionPastItsBudgetHaltsAlone: each part of a rotation across places

@@ -64,9 +64,9 @@ func (c *Client) RollbackRequest(ctx context.Context, id string, r Request) (Req
 			return r, badInput("rollback id %q is too long: name it with Request.ID", r.ID)
 		}
 	}
-	rot, err := c.store.Rotation(ctx, id)
+	rot, err := c.Rotation(ctx, id)
 	if err != nil {
-		return r, wrap(err)
+		return r, err
 	}
 	if !rot.Finished() {
 		return r, badInput("rotation %s is %s and has not finished: pause or cancel it, wait for it to end, then roll back", id, rot.State)
@@ -82,7 +82,7 @@ func (c *Client) RollbackRequest(ctx context.Context, id string, r Request) (Req
 			unknown++
 			return nil
 		}
-		ts = append(ts, Target{ServerID: row.ServerID, Keypair: row.OldKeypair})
+		ts = append(ts, Target{ServerID: row.ServerID, Keypair: row.OldKeypair, Region: row.Region, ProjectID: row.ProjectID})
 		count[row.OldKeypair]++
 		return nil
 	})
