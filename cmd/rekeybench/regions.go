@@ -41,15 +41,15 @@ func (b *bench) regionsScenario(ctx context.Context) (*table, error) {
 		fmt.Sprint(one.throttled()), fmt.Sprint(one.final.Calls[cphsim.APIUpdateKeypair]))
 
 	b.progress("regions: %d regions", len(benchRegions))
-	wall, per, calls, throttled, check, err := b.rotateRegions(ctx)
+	wall, per, calls, throttled, parts, check, err := b.rotateRegions(ctx)
 	if err != nil {
 		return t, err
 	}
 	perLB := b.lowerBound(chunksOf(per, c.chunkSize))
 	t.add(check, fmt.Sprintf("%d regions, %d servers each", len(benchRegions), per), secs(wall), secs(perLB),
 		fmt.Sprintf("%.2f", wall.Seconds()/perLB.Seconds()), throttled, calls)
-	t.notes = append(t.notes, fmt.Sprintf("The %d-region run took %.2f of the one-region run's wall time (a quarter is %.2f).",
-		len(benchRegions), wall.Seconds()/one.wall.Seconds(), 1/float64(len(benchRegions))))
+	t.notes = append(t.notes, fmt.Sprintf("The %d-region run took %.2f of the one-region run's wall time (a quarter is %.2f). Its parts (start after the first part's, own wall): %s.",
+		len(benchRegions), wall.Seconds()/one.wall.Seconds(), 1/float64(len(benchRegions)), parts))
 	return t, nil
 }
 
@@ -58,13 +58,13 @@ func (b *bench) regionsScenario(ctx context.Context) (*table, error) {
 // and returns its wall time (first part created to last part finished),
 // the servers a region, its UpdateKeypair calls and 429s by region, and
 // each part's check against its simulator.
-func (b *bench) rotateRegions(ctx context.Context) (wall time.Duration, per int, calls, throttled string, check error, err error) {
+func (b *bench) rotateRegions(ctx context.Context) (wall time.Duration, per int, calls, throttled, parts string, check error, err error) {
 	c := b.c
 	b.runs++
 	ctx, cancel := context.WithTimeout(ctx, c.runTimeout)
 	defer cancel()
 	if err := b.flush(ctx); err != nil {
-		return 0, 0, "", "", nil, fmt.Errorf("flushdb: %w", err)
+		return 0, 0, "", "", "", nil, fmt.Errorf("flushdb: %w", err)
 	}
 	per = c.servers / len(benchRegions)
 	type region struct {
@@ -82,12 +82,12 @@ func (b *bench) rotateRegions(ctx context.Context) (wall time.Duration, per int,
 		}
 		s, err := b.startSimOf(ctx, project, uint64(i+1), per, float64(c.quota), 0, [2]float64{}, latency{})
 		if err != nil {
-			return 0, 0, "", "", nil, err
+			return 0, 0, "", "", "", nil, err
 		}
 		defer s.stop(5 * time.Second)
 		servers, err := s.servers(ctx, b)
 		if err != nil {
-			return 0, 0, "", "", nil, err
+			return 0, 0, "", "", "", nil, err
 		}
 		regions = append(regions, &region{name: name, project: project, sim: s, servers: servers})
 		for _, srv := range servers {
@@ -96,7 +96,7 @@ func (b *bench) rotateRegions(ctx context.Context) (wall time.Duration, per int,
 	}
 	file := filepath.Join(b.tmp, fmt.Sprintf("run%02d-targets.csv", b.runs))
 	if err := os.WriteFile(file, []byte(csv.String()), 0o600); err != nil {
-		return 0, 0, "", "", nil, err
+		return 0, 0, "", "", "", nil, err
 	}
 	env := b.env(regions[0].sim.url)
 	env = append(env, "REKEY_REGION="+regions[0].name)
@@ -105,29 +105,30 @@ func (b *bench) rotateRegions(ctx context.Context) (wall time.Duration, per int,
 	}
 	ws, err := b.startWorkers(ctx, c.workers, env, limiterFleet, b.fleetRate(c.submitBurst), b.fleetRate(c.pollBurst), b.fleetRate(c.readBurst))
 	if err != nil {
-		return 0, 0, "", "", nil, err
+		return 0, 0, "", "", "", nil, err
 	}
 	defer stopAll(ws)
 	id, err := b.enqueueStart(ctx, env, file)
 	if err != nil {
-		return 0, 0, "", "", nil, err
+		return 0, 0, "", "", "", nil, err
 	}
 	store := tasks.NewStore(b.rdb, "")
 	g, err := store.Group(ctx, id)
 	if err != nil {
-		return 0, 0, "", "", nil, err
+		return 0, 0, "", "", "", nil, err
 	}
 	procs := append([]*proc(nil), ws...)
 	for _, r := range regions {
 		procs = append(procs, r.sim.proc)
 	}
 	var first, last time.Time
-	var callsBy, throttledBy []string
+	var callsBy, throttledBy, partsBy []string
+	var rots []*tasks.Rotation
 	var checks []error
 	for i, part := range g.Parts {
 		rot, err := b.waitFinished(ctx, store, part, procs)
 		if err != nil {
-			return 0, 0, "", "", nil, err
+			return 0, 0, "", "", "", nil, err
 		}
 		if first.IsZero() || rot.CreatedAt.Before(first) {
 			first = rot.CreatedAt
@@ -135,20 +136,21 @@ func (b *bench) rotateRegions(ctx context.Context) (wall time.Duration, per int,
 		if rot.FinishedAt.After(last) {
 			last = rot.FinishedAt
 		}
+		rots = append(rots, rot)
 		r := regions[i]
 		if rot.Region != r.name && (i > 0 || rot.Region != "") {
-			return 0, 0, "", "", nil, fmt.Errorf("part %s is in %q, want %s", part, rot.Region, r.name)
+			return 0, 0, "", "", "", nil, fmt.Errorf("part %s is in %q, want %s", part, rot.Region, r.name)
 		}
 		after, err := r.sim.servers(ctx, b)
 		if err != nil {
-			return 0, 0, "", "", nil, err
+			return 0, 0, "", "", "", nil, err
 		}
 		if err := verifyRotation(ctx, store, rot, after, nil, len(r.servers)); err != nil {
 			checks = append(checks, fmt.Errorf("%s: %w", r.name, err))
 		}
 		st, err := r.sim.stats(ctx, b)
 		if err != nil {
-			return 0, 0, "", "", nil, err
+			return 0, 0, "", "", "", nil, err
 		}
 		n429 := 0
 		for _, n := range st.Throttled {
@@ -160,5 +162,8 @@ func (b *bench) rotateRegions(ctx context.Context) (wall time.Duration, per int,
 			checks = append(checks, fmt.Errorf("%s: %d self-inflicted 429s", r.name, n429))
 		}
 	}
-	return last.Sub(first), per, strings.Join(callsBy, ", "), strings.Join(throttledBy, ", "), errors.Join(checks...), nil
+	for i, rot := range rots {
+		partsBy = append(partsBy, fmt.Sprintf("%s +%s %s", regions[i].name, secs(rot.CreatedAt.Sub(first)), secs(rot.FinishedAt.Sub(rot.CreatedAt))))
+	}
+	return last.Sub(first), per, strings.Join(callsBy, ", "), strings.Join(throttledBy, ", "), strings.Join(partsBy, ", "), errors.Join(checks...), nil
 }
