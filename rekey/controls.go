@@ -19,6 +19,9 @@ func (c *Client) Pause(ctx context.Context, id string) error {
 		return err
 	}
 	for _, p := range parts {
+		if group && c.waiting(ctx, p) {
+			continue // it stays waiting for its turn
+		}
 		if err := c.store.SetState(ctx, p, tasks.StatePaused, "paused by an operator"); err != nil && !(group && c.ended(ctx, p)) {
 			return wrap(err)
 		}
@@ -31,6 +34,13 @@ func (c *Client) Pause(ctx context.Context, id string) error {
 func (c *Client) ended(ctx context.Context, id string) bool {
 	r, err := c.store.Rotation(ctx, id)
 	return err == nil && r.Finished()
+}
+
+// waiting reports whether part id waits for its turn, which a control of
+// its group leaves to the workers.
+func (c *Client) waiting(ctx context.Context, id string) bool {
+	r, err := c.store.Rotation(ctx, id)
+	return err == nil && r.Waiting()
 }
 
 // ResumeOptions tune Resume.
@@ -67,7 +77,7 @@ func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Re
 	}
 	res := &Resumed{}
 	for _, p := range parts {
-		if group && c.ended(ctx, p) {
+		if group && (c.ended(ctx, p) || c.waiting(ctx, p)) {
 			continue
 		}
 		rot, n, err := tasks.Resume(ctx, c.store, c.enq, p, budget, tasks.TaskOptions{})

@@ -99,7 +99,7 @@ func (c *Client) partsOf(ctx context.Context, id string) (parts []string, group 
 
 // startGroup writes the group of plan's parts, then starts each part.
 func (c *Client) startGroup(ctx context.Context, plan *Plan) (*Started, error) {
-	g := &tasks.Group{ID: plan.Rotation, CreatedAt: time.Now()}
+	g := &tasks.Group{ID: plan.Rotation, CreatedAt: time.Now(), MaxConcurrent: plan.MaxConcurrentRegions}
 	for _, p := range plan.Parts {
 		g.Parts = append(g.Parts, p.Rotation)
 		g.Fingerprint += p.plan.Rotation.Fingerprint[:16]
@@ -109,7 +109,21 @@ func (c *Client) startGroup(ctx context.Context, plan *Plan) (*Started, error) {
 		return nil, wrap(err)
 	}
 	st := &Started{Created: created, Plan: plan}
-	for _, p := range plan.Parts {
+	for i, p := range plan.Parts {
+		if g.MaxConcurrent > 0 && i >= g.MaxConcurrent {
+			// Written paused, so Start enqueues nothing: it waits for a
+			// part to finish or halt (tasks.startWaiting).
+			// Only when created now: on a re-run it may have had its turn.
+			created, err := c.store.Create(ctx, p.plan.Rotation, p.plan.Chunks, p.plan.Skipped, time.Now())
+			if err != nil {
+				return nil, wrap(err)
+			}
+			if created {
+				if err := c.store.SetState(ctx, p.Rotation, tasks.StatePaused, tasks.WaitReason); err != nil {
+					return nil, wrap(err)
+				}
+			}
+		}
 		pst, err := tasks.Start(ctx, c.store, c.enq, p.plan, tasks.TaskOptions{Retention: p.plan.Rotation.Retention}, time.Now())
 		if err != nil {
 			return nil, wrap(fmt.Errorf("start %s (%s): %w", p.Rotation, p.plan.Rotation.Place(), err))

@@ -204,3 +204,57 @@ func TestRegionPastItsBudgetHaltsAlone(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestRegionsInOrderOneAtATime: RegionOrder puts a canary region first
+// and MaxConcurrentRegions 1 runs one region at a time: each part
+// waits for the one before it, and the workers start it themselves.
+func TestRegionsInOrderOneAtATime(t *testing.T) {
+	t.Parallel()
+	env := rekeytest.New(t, rekeytest.Options{Servers: 30, Regions: []rekeytest.Region{
+		{Name: "cn-east-3", ProjectID: projEast, Servers: 20},
+		{Name: "ap-southeast-1", ProjectID: "22222222222222222222222222222222", Servers: 20},
+	}})
+	ctx := context.Background()
+	st, err := env.Client.Start(ctx, rekey.Request{Keypair: "kp-new", Targets: env.Targets(), ChunkSize: 10,
+		RegionOrder: []string{"ap-southeast-1"}, MaxConcurrentRegions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := st.Rotation.Parts
+	if len(parts) != 3 || parts[0].Region != "ap-southeast-1" || parts[1].Region != "" || parts[2].Region != "cn-east-3" {
+		t.Fatalf("parts in %s, %q, %s: want the canary region first, then the list's order", parts[0].Region, parts[1].Region, parts[2].Region)
+	}
+	if parts[1].State != rekey.StatePaused || parts[2].State != rekey.StatePaused {
+		t.Fatalf("parts 2 and 3 %s and %s at the start: want them waiting", parts[1].State, parts[2].State)
+	}
+	// A pause and resume of the whole leaves the waiting parts waiting.
+	if err := env.Client.Pause(ctx, st.Rotation.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Client.Resume(ctx, st.Rotation.ID, rekey.ResumeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rot, err := env.Client.Wait(ctx, st.Rotation.ID, rekey.WaitOptions{Interval: 20 * time.Millisecond, Progress: func(r *rekey.Rotation) error {
+		running := 0
+		for _, p := range r.Parts {
+			if p.State == rekey.StateRunning && !p.Finished() {
+				running++
+			}
+		}
+		if running > 1 {
+			return fmt.Errorf("%d parts running at once", running)
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rot.State != rekey.StateSucceeded || rot.Counts.Succeeded != 70 {
+		t.Fatalf("rotation ended %s %+v", rot.State, rot.Counts)
+	}
+	for i := 1; i < 3; i++ {
+		if rot.Parts[i].CreatedAt.IsZero() || rot.Parts[i].FinishedAt.Before(rot.Parts[i-1].FinishedAt) {
+			t.Errorf("part %d finished at %s, before part %d at %s", i+1, rot.Parts[i].FinishedAt, i, rot.Parts[i-1].FinishedAt)
+		}
+	}
+}

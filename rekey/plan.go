@@ -45,6 +45,8 @@ type Plan struct {
 	// figures above are their sums (Waves wave by wave, MaxErrors the
 	// budgets of all parts: each part has its own). Nil for one place.
 	Parts []*Plan
+	// MaxConcurrentRegions is how many parts run at once (0: all).
+	MaxConcurrentRegions int
 
 	plan *tasks.Plan
 }
@@ -132,7 +134,9 @@ func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 	if group == "" {
 		return plans[0], nil
 	}
-	return groupPlan(group, plans), nil
+	p := groupPlan(group, plans)
+	p.MaxConcurrentRegions = r.MaxConcurrentRegions
+	return p, nil
 }
 
 // groupPlan sums the plans of a group's parts, which it keeps as Parts.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
@@ -198,6 +199,14 @@ type Request struct {
 	// Retention is how long the rotation's records, report and completion
 	// event are kept after it ends. Zero: DefaultRetention (30 days).
 	Retention time.Duration
+	// RegionOrder orders the parts of a rotation across places: these
+	// regions first, in this order (a canary region first), then the
+	// others as they appear in Targets.
+	RegionOrder []string
+	// MaxConcurrentRegions is how many parts of a rotation across places
+	// run at once, in RegionOrder; the others wait (paused, "waiting for
+	// its turn") and start as parts finish or halt. Zero: all at once.
+	MaxConcurrentRegions int
 	// Progress, when set, is told how the reads of the fleet go (discovery,
 	// then skip-matching) after each page, and once more, with Done set,
 	// when the plan is complete: Start writes the rotation after that call,
@@ -269,6 +278,9 @@ func (c *Client) spec(ctx context.Context, r Request) (tasks.Spec, error) {
 	}
 	s := tasks.Spec{ID: r.ID, Keypair: r.Keypair, ChunkSize: r.ChunkSize, MaxAttempts: r.MaxAttempts,
 		SkipMatching: !r.NoSkipMatching, PauseAfterWave: r.PauseAfterWave, SkipVerify: r.NoVerify, Retention: r.Retention}
+	if r.MaxConcurrentRegions < 0 {
+		return s, badInput("max concurrent regions %d: want 0 (all) or more", r.MaxConcurrentRegions)
+	}
 	switch {
 	case s.ChunkSize == 0:
 		s.ChunkSize = DefaultChunkSize
@@ -332,6 +344,15 @@ func (c *Client) spec(ctx context.Context, r Request) (tasks.Spec, error) {
 			}
 			s.Targets = append(s.Targets, tasks.Target{ServerID: t.ServerID, Keypair: t.Keypair, Place: place})
 		}
+	}
+	// The order names regions as the targets do: the client's own is the
+	// default place's, "".
+	for _, region := range r.RegionOrder {
+		p := c.placeOf(Target{Region: region})
+		if !slices.ContainsFunc(s.Targets, func(t tasks.Target) bool { return t.Place.Region == p.Region }) {
+			return s, badInput("region %q of the region order has no targets", region)
+		}
+		s.RegionOrder = append(s.RegionOrder, p.Region)
 	}
 	return s, nil
 }

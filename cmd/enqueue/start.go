@@ -22,6 +22,8 @@ type planFlags struct {
 	skipMatching           bool
 	region                 string
 	endpoints              []string
+	regionOrder            string
+	maxConcurrentRegions   int
 	asJSON, dryRun         bool
 	submitRate, waves      string
 	readRate               string
@@ -47,6 +49,8 @@ func addPlanFlags(f *flags, idHelp string) *planFlags {
 		}
 		return nil
 	})
+	f.StringVar(&p.regionOrder, "region-order", "", "`regions` whose parts go first, in this order (a canary region first), e.g. cn-north-4,cn-east-3;\nthe others follow in the order they appear in the targets")
+	f.IntVar(&p.maxConcurrentRegions, "max-concurrent-regions", 0, "how many (region, project) parts run at once, in --region-order; the others wait and start\nas parts finish or halt (0: all at once)")
 	f.BoolVar(&p.asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&p.dryRun, "dry-run", false, "read the fleet and print what would change and an ETA; write nothing, enqueue nothing")
 	f.StringVar(&p.submitRate, "submit-rate", "10/s:1", "with --dry-run, the workers' fleet-wide UpdateKeypair `rate`, for the ETA")
@@ -134,9 +138,18 @@ func (p *planFlags) request(keypair string) (rekey.Request, error) {
 	if _, err := rekey.ParseRate(p.submitRate); err != nil {
 		return rekey.Request{}, usagef("--submit-rate: %v", err)
 	}
+	if p.maxConcurrentRegions < 0 {
+		return rekey.Request{}, usagef("--max-concurrent-regions %d: want 0 (all) or more", p.maxConcurrentRegions)
+	}
+	var order []string
+	for _, r := range strings.Split(p.regionOrder, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			order = append(order, r)
+		}
+	}
 	return rekey.Request{ID: p.rotationID, Keypair: keypair, ChunkSize: p.chunkSize, MaxAttempts: p.maxAttempts,
 		NoSkipMatching: !p.skipMatching, Waves: waves, MaxErrors: &budget, NoVerify: !p.verify,
-		PauseAfterWave: p.pauseAfterWave, Retention: p.retention}, nil
+		PauseAfterWave: p.pauseAfterWave, Retention: p.retention, RegionOrder: order, MaxConcurrentRegions: p.maxConcurrentRegions}, nil
 }
 
 // run plans the rotation and either prints the dry run or starts it.

@@ -45,7 +45,10 @@ type Spec struct {
 	// default region and project.
 	Place Place
 	// Group names the rotation across places this one is a part of.
-	Group       string
+	Group string
+	// RegionOrder orders the parts of a spec across places: these regions'
+	// first (a canary region), the others in the order they appear.
+	RegionOrder []string
 	Targets     []Target
 	ChunkSize   int
 	MaxAttempts int
@@ -183,6 +186,13 @@ func SplitPlaces(s Spec) (group string, parts []Spec, err error) {
 		}
 		return "", []Spec{s}, nil
 	}
+	rank := func(p Place) int {
+		if i := slices.Index(s.RegionOrder, p.Region); i >= 0 {
+			return i
+		}
+		return len(s.RegionOrder)
+	}
+	slices.SortStableFunc(places, func(a, b Place) int { return cmp.Compare(rank(a), rank(b)) })
 	group = s.ID
 	if group == "" {
 		group = "r-" + s.Fingerprint()[:16]

@@ -251,6 +251,10 @@ func (h *Handler) followUps(ctx context.Context, id string, finishedNow bool) (b
 			"chunks", last-first+1, "enqueued", n, "failed", rot.Counts.Failed, "max_errors", rot.MaxErrors)
 	}
 	if !rot.Finished() {
+		if rot.Halted() && rot.Group != "" {
+			// A region past its budget frees its place for the next.
+			return false, startWaiting(ctx, h.store, h.enq, rot.Group, h.cfg.Tasks)
+		}
 		return false, nil
 	}
 	if finishedNow {
@@ -269,6 +273,11 @@ func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, fini
 	// have died before setting the retention, and its re-run must set it.
 	if err := store.Expire(ctx, rot, opts.Retention); err != nil {
 		return err
+	}
+	if rot.Group != "" {
+		if err := startWaiting(ctx, store, enq, rot.Group, opts); err != nil {
+			return err
+		}
 	}
 	return enqueueFinished(ctx, enq, rot, opts)
 }
