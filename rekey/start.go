@@ -90,7 +90,7 @@ func (c *Client) RollbackRequest(ctx context.Context, id string, r Request) (Req
 		return r, wrap(err)
 	}
 	if unknown > 0 {
-		return r, badInput("cannot roll back %s: %d of %d changed servers have no recorded old keypair (it was started with --skip-matching=false)",
+		return r, badInput("cannot roll back %s: %d of %d changed servers have no recorded old keypair (it was started with --skip-matching=false, or the API listed names that are not keypair names)",
 			id, unknown, unknown+len(ts))
 	}
 	if len(ts) == 0 {

@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -358,5 +359,129 @@ func TestAPIRefusesBadIDsAndNonJSONWrites(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnsupportedMediaType {
 		t.Errorf("form POST: %d, want 415", resp.StatusCode)
+	}
+}
+
+// TestRebindingHostCannotSteerRotations: a page whose name was rebound to
+// 127.0.0.1 sends its own name as Host. Without a token, neither the
+// console, nor its API, nor a JSON cancel sent as the console sends it
+// gets through, and the rotation keeps running. With a token the Host is
+// not checked: the token is what keeps other pages out.
+func TestRebindingHostCannotSteerRotations(t *testing.T) {
+	send := func(t *testing.T, method, url, host, token string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, url, strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	rig := newConsoleRig(t, Options{})
+	reqs := []struct{ method, path string }{
+		{"GET", ConsolePath + "/"},
+		{"GET", APIPath},
+		{"GET", APIPath + "/" + rig.id + "/report?format=csv"},
+		{"POST", APIPath + "/" + rig.id + "/cancel"},
+	}
+	for _, c := range reqs {
+		code, body := send(t, c.method, rig.base+c.path, "attacker.example:8080", "")
+		if code != http.StatusForbidden || !strings.Contains(body, "not a loopback name") {
+			t.Errorf("%s %s with a rebound Host: %d %q, want 403 naming the Host rule", c.method, c.path, code, body)
+		}
+	}
+	rot, err := rig.store.Rotation(context.Background(), rig.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rot.State != tasks.StateRunning {
+		t.Fatalf("state %s after a rebound cancel, want running", rot.State)
+	}
+	for _, c := range reqs[:3] {
+		if code, _ := send(t, c.method, rig.base+c.path, "localhost:8080", ""); code != http.StatusOK {
+			t.Errorf("%s %s with Host localhost: %d, want 200", c.method, c.path, code)
+		}
+	}
+
+	withToken := newConsoleRig(t, Options{Token: "s3cret"})
+	if code, _ := send(t, "GET", withToken.base+APIPath, "worker.internal:8080", "s3cret"); code != http.StatusOK {
+		t.Errorf("with a token, any Host and the token: %d, want 200", code)
+	}
+	if code, _ := send(t, "GET", withToken.base+APIPath, "localhost:8080", ""); code != http.StatusUnauthorized {
+		t.Errorf("with a token, no token sent: %d, want 401", code)
+	}
+}
+
+// TestAPIWriteContentTypes: every content type a page can send without a
+// CORS preflight (a form's, text/plain) or none at all is refused with
+// 415; JSON, with or without parameters, is taken. A bad rotation id is
+// refused on writes too, before anything is read.
+func TestAPIWriteContentTypes(t *testing.T) {
+	rig := newConsoleRig(t, Options{})
+	for _, c := range []struct {
+		path, contentType string
+		want              int
+	}{
+		{"/r-console/pause", "", http.StatusUnsupportedMediaType},
+		{"/r-console/pause", "text/plain", http.StatusUnsupportedMediaType},
+		{"/r-console/pause", "multipart/form-data; boundary=x", http.StatusUnsupportedMediaType},
+		{"/r-console/pause", "application/json-patch", http.StatusUnsupportedMediaType},
+		{"/bad%0Aid/pause", "application/json", http.StatusBadRequest},
+		{"/r-console/pause", "Application/JSON; charset=utf-8", http.StatusOK},
+	} {
+		code, body := post(t, rig.base+APIPath+c.path, "", header{"Content-Type", c.contentType})
+		if code != c.want {
+			t.Errorf("POST %s as %q: %d %s, want %d", c.path, c.contentType, code, body, c.want)
+		}
+	}
+}
+
+// TestConsoleCSVDownloadNeutralisesFormulas: the console's CSV download
+// is the report an operator opens in a spreadsheet: a message from the
+// API that would run as a formula arrives behind a quote.
+func TestConsoleCSVDownloadNeutralisesFormulas(t *testing.T) {
+	rig := newConsoleRig(t, Options{})
+	ctx := context.Background()
+	b, err := rig.store.Batch(ctx, rig.id, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := b.Servers[len(b.Servers)-1]
+	formula := `=HYPERLINK("http://evil.example/","x")`
+	res := tasks.Resolution{ServerID: e.ServerID, Outcome: tasks.OutcomeFailed, Attempts: 1, JobID: "job-" + e.ServerID,
+		Code: "CPS.0004", Message: formula, Entry: e}
+	if _, err := rig.store.Resolve(ctx, rig.id, 1, 1, []tasks.Resolution{res}, time.Time{}, true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := do(t, "GET", rig.base+APIPath+"/"+rig.id+"/report?format=csv")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("report: %d %s", resp.StatusCode, body)
+	}
+	rows, err := csv.NewReader(strings.NewReader(body)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, row := range rows[1:] {
+		if row[0] == e.ServerID {
+			found = true
+			if row[8] != "'"+formula {
+				t.Errorf("error_msg cell %q, want the formula behind a quote", row[8])
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("server %s not in the report", e.ServerID)
 	}
 }

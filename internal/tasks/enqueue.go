@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/targets"
 )
 
 // Chunk size limits: one chunk's jobs must fit one ListJobs page, and a
@@ -91,8 +92,8 @@ func (s *Spec) validate() error {
 	if s.Keypair == "" {
 		return errors.New("no keypair: --keypair is required")
 	}
-	if len(s.Keypair) > 64 {
-		return fmt.Errorf("keypair %q is longer than 64 bytes", s.Keypair)
+	if err := targets.ValidateKeypairName(s.Keypair); err != nil {
+		return err
 	}
 	if s.ChunkSize < 1 || s.ChunkSize > MaxChunkSize {
 		return fmt.Errorf("chunk size %d: want 1-%d", s.ChunkSize, MaxChunkSize)
@@ -105,18 +106,24 @@ func (s *Spec) validate() error {
 	}
 	// Every path to Redis comes through here (files, discovery, rollback):
 	// a server listed twice would hold its chunk attempt open for ever, and
-	// tabs or newlines would corrupt the chunk encoding.
+	// tabs or newlines would corrupt the chunk encoding (keypairs are held
+	// to what a keypair name may be).
 	seen := make(map[string]bool, len(s.Targets))
 	for i, t := range s.Targets {
 		switch {
 		case t.ServerID == "":
 			return fmt.Errorf("target %d: empty server id", i+1)
-		case strings.ContainsAny(t.ServerID+t.Keypair, "\t\n\r"):
-			return fmt.Errorf("target %d: server id %q or its keypair contains a tab or line break", i+1, t.ServerID)
+		case strings.ContainsAny(t.ServerID, "\t\n\r"):
+			return fmt.Errorf("target %d: server id %q contains a tab or line break", i+1, t.ServerID)
 		case t.Place != s.Place:
 			return fmt.Errorf("target %d: server %s is in %s, the rotation in %s (split the spec with SplitPlaces)", i+1, t.ServerID, t.Place, s.Place)
 		case seen[t.ServerID]:
 			return fmt.Errorf("target %d: server %s is listed twice", i+1, t.ServerID)
+		}
+		if t.Keypair != "" {
+			if err := targets.ValidateKeypairName(t.Keypair); err != nil {
+				return fmt.Errorf("target %d (%q): %w", i+1, t.ServerID, err)
+			}
 		}
 		seen[t.ServerID] = true
 	}
@@ -285,7 +292,7 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 		err := lister.ListServers(ctx, f, func(page []cph.Server) error {
 			for _, s := range page {
 				if want[s.ServerID] {
-					fleet[s.ServerID] = current{s.KeypairName, s.Status, pos}
+					fleet[s.ServerID] = current{knownKeypair(s.KeypairName), s.Status, pos}
 				}
 				pos++
 			}
@@ -342,6 +349,19 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 	plan.Rotation.Batches = len(plan.Chunks)
 	plan.Rotation.MaxErrors = spec.maxErrors().Floor(plan.Servers())
 	return plan, nil
+}
+
+// knownKeypair is the keypair name the API listed for a server, or "" when
+// it is not a keypair name (letters, digits, '_' and '-', at most 64
+// bytes). The name is packed into the tab- and newline-separated chunk
+// records and the report: an endpoint must not forge entries through it.
+// A server on a name no keypair can have is not on the target, so it is
+// rotated, and its old keypair is reported unknown (rollback refuses it).
+func knownKeypair(name string) string {
+	if targets.ValidateKeypairName(name) != nil {
+		return ""
+	}
+	return name
 }
 
 // Started is what Start did.
