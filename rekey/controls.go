@@ -80,7 +80,7 @@ func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Re
 		if group && (c.ended(ctx, p) || c.waiting(ctx, p)) {
 			continue
 		}
-		rot, n, err := tasks.Resume(ctx, c.store, c.enq, p, budget, tasks.TaskOptions{})
+		rot, n, err := tasks.Resume(ctx, c.store, c.enq, p, budget, c.tasks)
 		if err != nil {
 			return nil, wrap(err)
 		}
@@ -119,7 +119,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Cancelled, error) {
 		if group && c.ended(ctx, p) {
 			continue
 		}
-		rot, closed, err := tasks.Cancel(ctx, c.store, c.enq, p, tasks.TaskOptions{}, time.Now())
+		rot, closed, err := tasks.Cancel(ctx, c.store, c.enq, p, c.tasks, time.Now())
 		if err != nil {
 			return nil, wrap(err)
 		}

@@ -124,7 +124,9 @@ func (c *Client) startGroup(ctx context.Context, plan *Plan) (*Started, error) {
 				}
 			}
 		}
-		pst, err := tasks.Start(ctx, c.store, c.enq, p.plan, tasks.TaskOptions{Retention: p.plan.Rotation.Retention}, time.Now())
+		opts := c.tasks
+		opts.Retention = p.plan.Rotation.Retention
+		pst, err := tasks.Start(ctx, c.store, c.enq, p.plan, opts, time.Now())
 		if err != nil {
 			return nil, wrap(fmt.Errorf("start %s (%s): %w", p.Rotation, p.plan.Rotation.Place(), err))
 		}

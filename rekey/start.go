@@ -40,7 +40,9 @@ func (c *Client) Start(ctx context.Context, r Request) (*Started, error) {
 	if p.Parts != nil {
 		return c.startGroup(ctx, p)
 	}
-	st, err := tasks.Start(ctx, c.store, c.enq, p.plan, tasks.TaskOptions{Retention: p.plan.Rotation.Retention}, time.Now())
+	opts := c.tasks
+	opts.Retention = p.plan.Rotation.Retention
+	st, err := tasks.Start(ctx, c.store, c.enq, p.plan, opts, time.Now())
 	if err != nil {
 		return nil, wrap(err)
 	}

@@ -34,7 +34,8 @@ type config struct {
 	logFormat       string
 	logLevel        slog.Level
 	pipeline        tasks.Config
-	queues          map[string]int
+	namespace       tasks.Namespace
+	queues          map[string]int // by their names in the namespace
 
 	demo        bool
 	demoExit    bool
@@ -68,7 +69,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	submitRate := fs.String("submit-rate", "10/s:1", "fleet-wide UpdateKeypair `rate` of each region: 10/s, 600/m, 10/s:20 for burst 20 (a burst of 1 paces calls evenly, so grants that reach the API late never add up to a burst its own bucket refuses);\nregions with another rate before or after it: cn-north-4=20/s:1,10/s:1")
 	pollRate := fs.String("poll-rate", "20/s:5", "fleet-wide ListJobs `rate` of each region (region=rate,… overrides, as --submit-rate)")
 	readRate := fs.String("read-rate", "20/s:5", "fleet-wide `rate` of each verification read API in each region: ListCloudPhoneServers pages, and ShowServer for single servers (region=rate,… overrides, as --submit-rate)")
-	queues := fs.String("queues", formatQueues(tasks.Queues()), "queue `weights`: queue=weight,… (polls outweigh submits so started chunks finish first; 0 skips a queue)")
+	queues := fs.String("queues", formatQueues(tasks.Queues()), "queue `weights`: queue=weight,… (polls outweigh submits so started chunks finish first; 0 skips a queue); names without the namespace")
+	namespace := fs.String("namespace", "", "deployment `name` that prefixes the queues (<name>.rekey-submit…) and Redis keys (cph-rekey.<name>:…), so deployments share one Redis without seeing each other; empty keeps the unprefixed names. Clients and the CLI must use the same")
 	fs.StringVar(&c.limiter, "limiter", limiterFleet, "rate limiter: fleet (shared through Redis) or local (per process x/time/rate at the rates above, no 429 feedback; for benchmark baselines only)")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log `format`: json or text")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
@@ -106,7 +108,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			return nil, bad(flag, "no rate for the regions not named: add one, e.g. cn-north-4=20/s:1,10/s:1")
 		}
 	}
-	if c.queues, err = parseQueues(*queues); err != nil {
+	c.namespace = tasks.Namespace(*namespace)
+	if err := c.namespace.Validate(); err != nil {
+		return nil, bad("namespace", "%w", err)
+	}
+	if c.queues, err = parseQueues(*queues, c.namespace); err != nil {
 		return nil, bad("queues", "%w", err)
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -159,8 +165,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	return c, nil
 }
 
-// parseQueues parses "rekey-poll=6,rekey-submit=3".
-func parseQueues(s string) (map[string]int, error) {
+// parseQueues parses "rekey-poll=6,rekey-submit=3" into the weights of
+// those queues in ns.
+func parseQueues(s string, ns tasks.Namespace) (map[string]int, error) {
 	known := tasks.Queues()
 	out := map[string]int{}
 	positive := false
@@ -176,7 +183,7 @@ func parseQueues(s string) (map[string]int, error) {
 		if err != nil || n < 0 || n > 100 {
 			return nil, fmt.Errorf("queue %s weight %q: want 0-100", name, w)
 		}
-		out[name] = n
+		out[ns.Queue(name)] = n
 		positive = positive || n > 0
 	}
 	if !positive {

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
+	"github.com/cph-rekey/cph-rekey/rekey"
 )
 
 // consoleRig is a miniredis with one started rotation of 250 servers
@@ -68,9 +70,20 @@ func newConsoleRig(t *testing.T, opts Options) *consoleRig {
 	if _, err := store.Resolve(ctx, spec.ID, 1, 1, rs, time.Time{}, true, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	opts.RedisConnOpt, opts.Store, opts.Enqueuer = r.ConnOpt(), store, enq
+	opts.RedisConnOpt, opts.Rotations = r.ConnOpt(), rekeyClient(t, rdb, "")
 	_, base := start(t, opts)
 	return &consoleRig{r: r, store: store, base: base, id: spec.ID}
+}
+
+// rekeyClient is the console's client of rotations in namespace ns.
+func rekeyClient(t *testing.T, rdb redis.UniversalClient, ns string) *rekey.Client {
+	t.Helper()
+	c, err := rekey.NewClient(rdb, rekey.Options{Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 func getJSON(t *testing.T, url string, v any, hs ...header) int {
@@ -117,8 +130,8 @@ func TestAPIListsAndShowsRotations(t *testing.T) {
 		t.Fatalf("list = %+v", list)
 	}
 	r := list.Rotations[0]
-	if r.ID != rig.id || r.State != tasks.StateRunning || r.Done != 10 || r.Counts.Total != 250 || r.Rate <= 0 || r.ETASeconds == nil {
-		t.Fatalf("listed rotation = %+v (rate %v)", r.Rotation, r.Rate)
+	if r.ID != rig.id || r.State != rekey.StateRunning || r.Done != 10 || r.Counts.Total != 250 || r.Rate <= 0 || r.ETASeconds == nil {
+		t.Fatalf("listed rotation = %+v (rate %v)", r, r.Rate)
 	}
 
 	var d struct {
@@ -289,14 +302,6 @@ func TestConsoleLinksBothWays(t *testing.T) {
 	}
 }
 
-func TestConsoleNeedsEnqueuer(t *testing.T) {
-	r := testredis.Mini(t)
-	_, err := New(Options{Addr: "127.0.0.1:0", RedisConnOpt: r.ConnOpt(), Store: tasks.NewStore(r.Client(t), "")})
-	if err == nil || !strings.Contains(err.Error(), "Enqueuer") {
-		t.Fatalf("New with a Store and no Enqueuer: %v", err)
-	}
-}
-
 func TestAPIPagesThroughManyRotations(t *testing.T) {
 	ctx := context.Background()
 	r := testredis.Mini(t)
@@ -315,7 +320,7 @@ func TestAPIPagesThroughManyRotations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, base := start(t, Options{RedisConnOpt: r.ConnOpt(), Store: store, Enqueuer: enq})
+	_, base := start(t, Options{RedisConnOpt: r.ConnOpt(), Rotations: rekeyClient(t, rdb, "")})
 	var seen []string
 	for offset := 0; offset < n; offset += defaultPage {
 		var list rotationList
@@ -483,5 +488,42 @@ func TestConsoleCSVDownloadNeutralisesFormulas(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("server %s not in the report", e.ServerID)
+	}
+}
+
+// TestRotationJSONIsTheRecord: the API shows a rotation with the fields and
+// values of its record, as it did when it wrote the record itself; only the
+// plan's internals (fingerprint, positions) are left out.
+func TestRotationJSONIsTheRecord(t *testing.T) {
+	rig := newConsoleRig(t, Options{})
+	ctx := context.Background()
+	rot, err := rig.store.Rotation(ctx, rig.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := rekeyClient(t, rig.r.Client(t), "").Rotation(ctx, rig.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := func(v any) map[string]json.RawMessage {
+		t.Helper()
+		data, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]json.RawMessage{}
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	record, view := fields(rot), fields(viewOf(pub))
+	for k, v := range record {
+		if k == "fingerprint" || k == "positions" {
+			continue
+		}
+		if string(view[k]) != string(v) {
+			t.Errorf("field %q: %s in the API, %s in the record", k, view[k], v)
+		}
 	}
 }

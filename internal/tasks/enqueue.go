@@ -410,7 +410,7 @@ func wake(ctx context.Context, store *Store, enq Enqueuer, id string, opts TaskO
 	if err != nil || gen == 0 {
 		return err
 	}
-	_, err = enqueueTick(ctx, enq, TickPayload{Rotation: id, Gen: gen, Seq: 1}, 0, opts)
+	_, err = enqueueTick(ctx, enq, store.ns, TickPayload{Rotation: id, Gen: gen, Seq: 1}, 0, opts)
 	return err
 }
 
@@ -450,7 +450,7 @@ func topUp(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, opts 
 		if b.Checkpointed || b.Intents > 0 {
 			continue // submitted, or being submitted: its own task carries on
 		}
-		ok, err := enqueueSubmit(ctx, enq, QueueSubmit, SubmitPayload{Rotation: rot.ID, Batch: c, Servers: len(b.Servers)}, opts)
+		ok, err := enqueueSubmit(ctx, enq, store.ns.Queue(QueueSubmit), SubmitPayload{Rotation: rot.ID, Batch: c, Servers: len(b.Servers)}, opts)
 		if err != nil {
 			return n, err
 		}
@@ -551,12 +551,12 @@ func enqueueSubmit(ctx context.Context, enq Enqueuer, queue string, p SubmitPayl
 		asynq.Queue(queue), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout))
 }
 
-// enqueueTick enqueues a rotation's tick; it reports false when the task is
-// already there.
-func enqueueTick(ctx context.Context, enq Enqueuer, p TickPayload, delay time.Duration, opts TaskOptions) (bool, error) {
+// enqueueTick enqueues a rotation's tick on ns's poll queue; it reports
+// false when the task is already there.
+func enqueueTick(ctx context.Context, enq Enqueuer, ns Namespace, p TickPayload, delay time.Duration, opts TaskOptions) (bool, error) {
 	opts = opts.withDefaults()
 	return enqueue(ctx, enq, TypeTick, p, TickTaskID(p.Rotation, p.Gen, p.Seq),
-		asynq.Queue(QueuePoll), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
+		asynq.Queue(ns.Queue(QueuePoll)), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
 }
 
 func enqueue(ctx context.Context, enq Enqueuer, typ string, payload any, id string, opts ...asynq.Option) (bool, error) {

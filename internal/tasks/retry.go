@@ -65,7 +65,7 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, rot *Rotation, r 
 		}
 		// On the queue of work already started, so a retry batch goes
 		// before the first attempts still waiting in rekey-submit.
-		if _, err := enqueueSubmit(ctx, h.enq, QueuePoll, SubmitPayload{Rotation: rot.ID, Batch: n, Servers: len(b.Servers)}, h.cfg.Tasks); err != nil {
+		if _, err := enqueueSubmit(ctx, h.enq, h.store.ns.Queue(QueuePoll), SubmitPayload{Rotation: rot.ID, Batch: n, Servers: len(b.Servers)}, h.cfg.Tasks); err != nil {
 			return err
 		}
 	}

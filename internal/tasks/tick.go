@@ -95,7 +95,7 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 	if err != nil || due.IsZero() {
 		return err
 	}
-	_, err = enqueueTick(ctx, h.enq, TickPayload{Rotation: p.Rotation, Gen: p.Gen, Seq: p.Seq + 1}, max(0, time.Until(due)), h.cfg.Tasks)
+	_, err = enqueueTick(ctx, h.enq, h.store.ns, TickPayload{Rotation: p.Rotation, Gen: p.Gen, Seq: p.Seq + 1}, max(0, time.Until(due)), h.cfg.Tasks)
 	return err
 }
 
@@ -281,13 +281,13 @@ func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, fini
 			return err
 		}
 	}
-	return enqueueFinished(ctx, enq, rot, opts)
+	return enqueueFinished(ctx, enq, store.ns, rot, opts)
 }
 
 // enqueueFinished enqueues the rotation's completion event once: its task
 // ID is kept (Retention) for as long as the rotation's records, so a second
 // finisher's enqueue is refused as a duplicate.
-func enqueueFinished(ctx context.Context, enq Enqueuer, rot *Rotation, opts TaskOptions) error {
+func enqueueFinished(ctx context.Context, enq Enqueuer, ns Namespace, rot *Rotation, opts TaskOptions) error {
 	opts = opts.withDefaults()
 	ret := opts.Retention
 	if rot.Retention > 0 {
@@ -296,6 +296,6 @@ func enqueueFinished(ctx context.Context, enq Enqueuer, rot *Rotation, opts Task
 	s := Summary{Version: EventVersion, Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Keypair: rot.Keypair, Counts: rot.Counts,
 		Region: rot.Region, ProjectID: rot.ProjectID, Group: rot.Group,
 		CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
-	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(QueueEvents), asynq.Retention(ret))
+	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(ns.Queue(QueueEvents)), asynq.Retention(ret))
 	return err
 }
