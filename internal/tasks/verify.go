@@ -465,47 +465,86 @@ func (v *verification) sweep(ctx context.Context, loose []Pending) (bool, error)
 			v.learnt(&movinglist.Sighting{Shift: f.Shift}, f.Count)
 		}
 	}()
-	for range sweepPerRound {
-		if len(byID) == 0 {
-			// Every server waiting is found: the rest of the list is
-			// read when the servers on it wait (each page read once).
-			break
-		}
-		resp, err := v.readPage(ctx, offset)
-		if err != nil {
-			return v.failed(ctx, APIListServers, err, nil)
-		}
-		read = true
-		if f.Count > 0 {
-			// Servers created (or deleted) since the last read moved the
-			// list: the places learned now are in the plan's terms.
-			f.Shift += resp.Count - f.Count
-		}
-		f.Count = resp.Count
-		places := map[string]int{}
-		var rs []Resolution
-		for i, s := range resp.Servers {
-			if p, ok := byID[s.ServerID]; ok {
-				rs = append(rs, v.compare(p, s.KeypairName))
-				delete(byID, s.ServerID)
-				continue
+	// Once every server waiting is found, the rest of the list is read
+	// when the servers on it wait (each page read once).
+	width := v.sweepWidth()
+	for swept := 0; swept < sweepPerRound && len(byID) > 0; swept += width {
+		resps, errs := v.readPages(ctx, offset, min(width, sweepPerRound-swept))
+		for i, resp := range resps {
+			if errs[i] != nil {
+				return v.failed(ctx, APIListServers, errs[i], nil)
 			}
-			places[s.ServerID] = offset + i
+			read = true
+			end, err := v.sweepPage(ctx, resp, &offset, &f, byID)
+			if err != nil {
+				return true, err
+			}
+			if end {
+				v.r.at(v.r.now)
+				return false, nil
+			}
 		}
-		if err := v.record(ctx, rs); err != nil {
-			return true, err
-		}
-		if err := v.learn(ctx, places, f.Shift); err != nil {
-			return true, err
-		}
-		if len(resp.Servers) < cph.MaxServersPageSize || offset+len(resp.Servers) >= resp.Count {
-			offset = -1
-			v.r.at(v.r.now)
-			return false, nil
-		}
-		offset += len(resp.Servers)
 	}
 	v.r.at(v.r.now)
+	return false, nil
+}
+
+// sweepWidth is how many of the sweep's pages are read at once: as many
+// as the read rate grants during one read's round trip, so a sweep keeps
+// its quota busy at any latency, and one where reads take no time (or
+// the rate is not limited), so it reads no page past its last waiting
+// server.
+func (v *verification) sweepWidth() int {
+	n := math.Ceil(v.h.limiter.Rate(APIListServers) * v.h.lat.of(APIListServers).Seconds())
+	if math.IsNaN(n) || math.IsInf(n, 0) || n < 1 {
+		return 1
+	}
+	return min(int(n), sweepPerRound)
+}
+
+// readPages reads n pages of the list side by side, from offset on.
+func (v *verification) readPages(ctx context.Context, offset, n int) ([]*cph.ListServersResponse, []error) {
+	resps, errs := make([]*cph.ListServersResponse, n), make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { resps[i], errs[i] = v.readPage(ctx, offset+i*cph.MaxServersPageSize) })
+	}
+	wg.Wait()
+	return resps, errs
+}
+
+// sweepPage takes what a page of the sweep at *offset found: the waiting
+// servers on it are verified (and taken out of byID), the places of the
+// others learned. It moves *offset to the next page, or at the end of
+// the list to -1 (and reports the end).
+func (v *verification) sweepPage(ctx context.Context, resp *cph.ListServersResponse, offset *int, f *movinglist.Finder, byID map[string]Pending) (end bool, err error) {
+	if f.Count > 0 {
+		// Servers created (or deleted) since the last read moved the
+		// list: the places learned now are in the plan's terms.
+		f.Shift += resp.Count - f.Count
+	}
+	f.Count = resp.Count
+	places := map[string]int{}
+	var rs []Resolution
+	for i, s := range resp.Servers {
+		if p, ok := byID[s.ServerID]; ok {
+			rs = append(rs, v.compare(p, s.KeypairName))
+			delete(byID, s.ServerID)
+			continue
+		}
+		places[s.ServerID] = *offset + i
+	}
+	if err := v.record(ctx, rs); err != nil {
+		return false, err
+	}
+	if err := v.learn(ctx, places, f.Shift); err != nil {
+		return false, err
+	}
+	if len(resp.Servers) < cph.MaxServersPageSize || *offset+len(resp.Servers) >= resp.Count {
+		*offset = -1
+		return true, nil
+	}
+	*offset += len(resp.Servers)
 	return false, nil
 }
 
