@@ -495,7 +495,7 @@ func (v *verification) sweep(ctx context.Context, loose []Pending) (bool, error)
 // the rate is not limited), so it reads no page past its last waiting
 // server.
 func (v *verification) sweepWidth() int {
-	n := math.Ceil(v.h.limiter.Rate(APIListServers) * v.h.lat.of(APIListServers).Seconds())
+	n := math.Ceil(v.h.limiterOf(v.rot).Rate(APIListServers) * v.h.lat.of(APIListServers).Seconds())
 	if math.IsNaN(n) || math.IsInf(n, 0) || n < 1 {
 		return 1
 	}

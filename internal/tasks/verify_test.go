@@ -546,7 +546,7 @@ func TestSweepWidth(t *testing.T) {
 		if tt.latency > 0 {
 			h.lat.observe(APIListServers, tt.latency)
 		}
-		v := &verification{h: h}
+		v := &verification{h: h, rot: &Rotation{}}
 		if got := v.sweepWidth(); got != tt.want {
 			t.Errorf("%v/s at %v: width %d, want %d", tt.rate, tt.latency, got, tt.want)
 		}
@@ -559,7 +559,7 @@ func TestSweepWidth(t *testing.T) {
 func TestVerifyWithoutPositionsSweepsSideBySide(t *testing.T) {
 	fleet := newMovingFleet(2000)
 	v := newVerifyRig(t, fleet, slices.Clone(fleet.ids), false)
-	v.h.limiter = rated(20)
+	v.h.places = func(Place) (API, Limiter) { return fleet, rated(20) }
 	v.h.lat.observe(APIListServers, 300*time.Millisecond)
 	for n := 1; n <= 20; n++ {
 		v.succeed(n)
