@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -45,6 +46,12 @@ type CPH struct {
 	Region string
 	// Endpoint, when set, overrides Region (a proxy, the simulator).
 	Endpoint string
+	// Endpoints are the endpoints of other regions targets are in
+	// (enqueue's --endpoint REGION=URL), before Getenv's.
+	Endpoints map[string]string
+	// Getenv reads the official SDK's per-region endpoint overrides,
+	// HUAWEICLOUD_SDK_REGION_CPH_{REGION} (CPHFromEnv sets it); nil: none.
+	Getenv func(string) string
 	// ProjectID is the regional project (HUAWEICLOUD_SDK_PROJECT_ID).
 	ProjectID string
 	// AccessKey and SecretKey sign every request; SecurityToken goes with
@@ -64,7 +71,15 @@ type CPH struct {
 func CPHFromEnv(getenv func(string) string) *CPH {
 	c := cph.CredentialsFromEnv(getenv)
 	return &CPH{ProjectID: getenv("HUAWEICLOUD_SDK_PROJECT_ID"), AccessKey: c.AccessKey, SecretKey: c.SecretKey,
-		SecurityToken: c.SecurityToken, IAMToken: c.AuthToken}
+		SecurityToken: c.SecurityToken, IAMToken: c.AuthToken, Getenv: getenv}
+}
+
+// KnownRegions are the regions targets may name: those the CPH API is
+// served in, the default Region and those given Endpoints.
+func (c *CPH) KnownRegions() []string { return c.endpoints().KnownRegions() }
+
+func (c *CPH) endpoints() cph.Endpoints {
+	return cph.Endpoints{Region: c.Region, Plain: c.Endpoint, Regions: c.Endpoints, Getenv: c.Getenv}
 }
 
 // String prints the endpoint and project, never the secrets.
@@ -117,6 +132,11 @@ type Client struct {
 	enq   *asynq.Client
 	tasks tasks.TaskOptions // every task the client enqueues, as the workers enqueue theirs
 	api   *cph.Client       // nil: no CPH configured
+	cph   *CPH
+	base  cph.Config // api's configuration, for the other places' clients
+
+	mu     sync.Mutex
+	placed map[tasks.Place]*cph.Client // clients of places other than api's
 }
 
 // NewClient returns a Client over rdb, the Redis of the workers (any
@@ -146,12 +166,13 @@ func NewClient(rdb redis.UniversalClient, opts Options) (*Client, error) {
 		}
 		// The fleet is read page by page at the read rate: a throttled or
 		// failed page is read again rather than failing the plan.
-		api, err := cph.NewClient(cph.Config{Region: opts.CPH.Region, Endpoint: opts.CPH.Endpoint, ProjectID: opts.CPH.ProjectID,
-			Credentials: opts.CPH.credentials(), HTTPClient: opts.CPH.HTTPClient, ReadRetries: 10, ReadRate: rr.limit().Local()})
+		c.base = cph.Config{Region: opts.CPH.Region, Endpoint: opts.CPH.Endpoint, ProjectID: opts.CPH.ProjectID,
+			Credentials: opts.CPH.credentials(), HTTPClient: opts.CPH.HTTPClient, ReadRetries: 10, ReadRate: rr.limit().Local()}
+		api, err := cph.NewClient(c.base)
 		if err != nil {
 			return nil, &InputError{Err: err}
 		}
-		c.api = api
+		c.api, c.cph = api, opts.CPH
 	}
 	return c, nil
 }
@@ -166,4 +187,16 @@ func (c *Client) Close() error {
 	// The asynq client shares the caller's connection and has nothing of
 	// its own to close (its Close refuses a shared connection).
 	return nil
+}
+
+// ParseEndpoints reads the values of a repeated --endpoint flag: at most
+// one plain URL, the default Region's endpoint (CPH.Endpoint), and any
+// number of REGION=URL, one a region (CPH.Endpoints). A bad value is an
+// *InputError.
+func ParseEndpoints(values []string) (plain string, perRegion map[string]string, err error) {
+	plain, perRegion, err = cph.ParseEndpoints(values)
+	if err != nil {
+		return "", nil, &InputError{Err: err}
+	}
+	return plain, perRegion, nil
 }

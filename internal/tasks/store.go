@@ -45,6 +45,7 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 //	<prefix>{<id>}:fresh   SET   retry batches formed and not submitted yet
 //	<prefix>{<id>}:verify  ZSET  servers waiting for verification → place in the server list
 //	<prefix>{<id>}:pages   HASH  list page → targets on it not yet verified or terminal
+//	<prefix>{<id>}:group   HASH  a rotation across places: fingerprint, created_at, parts (its rotations)
 type Store struct {
 	rdb    redis.UniversalClient
 	ns     Namespace
@@ -73,6 +74,7 @@ func (s *Store) verifyKey(id string) string { return s.prefix + "{" + id + "}:ve
 func (s *Store) pagesKey(id string) string  { return s.prefix + "{" + id + "}:pages" }
 func (s *Store) freshKey(id string) string  { return s.prefix + "{" + id + "}:fresh" }
 func (s *Store) statsKey(id string) string  { return s.prefix + "{" + id + "}:stats" }
+func (s *Store) groupKey(id string) string  { return s.prefix + "{" + id + "}:group" }
 
 // createScript creates a rotation record unless one exists: it returns 0
 // when created, 1 when the same rotation (same fingerprint) already exists
@@ -181,6 +183,9 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		"retention_ms", r.Retention.Milliseconds(), "waves", len(r.Waves), "wave", min(1, len(r.Waves)),
 		"list_count", r.listCount, "vdrift", driftText(movinglist.NewDrift(r.listCount)), "unplaced", unplacedTargets,
 	}
+	if !r.Place().IsZero() || r.Group != "" {
+		fields = append(fields, "region", r.Region, "project_id", r.ProjectID, "group", r.Group)
+	}
 	for i, w := range r.Waves {
 		fields = append(fields, "wave_end:"+strconv.Itoa(i+1), w.LastChunk, "wave_size:"+strconv.Itoa(i+1), w.Servers)
 	}
@@ -238,7 +243,7 @@ func (s *Store) Rotation(ctx context.Context, id string) (*Rotation, error) {
 func rotationOf(m map[string]string) *Rotation {
 	n := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
 	r := &Rotation{
-		ID: m["id"], Keypair: m["keypair"], ChunkSize: int(n("chunk_size")), Chunks: int(n("chunks")), Batches: int(n("batches")),
+		ID: m["id"], Keypair: m["keypair"], Region: m["region"], ProjectID: m["project_id"], Group: m["group"], ChunkSize: int(n("chunk_size")), Chunks: int(n("chunks")), Batches: int(n("batches")),
 		MaxAttempts: int(n("max_attempts")), Fingerprint: m["fingerprint"], State: State(m["state"]),
 		CreatedAt: time.UnixMilli(n("created_at")).UTC(),
 		Counts: Counts{
@@ -496,6 +501,11 @@ func (s *Store) Expire(ctx context.Context, r *Rotation, d time.Duration) error 
 				return fmt.Errorf("set retention of %s: %w", r.ID, err)
 			}
 		}
+	}
+	if r.Group != "" {
+		// Each part that ends sets it again, so the group outlives its
+		// last part by the retention.
+		pipe.Expire(ctx, s.groupKey(r.Group), d)
 	}
 	pipe.Expire(ctx, s.metaKey(r.ID), d)
 	if _, err := pipe.Exec(ctx); err != nil {

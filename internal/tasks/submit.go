@@ -56,7 +56,7 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 
-	if err := h.limiter.Wait(ctx, APIUpdateKeypair); err != nil {
+	if err := h.limiterOf(rot).Wait(ctx, APIUpdateKeypair); err != nil {
 		return err
 	}
 	// The limiter may have waited: the rotation's state is checked again,
@@ -77,8 +77,8 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		req[i] = cph.ServerKeypair{ServerID: e.ServerID, KeypairName: e.Keypair}
 	}
 	var resp *cph.UpdateKeypairResponse
-	err = h.call(ctx, APIUpdateKeypair, func(ctx context.Context) (err error) {
-		resp, err = h.api.UpdateKeypair(ctx, req)
+	err = h.call(ctx, rot, APIUpdateKeypair, func(ctx context.Context) (err error) {
+		resp, err = h.apiOf(rot).UpdateKeypair(ctx, req)
 		return err
 	})
 	if err != nil {
@@ -213,7 +213,7 @@ func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, rot *Rotat
 		return err // shutting down or timed out: asynq hands the task back
 	case cph.IsThrottled(err):
 		log.InfoContext(ctx, "UpdateKeypair throttled", "request_id", requestID(err))
-		return h.throttled(ctx, APIUpdateKeypair, err)
+		return h.throttled(ctx, rot, APIUpdateKeypair, err)
 	case answered && !cph.IsTransient(err):
 		msg := ce.Message
 		if ce.StatusCode == 400 && len(b.Servers) > 1 {

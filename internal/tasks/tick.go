@@ -253,6 +253,10 @@ func (h *Handler) followUps(ctx context.Context, id string, finishedNow bool) (b
 			"chunks", last-first+1, "enqueued", n, "failed", rot.Counts.Failed, "max_errors", rot.MaxErrors)
 	}
 	if !rot.Finished() {
+		if rot.Halted() && rot.Group != "" {
+			// A region past its budget frees its place for the next.
+			return false, startWaiting(ctx, h.store, h.enq, rot.Group, h.cfg.Tasks)
+		}
 		return false, nil
 	}
 	if finishedNow {
@@ -272,6 +276,11 @@ func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, fini
 	if err := store.Expire(ctx, rot, opts.Retention); err != nil {
 		return err
 	}
+	if rot.Group != "" {
+		if err := startWaiting(ctx, store, enq, rot.Group, opts); err != nil {
+			return err
+		}
+	}
 	return enqueueFinished(ctx, enq, store.ns, rot, opts)
 }
 
@@ -285,6 +294,7 @@ func enqueueFinished(ctx context.Context, enq Enqueuer, ns Namespace, rot *Rotat
 		ret = rot.Retention
 	}
 	s := Summary{Version: EventVersion, Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Keypair: rot.Keypair, Counts: rot.Counts,
+		Region: rot.Region, ProjectID: rot.ProjectID, Group: rot.Group,
 		CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
 	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(ns.Queue(QueueEvents)), asynq.Retention(ret))
 	return err

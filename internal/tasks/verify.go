@@ -58,7 +58,7 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	if err != nil {
 		return err
 	}
-	err = h.stream(ctx, r, rot.ID, calls, nil, func(rot *Rotation, sub *round) ([]stageCall, error) {
+	err = h.stream(ctx, r, rot, calls, nil, func(rot *Rotation, sub *round) ([]stageCall, error) {
 		return h.verifyCalls(ctx, log, rot, sub, vr)
 	})
 	if vr.list != nil {
@@ -236,8 +236,9 @@ func (h *Handler) earlyReadsFree(rot *Rotation) bool {
 	fail := min(float64(c.Retried)/float64(ended), 1)
 	left := float64(c.Pending + c.Running)
 	twice := 1 - math.Pow(1-fail, chunk) // pages holding a retried server
-	reads := left / chunk * (1 + twice) / h.limiter.Rate(APIListServers)
-	submits := (float64(c.Pending)+fail*left)/chunk/h.limiter.Rate(APIUpdateKeypair) +
+	lim := h.limiterOf(rot)
+	reads := left / chunk * (1 + twice) / lim.Rate(APIListServers)
+	submits := (float64(c.Pending)+fail*left)/chunk/lim.Rate(APIUpdateKeypair) +
 		(2*rot.jobLatency + h.cfg.RetryBase).Seconds()
 	return reads <= submits
 }
@@ -308,12 +309,12 @@ func (v *verification) save(ctx context.Context) error {
 // readPage reads the window of the list at offset under the read quota.
 // A wait is returned as errWait.
 func (v *verification) readPage(ctx context.Context, offset int) (*cph.ListServersResponse, error) {
-	if err := v.h.limiter.Wait(ctx, APIListServers); err != nil {
+	if err := v.h.limiterOf(v.rot).Wait(ctx, APIListServers); err != nil {
 		return nil, &errWait{err}
 	}
 	var resp *cph.ListServersResponse
-	err := v.h.call(ctx, APIListServers, func(ctx context.Context) (err error) {
-		resp, err = v.h.api.ListServersPage(ctx, offset, cph.MaxServersPageSize)
+	err := v.h.call(ctx, v.rot, APIListServers, func(ctx context.Context) (err error) {
+		resp, err = v.h.apiOf(v.rot).ListServersPage(ctx, offset, cph.MaxServersPageSize)
 		return err
 	})
 	return resp, err
@@ -494,7 +495,7 @@ func (v *verification) sweep(ctx context.Context, loose []Pending) (bool, error)
 // the rate is not limited), so it reads no page past its last waiting
 // server.
 func (v *verification) sweepWidth() int {
-	n := math.Ceil(v.h.limiter.Rate(APIListServers) * v.h.lat.of(APIListServers).Seconds())
+	n := math.Ceil(v.h.limiterOf(v.rot).Rate(APIListServers) * v.h.lat.of(APIListServers).Seconds())
 	if math.IsNaN(n) || math.IsInf(n, 0) || n < 1 {
 		return 1
 	}
@@ -549,13 +550,13 @@ func (v *verification) sweepPage(ctx context.Context, resp *cph.ListServersRespo
 
 // one reads one server back with ShowServer.
 func (v *verification) one(ctx context.Context, p Pending) (bool, error) {
-	if err := v.h.limiter.Wait(ctx, APIShowServer); err != nil {
+	if err := v.h.limiterOf(v.rot).Wait(ctx, APIShowServer); err != nil {
 		v.r.waited(err)
 		return true, nil
 	}
 	var srv *cph.Server
-	err := v.h.call(ctx, APIShowServer, func(ctx context.Context) (err error) {
-		srv, err = v.h.api.ShowServer(ctx, p.ServerID)
+	err := v.h.call(ctx, v.rot, APIShowServer, func(ctx context.Context) (err error) {
+		srv, err = v.h.apiOf(v.rot).ShowServer(ctx, p.ServerID)
 		return err
 	})
 	switch {
@@ -601,7 +602,7 @@ func (v *verification) failed(ctx context.Context, api string, err error, ps []P
 	case ctx.Err() != nil:
 		return true, ctx.Err()
 	case cph.IsThrottled(err):
-		v.r.waited(v.h.throttled(ctx, api, err))
+		v.r.waited(v.h.throttled(ctx, v.rot, api, err))
 		return true, nil
 	}
 	if halted, herr := v.h.denied(ctx, v.log, v.rot, api, err); halted || herr != nil {

@@ -345,7 +345,7 @@ func TestVerifyWithoutPositionsSweeps(t *testing.T) {
 func TestVerifyBacklogIsNotFailure(t *testing.T) {
 	fleet := newMovingFleet(300)
 	v := newVerifyRig(t, fleet, slices.Clone(fleet.ids), true)
-	v.h.limiter = deny{}
+	v.h.places = func(Place) (API, Limiter) { return fleet, deny{} }
 	for n := 1; n <= 3; n++ {
 		v.succeed(n)
 	}
@@ -354,7 +354,7 @@ func TestVerifyBacklogIsNotFailure(t *testing.T) {
 	if rot.Counts.Failed != 0 || rot.Counts.Verifying != 300 {
 		t.Fatalf("counts %+v after a read backlog past the job timeout: want 300 verifying, none failed", rot.Counts)
 	}
-	v.h.limiter = allow{}
+	v.h.places = func(Place) (API, Limiter) { return fleet, allow{} }
 	if rot := v.verify(5); rot.Counts.Succeeded != 300 {
 		t.Fatalf("counts %+v once reads are allowed: want 300 succeeded", rot.Counts)
 	}
@@ -546,7 +546,7 @@ func TestSweepWidth(t *testing.T) {
 		if tt.latency > 0 {
 			h.lat.observe(APIListServers, tt.latency)
 		}
-		v := &verification{h: h}
+		v := &verification{h: h, rot: &Rotation{}}
 		if got := v.sweepWidth(); got != tt.want {
 			t.Errorf("%v/s at %v: width %d, want %d", tt.rate, tt.latency, got, tt.want)
 		}
@@ -559,7 +559,7 @@ func TestSweepWidth(t *testing.T) {
 func TestVerifyWithoutPositionsSweepsSideBySide(t *testing.T) {
 	fleet := newMovingFleet(2000)
 	v := newVerifyRig(t, fleet, slices.Clone(fleet.ids), false)
-	v.h.limiter = rated(20)
+	v.h.places = func(Place) (API, Limiter) { return fleet, rated(20) }
 	v.h.lat.observe(APIListServers, 300*time.Millisecond)
 	for n := 1; n <= 20; n++ {
 		v.succeed(n)
