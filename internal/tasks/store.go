@@ -283,10 +283,13 @@ func (s *Store) Rotations(ctx context.Context, limit int) ([]*Rotation, error) {
 }
 
 // setStateScript moves a rotation that has not finished between running,
-// paused and cancelled. Cancelled is final.
+// paused and cancelled. Cancelled is final; cancelling a cancelled
+// rotation, finished or not, changes nothing and is no error, so a cancel
+// cut short can be run again to finish what it started.
 var setStateScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return redis.error_reply('not found') end
+if cur == 'cancelled' and ARGV[1] == 'cancelled' then return cur end
 if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return redis.error_reply('rotation has finished (' .. cur .. ')') end
 if cur == 'cancelled' then return redis.error_reply('rotation is cancelled') end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
@@ -407,12 +410,18 @@ return {closed, finished}
 // are left to their tasks: their jobs' outcomes are recorded (and
 // verified), and their failed servers are not retried. It reports how many
 // servers it closed and whether that finished the rotation.
+//
+// Every chunk is closed, those of waves never enqueued too: no task would
+// ever move them. The closing takes one script per 100 batches, so a
+// cancel can be cut short between them (Ctrl-C, a dropped connection, a
+// failover); it is idempotent, and cancelling the rotation again closes
+// what the first call left.
 func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (closed int, finished bool, err error) {
 	if err := s.SetState(ctx, id, StateCancelled, "cancelled by an operator"); err != nil {
 		return 0, false, err
 	}
 	rot, err := s.Rotation(ctx, id)
-	if err != nil {
+	if err != nil || rot.Finished() {
 		return 0, false, err
 	}
 	msg := "rotation cancelled before this server was submitted"
