@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
 )
 
@@ -182,4 +185,106 @@ func TestCancelCutShortIsRunAgain(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestStartCutShortThenFleetChanged cuts a start's connection after each
+// of its round trips (the plan's flushes among them), lets the simulator
+// create and delete servers, plans again and starts again: the re-run
+// completes the plan the first run froze, or refuses naming the
+// difference; it never mixes the two.
+func TestStartCutShortThenFleetChanged(t *testing.T) {
+	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
+		ctx := context.Background()
+		for n := 0; ; n++ {
+			flushDB(t, r)
+			sim := cphsim.New(cphsim.Options{ProjectID: gateProject, AccessKey: gateAK, SecretKey: gateSK, Servers: 1500, Seed: 18})
+			srv := httptest.NewServer(sim)
+			t.Cleanup(srv.Close)
+			api, err := cph.NewClient(cph.Config{Endpoint: srv.URL, ProjectID: gateProject,
+				Credentials: cph.Credentials{AccessKey: gateAK, SecretKey: gateSK}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var targets []Target
+			for i, sv := range sim.Servers() {
+				if i%5 != 0 { // 1,200 targets: the chunks take three flushes
+					targets = append(targets, Target{ServerID: sv.ServerID})
+				}
+			}
+			spec := Spec{ID: "r-cut", Keypair: "kp-new", Targets: targets, ChunkSize: 1, MaxAttempts: 3, SkipMatching: true}
+			first, err := MakePlan(ctx, spec, api)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cut := cutClient(t, r, n)
+			_, cutErr := Start(ctx, NewStore(cut, ""), asynq.NewClientFromRedisClient(cut), first, TaskOptions{}, time.Now())
+			sound := r.Client(t)
+			s := NewStore(sound, "")
+			frozen := sound.Exists(ctx, s.planKey(spec.ID)).Val() == 1
+
+			// Servers are created (pushing every place down) and deleted.
+			if err := sim.SetChurn(2000, 1000); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+			if err := sim.SetChurn(0, 0); err != nil {
+				t.Fatal(err)
+			}
+			again, err := MakePlan(ctx, spec, api)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if planDigest(first.Rotation, first.Chunks, first.Skipped) == planDigest(again.Rotation, again.Chunks, again.Skipped) {
+				t.Fatal("the fleet's changes left the plan as it was: the test shows nothing")
+			}
+
+			st, err := Start(ctx, s, asynq.NewClientFromRedisClient(sound), again, TaskOptions{}, time.Now())
+			var pc *PlanChangedError
+			switch {
+			case errors.As(err, &pc):
+				if !frozen || !errors.Is(err, ErrConflict) || pc.First.Chunks != len(first.Chunks) || !strings.Contains(pc.Difference, "chunk") {
+					t.Fatalf("cut after %d round trips (plan frozen: %v): refused with %v; want a conflict naming the first plan and a chunk, after a plan was frozen", n, frozen, err)
+				}
+				if _, err := s.Rotation(ctx, spec.ID); !errors.Is(err, ErrNotFound) {
+					t.Fatalf("cut after %d round trips: refused, yet the rotation reads %v", n, err)
+				}
+			case err != nil:
+				t.Fatalf("cut after %d round trips: start run again: %v", n, err)
+			default:
+				want := first // the plan frozen first is the one completed
+				if !frozen {
+					want = again // the cut start wrote nothing
+				}
+				samePlan(t, s, st.Rotation, want)
+			}
+			if cutErr == nil {
+				if n < 10 {
+					t.Fatalf("a start took %d round trips; the test cut nothing", n)
+				}
+				return
+			}
+		}
+	})
+}
+
+// samePlan checks that rotation rot's chunks and skipped servers are
+// exactly plan's.
+func samePlan(t *testing.T, s *Store, rot *Rotation, plan *Plan) {
+	t.Helper()
+	ctx := context.Background()
+	if rot.Chunks != len(plan.Chunks) || rot.Counts.Skipped != int64(len(plan.Skipped)) {
+		t.Fatalf("rotation has %d chunks, %d skipped; the plan %d, %d", rot.Chunks, rot.Counts.Skipped, len(plan.Chunks), len(plan.Skipped))
+	}
+	for i, c := range plan.Chunks {
+		b, err := s.Batch(ctx, rot.ID, i+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if encodeEntries(b.Servers) != encodeEntries(c) {
+			t.Fatalf("chunk %d holds %v, the plan %v", i+1, b.Servers, c)
+		}
+	}
+	if b, err := s.Batch(ctx, rot.ID, len(plan.Chunks)+1); err != nil || len(b.Servers) != 0 {
+		t.Fatalf("a chunk beyond the plan holds %v (%v)", b.Servers, err)
+	}
 }

@@ -43,6 +43,7 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 //	<prefix>{<id>}:fresh   SET   retry batches formed and not submitted yet
 //	<prefix>{<id>}:verify  ZSET  servers waiting for verification → place in the server list
 //	<prefix>{<id>}:pages   HASH  list page → targets on it not yet verified or terminal
+//	<prefix>{<id>}:plan    STRING the plan's digest and size, frozen before its chunks are written
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
@@ -89,7 +90,10 @@ return 0
 // known (r.Positions), the number of targets on each page of the project's
 // server list is kept for verification. Re-creating the same rotation (same
 // id and fingerprint) is a no-op that returns created=false; the same id
-// with a different fingerprint returns ErrConflict.
+// with a different fingerprint returns ErrConflict. The plan is frozen
+// before its first chunk is written: a start cut short and run again
+// completes it if it planned the same, and returns a *PlanChangedError
+// (an ErrConflict) if the fleet it read has changed the plan.
 func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipped []Entry, now time.Time) (created bool, err error) {
 	id := r.ID
 	// An existing rotation is never written to: a re-run's plan (servers
@@ -105,6 +109,11 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		return false, fmt.Errorf("rotation %s: %w", id, ErrConflict)
 	case !errors.Is(err, redis.Nil):
 		return false, fmt.Errorf("create rotation %s: %w", id, err)
+	}
+	// Before the record exists, a re-run may have read a fleet that has
+	// changed: its plan is written only if it is the one frozen first.
+	if err := s.freezePlan(ctx, r, chunks, skipped); err != nil {
+		return false, err
 	}
 	pipe := s.rdb.Pipeline()
 	flush := func() error {
@@ -490,7 +499,7 @@ func (s *Store) Expire(ctx context.Context, r *Rotation, d time.Duration) error 
 	}
 	pipe := s.rdb.Pipeline()
 	for _, k := range []string{s.recordsKey(r.ID), s.pollsKey(r.ID), s.retryKey(r.ID), s.verifyKey(r.ID), s.pagesKey(r.ID), s.freshKey(r.ID), s.statsKey(r.ID),
-		s.whereKey(r.ID), s.vfailKey(r.ID)} {
+		s.whereKey(r.ID), s.vfailKey(r.ID), s.planKey(r.ID)} {
 		pipe.Expire(ctx, k, d)
 	}
 	for n := 0; n <= r.Batches; n++ {
