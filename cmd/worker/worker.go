@@ -90,13 +90,14 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	}
 	enq := asynq.NewClientFromRedisClient(rdb)
 	h := tasks.NewHandler(tasks.HandlerOptions{
-		Store:    store,
-		API:      api,
-		Limiter:  limiter,
-		Enqueuer: enq,
-		Observer: m,
-		Logger:   log,
-		Config:   c.pipeline,
+		Store:     store,
+		API:       api,
+		Limiter:   limiter,
+		Enqueuer:  enq,
+		Inspector: inspector,
+		Observer:  m,
+		Logger:    log,
+		Config:    c.pipeline,
 	})
 	mux := asynq.NewServeMux()
 	h.Register(mux)
@@ -160,11 +161,21 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start task server: %w", err)
 	}
+	watchdog, err := tasks.NewWatchdogScheduler(c.redis, c.watchdog, c.pipeline.Tasks, log)
+	if err != nil {
+		srv.Shutdown()
+		return err
+	}
+	if err := watchdog.Start(); err != nil {
+		srv.Shutdown()
+		return fmt.Errorf("start the watchdog's scheduler: %w", err)
+	}
 	log.Info("worker started", "version", version, "concurrency", c.concurrency, "endpoint", endpointOf(c.cph), "redis", c.redis.String())
 	<-ctx.Done()
 
 	log.Info("shutting down: no new tasks; in-flight tasks get the shutdown timeout", "timeout", c.shutdownTimeout)
 	stopping.Store(true)
+	watchdog.Shutdown()
 	srv.Shutdown()
 	enq.Close()
 	if adm != nil {

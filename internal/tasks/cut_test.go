@@ -122,69 +122,93 @@ func reportOnce(t *testing.T, s *Store, id string, total int) {
 
 // TestCancelCutShortIsRunAgain cuts a cancel's connection after each of
 // its round trips (writes and the reads between them), then cancels again
-// on a sound one: the second cancel succeeds, and the rotation ends
+// on a sound one, or lets the watchdog find it: the rotation ends
 // cancelled with every server reported once and one completion event,
 // though its third wave was never enqueued and its closing takes three
 // scripts.
 func TestCancelCutShortIsRunAgain(t *testing.T) {
-	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
-		ctx := context.Background()
-		const chunks, id = 250, "r1"
-		sizes := make([]int, chunks)
-		for i := range sizes {
-			sizes[i] = 2
-		}
-		waves := []Wave{{1, 2}, {100, 200}, {chunks, 2 * chunks}}
-		for n := 0; ; n++ {
-			flushDB(t, r)
-			s := NewStore(r.Client(t), "")
-			controlled(t, s, id, sizes, waves, 10, false)
-			// Chunk 1 was submitted: one server succeeded, the other waits
-			// in the retry pool, which the cancel must drain.
-			checkpoint(t, s, id, 1, "s0", "s1")
-			retry := Resolution{ServerID: "s0", Retry: &Entry{ServerID: "s0", Keypair: "kp-new", Attempt: 2, Pos: -1}, Attempts: 1,
-				RetryAt: time.Now().Add(time.Minute)}
-			if _, err := s.Resolve(ctx, id, 1, 1, append([]Resolution{retry}, outcomes(OutcomeSucceeded, "s1")...), time.Time{}, false, time.Now()); err != nil {
-				t.Fatal(err)
-			}
+	finishers := []struct {
+		name string
+		// watches: the finisher takes up only rotations the cut cancel
+		// set cancelled.
+		watches bool
+		run     func(ctx context.Context, s *Store, enq Enqueuer, id string) error
+	}{
+		{"cancel again", false, func(ctx context.Context, s *Store, enq Enqueuer, id string) error {
+			_, _, err := Cancel(ctx, s, enq, id, TaskOptions{}, time.Now())
+			return err
+		}},
+		{"watchdog", true, func(ctx context.Context, s *Store, enq Enqueuer, id string) error {
+			h := NewHandler(HandlerOptions{Store: s, Enqueuer: enq, Limiter: nopLimiter{}})
+			return h.HandleWatchdog(ctx, asynq.NewTask(TypeWatchdog, nil))
+		}},
+	}
+	for _, f := range finishers {
+		t.Run(f.name, func(t *testing.T) {
+			testredis.Each(t, func(t *testing.T, r *testredis.Redis) { cancelCutShort(t, r, f.watches, f.run) })
+		})
+	}
+}
 
-			cut := cutClient(t, r, n)
-			cutEnq := asynq.NewClientFromRedisClient(cut)
-			_, _, cutErr := Cancel(ctx, NewStore(cut, ""), cutEnq, id, TaskOptions{}, time.Now())
-			// asynq does not wrap its Redis errors: the cut is known by its text.
-			if cutErr != nil && !strings.Contains(cutErr.Error(), errCut.Error()) {
-				t.Fatalf("cut after %d round trips: Cancel: %v; want the cut's error", n, cutErr)
-			}
-
-			sound := r.Client(t)
-			rot, _, err := Cancel(ctx, s, asynq.NewClientFromRedisClient(sound), id, TaskOptions{}, time.Now())
-			if err != nil {
-				t.Fatalf("cut after %d round trips: cancel run again: %v", n, err)
-			}
-			want := Counts{Total: 2 * chunks, Succeeded: 1, Cancelled: 2*chunks - 1, Submitted: 2, Retried: 1}
-			if rot.State != StateCancelled || !rot.Finished() || rot.Counts != want {
-				t.Fatalf("cut after %d round trips: rotation %s (finished %v) %+v; want cancelled, finished, %+v",
-					n, rot.State, rot.Finished(), rot.Counts, want)
-			}
-			reportOnce(t, s, id, 2*chunks)
-			if got := finishedEvents(t, sound, id); got != 1 {
-				t.Fatalf("cut after %d round trips: %d completion events, want 1", n, got)
-			}
-			if ttl := sound.TTL(ctx, s.metaKey(id)).Val(); ttl <= 0 {
-				t.Fatalf("cut after %d round trips: the record has no retention (TTL %v)", n, ttl)
-			}
-			if cutErr == nil {
-				// The cancel ends before its cut: every cut was tried.
-				if n < 5 {
-					t.Fatalf("a cancel of %d chunks took %d round trips; the test cut nothing", chunks, n)
-				}
-				return
-			}
-			if n > 200 {
-				t.Fatal("a cancel still cut after 200 round trips")
-			}
+func cancelCutShort(t *testing.T, r *testredis.Redis, watches bool, finisher func(ctx context.Context, s *Store, enq Enqueuer, id string) error) {
+	ctx := context.Background()
+	const chunks, id = 250, "r1"
+	sizes := make([]int, chunks)
+	for i := range sizes {
+		sizes[i] = 2
+	}
+	waves := []Wave{{1, 2}, {100, 200}, {chunks, 2 * chunks}}
+	for n := 0; ; n++ {
+		flushDB(t, r)
+		s := NewStore(r.Client(t), "")
+		controlled(t, s, id, sizes, waves, 10, false)
+		// Chunk 1 was submitted: one server succeeded, the other waits
+		// in the retry pool, which the cancel must drain.
+		checkpoint(t, s, id, 1, "s0", "s1")
+		retry := Resolution{ServerID: "s0", Retry: &Entry{ServerID: "s0", Keypair: "kp-new", Attempt: 2, Pos: -1}, Attempts: 1,
+			RetryAt: time.Now().Add(time.Minute)}
+		if _, err := s.Resolve(ctx, id, 1, 1, append([]Resolution{retry}, outcomes(OutcomeSucceeded, "s1")...), time.Time{}, false, time.Now()); err != nil {
+			t.Fatal(err)
 		}
-	})
+
+		cut := cutClient(t, r, n)
+		_, _, cutErr := Cancel(ctx, NewStore(cut, ""), asynq.NewClientFromRedisClient(cut), id, TaskOptions{}, time.Now())
+		// asynq does not wrap its Redis errors: the cut is known by its text.
+		if cutErr != nil && !strings.Contains(cutErr.Error(), errCut.Error()) {
+			t.Fatalf("cut after %d round trips: Cancel: %v; want the cut's error", n, cutErr)
+		}
+
+		if watches && mustRotation(t, s, id).State != StateCancelled {
+			continue // cut before the cancel took effect: nothing to finish
+		}
+		sound := r.Client(t)
+		if err := finisher(ctx, s, asynq.NewClientFromRedisClient(sound), id); err != nil {
+			t.Fatalf("cut after %d round trips: %v", n, err)
+		}
+		rot := mustRotation(t, s, id)
+		want := Counts{Total: 2 * chunks, Succeeded: 1, Cancelled: 2*chunks - 1, Submitted: 2, Retried: 1}
+		if rot.State != StateCancelled || !rot.Finished() || rot.Counts != want {
+			t.Fatalf("cut after %d round trips: rotation %s (finished %v) %+v; want cancelled, finished, %+v",
+				n, rot.State, rot.Finished(), rot.Counts, want)
+		}
+		reportOnce(t, s, id, 2*chunks)
+		if got := finishedEvents(t, sound, id); got != 1 {
+			t.Fatalf("cut after %d round trips: %d completion events, want 1", n, got)
+		}
+		if ttl := sound.TTL(ctx, s.metaKey(id)).Val(); ttl <= 0 {
+			t.Fatalf("cut after %d round trips: the record has no retention (TTL %v)", n, ttl)
+		}
+		if cutErr == nil {
+			// The cancel ends before its cut: every cut was tried.
+			if n < 5 {
+				t.Fatalf("a cancel of %d chunks took %d round trips; the test cut nothing", chunks, n)
+			}
+			return
+		}
+		if n > 200 {
+			t.Fatal("a cancel still cut after 200 round trips")
+		}
+	}
 }
 
 // TestStartCutShortThenFleetChanged cuts a start's connection after each

@@ -145,6 +145,7 @@ type Handler struct {
 	api     API
 	limiter Limiter
 	enq     Enqueuer
+	ins     TaskInspector // nil: the watchdog cannot tell lost tasks
 	obs     Observer
 	log     *slog.Logger
 	cfg     Config
@@ -152,21 +153,23 @@ type Handler struct {
 	lat     *latencies // how long each API's calls take, for the stages' width
 }
 
-// HandlerOptions are the parts a Handler is built from. Observer and
-// Logger are optional.
+// HandlerOptions are the parts a Handler is built from. Inspector,
+// Observer and Logger are optional; without Inspector the watchdog does
+// not look for lost tasks.
 type HandlerOptions struct {
-	Store    *Store
-	API      API
-	Limiter  Limiter
-	Enqueuer Enqueuer
-	Observer Observer
-	Logger   *slog.Logger
-	Config   Config
+	Store     *Store
+	API       API
+	Limiter   Limiter
+	Enqueuer  Enqueuer
+	Inspector TaskInspector
+	Observer  Observer
+	Logger    *slog.Logger
+	Config    Config
 }
 
 // NewHandler returns a Handler.
 func NewHandler(o HandlerOptions) *Handler {
-	h := &Handler{store: o.Store, api: o.API, limiter: o.Limiter, enq: o.Enqueuer, obs: o.Observer,
+	h := &Handler{store: o.Store, api: o.API, limiter: o.Limiter, enq: o.Enqueuer, ins: o.Inspector, obs: o.Observer,
 		log: o.Logger, cfg: o.Config.withDefaults(), now: time.Now, lat: newLatencies()}
 	if h.obs == nil {
 		h.obs = nopObserver{}
@@ -181,6 +184,7 @@ func NewHandler(o HandlerOptions) *Handler {
 func (h *Handler) Register(mux *asynq.ServeMux) {
 	mux.HandleFunc(TypeSubmit, h.HandleSubmit)
 	mux.HandleFunc(TypeTick, h.HandleTick)
+	mux.HandleFunc(TypeWatchdog, h.HandleWatchdog)
 }
 
 // IsFailure tells asynq which errors count against a task's retries:
