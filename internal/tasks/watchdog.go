@@ -152,50 +152,19 @@ func (h *Handler) reviveTicks(ctx context.Context, log *slog.Logger, id string) 
 
 // resubmitLost enqueues again the submit tasks of enqueued batches (first
 // attempts up to the last chunk enqueued, and retry batches formed) that
-// have no checkpoint and whose task is gone.
+// have no checkpoint and whose task is gone, deleting archived ones first.
 func (h *Handler) resubmitLost(ctx context.Context, log *slog.Logger, rot *Rotation) error {
 	if h.ins == nil {
 		return nil
 	}
-	chunks, err := h.store.UnsentChunks(ctx, rot.ID, rot.queued)
-	if err != nil {
+	again, err := requeue(ctx, h.store, h.enq, rot, h.cfg.Tasks, func(queue, id string) error {
+		_, err := h.taskGone(queue, id)
 		return err
+	})
+	if len(again) > 0 {
+		log.WarnContext(ctx, "submit tasks gone: enqueued again", "batches", again)
 	}
-	retries, err := h.store.FreshBatches(ctx, rot.ID)
-	if err != nil {
-		return err
-	}
-	queueOf := func(n int) string {
-		if n > rot.Chunks {
-			return QueuePoll // retry batches go with the work already started
-		}
-		return QueueSubmit
-	}
-	for _, n := range append(chunks, retries...) {
-		q := queueOf(n)
-		gone, err := h.taskGone(q, SubmitTaskID(rot.ID, n))
-		if err != nil || !gone {
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		b, err := h.store.Batch(ctx, rot.ID, n)
-		if err != nil {
-			return err
-		}
-		if b.Checkpointed || len(b.Servers) == 0 {
-			continue // its task ended meanwhile
-		}
-		ok, err := enqueueSubmit(ctx, h.enq, q, SubmitPayload{Rotation: rot.ID, Batch: n, Servers: len(b.Servers)}, h.cfg.Tasks)
-		if err != nil {
-			return err
-		}
-		if ok {
-			log.WarnContext(ctx, "submit task gone: enqueued again", "batch", n)
-		}
-	}
-	return nil
+	return err
 }
 
 // taskGone reports whether task id is not in queue, or was archived (it
