@@ -426,7 +426,7 @@ func requeue(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, opt
 	if err != nil {
 		return nil, err
 	}
-	retries, err := store.FreshBatches(ctx, rot.ID)
+	retries, err := store.Fresh(ctx, rot.ID)
 	if err != nil {
 		return nil, err
 	}

@@ -114,23 +114,6 @@ func (s *Store) UnsentChunks(ctx context.Context, id string, to int) ([]int, err
 	return out, nil
 }
 
-// FreshBatches returns the retry batches formed and not submitted yet.
-func (s *Store) FreshBatches(ctx context.Context, id string) ([]int, error) {
-	ms, err := s.rdb.SMembers(ctx, s.freshKey(id)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list fresh retry batches of %s: %w", id, err)
-	}
-	out := make([]int, 0, len(ms))
-	for _, m := range ms {
-		n, err := strconv.Atoi(m)
-		if err != nil {
-			return nil, fmt.Errorf("rotation %s: corrupt retry batch number %q", id, m)
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
-
 // Retained reports whether a finished rotation's record has its retention
 // set: its follow-ups (completion event, then retention) are done.
 func (s *Store) Retained(ctx context.Context, id string) (bool, error) {

@@ -152,15 +152,17 @@ func (h *Handler) reviveTicks(ctx context.Context, log *slog.Logger, id string) 
 
 // resubmitLost enqueues again the submit tasks of enqueued batches (first
 // attempts up to the last chunk enqueued, and retry batches formed) that
-// have no checkpoint and whose task is gone, deleting archived ones first.
+// have no checkpoint and whose task is gone, deleting archived ones first
+// (with an Inspector).
 func (h *Handler) resubmitLost(ctx context.Context, log *slog.Logger, rot *Rotation) error {
-	if h.ins == nil {
-		return nil
+	var clear func(queue, id string) error
+	if h.ins != nil {
+		clear = func(queue, id string) error {
+			_, err := h.taskGone(queue, id)
+			return err
+		}
 	}
-	again, err := requeue(ctx, h.store, h.enq, rot, h.cfg.Tasks, func(queue, id string) error {
-		_, err := h.taskGone(queue, id)
-		return err
-	})
+	again, err := requeue(ctx, h.store, h.enq, rot, h.cfg.Tasks, clear)
 	if len(again) > 0 {
 		log.WarnContext(ctx, "submit tasks gone: enqueued again", "batches", again)
 	}
