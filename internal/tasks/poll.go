@@ -31,13 +31,23 @@ const earlyTry = 50 * time.Millisecond
 // never listed again for a read that had to wait. Then, while the ListJobs
 // quota has room, it polls early the batches whose first poll is near and
 // whose jobs should have ended by the latency learned so far.
-func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *round) error {
+//
+// alongside (if not nil) runs with the stage's looks, at most every loopGap, so work
+// that follows a poll (retries) is not held up while the polls stream.
+func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *round, alongside func(*Rotation, *round) error) error {
 	p := &polling{h: h, log: log, started: map[int]bool{}}
 	calls, soon, err := p.due(ctx, rot, r)
 	if err != nil {
 		return err
 	}
+	ran := r.now
 	err = h.stream(ctx, r, rot.ID, calls, p.limited.Load, func(rot *Rotation, sub *round) ([]stageCall, error) {
+		if alongside != nil && sub.now.Sub(ran) >= loopGap {
+			ran = sub.now
+			if err := alongside(rot, sub); err != nil {
+				return nil, err
+			}
+		}
 		calls, soon, err := p.due(ctx, rot, sub)
 		if err != nil || len(calls) > 0 || len(soon) == 0 {
 			return calls, err

@@ -221,7 +221,7 @@ func TestPollEarly(t *testing.T) {
 			h := NewHandler(HandlerOptions{Store: store, API: api, Limiter: tt.room, Config: Config{FirstPoll: s}})
 			rot := mustRotation(t, store, "r1")
 			r := &round{now: now}
-			if err := h.poll(ctx, h.log, rot, r); err != nil {
+			if err := h.poll(ctx, h.log, rot, r, nil); err != nil {
 				t.Fatal(err)
 			}
 			if polled := api.calls.Load() == 1; polled != tt.polled {

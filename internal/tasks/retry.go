@@ -81,14 +81,13 @@ type retryPool struct {
 // smaller one goes when nothing can join it (no server in backoff and no
 // batch being polled) or when its servers have waited Config.Linger; and,
 // once the submit quota has nothing else to do (no server waits for a
-// submit outside the pool) and waiting cannot fill it (the pool and the
-// failures expected of the running jobs, at the share of ended jobs that
-// failed, make less than a chunk), as soon as nothing more is expected
-// (every pooled server is due and the running jobs should add none) or
-// its servers have waited one backoff base for company. The rotation's
-// tail then never waits on an idle quota for company that is not coming,
-// while retries stay coalesced: a batch per chunk of retried servers, and
-// at the end a small one or two per round, at most one a backoff base.
+// submit outside the pool), as soon as nothing more is expected (every
+// pooled server is due and the running jobs, at the share of ended jobs
+// that failed, should add none) or its servers have waited one backoff
+// base for company. While first attempts keep the quota busy, retries
+// wait for full batches (a batch per chunk of retried servers); at the
+// tail, with the quota idle, a retry round never waits more than a
+// backoff base for company, which costs a small batch or two a round.
 func formRetry(p retryPool) (form, partial bool) {
 	switch {
 	case p.Due <= 0:
@@ -97,7 +96,7 @@ func formRetry(p retryPool) (form, partial bool) {
 		return true, false
 	case p.Due == p.Size && p.polling == 0, p.waited >= p.linger:
 		return true, true
-	case p.queued > 0 || float64(p.Size)+p.joinable >= float64(p.chunk):
+	case p.queued > 0:
 		return false, false
 	}
 	if p.Due == p.Size && p.joinable < 1 || p.waited >= p.patience {

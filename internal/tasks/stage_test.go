@@ -202,7 +202,7 @@ func TestStageKeepsRateTimesLatencyInFlight(t *testing.T) {
 			}
 
 			done := make(chan error, 1)
-			go func() { done <- h.poll(context.Background(), h.log, rot, &round{now: at}) }()
+			go func() { done <- h.poll(context.Background(), h.log, rot, &round{now: at}, nil) }()
 			api.awaitStarts(t, want)
 			if now, _ := api.inFlight(); now != want {
 				t.Fatalf("%d calls in flight, want %d", now, want)
@@ -231,7 +231,7 @@ func TestStageWidensWithTheFirstAnswer(t *testing.T) {
 		return at
 	}
 	done := make(chan error, 1)
-	go func() { done <- h.poll(context.Background(), h.log, rot, &round{now: at}) }()
+	go func() { done <- h.poll(context.Background(), h.log, rot, &round{now: at}, nil) }()
 
 	api.awaitStarts(t, 1)
 	mu.Lock()
@@ -254,7 +254,8 @@ func TestStageWidensWithTheFirstAnswer(t *testing.T) {
 
 // Batches that come due while a stage's calls are out join them at once:
 // the stage does not wait for its slowest call before it takes up more,
-// and polls each batch once.
+// and polls each batch once. What runs alongside the polls (the retries)
+// runs with those looks, not only once the stage has ended.
 func TestStageTakesUpWorkThatComesDue(t *testing.T) {
 	api := newSlowJobs()
 	at := time.Now()
@@ -276,8 +277,12 @@ func TestStageTakesUpWorkThatComesDue(t *testing.T) {
 	// 1.125 s).
 	h.lat.observe(APIListJobs, time.Second)
 	done := make(chan error, 1)
+	alongside := make(chan time.Time, 10)
 	go func() {
-		done <- h.poll(context.Background(), h.log, rot, &round{now: at, deadline: at.Add(tickBudget)})
+		done <- h.poll(context.Background(), h.log, rot, &round{now: at, deadline: at.Add(tickBudget)}, func(_ *Rotation, sub *round) error {
+			alongside <- sub.now
+			return nil
+		})
 	}()
 	api.awaitStarts(t, 10)
 	mu.Lock()
@@ -287,6 +292,14 @@ func TestStageTakesUpWorkThatComesDue(t *testing.T) {
 	api.awaitStarts(t, 20)
 	if n, _ := api.inFlight(); n != 29 {
 		t.Fatalf("%d calls in flight, want the 9 left of the first 10 and the 20 that came due", n)
+	}
+	select {
+	case got := <-alongside:
+		if !got.Equal(now) {
+			t.Fatalf("alongside ran at %v, want with the look at %v", got, now)
+		}
+	default:
+		t.Fatal("alongside did not run with the stage's look a loop gap later")
 	}
 	close(api.release)
 	if err := <-done; err != nil {

@@ -39,7 +39,7 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		if b.RequestID == "" && b.Close[0] != "" && !b.Done {
 			return h.recordClosed(ctx, log, p, b)
 		}
-		if err := h.startTick(ctx, log, rot, b.TickGen, true); err != nil {
+		if err := h.startTick(ctx, log, rot, b.TickGen, -1); err != nil {
 			return err
 		}
 		_, err := h.followUps(ctx, p.Rotation, false)
@@ -87,6 +87,11 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	wctx, cancel := detached(ctx)
 	now := h.now()
 	_, first := h.firstPoll(rot)
+	if len(jobs) == 0 {
+		// Every server was refused: no job to wait for, and what the
+		// refusals mean (a server deleted since, say) is read at once.
+		first = 0
+	}
 	cp, err := h.store.Checkpoint(wctx, p.Rotation, p.Batch, len(b.Servers), resp.RequestID, jobs, errs, now, now.Add(first))
 	cancel()
 	if err != nil {
@@ -101,7 +106,7 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	}
 	h.obs.Submitted(len(b.Servers))
 	log.InfoContext(ctx, "batch submitted", "request_id", resp.RequestID, "jobs", len(jobs), "rejected", len(errs))
-	if err := h.startTick(ctx, log, rot, cp.Tick, false); err != nil {
+	if err := h.startTick(ctx, log, rot, cp.Tick, first); err != nil {
 		return err
 	}
 	// The next chunk of the wave takes this one's place in the queue.
@@ -109,22 +114,22 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	return err
 }
 
-// startTick enqueues the first tick of the chain a checkpoint started, for
-// the batch's first poll. A submit run again after a crash (rerun)
-// enqueues it only if that tick has not run yet, so a batch never starts a
-// second chain.
-func (h *Handler) startTick(ctx context.Context, log *slog.Logger, rot *Rotation, gen int, rerun bool) error {
+// startTick enqueues the first tick of the chain a checkpoint started, in
+// time for the batch's first poll, due in. A submit run again after a
+// crash (in < 0) enqueues it only if that tick has not run yet, so a
+// batch never starts a second chain.
+func (h *Handler) startTick(ctx context.Context, log *slog.Logger, rot *Rotation, gen int, in time.Duration) error {
 	if gen == 0 {
 		return nil
 	}
-	if rerun {
+	if in < 0 {
 		due, err := h.store.FirstTickDue(ctx, rot.ID, gen)
 		if err != nil || !due {
 			return err
 		}
+		_, in = h.firstPoll(rot)
 	}
-	_, first := h.firstPoll(rot)
-	ok, err := enqueueTick(ctx, h.enq, TickPayload{Rotation: rot.ID, Gen: gen, Seq: 1}, first, h.cfg.Tasks)
+	ok, err := enqueueTick(ctx, h.enq, TickPayload{Rotation: rot.ID, Gen: gen, Seq: 1}, in, h.cfg.Tasks)
 	if ok {
 		log.DebugContext(ctx, "tick chain started", "gen", gen)
 	}

@@ -63,10 +63,11 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 		defer close(polled)
 		pollNext, pollDone, finished1, pollErr = h.loop(ctx, p.Rotation, deadline, nil, nil, func(rot *Rotation, r *round) error {
 			r.kick = kick
-			if err := h.poll(ctx, log, rot, r); err != nil {
+			retry := func(rot *Rotation, r *round) error { return h.retry(ctx, log, rot, r) }
+			if err := h.poll(ctx, log, rot, r, retry); err != nil {
 				return err
 			}
-			return h.retry(ctx, log, rot, r)
+			return retry(rot, r)
 		})
 	})
 	wg.Go(func() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -198,19 +199,47 @@ func (h *Handler) groupReady(rot *Rotation, ps []Pending, inFlight map[int]InFli
 		return true
 	}
 	// A window straddles two pages: it is read once the first attempts on
-	// both have ended, rather than a read for each part.
+	// both have ended, rather than a read for each part. Its retried
+	// servers are left to a read of their own when that read is free.
 	ready := true
 	span := windowSpan(rot)
 	lo := ps[0].Pos / span * span
 	last := ps[len(ps)-1].Pos / cph.MaxServersPageSize
+	early := first && h.earlyReadsFree(rot)
 	for pg := lo / cph.MaxServersPageSize; pg <= (lo+span-1)/cph.MaxServersPageSize; pg++ {
 		c := inFlight[pg]
-		ready = ready && c.First <= 0 && (first || pg > last || c.Retried <= 0)
+		ready = ready && c.First <= 0 && (early || pg > last || c.Retried <= 0)
 	}
 	if !ready {
 		r.at(oldest.Add(h.cfg.VerifyLinger))
 	}
 	return ready
+}
+
+// earlyReadsFree reports whether a page may be read before its retried
+// servers end, and once more after, without lengthening the rotation: the
+// reads left, a page holding a retried server counted twice, fit in the
+// time the submits left (first attempts and the retries they are expected
+// to need) and a retry round (a job, the backoff, a job) take anyway.
+// Otherwise a page waits for its retried servers (a retry round, or
+// Config.VerifyLinger): each read then verifies a whole page, which is
+// what bounds a rotation whose read quota is no larger than its submit
+// quota. At the defaults (reads at twice the submit rate) pages are read
+// early.
+func (h *Handler) earlyReadsFree(rot *Rotation) bool {
+	c, chunk := rot.Counts, float64(max(rot.ChunkSize, 1))
+	running := c.Running - c.Verifying
+	ended := c.Submitted - running
+	if c.Retried == 0 || ended <= 0 {
+		return true
+	}
+	fail := min(float64(c.Retried)/float64(ended), 1)
+	left := float64(c.Pending + c.Running)
+	twice := 1 - math.Pow(1-fail, chunk) // pages holding a retried server
+	reads := left / chunk * (1 + twice) / h.limiter.Rate(APIListServers)
+	submits := (float64(c.Pending)+fail*left)/chunk/h.limiter.Rate(APIUpdateKeypair) +
+		(2*rot.jobLatency + h.cfg.RetryBase).Seconds()
+	return reads <= submits
 }
 
 // verification is one round's reads, side by side: what they learn of

@@ -480,3 +480,47 @@ func TestShowRefusedFallsBackToSweep(t *testing.T) {
 func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// ratedPer grants every call at once and says it grants each API its own
+// rate (20 a second for those it does not name).
+type ratedPer map[string]float64
+
+func (ratedPer) Wait(context.Context, string) error                              { return nil }
+func (ratedPer) Throttled(context.Context, string, time.Duration, float64) error { return nil }
+func (r ratedPer) Rate(api string) float64 {
+	if q, ok := r[api]; ok {
+		return q
+	}
+	return 20
+}
+
+// TestEarlyReadsFree: a page is read before its retried servers end only
+// where a second read costs the rotation no time: with no failures, with a
+// read quota twice the submit quota, or at the tail; not while the reads
+// would outlast the submits.
+func TestEarlyReadsFree(t *testing.T) {
+	// 20,000 servers, 2,000 ended (100 of them failed), 4,000 running.
+	midway := Counts{Total: 20000, Pending: 14000, Running: 4000, Submitted: 6000, Retried: 100}
+	tail := Counts{Total: 20000, Pending: 0, Running: 300, Submitted: 21000, Retried: 1000}
+	tests := []struct {
+		name   string
+		counts Counts
+		rates  ratedPer
+		want   bool
+	}{
+		{"no failures", Counts{Total: 20000, Pending: 14000, Running: 4000, Submitted: 6000}, ratedPer{}, true},
+		{"5 %, every API at Q", midway, ratedPer{}, false},
+		{"5 %, reads at 2 Q (the defaults)", midway, ratedPer{APIUpdateKeypair: 10}, true},
+		{"5 %, at the tail", tail, ratedPer{}, true},
+		{"nothing ended yet", Counts{Total: 20000, Pending: 16000, Running: 4000, Submitted: 4000}, ratedPer{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := NewHandler(HandlerOptions{Limiter: tt.rates})
+			rot := &Rotation{ChunkSize: 100, Counts: tt.counts, jobLatency: 2 * time.Second}
+			if got := h.earlyReadsFree(rot); got != tt.want {
+				t.Fatalf("earlyReadsFree = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
