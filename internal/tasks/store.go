@@ -33,7 +33,9 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 //	                             wave_size:<n> per wave; the tick chain (tgen, tseq, tick_at);
 //	                             job_lat, the jobs' latency learned so far (ms); the
 //	                             chunks enqueued (queued, up to which chunk) and whose
-//	                             first submit ended (sent)
+//	                             first submit ended (sent); the first chunk not submitted
+//	                             the watchdog saw (unsent_from); cancel_closed once a
+//	                             cancel has closed every batch not submitted
 //	<prefix>{<id>}:rec     HASH  server id → terminal outcome record
 //	<prefix>{<id>}:b:<n>   HASH  batch n: its servers, the checkpoint (request id,
 //	                             job ids), which jobs ended and which servers are resolved
@@ -265,6 +267,7 @@ func rotationOf(m map[string]string) *Rotation {
 	}
 	r.unplaced, r.sweepNext, r.sweepDone = int(n("unplaced")), int(n("sweep")), m["sweep_done"] == "1"
 	r.showRefused = m["show_refused"] == "1"
+	r.cancelClosed = m["cancel_closed"] == "1"
 	r.WaveOpen = int(n("wave_open"))
 	r.Retention = time.Duration(n("retention_ms")) * time.Millisecond
 	r.jobLatency = time.Duration(n("job_lat")) * time.Millisecond
@@ -450,6 +453,10 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (closed in
 		}
 		closed += int(v[0])
 		finished = finished || v[1] == 1
+	}
+	// What is left is the tasks' to close: the watchdog need not look.
+	if err := s.rdb.HSet(ctx, s.metaKey(id), "cancel_closed", 1).Err(); err != nil {
+		return closed, finished, fmt.Errorf("cancel %s: %w", id, err)
 	}
 	return closed, finished, nil
 }

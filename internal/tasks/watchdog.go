@@ -99,7 +99,7 @@ func (h *Handler) watch(ctx context.Context, rot *Rotation) error {
 		log.WarnContext(ctx, "finished rotation without its completion event or retention: completing them")
 		return finish(ctx, h.store, h.enq, rot, false, h.cfg.Tasks)
 	}
-	if rot.State == StateCancelled {
+	if rot.State == StateCancelled && !rot.cancelClosed {
 		// A cancel cut short left batches that no task will close.
 		_, closed, err := Cancel(ctx, h.store, h.enq, rot.ID, h.cfg.Tasks, h.now())
 		if err != nil {
