@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http/httptest"
 	"strings"
@@ -311,4 +312,82 @@ func samePlan(t *testing.T, s *Store, rot *Rotation, plan *Plan) {
 	if b, err := s.Batch(ctx, rot.ID, len(plan.Chunks)+1); err != nil || len(b.Servers) != 0 {
 		t.Fatalf("a chunk beyond the plan holds %v (%v)", b.Servers, err)
 	}
+}
+
+// outageHook fails the next round trips (a command or a pipeline each)
+// with io.EOF, as a Redis failing over does, once armed with their number.
+type outageHook struct{ fails atomic.Int64 }
+
+func (h *outageHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *outageHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.fails.Add(-1) >= 0 {
+			cmd.SetErr(io.EOF)
+			return io.EOF
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *outageHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.fails.Add(-1) >= 0 {
+			for _, c := range cmds {
+				c.SetErr(io.EOF)
+			}
+			return io.EOF
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// armingAPI calls arm once UpdateKeypair has acted.
+type armingAPI struct {
+	API
+	arm func()
+}
+
+func (a armingAPI) UpdateKeypair(ctx context.Context, servers []cph.ServerKeypair) (*cph.UpdateKeypairResponse, error) {
+	resp, err := a.API.UpdateKeypair(ctx, servers)
+	a.arm()
+	return resp, err
+}
+
+// TestCheckpointRidesAFailover: Redis goes away right after UpdateKeypair
+// acted, for six tries of the checkpoint (5 s with their backoff); the
+// submit waits for it instead of failing, so nothing is submitted twice.
+func TestCheckpointRidesAFailover(t *testing.T) {
+	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
+		ctx := context.Background()
+		w := newWatchRig(t, r, 10)
+		w.start(t, "r-fo")
+		rdb := r.Client(t)
+		outage := &outageHook{}
+		rdb.AddHook(outage)
+		h := NewHandler(HandlerOptions{Store: NewStore(rdb, ""), API: armingAPI{API: w.api, arm: func() { outage.fails.Store(6) }},
+			Limiter: nopLimiter{}, Enqueuer: w.enq, Config: Config{Tasks: w.opts}})
+		data, err := marshal(SubmitPayload{Rotation: "r-fo", Batch: 1, Servers: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.HandleSubmit(ctx, asynq.NewTask(TypeSubmit, data)); err != nil {
+			t.Fatalf("submit through a failover: %v", err)
+		}
+		if left := outage.fails.Load(); left > 0 {
+			t.Fatalf("%d of the outage's failures unused: the checkpoint did not meet it", left)
+		}
+		b, err := w.store.Batch(ctx, "r-fo", 1)
+		if err != nil || !b.Checkpointed || b.RequestID == "" {
+			t.Fatalf("batch 1 %+v, %v; want checkpointed", b, err)
+		}
+		if rot := mustRotation(t, w.store, "r-fo"); rot.Counts.Resubmitted != 0 || rot.Counts.Submitted != 10 {
+			t.Fatalf("counts %+v; want 10 submitted, none resubmitted", rot.Counts)
+		}
+		for _, s := range w.sim.Servers() {
+			if n := w.sim.SubmitCount(s.ServerID); n != 1 {
+				t.Errorf("server %s submitted %d times", s.ServerID, n)
+			}
+		}
+	})
 }

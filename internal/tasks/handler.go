@@ -14,6 +14,7 @@ import (
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/redisurl"
 )
 
 // API names, as the limiter and the metrics know them.
@@ -237,6 +238,42 @@ func (h *Handler) lastTry(ctx context.Context) bool {
 // has acted, outcomes after the API answered.
 func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
+
+// checkpointBackoff bounds the wait between two tries of a checkpoint
+// write while Redis fails over.
+const checkpointBackoff = 2 * time.Second
+
+// untilDeadline returns a context for a write that must outlive the
+// task's cancellation and ride a Redis failover (Sentinel takes 20 s or
+// more): it ends at the task's deadline, and no sooner than 10 s from now.
+func untilDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	end := time.Now().Add(10 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.After(end) {
+		end = d
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), end)
+}
+
+// persist runs write until it succeeds, fails for a reason other than
+// Redis being away (redisurl.Transient), or ctx ends; the write must be
+// idempotent.
+func persist[T any](ctx context.Context, write func(context.Context) (T, error)) (T, error) {
+	wait := 100 * time.Millisecond
+	for {
+		v, err := write(ctx)
+		if err == nil || !redisurl.Transient(err) {
+			return v, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, err
+		case <-t.C:
+		}
+		wait = min(2*wait, checkpointBackoff)
+	}
 }
 
 // call runs one API call under the per-call timeout, reports it, and

@@ -82,9 +82,11 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	}
 
 	// The API has acted: the checkpoint comes first, on a context the
-	// task's own cancellation cannot cut short.
+	// task's own cancellation cannot cut short, tried again while Redis
+	// fails over until the task's deadline: a checkpoint given up leaves
+	// an intent without one, and the task's next run submits again.
 	jobs, errs := splitAnswer(b.Servers, resp)
-	wctx, cancel := detached(ctx)
+	wctx, cancel := untilDeadline(ctx)
 	now := h.now()
 	_, first := h.firstPoll(rot)
 	if len(jobs) == 0 {
@@ -92,7 +94,9 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		// refusals mean (a server deleted since, say) is read at once.
 		first = 0
 	}
-	cp, err := h.store.Checkpoint(wctx, p.Rotation, p.Batch, len(b.Servers), resp.RequestID, jobs, errs, now, now.Add(first))
+	cp, err := persist(wctx, func(ctx context.Context) (Checkpointed, error) {
+		return h.store.Checkpoint(ctx, p.Rotation, p.Batch, len(b.Servers), resp.RequestID, jobs, errs, now, now.Add(first))
+	})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("submit batch %d: %w", p.Batch, err)
