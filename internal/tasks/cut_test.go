@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
-	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
 )
 
@@ -222,14 +220,8 @@ func TestStartCutShortThenFleetChanged(t *testing.T) {
 		ctx := context.Background()
 		for n := 0; ; n++ {
 			flushDB(t, r)
-			sim := cphsim.New(cphsim.Options{ProjectID: gateProject, AccessKey: gateAK, SecretKey: gateSK, Servers: 1500, Seed: 18})
-			srv := httptest.NewServer(sim)
-			t.Cleanup(srv.Close)
-			api, err := cph.NewClient(cph.Config{Endpoint: srv.URL, ProjectID: gateProject,
-				Credentials: cph.Credentials{AccessKey: gateAK, SecretKey: gateSK}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			w := newWatchRig(t, r, 1500)
+			sim, api := w.sim, w.api
 			var targets []Target
 			for i, sv := range sim.Servers() {
 				if i%5 != 0 { // 1,200 targets: the chunks take three flushes

@@ -91,9 +91,7 @@ func (w *watchRig) work(t *testing.T, watchdog time.Duration) {
 	rdb := w.r.Client(t)
 	h := NewHandler(HandlerOptions{Store: w.store, API: w.api, Limiter: nopLimiter{}, Enqueuer: w.enq, Inspector: w.ins,
 		Logger: slog.New(slog.NewTextHandler(&w.logs, nil)),
-		Config: Config{FirstPoll: 300 * time.Millisecond, PollCap: 300 * time.Millisecond, RetryBase: 50 * time.Millisecond,
-			RetryCap: 200 * time.Millisecond, Linger: 50 * time.Millisecond, VerifyLinger: 100 * time.Millisecond,
-			JobTimeout: time.Minute, CallTimeout: 5 * time.Second, Tasks: w.opts}})
+		Config: quickConfig(w.opts)})
 	mux := asynq.NewServeMux()
 	h.Register(mux)
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{Concurrency: 8, Queues: Queues(), IsFailure: IsFailure,
