@@ -518,24 +518,7 @@ func sentinelMaster(t *testing.T, addr string) string {
 func TestRedisCluster(t *testing.T) {
 	needRedisBinaries(t)
 	t.Parallel()
-	dir := t.TempDir()
-	var addrs []string
-	for i := range 3 {
-		port := freePort(t, true)
-		ndir := filepath.Join(dir, "node"+strconv.Itoa(i))
-		os.Mkdir(ndir, 0o700)
-		startRedis(t, ndir, "cluster-node"+strconv.Itoa(i), port, fmt.Sprintf(
-			"port %d\nbind 127.0.0.1\ndir %s\ncluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 2000\nsave \"\"\nappendonly no\nmaxmemory-policy noeviction\n",
-			port, ndir), false)
-		addrs = append(addrs, "127.0.0.1:"+strconv.Itoa(port))
-	}
-	out, err := exec.Command("redis-cli", append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
-	}
-	url := "redis-cluster://" + strings.Join(addrs, ",")
-	rdb := client(t, url, redisurl.Options{})
-	waitClusterOK(t, addrs)
+	url, rdb := startCluster(t)
 
 	const rate = 5 // UpdateKeypair calls per second, fleet-wide
 	f := startSim(t, cphsim.Options{Servers: 600, Seed: 29, JobLatency: 500 * time.Millisecond, JobJitter: 300 * time.Millisecond,
@@ -593,6 +576,76 @@ func TestRedisCluster(t *testing.T) {
 	t.Logf("Cluster: rotation %s %+v in %s with 3 workers; %d UpdateKeypair calls (%.1f/s over the run, fleet rate %d/s), 0 429s wanted, %d seen; keys per master %v",
 		rot.ID, rot.Counts, wall.Round(100*time.Millisecond), stats.Calls[cphsim.APIUpdateKeypair],
 		float64(stats.Calls[cphsim.APIUpdateKeypair])/wall.Seconds(), rate, stats.Throttled[cphsim.APIUpdateKeypair], keys)
+}
+
+// startCluster starts a three-master Redis Cluster for the test and
+// returns its URL and a client.
+func startCluster(t *testing.T) (string, redis.UniversalClient) {
+	t.Helper()
+	dir := t.TempDir()
+	var addrs []string
+	for i := range 3 {
+		port := freePort(t, true)
+		ndir := filepath.Join(dir, "node"+strconv.Itoa(i))
+		os.Mkdir(ndir, 0o700)
+		startRedis(t, ndir, "cluster-node"+strconv.Itoa(i), port, fmt.Sprintf(
+			"port %d\nbind 127.0.0.1\ndir %s\ncluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 2000\nsave \"\"\nappendonly no\nmaxmemory-policy noeviction\n",
+			port, ndir), false)
+		addrs = append(addrs, "127.0.0.1:"+strconv.Itoa(port))
+	}
+	out, err := exec.Command("redis-cli", append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	url := "redis-cluster://" + strings.Join(addrs, ",")
+	rdb := client(t, url, redisurl.Options{})
+	waitClusterOK(t, addrs)
+	return url, rdb
+}
+
+// TestRedisClusterNamespace runs a rotation in a namespace on a Redis
+// Cluster with two worker processes: the namespace keeps the rotation's
+// hash tags (no cross-slot script, no error), the report matches the
+// simulator, and the asynq UI shows the namespaced queues.
+func TestRedisClusterNamespace(t *testing.T) {
+	needRedisBinaries(t)
+	t.Parallel()
+	url, rdb := startCluster(t)
+	f := startSim(t, cphsim.Options{Servers: 300, Seed: 31, JobLatency: 300 * time.Millisecond, JobFailRate: 0.05})
+	env := append(redisEnv(url, f), "REKEY_NAMESPACE=blue")
+	st := startRotation(t, env, "--chunk-size", "20", writeTargets(t, f))
+	admin := freeAddr(t)
+	workers := []*worker{startWorker(t, env, "--admin-addr", admin, "--admin-token", adminToken), startWorker(t, env)}
+	base := "http://" + admin
+	waitHTTP(t, base+"/readyz")
+	ns := tasks.Namespace("blue")
+	if code, body := get(t, base+"/monitoring/api/queues"); code != 200 || !strings.Contains(body, ns.Queue(tasks.QueueSubmit)) {
+		t.Errorf("asynq web UI on the cluster: GET /monitoring/api/queues = %d %s", code, tail(body, 500))
+	}
+	store := tasks.NewStore(rdb, ns)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		rot, err := store.Rotation(context.Background(), st.Rotation)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rot.Finished() {
+			checkReport(t, f, report(t, env, st.Rotation), rot)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rotation %s not finished after 2m: %+v", st.Rotation, rot.Counts)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	for _, w := range workers {
+		if logs := w.logs.String(); strings.Contains(logs, "CROSSSLOT") || strings.Contains(logs, "MOVED") || strings.Contains(logs, `"level":"ERROR"`) {
+			t.Errorf("worker %d logged an error:\n%s", w.cmd.Process.Pid, tail(logs, 3000))
+		}
+	}
+	if _, err := tasks.NewStore(rdb, "").Rotation(context.Background(), st.Rotation); err == nil {
+		t.Errorf("the default namespace sees rotation %s of namespace blue", st.Rotation)
+	}
 }
 
 func waitClusterOK(t *testing.T, addrs []string) {

@@ -18,10 +18,16 @@ import (
 // everything but read the fleet: Start and Plan then need
 // Request.NoSkipMatching and a target list.
 type Options struct {
-	// Prefix is the prefix of the rotation keys in Redis. Empty: the
-	// workers' default, "cph-rekey:". Set it only to match workers that
-	// use another.
-	Prefix string
+	// Namespace is the deployment the client steers: the workers' (and
+	// their console's) --namespace. Deployments of different namespaces
+	// share a Redis without seeing each other's rotations, tasks or
+	// quotas. Empty: the default namespace. A namespace is 1-32 letters,
+	// digits, '_' and '-', starting with a letter or digit; another is an
+	// *InputError from NewClient.
+	Namespace string
+	// TaskTimeout bounds one run of each task the client enqueues (the
+	// workers' handlers honour it). Zero: 2 minutes, the workers' own.
+	TaskTimeout time.Duration
 	// CPH is the CPH API the client reads the fleet from: discovery,
 	// skip-matching (which records each server's old keypair, so a
 	// rotation can be rolled back) and dry runs. Nil: no reads.
@@ -109,7 +115,8 @@ type Client struct {
 	rdb   redis.UniversalClient
 	store *tasks.Store
 	enq   *asynq.Client
-	api   *cph.Client // nil: no CPH configured
+	tasks tasks.TaskOptions // every task the client enqueues, as the workers enqueue theirs
+	api   *cph.Client       // nil: no CPH configured
 }
 
 // NewClient returns a Client over rdb, the Redis of the workers (any
@@ -120,7 +127,15 @@ func NewClient(rdb redis.UniversalClient, opts Options) (*Client, error) {
 	if rdb == nil {
 		return nil, &InputError{Err: errors.New("rekey: NewClient needs a Redis client")}
 	}
-	c := &Client{rdb: rdb, store: tasks.NewStore(rdb, opts.Prefix), enq: asynq.NewClientFromRedisClient(rdb)}
+	ns := tasks.Namespace(opts.Namespace)
+	if err := ns.Validate(); err != nil {
+		return nil, &InputError{Err: err}
+	}
+	if opts.TaskTimeout < 0 {
+		return nil, badInput("task timeout %s: want a positive duration, or zero for the default", opts.TaskTimeout)
+	}
+	c := &Client{rdb: rdb, store: tasks.NewStore(rdb, ns), enq: asynq.NewClientFromRedisClient(rdb),
+		tasks: tasks.TaskOptions{Timeout: opts.TaskTimeout}}
 	if opts.CPH != nil {
 		rr := opts.ReadRate
 		if rr == (Rate{}) {
@@ -140,6 +155,10 @@ func NewClient(rdb redis.UniversalClient, opts Options) (*Client, error) {
 	}
 	return c, nil
 }
+
+// Namespace is the namespace of the rotations the client steers
+// (Options.Namespace).
+func (c *Client) Namespace() string { return string(c.store.Namespace()) }
 
 // Close ends the client's use. The Redis client given to NewClient stays
 // open: it is the caller's to close.

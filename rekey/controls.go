@@ -45,7 +45,7 @@ func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Re
 		b := opts.MaxErrors.internal()
 		budget = &b
 	}
-	rot, n, err := tasks.Resume(ctx, c.store, c.enq, id, budget, tasks.TaskOptions{})
+	rot, n, err := tasks.Resume(ctx, c.store, c.enq, id, budget, c.tasks)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -70,7 +70,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Cancelled, error) {
 	if err := tasks.ValidateRotationID(id); err != nil {
 		return nil, &InputError{Err: err}
 	}
-	rot, closed, err := tasks.Cancel(ctx, c.store, c.enq, id, tasks.TaskOptions{}, time.Now())
+	rot, closed, err := tasks.Cancel(ctx, c.store, c.enq, id, c.tasks, time.Now())
 	if err != nil {
 		return nil, wrap(err)
 	}

@@ -32,11 +32,20 @@
 // do, writing nothing. Starting the same Request twice names the same
 // rotation and enqueues nothing twice.
 //
+// # Namespaces
+//
+// Deployments sharing one Redis are told apart by their namespace (the
+// workers' --namespace): a Client of Options.Namespace sees, starts and
+// steers that deployment's rotations only. The console of a worker and the
+// enqueue command go through a Client too, so a rotation is steered the
+// same way from everywhere.
+//
 // # The completion event
 //
 // When a rotation ends, exactly one task of type EventTaskType
 // ("rotation:finished") is enqueued on the EventQueue ("rekey-events")
-// queue, with an Event as its JSON payload. Tools consume it with an asynq
+// queue (EventQueueIn(namespace) in a namespace), with an Event as its
+// JSON payload. Tools consume it with an asynq
 // server and EventHandler, or decode it from elsewhere with DecodeEvent.
 //
 // # Contracts

@@ -13,9 +13,9 @@ import (
 
 // The completion event: when a rotation finishes, exactly one task of
 // type EventTaskType with an Event as its JSON payload is enqueued on the
-// EventQueue queue (task id EventTaskID(rotation), kept for the
-// rotation's retention). cph-rekey's workers do not consume that queue;
-// tools do.
+// EventQueue queue, or EventQueueIn(namespace) for workers of another
+// namespace (task id EventTaskID(rotation), kept for the rotation's
+// retention). cph-rekey's workers do not consume that queue; tools do.
 const (
 	EventQueue    = "rekey-events"
 	EventTaskType = "rotation:finished"
@@ -24,6 +24,13 @@ const (
 	// and reads.
 	EventVersion = 1
 )
+
+// EventQueueIn is the event queue of the workers of namespace
+// (Options.Namespace): EventQueue in the default namespace,
+// "<namespace>.rekey-events" in another.
+func EventQueueIn(namespace string) string {
+	return tasks.Namespace(namespace).Queue(tasks.QueueEvents)
+}
 
 // EventTaskID is the asynq task id of rotation's completion event
 // ("finished-<rotation>"), for asynq's Inspector.

@@ -109,6 +109,11 @@ func TestInputError(t *testing.T) {
 		{"bad size", func() error { _, err := rekey.ParseSize("lots"); return err }, 0, 0, 0, ""},
 		{"bad rate", func() error { _, err := rekey.ParseRate("fast"); return err }, 0, 0, 0, ""},
 		{"bad rotation id", func() error { _, err := c.Rotation(ctx, "a b"); return err }, 0, 0, 0, "rotation id"},
+		{"bad namespace", func() error { _, err := rekey.NewClient(r.Client(t), rekey.Options{Namespace: "a{b}"}); return err }, 0, 0, 0, "namespace"},
+		{"negative task timeout", func() error {
+			_, err := rekey.NewClient(r.Client(t), rekey.Options{TaskTimeout: -time.Second})
+			return err
+		}, 0, 0, 0, "task timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

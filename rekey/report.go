@@ -98,15 +98,19 @@ func (c *Client) Report(ctx context.Context, id string, fn func(Row) error) erro
 	}
 	var fnErr error
 	err := c.store.Report(ctx, id, func(r tasks.ReportRow) error {
-		fnErr = fn(Row{Version: r.Version, ServerID: r.ServerID, OldKeypair: r.OldKeypair, NewKeypair: r.NewKeypair,
-			RequestID: r.RequestID, JobID: r.JobID, Attempts: r.Attempts, Outcome: Outcome(r.Outcome), ErrorCode: r.ErrorCode,
-			ErrorMsg: r.ErrorMsg, SubmittedAt: r.SubmittedAt, FinishedAt: r.FinishedAt})
+		fnErr = fn(rowOf(r))
 		return fnErr
 	})
 	if fnErr != nil {
 		return fnErr
 	}
 	return wrap(err)
+}
+
+func rowOf(r tasks.ReportRow) Row {
+	return Row{Version: r.Version, ServerID: r.ServerID, OldKeypair: r.OldKeypair, NewKeypair: r.NewKeypair,
+		RequestID: r.RequestID, JobID: r.JobID, Attempts: r.Attempts, Outcome: Outcome(r.Outcome), ErrorCode: r.ErrorCode,
+		ErrorMsg: r.ErrorMsg, SubmittedAt: r.SubmittedAt, FinishedAt: r.FinishedAt}
 }
 
 // ReportFormat is the layout WriteReport writes.

@@ -68,10 +68,15 @@ type Rotation struct {
 	Reason string
 	// Wave is the canary wave being submitted (1-based) of Waves.
 	Wave, Waves int
+	// WavePlan is each wave's last chunk and size, in order; WaveOpen
+	// counts the current wave's servers not terminal yet.
+	WavePlan []Wave
+	WaveOpen int
 	// MaxErrors is the error budget in servers.
 	MaxErrors   int
 	ChunkSize   int
 	Chunks      int // first-attempt UpdateKeypair batches
+	Batches     int // UpdateKeypair batches so far: the chunks, then retry batches
 	MaxAttempts int
 	Verify      bool
 	// PauseAfterWave pauses the rotation whenever a wave has ended.
@@ -83,6 +88,12 @@ type Rotation struct {
 	Counts     Counts
 }
 
+// Wave is a canary wave as planned: chunks up to LastChunk (from the
+// previous wave's last chunk + 1), of Servers servers.
+type Wave struct {
+	LastChunk, Servers int
+}
+
 // Finished reports whether every server of the rotation is terminal.
 func (r *Rotation) Finished() bool { return !r.FinishedAt.IsZero() }
 
@@ -91,10 +102,14 @@ func (r *Rotation) Finished() bool { return !r.FinishedAt.IsZero() }
 func (r *Rotation) Halted() bool { return r.State == StateFailed && !r.Finished() }
 
 func rotationOf(r *tasks.Rotation) *Rotation {
+	waves := make([]Wave, len(r.Waves))
+	for i, w := range r.Waves {
+		waves[i] = Wave{LastChunk: w.LastChunk, Servers: w.Servers}
+	}
 	return &Rotation{ID: r.ID, Keypair: r.Keypair, State: State(r.State), Reason: r.Reason, Wave: r.Wave, Waves: len(r.Waves),
-		MaxErrors: r.MaxErrors, ChunkSize: r.ChunkSize, Chunks: r.Chunks, MaxAttempts: r.MaxAttempts, Verify: r.Verify,
-		PauseAfterWave: r.PauseAfterWave, Retention: r.Retention, CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt,
-		Counts: countsOf(r.Counts)}
+		WavePlan: waves, WaveOpen: r.WaveOpen, MaxErrors: r.MaxErrors, ChunkSize: r.ChunkSize, Chunks: r.Chunks, Batches: r.Batches,
+		MaxAttempts: r.MaxAttempts, Verify: r.Verify, PauseAfterWave: r.PauseAfterWave, Retention: r.Retention,
+		CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt, Counts: countsOf(r.Counts)}
 }
 
 // ValidateRotationID checks a rotation id: 1-64 bytes of letters, digits,
@@ -122,16 +137,28 @@ func (c *Client) Rotation(ctx context.Context, id string) (*Rotation, error) {
 
 // Rotations lists rotations, newest first, at most limit of them.
 func (c *Client) Rotations(ctx context.Context, limit int) ([]*Rotation, error) {
+	rs, _, err := c.RotationsPage(ctx, 0, limit)
+	return rs, err
+}
+
+// RotationsPage lists rotations newest first, skipping offset of them
+// and returning at most limit, with the number of rotations listed in
+// all (an expired rotation is dropped from the list as it is met, so
+// total may shrink from one page to the next).
+func (c *Client) RotationsPage(ctx context.Context, offset, limit int) (rots []*Rotation, total int, err error) {
 	if limit < 1 {
-		return nil, badInput("limit %d: want at least 1", limit)
+		return nil, 0, badInput("limit %d: want at least 1", limit)
 	}
-	rs, err := c.store.Rotations(ctx, limit)
+	if offset < 0 {
+		return nil, 0, badInput("offset %d: want 0 or more", offset)
+	}
+	rs, total, err := c.store.RotationsPage(ctx, offset, limit)
 	if err != nil {
-		return nil, wrap(err)
+		return nil, 0, wrap(err)
 	}
-	out := make([]*Rotation, len(rs))
+	rots = make([]*Rotation, len(rs))
 	for i, r := range rs {
-		out[i] = rotationOf(r)
+		rots[i] = rotationOf(r)
 	}
-	return out, nil
+	return rots, total, nil
 }

@@ -37,7 +37,9 @@ func (c *Client) Start(ctx context.Context, r Request) (*Started, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := tasks.Start(ctx, c.store, c.enq, p.plan, tasks.TaskOptions{Retention: p.plan.Rotation.Retention}, time.Now())
+	opts := c.tasks
+	opts.Retention = p.plan.Rotation.Retention
+	st, err := tasks.Start(ctx, c.store, c.enq, p.plan, opts, time.Now())
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -87,7 +89,7 @@ func (c *Client) RollbackRequest(ctx context.Context, id string, r Request) (Req
 		return r, wrap(err)
 	}
 	if unknown > 0 {
-		return r, badInput("cannot roll back %s: %d of %d changed servers have no recorded old keypair (it was started with --skip-matching=false)",
+		return r, badInput("cannot roll back %s: %d of %d changed servers have no recorded old keypair (it was started with --skip-matching=false, or the API listed names that are not keypair names)",
 			id, unknown, unknown+len(ts))
 	}
 	if len(ts) == 0 {

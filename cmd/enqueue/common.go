@@ -9,6 +9,7 @@ import (
 
 	"github.com/cph-rekey/cph-rekey/internal/envflag"
 	"github.com/cph-rekey/cph-rekey/internal/redisurl"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
 	"github.com/cph-rekey/cph-rekey/rekey"
 )
 
@@ -19,9 +20,10 @@ var (
 // flags is a command's flag set with the flags every command has.
 type flags struct {
 	*envflag.FlagSet
-	redis *redisurl.Flags
-	e     *env
-	args  string
+	redis     *redisurl.Flags
+	namespace *string
+	e         *env
+	args      string
 }
 
 func newFlags(e *env, name, args, summary string) *flags {
@@ -32,6 +34,7 @@ func newFlags(e *env, name, args, summary string) *flags {
 		f.PrintUsage(e.stderr)
 	}
 	f.redis = redisurl.AddFlags(f.FlagSet, "redis://127.0.0.1:6379", "")
+	f.namespace = f.String("namespace", "", "the workers' --namespace: the `name` of the deployment whose rotations this command sees (empty: the default)")
 	return f
 }
 
@@ -55,6 +58,10 @@ func (f *flags) parse(args []string, nargs int) error {
 // connect opens Redis and a rekey client on it; opts say how the client
 // reads the fleet (nil CPH: it does not).
 func (f *flags) connect(opts rekey.Options) (redis.UniversalClient, *rekey.Client, error) {
+	if err := tasks.Namespace(*f.namespace).Validate(); err != nil {
+		return nil, nil, usagef("--namespace (%s): %v", f.EnvName("namespace"), err)
+	}
+	opts.Namespace = *f.namespace
 	conn, err := f.redis.Conn()
 	if err != nil {
 		return nil, nil, usageError{err}

@@ -116,6 +116,8 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"resume missing rotation", []string{"resume", "r-missing"}, nil},
 		{"rollback missing rotation", []string{"rollback", "--skip-matching=false", "r-missing"}, nil},
 		{"rollback id too long", []string{"rollback", strings.Repeat("r", 60)}, nil},
+		{"bad namespace", []string{"list", "--namespace", "a{b}"}, nil},
+		{"bad namespace env", []string{"list"}, map[string]string{"REKEY_NAMESPACE": "a:b"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

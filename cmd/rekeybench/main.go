@@ -61,6 +61,7 @@ type config struct {
 	workers     int
 	scale       []int
 	chunkSize   int
+	namespace   tasks.Namespace
 	concurrency int
 	jobLatency  time.Duration
 	jobJitter   time.Duration
@@ -118,6 +119,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.workers, "workers", 4, "worker processes of the quota and halve scenarios")
 	scale := fs.String("scale", "1,4,16", "worker process `counts` of the scale scenario")
 	fs.IntVar(&c.chunkSize, "chunk-size", 0, "servers per UpdateKeypair call (1-100); 0: enqueue's default")
+	namespace := fs.String("namespace", "", "--namespace of the workers and enqueue (prefixed queues and keys); empty: the default")
 	fs.IntVar(&c.concurrency, "concurrency", 20, "--concurrency of every worker process")
 	fs.DurationVar(&c.jobLatency, "job-latency", 2*time.Second, "the simulator's job latency")
 	fs.DurationVar(&c.jobJitter, "job-jitter", 0, "the simulator's job latency spread (latency ± jitter)")
@@ -142,6 +144,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	var err error
 	if c.scenarios, err = parseScenarios(*scenario); err != nil {
 		return nil, fmt.Errorf("--scenario: %w", err)
+	}
+	if c.namespace = tasks.Namespace(*namespace); c.namespace.Validate() != nil {
+		return nil, fmt.Errorf("--namespace: %w", c.namespace.Validate())
 	}
 	if c.scale, err = parseCounts(*scale); err != nil {
 		return nil, fmt.Errorf("--scale: %w", err)

@@ -311,6 +311,7 @@ func (b *bench) env(simURL string) []string {
 		"REKEY_REDIS_USERNAME="+b.c.redis.Username,
 		"REKEY_REDIS_PASSWORD="+b.c.redis.Password,
 		"REKEY_ENDPOINT="+simURL,
+		"REKEY_NAMESPACE="+string(b.c.namespace),
 		"HUAWEICLOUD_SDK_AK="+benchAK,
 		"HUAWEICLOUD_SDK_SK="+benchSK,
 		"HUAWEICLOUD_SDK_PROJECT_ID="+benchProject,

@@ -218,7 +218,7 @@ func (b *bench) rotate(ctx context.Context, rr rotationRun) (res *result, err er
 		sm.finish()
 		return nil, err
 	}
-	store := tasks.NewStore(b.rdb, "")
+	store := tasks.NewStore(b.rdb, b.c.namespace)
 	rot, err := b.waitFinished(ctx, store, id, append(ws, s.proc))
 	samples, serr := sm.finish()
 	if err = errors.Join(err, serr); err != nil {

@@ -34,7 +34,8 @@ type config struct {
 	logFormat       string
 	logLevel        slog.Level
 	pipeline        tasks.Config
-	queues          map[string]int
+	namespace       tasks.Namespace
+	queues          map[string]int // by their names in the namespace
 
 	demo        bool
 	demoExit    bool
@@ -61,7 +62,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	submitRate := fs.String("submit-rate", "10/s:1", "fleet-wide UpdateKeypair `rate`: 10/s, 600/m, 10/s:20 for burst 20 (a burst of 1 paces calls evenly, so grants that reach the API late never add up to a burst its own bucket refuses)")
 	pollRate := fs.String("poll-rate", "20/s:5", "fleet-wide ListJobs `rate`")
 	readRate := fs.String("read-rate", "20/s:5", "fleet-wide `rate` of each verification read API: ListCloudPhoneServers pages, and ShowServer for single servers")
-	queues := fs.String("queues", formatQueues(tasks.Queues()), "queue `weights`: queue=weight,… (polls outweigh submits so started chunks finish first; 0 skips a queue)")
+	queues := fs.String("queues", formatQueues(tasks.Queues()), "queue `weights`: queue=weight,… (polls outweigh submits so started chunks finish first; 0 skips a queue); names without the namespace")
+	namespace := fs.String("namespace", "", "deployment `name` that prefixes the queues (<name>.rekey-submit…) and Redis keys (cph-rekey.<name>:…), so deployments share one Redis without seeing each other; empty keeps the unprefixed names. Clients and the CLI must use the same")
 	fs.StringVar(&c.limiter, "limiter", limiterFleet, "rate limiter: fleet (shared through Redis) or local (per process x/time/rate at the rates above, no 429 feedback; for benchmark baselines only)")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log `format`: json or text")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
@@ -94,7 +96,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if c.readRate, err = ratelimit.ParseLimit(*readRate); err != nil {
 		return nil, bad("read-rate", "%w", err)
 	}
-	if c.queues, err = parseQueues(*queues); err != nil {
+	c.namespace = tasks.Namespace(*namespace)
+	if err := c.namespace.Validate(); err != nil {
+		return nil, bad("namespace", "%w", err)
+	}
+	if c.queues, err = parseQueues(*queues, c.namespace); err != nil {
 		return nil, bad("queues", "%w", err)
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -142,8 +148,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	return c, nil
 }
 
-// parseQueues parses "rekey-poll=6,rekey-submit=3".
-func parseQueues(s string) (map[string]int, error) {
+// parseQueues parses "rekey-poll=6,rekey-submit=3" into the weights of
+// those queues in ns.
+func parseQueues(s string, ns tasks.Namespace) (map[string]int, error) {
 	known := tasks.Queues()
 	out := map[string]int{}
 	positive := false
@@ -159,7 +166,7 @@ func parseQueues(s string) (map[string]int, error) {
 		if err != nil || n < 0 || n > 100 {
 			return nil, fmt.Errorf("queue %s weight %q: want 0-100", name, w)
 		}
-		out[name] = n
+		out[ns.Queue(name)] = n
 		positive = positive || n > 0
 	}
 	if !positive {

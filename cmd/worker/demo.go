@@ -12,13 +12,12 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
 	"github.com/cph-rekey/cph-rekey/internal/redisurl"
-	"github.com/cph-rekey/cph-rekey/internal/tasks"
+	"github.com/cph-rekey/cph-rekey/rekey"
 )
 
 // Demo credentials: the simulator accepts these and nothing else.
@@ -110,39 +109,22 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		}
 	}
 
-	// Start the rotation the way `enqueue start --discover` does.
+	// Start the rotation the way `enqueue start --discover` does: through
+	// rekey, discovery and the plan paging through the read quota at the
+	// worker's read rate.
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
-	readCfg := c.cph
-	// Discovery and the plan page through the read quota at the worker's
-	// read rate, as `enqueue start` does.
-	readCfg.ReadRetries = 10
-	readCfg.ReadRate = c.readRate.Local()
-	client, err := cph.NewClient(readCfg)
+	rr := c.readRate
+	client, err := rekey.NewClient(rdb, rekey.Options{Namespace: string(c.namespace), TaskTimeout: c.pipeline.Tasks.Timeout,
+		CPH:      &rekey.CPH{Endpoint: c.cph.Endpoint, ProjectID: demoProject, AccessKey: demoAK, SecretKey: demoSK},
+		ReadRate: rekey.Rate{Events: rr.Rate, Per: rr.Period, Burst: rr.Burst}})
 	if err != nil {
 		return err
 	}
-	var list []tasks.Target
-	err = client.ListServers(ctx, cph.ServerFilter{}, func(page []cph.Server) error {
-		for _, s := range page {
-			list = append(list, tasks.Target{ServerID: s.ServerID}) // each server comes once
-		}
-		return nil
-	})
+	defer client.Close()
+	st, err := client.Start(ctx, rekey.Request{Keypair: demoKeypair, Discover: &rekey.Discover{}})
 	if err != nil {
-		return fmt.Errorf("demo discovery: %w", err)
-	}
-	plan, err := tasks.MakePlan(ctx, tasks.Spec{Keypair: demoKeypair, Targets: list, ChunkSize: tasks.DefaultChunkSize,
-		MaxAttempts: tasks.DefaultMaxAttempts, SkipMatching: true}, client)
-	if err != nil {
-		return err
-	}
-	store := tasks.NewStore(rdb, "")
-	enq := asynq.NewClientFromRedisClient(rdb)
-	defer enq.Close()
-	st, err := tasks.Start(ctx, store, enq, plan, tasks.TaskOptions{}, time.Now())
-	if err != nil {
-		return err
+		return fmt.Errorf("demo rotation: %w", err)
 	}
 	fmt.Fprintf(stdout, "rotation %s: %d servers in %d chunks → keypair %s\n", st.Rotation.ID, st.Rotation.Counts.Total, st.Rotation.Chunks, demoKeypair)
 	if console != "" {
@@ -151,11 +133,11 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "simulated faults: 2%% HTTP 5xx, 5%% transient job failures, 1%% permanently bad servers, and a CPH quota of\n"+
 		"5 UpdateKeypair/s under the configured 10/s: the first 429s teach the fleet limiter the real quota\n\n")
 
-	rot, err := watchDemo(ctx, store, st.Rotation.ID, stdout)
+	rot, err := watchDemo(ctx, client, st.Rotation.ID, stdout)
 	if err != nil {
 		return err
 	}
-	if err := demoSummary(ctx, stdout, store, sim, rot, mr.Addr()); err != nil {
+	if err := demoSummary(ctx, stdout, client, sim, rot, mr.Addr()); err != nil {
 		return err
 	}
 	if !c.demoExit {
@@ -166,7 +148,7 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	return <-workerDone
 }
 
-func watchDemo(ctx context.Context, store *tasks.Store, id string, w io.Writer) (*tasks.Rotation, error) {
+func watchDemo(ctx context.Context, client *rekey.Client, id string, w io.Writer) (*rekey.Rotation, error) {
 	start := time.Now()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -176,7 +158,7 @@ func watchDemo(ctx context.Context, store *tasks.Store, id string, w io.Writer) 
 			return nil, ctx.Err()
 		case <-tick.C:
 		}
-		rot, err := store.Rotation(ctx, id)
+		rot, err := client.Rotation(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -192,7 +174,7 @@ func watchDemo(ctx context.Context, store *tasks.Store, id string, w io.Writer) 
 
 // demoSummary prints the outcome and checks the report against the
 // simulator's own state, server by server.
-func demoSummary(ctx context.Context, w io.Writer, store *tasks.Store, sim *cphsim.Sim, rot *tasks.Rotation, redisAddr string) error {
+func demoSummary(ctx context.Context, w io.Writer, client *rekey.Client, sim *cphsim.Sim, rot *rekey.Rotation, redisAddr string) error {
 	c := rot.Counts
 	fmt.Fprintf(w, "\nrotation %s %s in %s: %d succeeded, %d failed, %d skipped of %d\n", rot.ID, rot.State,
 		rot.FinishedAt.Sub(rot.CreatedAt).Round(time.Second), c.Succeeded, c.Failed, c.Skipped, c.Total)
@@ -203,12 +185,12 @@ func demoSummary(ctx context.Context, w io.Writer, store *tasks.Store, sim *cphs
 	// A failure is expected when the simulator made it so: a server it
 	// fails permanently, or a transient job failure on every attempt.
 	mismatches, codes, unexpected := 0, map[string]int{}, map[string]int{}
-	err := store.Report(ctx, rot.ID, func(r tasks.ReportRow) error {
+	err := client.Report(ctx, rot.ID, func(r rekey.Row) error {
 		kp, _ := sim.Keypair(r.ServerID)
-		if (r.Outcome == tasks.OutcomeSucceeded) != (kp == r.NewKeypair) {
+		if (r.Outcome == rekey.OutcomeSucceeded) != (kp == r.NewKeypair) {
 			mismatches++
 		}
-		if r.Outcome == tasks.OutcomeFailed {
+		if r.Outcome == rekey.OutcomeFailed {
 			codes[r.ErrorCode]++
 			if !bad[r.ServerID] && !(r.ErrorCode == cphsim.JobCodeTransient && r.Attempts == rot.MaxAttempts) {
 				unexpected[r.ErrorCode]++

@@ -58,6 +58,9 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"queues all zero", []string{"--queues", "rekey-poll=0,rekey-submit=0"}, nil, "no task"},
 		{"queues env", nil, map[string]string{"REKEY_QUEUES": "x=1"}, "REKEY_QUEUES"},
 		{"limiter", []string{"--limiter", "global"}, nil, "--limiter"},
+		{"namespace hash tag", []string{"--namespace", "a{b}"}, nil, "--namespace"},
+		{"namespace separator", []string{"--namespace", "blue:green"}, nil, "blue:green"},
+		{"namespace env", nil, map[string]string{"REKEY_NAMESPACE": "blue.green"}, "REKEY_NAMESPACE"},
 		{"unknown flag", []string{"--turbo"}, nil, "turbo"},
 	}
 	for _, tt := range tests {

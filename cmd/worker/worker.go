@@ -23,6 +23,7 @@ import (
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
 	"github.com/cph-rekey/cph-rekey/internal/redisurl"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
+	"github.com/cph-rekey/cph-rekey/rekey"
 )
 
 // The limiter's fail-closed backoff when Redis cannot be reached: the
@@ -60,12 +61,14 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 	inspector := asynq.NewInspectorFromRedisClient(rdb)
-	reg.MustRegister(metrics.NewQueueCollector(inspector, []string{tasks.QueueSubmit, tasks.QueuePoll, tasks.QueueEvents}, 30*time.Second))
+	ns := c.namespace
+	reg.MustRegister(metrics.NewQueueCollector(inspector, []string{ns.Queue(tasks.QueueSubmit), ns.Queue(tasks.QueuePoll), ns.Queue(tasks.QueueEvents)}, 30*time.Second))
 
-	store := tasks.NewStore(rdb, "")
+	store := tasks.NewStore(rdb, ns)
 	reg.MustRegister(metrics.NewProgressCollector(progress(store), 15*time.Second))
 
 	lim, err := ratelimit.New(rdb, ratelimit.Options{
+		Prefix:   ns.LimiterPrefix(),
 		Limits:   c.limits(),
 		Observer: limiterObserver{m: m, log: log},
 		// Fail closed while Redis is away, but not for long after it is
@@ -123,15 +126,20 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	var stopping atomic.Bool
 	var adm *admin.Server
 	if c.adminAddr != "" {
+		// The console steers rotations as the CLI and tools do, through
+		// rekey, with the worker's own task options.
+		rotations, err := rekey.NewClient(rdb, rekey.Options{Namespace: string(ns), TaskTimeout: c.pipeline.Tasks.Timeout})
+		if err != nil {
+			return fmt.Errorf("admin server: %w", err)
+		}
+		defer rotations.Close()
 		adm, err = admin.New(admin.Options{
 			Addr:         c.adminAddr,
 			Token:        c.adminToken,
 			ReadOnly:     c.uiReadOnly,
 			RedisConnOpt: c.redis,
 			Gatherer:     reg,
-			Store:        store,
-			Enqueuer:     enq,
-			TaskOptions:  c.pipeline.Tasks,
+			Rotations:    rotations,
 			Logger:       log,
 			Ready: func(ctx context.Context) error {
 				if stopping.Load() {
@@ -161,7 +169,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start task server: %w", err)
 	}
-	watchdog, err := tasks.NewWatchdogScheduler(c.redis, c.watchdog, c.pipeline.Tasks, log)
+	watchdog, err := tasks.NewWatchdogScheduler(c.redis, ns, c.watchdog, c.pipeline.Tasks, log)
 	if err != nil {
 		srv.Shutdown()
 		return err
@@ -170,7 +178,8 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 		srv.Shutdown()
 		return fmt.Errorf("start the watchdog's scheduler: %w", err)
 	}
-	log.Info("worker started", "version", version, "concurrency", c.concurrency, "endpoint", endpointOf(c.cph), "redis", c.redis.String())
+	log.Info("worker started", "version", version, "concurrency", c.concurrency, "endpoint", endpointOf(c.cph), "redis", c.redis.String(),
+		"namespace", string(ns))
 	<-ctx.Done()
 
 	log.Info("shutting down: no new tasks; in-flight tasks get the shutdown timeout", "timeout", c.shutdownTimeout)

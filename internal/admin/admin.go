@@ -8,8 +8,7 @@
 //		Token:        os.Getenv("REKEY_ADMIN_TOKEN"),
 //		RedisConnOpt: redisOpt,
 //		Gatherer:     reg,
-//		Store:        store,
-//		Enqueuer:     asynqClient,
+//		Rotations:    rekeyClient,
 //		Ready:        func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 //	})
 //	...
@@ -40,7 +39,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cph-rekey/cph-rekey/internal/tasks"
+	"github.com/cph-rekey/cph-rekey/rekey"
 )
 
 // Paths served.
@@ -74,12 +73,11 @@ type Options struct {
 	RedisConnOpt asynq.RedisConnOpt
 	// Gatherer is served on /metrics; nil serves no /metrics.
 	Gatherer prometheus.Gatherer
-	// Store holds the rotations the console shows; nil serves no console.
-	Store *tasks.Store
-	// Enqueuer and TaskOptions are what resuming and cancelling from the
-	// console enqueue tasks with: the worker's own.
-	Enqueuer    tasks.Enqueuer
-	TaskOptions tasks.TaskOptions
+	// Rotations is the client the console reads and steers rotations
+	// through, the one the CLI and tools use: its namespace is the
+	// console's, and its task options are those of every resume and
+	// cancel. Nil serves no console.
+	Rotations *rekey.Client
 	// Ready reports whether the worker can take tasks; nil means always.
 	Ready func(ctx context.Context) error
 	// PayloadFormatter and ResultFormatter render tasks' payloads and
@@ -126,9 +124,6 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("admin: unsupported Redis connection options %T", opts.RedisConnOpt)
 	}
 	rc.Close()
-	if opts.Store != nil && opts.Enqueuer == nil {
-		return nil, errors.New("admin: the console needs an Enqueuer for resume and cancel")
-	}
 	if opts.PayloadFormatter == nil {
 		opts.PayloadFormatter = asynqmon.PayloadFormatterFunc(FormatJSON)
 	}
@@ -178,10 +173,10 @@ func (s *Server) routes() http.Handler {
 	// cross-origin writes.
 	ui := http.Handler(s.ui)
 	home := UIPath + "/"
-	if s.opts.Store != nil {
+	if s.opts.Rotations != nil {
 		s.consoleRoutes(mux)
 		s.apiRoutes(mux)
-		ui, home = withConsoleLink(ui), ConsolePath+"/"
+		ui, home = withConsoleLink(onlyQueues(ui, s.queues())), ConsolePath+"/"
 	}
 	mux.Handle(UIPath+"/", s.protect(http.NewCrossOriginProtection().Handler(uiHeaders(ui))))
 	mux.Handle("GET /{$}", http.RedirectHandler(home, http.StatusFound))

@@ -49,7 +49,7 @@ func (s *Server) consoleRoutes(mux *http.ServeMux) {
 		var b bytes.Buffer
 		if err := consoleTmpl.Execute(&b, shell{Title: title, Rotation: id, ReadOnly: s.opts.ReadOnly,
 			Console: ConsolePath, API: APIPath, UI: UIPath,
-			Queues: []string{tasks.QueueSubmit, tasks.QueuePoll, tasks.QueueEvents}}); err != nil {
+			Queues: s.queues()}); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
@@ -65,6 +65,13 @@ func (s *Server) consoleRoutes(mux *http.ServeMux) {
 	h("GET "+ConsolePath+"/{id}", http.HandlerFunc(page))
 	h("GET "+ConsolePath+"/assets/", http.StripPrefix(ConsolePath+"/assets/", http.FileServerFS(assetsOnly{assets})))
 	mux.Handle("GET "+ConsolePath, http.RedirectHandler(ConsolePath+"/", http.StatusMovedPermanently))
+}
+
+// queues are the console's deployment's queues, which it links to in the
+// asynq UI.
+func (s *Server) queues() []string {
+	ns := tasks.Namespace(s.opts.Rotations.Namespace())
+	return []string{ns.Queue(tasks.QueueSubmit), ns.Queue(tasks.QueuePoll), ns.Queue(tasks.QueueEvents)}
 }
 
 // assetsOnly serves the console's scripts and styles, not its template.

@@ -13,7 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cph-rekey/cph-rekey/internal/tasks"
+	"github.com/cph-rekey/cph-rekey/rekey"
 )
 
 // The JSON API under APIPath (docs/admin.md): the console's only source
@@ -49,14 +49,49 @@ type rotationList struct {
 // rotationView is a rotation as the API shows it: its record, plus what
 // an operator reads first.
 type rotationView struct {
-	*tasks.Rotation
-	Done int64 `json:"done"` // servers in a terminal outcome
+	ID             string        `json:"id"`
+	Keypair        string        `json:"keypair"`
+	ChunkSize      int           `json:"chunk_size"`
+	Chunks         int           `json:"chunks"`
+	Batches        int           `json:"batches"`
+	MaxAttempts    int           `json:"max_attempts"`
+	Waves          []plannedWave `json:"waves"`
+	Wave           int           `json:"wave"`
+	WaveOpen       int           `json:"wave_open"`
+	MaxErrors      int           `json:"max_errors"`
+	Verify         bool          `json:"verify"`
+	PauseAfterWave bool          `json:"pause_after_wave"`
+	Retention      time.Duration `json:"retention"`
+	State          rekey.State   `json:"state"`
+	Reason         string        `json:"reason,omitempty"` // why the rotation is halted or paused
+	CreatedAt      time.Time     `json:"created_at"`
+	FinishedAt     time.Time     `json:"finished_at,omitzero"`
+	Counts         rekey.Counts  `json:"counts"`
+	Done           int64         `json:"done"` // servers in a terminal outcome
 	// Rate is servers ended per second over the last minute (0 when
 	// nothing ended in it, or the rotation is not running); ETASeconds is
 	// how long the rest takes at that rate, omitted without a rate and
 	// until the rotation has run 30 s and is 1 % done.
 	Rate       float64  `json:"rate"`
 	ETASeconds *float64 `json:"eta_seconds,omitempty"`
+}
+
+// plannedWave is a wave of a rotation's plan.
+type plannedWave struct {
+	LastChunk int `json:"last_chunk"`
+	Servers   int `json:"servers"`
+}
+
+func viewOf(rot *rekey.Rotation) rotationView {
+	v := rotationView{ID: rot.ID, Keypair: rot.Keypair, ChunkSize: rot.ChunkSize, Chunks: rot.Chunks, Batches: rot.Batches,
+		MaxAttempts: rot.MaxAttempts, Waves: make([]plannedWave, len(rot.WavePlan)), Wave: rot.Wave, WaveOpen: rot.WaveOpen,
+		MaxErrors: rot.MaxErrors, Verify: rot.Verify, PauseAfterWave: rot.PauseAfterWave, Retention: rot.Retention,
+		State: rot.State, Reason: rot.Reason, CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt, Counts: rot.Counts,
+		Done: rot.Counts.Done()}
+	for i, w := range rot.WavePlan {
+		v.Waves[i] = plannedWave{LastChunk: w.LastChunk, Servers: w.Servers}
+	}
+	return v
 }
 
 // rotationDetail is the answer of GET /api/v1/rotations/{id}.
@@ -126,7 +161,7 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 func checked(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if id := r.PathValue("id"); id != "" {
-			if err := tasks.ValidateRotationID(id); err != nil {
+			if err := rekey.ValidateRotationID(id); err != nil {
 				writeError(w, http.StatusBadRequest, err)
 				return
 			}
@@ -152,7 +187,7 @@ func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	rots, total, err := s.opts.Store.RotationsPage(r.Context(), offset, limit)
+	rots, total, err := s.opts.Rotations.RotationsPage(r.Context(), offset, limit)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
@@ -161,11 +196,11 @@ func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
 	// more pipeline.
 	var running []string
 	for _, rot := range rots {
-		if !rot.Finished() && rot.State == tasks.StateRunning {
+		if !rot.Finished() && rot.State == rekey.StateRunning {
 			running = append(running, rot.ID)
 		}
 	}
-	stats, err := s.opts.Store.StatsOf(r.Context(), running)
+	stats, err := s.opts.Rotations.Stats(r.Context(), running...)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
@@ -173,7 +208,7 @@ func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	out := rotationList{Rotations: make([]rotationView, 0, len(rots)), Total: total, Offset: offset, Limit: limit}
 	for _, rot := range rots {
-		v := rotationView{Rotation: rot, Done: rot.Counts.Done()}
+		v := viewOf(rot)
 		if len(running) > 0 && running[0] == rot.ID {
 			v.setRate(stats[0].History, now)
 			running, stats = running[1:], stats[1:]
@@ -185,31 +220,31 @@ func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getRotation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	rot, err := s.opts.Store.Rotation(r.Context(), id)
+	rot, err := s.opts.Rotations.Rotation(r.Context(), id)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
-	st, err := s.opts.Store.Stats(r.Context(), id)
+	st, err := s.opts.Rotations.Stats(r.Context(), id)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, detail(rot, st, time.Now()))
+	writeJSON(w, http.StatusOK, detail(rot, st[0], time.Now()))
 }
 
 // detail builds a rotation's page from its record and stats.
-func detail(rot *tasks.Rotation, st *tasks.Stats, now time.Time) rotationDetail {
+func detail(rot *rekey.Rotation, st *rekey.Stats, now time.Time) rotationDetail {
 	d := rotationDetail{
-		rotationView: rotationView{Rotation: rot, Done: rot.Counts.Done()},
+		rotationView: viewOf(rot),
 		Budget:       budgetView{MaxErrors: rot.MaxErrors, Failed: rot.Counts.Failed},
 		Failures:     []failureView{},
 	}
-	if rot.State == tasks.StateRunning && !rot.Finished() {
+	if rot.State == rekey.StateRunning && !rot.Finished() {
 		d.setRate(st.History, now)
 	}
 	first := 1
-	for i, wv := range rot.Waves {
+	for i, wv := range rot.WavePlan {
 		v := waveView{Wave: i + 1, FirstChunk: first, LastChunk: wv.LastChunk, Servers: wv.Servers}
 		switch {
 		case rot.Finished() || i+1 < rot.Wave:
@@ -239,7 +274,7 @@ func detail(rot *tasks.Rotation, st *tasks.Stats, now time.Time) rotationDetail 
 // skipped at planning time, and ends now (or at the finish) on the
 // rotation's own counters, which also count servers a cancel closed at
 // once.
-func history(rot *tasks.Rotation, buckets []tasks.Bucket, now time.Time) []historyPoint {
+func history(rot *rekey.Rotation, buckets []rekey.Bucket, now time.Time) []historyPoint {
 	every := 1
 	if len(buckets) > maxHistory-2 {
 		every = (len(buckets) + maxHistory - 3) / (maxHistory - 2)
@@ -259,7 +294,7 @@ func history(rot *tasks.Rotation, buckets []tasks.Bucket, now time.Time) []histo
 		if (i+1)%every == 0 || i == len(buckets)-1 {
 			// A bucket's outcomes are placed at its end, within the
 			// rotation's life (the last bucket ends after the finish).
-			at := b.Start.Add(tasks.StatsBucket)
+			at := b.Start.Add(rekey.StatsBucket)
 			if at.After(end) {
 				at = end
 			}
@@ -271,14 +306,14 @@ func history(rot *tasks.Rotation, buckets []tasks.Bucket, now time.Time) []histo
 
 // setRate measures the rate over the rateWindow before now (or since the
 // rotation started, if later) and the ETA at that rate.
-func (v *rotationView) setRate(buckets []tasks.Bucket, now time.Time) {
+func (v *rotationView) setRate(buckets []rekey.Bucket, now time.Time) {
 	since := now.Add(-rateWindow)
 	if v.CreatedAt.After(since) {
 		since = v.CreatedAt
 	}
 	var n int64
 	for _, b := range buckets {
-		if !b.Start.Add(tasks.StatsBucket).Before(since) {
+		if !b.Start.Add(rekey.StatsBucket).Before(since) {
 			n += b.Ended
 		}
 	}
@@ -306,7 +341,7 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 	var err error
 	switch action {
 	case "pause":
-		err = s.opts.Store.SetState(ctx, id, tasks.StatePaused, "paused from the console")
+		err = s.opts.Rotations.Pause(ctx, id)
 	case "resume":
 		var body struct {
 			MaxErrors string `json:"max_errors"`
@@ -319,18 +354,18 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		var budget *tasks.Size
+		var opts rekey.ResumeOptions
 		if body.MaxErrors != "" {
-			b, err := tasks.ParseSize(body.MaxErrors)
+			b, err := rekey.ParseSize(body.MaxErrors)
 			if err != nil {
 				writeError(w, http.StatusBadRequest, fmt.Errorf("max_errors: %w", err))
 				return
 			}
-			budget = &b
+			opts.MaxErrors = &b
 		}
-		_, _, err = tasks.Resume(ctx, s.opts.Store, s.opts.Enqueuer, id, budget, s.opts.TaskOptions)
+		_, err = s.opts.Rotations.Resume(ctx, id, opts)
 	case "cancel":
-		_, _, err = tasks.Cancel(ctx, s.opts.Store, s.opts.Enqueuer, id, s.opts.TaskOptions, time.Now())
+		_, err = s.opts.Rotations.Cancel(ctx, id)
 	default:
 		writeError(w, http.StatusNotFound, fmt.Errorf("no action %q: pause, resume or cancel", action))
 		return
@@ -340,12 +375,12 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.InfoContext(ctx, "rotation "+action+" from the console", "rotation", id, "remote", r.RemoteAddr)
-	rot, err := s.opts.Store.Rotation(ctx, id)
+	rot, err := s.opts.Rotations.Rotation(ctx, id)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, rotationView{Rotation: rot, Done: rot.Counts.Done()})
+	writeJSON(w, http.StatusOK, viewOf(rot))
 }
 
 func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
@@ -360,20 +395,18 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 	}
 	// Look the rotation up first, so a wrong id is a 404, not an empty
 	// download.
-	if _, err := s.opts.Store.Rotation(r.Context(), id); err != nil {
+	if _, err := s.opts.Rotations.Rotation(r.Context(), id); err != nil {
 		s.storeError(w, r, err)
 		return
 	}
-	write := s.opts.Store.WriteReportJSON
 	w.Header().Set("Content-Type", "application/json")
 	if format == "csv" {
-		write = s.opts.Store.WriteReportCSV
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	}
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-report.%s"`, id, format))
 	// The report streams from Redis a batch at a time; once the first
 	// bytes are out, a failure can only cut the download short.
-	if err := write(r.Context(), id, w); err != nil {
+	if err := s.opts.Rotations.WriteReport(r.Context(), id, w, rekey.ReportFormat(format)); err != nil {
 		s.log.WarnContext(r.Context(), "report download cut short", "rotation", id, "err", err)
 	}
 }
@@ -385,11 +418,11 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	var rerr redis.Error
 	var nerr net.Error
 	switch {
-	case errors.Is(err, tasks.ErrNotFound):
+	case errors.Is(err, rekey.ErrNotFound):
 		writeError(w, http.StatusNotFound, err)
 	case errors.As(err, &rerr) && !strings.HasPrefix(rerr.Error(), "LOADING") && !strings.HasPrefix(rerr.Error(), "READONLY"):
 		writeError(w, http.StatusConflict, err)
-	case errors.As(err, &nerr), errors.Is(err, redis.ErrClosed):
+	case errors.Is(err, rekey.ErrRedisUnavailable), errors.As(err, &nerr), errors.Is(err, redis.ErrClosed):
 		s.log.WarnContext(r.Context(), "console: Redis unavailable", "path", r.URL.Path, "err", err)
 		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("redis unavailable: %w", err))
 	default:

@@ -5,15 +5,18 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
+	"github.com/cph-rekey/cph-rekey/rekey"
 )
 
 // consoleRig is a miniredis with one started rotation of 250 servers
@@ -67,9 +70,20 @@ func newConsoleRig(t *testing.T, opts Options) *consoleRig {
 	if _, err := store.Resolve(ctx, spec.ID, 1, 1, rs, time.Time{}, true, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	opts.RedisConnOpt, opts.Store, opts.Enqueuer = r.ConnOpt(), store, enq
+	opts.RedisConnOpt, opts.Rotations = r.ConnOpt(), rekeyClient(t, rdb, "")
 	_, base := start(t, opts)
 	return &consoleRig{r: r, store: store, base: base, id: spec.ID}
+}
+
+// rekeyClient is the console's client of rotations in namespace ns.
+func rekeyClient(t *testing.T, rdb redis.UniversalClient, ns string) *rekey.Client {
+	t.Helper()
+	c, err := rekey.NewClient(rdb, rekey.Options{Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 func getJSON(t *testing.T, url string, v any, hs ...header) int {
@@ -116,8 +130,8 @@ func TestAPIListsAndShowsRotations(t *testing.T) {
 		t.Fatalf("list = %+v", list)
 	}
 	r := list.Rotations[0]
-	if r.ID != rig.id || r.State != tasks.StateRunning || r.Done != 10 || r.Counts.Total != 250 || r.Rate <= 0 || r.ETASeconds == nil {
-		t.Fatalf("listed rotation = %+v (rate %v)", r.Rotation, r.Rate)
+	if r.ID != rig.id || r.State != rekey.StateRunning || r.Done != 10 || r.Counts.Total != 250 || r.Rate <= 0 || r.ETASeconds == nil {
+		t.Fatalf("listed rotation = %+v (rate %v)", r, r.Rate)
 	}
 
 	var d struct {
@@ -289,14 +303,6 @@ func TestConsoleLinksBothWays(t *testing.T) {
 	}
 }
 
-func TestConsoleNeedsEnqueuer(t *testing.T) {
-	r := testredis.Mini(t)
-	_, err := New(Options{Addr: "127.0.0.1:0", RedisConnOpt: r.ConnOpt(), Store: tasks.NewStore(r.Client(t), "")})
-	if err == nil || !strings.Contains(err.Error(), "Enqueuer") {
-		t.Fatalf("New with a Store and no Enqueuer: %v", err)
-	}
-}
-
 func TestAPIPagesThroughManyRotations(t *testing.T) {
 	ctx := context.Background()
 	r := testredis.Mini(t)
@@ -315,7 +321,7 @@ func TestAPIPagesThroughManyRotations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, base := start(t, Options{RedisConnOpt: r.ConnOpt(), Store: store, Enqueuer: enq})
+	_, base := start(t, Options{RedisConnOpt: r.ConnOpt(), Rotations: rekeyClient(t, rdb, "")})
 	var seen []string
 	for offset := 0; offset < n; offset += defaultPage {
 		var list rotationList
@@ -359,5 +365,166 @@ func TestAPIRefusesBadIDsAndNonJSONWrites(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnsupportedMediaType {
 		t.Errorf("form POST: %d, want 415", resp.StatusCode)
+	}
+}
+
+// TestRebindingHostCannotSteerRotations: a page whose name was rebound to
+// 127.0.0.1 sends its own name as Host. Without a token, neither the
+// console, nor its API, nor a JSON cancel sent as the console sends it
+// gets through, and the rotation keeps running. With a token the Host is
+// not checked: the token is what keeps other pages out.
+func TestRebindingHostCannotSteerRotations(t *testing.T) {
+	send := func(t *testing.T, method, url, host, token string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, url, strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	rig := newConsoleRig(t, Options{})
+	reqs := []struct{ method, path string }{
+		{"GET", ConsolePath + "/"},
+		{"GET", APIPath},
+		{"GET", APIPath + "/" + rig.id + "/report?format=csv"},
+		{"POST", APIPath + "/" + rig.id + "/cancel"},
+	}
+	for _, c := range reqs {
+		code, body := send(t, c.method, rig.base+c.path, "attacker.example:8080", "")
+		if code != http.StatusForbidden || !strings.Contains(body, "not a loopback name") {
+			t.Errorf("%s %s with a rebound Host: %d %q, want 403 naming the Host rule", c.method, c.path, code, body)
+		}
+	}
+	rot, err := rig.store.Rotation(context.Background(), rig.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rot.State != tasks.StateRunning {
+		t.Fatalf("state %s after a rebound cancel, want running", rot.State)
+	}
+	for _, c := range reqs[:3] {
+		if code, _ := send(t, c.method, rig.base+c.path, "localhost:8080", ""); code != http.StatusOK {
+			t.Errorf("%s %s with Host localhost: %d, want 200", c.method, c.path, code)
+		}
+	}
+
+	withToken := newConsoleRig(t, Options{Token: "s3cret"})
+	if code, _ := send(t, "GET", withToken.base+APIPath, "worker.internal:8080", "s3cret"); code != http.StatusOK {
+		t.Errorf("with a token, any Host and the token: %d, want 200", code)
+	}
+	if code, _ := send(t, "GET", withToken.base+APIPath, "localhost:8080", ""); code != http.StatusUnauthorized {
+		t.Errorf("with a token, no token sent: %d, want 401", code)
+	}
+}
+
+// TestAPIWriteContentTypes: every content type a page can send without a
+// CORS preflight (a form's, text/plain) or none at all is refused with
+// 415; JSON, with or without parameters, is taken. A bad rotation id is
+// refused on writes too, before anything is read.
+func TestAPIWriteContentTypes(t *testing.T) {
+	rig := newConsoleRig(t, Options{})
+	for _, c := range []struct {
+		path, contentType string
+		want              int
+	}{
+		{"/r-console/pause", "", http.StatusUnsupportedMediaType},
+		{"/r-console/pause", "text/plain", http.StatusUnsupportedMediaType},
+		{"/r-console/pause", "multipart/form-data; boundary=x", http.StatusUnsupportedMediaType},
+		{"/r-console/pause", "application/json-patch", http.StatusUnsupportedMediaType},
+		{"/bad%0Aid/pause", "application/json", http.StatusBadRequest},
+		{"/r-console/pause", "Application/JSON; charset=utf-8", http.StatusOK},
+	} {
+		code, body := post(t, rig.base+APIPath+c.path, "", header{"Content-Type", c.contentType})
+		if code != c.want {
+			t.Errorf("POST %s as %q: %d %s, want %d", c.path, c.contentType, code, body, c.want)
+		}
+	}
+}
+
+// TestConsoleCSVDownloadNeutralisesFormulas: the console's CSV download
+// is the report an operator opens in a spreadsheet: a message from the
+// API that would run as a formula arrives behind a quote.
+func TestConsoleCSVDownloadNeutralisesFormulas(t *testing.T) {
+	rig := newConsoleRig(t, Options{})
+	ctx := context.Background()
+	b, err := rig.store.Batch(ctx, rig.id, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := b.Servers[len(b.Servers)-1]
+	formula := `=HYPERLINK("http://evil.example/","x")`
+	res := tasks.Resolution{ServerID: e.ServerID, Outcome: tasks.OutcomeFailed, Attempts: 1, JobID: "job-" + e.ServerID,
+		Code: "CPS.0004", Message: formula, Entry: e}
+	if _, err := rig.store.Resolve(ctx, rig.id, 1, 1, []tasks.Resolution{res}, time.Time{}, true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := do(t, "GET", rig.base+APIPath+"/"+rig.id+"/report?format=csv")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("report: %d %s", resp.StatusCode, body)
+	}
+	rows, err := csv.NewReader(strings.NewReader(body)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, row := range rows[1:] {
+		if row[0] == e.ServerID {
+			found = true
+			if row[8] != "'"+formula {
+				t.Errorf("error_msg cell %q, want the formula behind a quote", row[8])
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("server %s not in the report", e.ServerID)
+	}
+}
+
+// TestRotationJSONIsTheRecord: the API shows a rotation with the fields and
+// values of its record, as it did when it wrote the record itself; only the
+// plan's internals (fingerprint, positions) are left out.
+func TestRotationJSONIsTheRecord(t *testing.T) {
+	rig := newConsoleRig(t, Options{})
+	ctx := context.Background()
+	rot, err := rig.store.Rotation(ctx, rig.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := rekeyClient(t, rig.r.Client(t), "").Rotation(ctx, rig.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := func(v any) map[string]json.RawMessage {
+		t.Helper()
+		data, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]json.RawMessage{}
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	record, view := fields(rot), fields(viewOf(pub))
+	for k, v := range record {
+		if k == "fingerprint" || k == "positions" {
+			continue
+		}
+		if string(view[k]) != string(v) {
+			t.Errorf("field %q: %s in the API, %s in the record", k, view[k], v)
+		}
 	}
 }

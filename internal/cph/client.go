@@ -220,7 +220,7 @@ func checkID(what, id string) error {
 	case id == "":
 		return fmt.Errorf("empty %s", what)
 	case len(id) > 64:
-		return fmt.Errorf("bad %s %.16q…: longer than 64 bytes", what, id)
+		return fmt.Errorf("bad %s: %d bytes, longer than 64", what, len(id))
 	}
 	for i := 0; i < len(id); i++ {
 		if !unreserved(id[i]) {
@@ -353,20 +353,32 @@ func (c *Client) doOnce(ctx context.Context, op, method, path string, query url.
 		return c.apiError(op, resp.StatusCode, resp.Header, data)
 	}
 	if err := decode(data, out); err != nil {
-		return &Error{Op: op, StatusCode: resp.StatusCode, Kind: KindTransient, RequestID: resp.Header.Get("X-Request-Id"), Err: err}
+		if errors.Is(err, errNotObject) {
+			err = fmt.Errorf("%w: %s", err, c.snippet(data))
+		}
+		return &Error{Op: op, StatusCode: resp.StatusCode, Kind: KindTransient, RequestID: resp.Header.Get("X-Request-Id"), Err: c.scrub(err)}
 	}
 	return nil
 }
 
-// decode unmarshals a 2xx answer. Unknown fields are ignored and null
-// leaves a field unset; a body that is not one JSON object is an error.
+// errNotObject is decode's error for a body that is not a JSON object.
+var errNotObject = errors.New("answer is not a JSON object")
+
+// decode unmarshals a 2xx answer and checks its ids and codes (see
+// checker). Unknown fields are ignored and null leaves a field unset; a
+// body that is not one JSON object is an error.
 func decode(data []byte, out any) error {
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return fmt.Errorf("answer is not a JSON object: %s", snippet(data))
+		return errNotObject
 	}
 	if err := json.Unmarshal(trimmed, out); err != nil {
 		return fmt.Errorf("decode answer: %w", err)
+	}
+	if c, ok := out.(checker); ok {
+		if err := c.check(); err != nil {
+			return fmt.Errorf("answer: %w", err)
+		}
 	}
 	return nil
 }
@@ -386,40 +398,56 @@ func (c *Client) apiError(op string, status int, h http.Header, data []byte) *Er
 	e := &Error{Op: op, StatusCode: status, RequestID: h.Get("X-Request-Id")}
 	var eb errorBody
 	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' && json.Unmarshal(trimmed, &eb) == nil {
-		e.Code = clean(cmp.Or(eb.ErrorCode, eb.Code), 64)
-		e.Message = c.scrubString(clean(cmp.Or(eb.ErrorMsg, eb.Message), 512))
+		e.Code = cleanCode(c.scrubString(cmp.Or(eb.ErrorCode, eb.Code)))
+		e.Message = c.text(cmp.Or(eb.ErrorMsg, eb.Message), 512)
 		if eb.RequestID != "" {
 			e.RequestID = eb.RequestID
 		}
 	} else if len(bytes.TrimSpace(data)) > 0 {
 		// A gateway or proxy answered with HTML or plain text.
-		e.Message = c.scrubString("non-JSON answer: " + snippet(data))
+		e.Message = "non-JSON answer: " + c.snippet(data)
 	}
 	if e.Message == "" {
 		e.Message = http.StatusText(status)
 	}
-	e.RequestID = clean(e.RequestID, 128)
+	e.RequestID = c.text(e.RequestID, 128)
 	e.Kind = statusKind(status, e.Code)
 	// 429 and 503 may carry Retry-After; honour it on any error answer.
 	e.RetryAfter = parseRetryAfter(h.Get("Retry-After"), c.now())
 	return e
 }
 
-// snippet shows the start of a body that could not be decoded, on one line.
-func snippet(data []byte) string {
-	return strings.Join(strings.Fields(clean(string(data), 200)), " ")
+// snippet shows the start of a body that could not be decoded, on one
+// line, without credentials.
+func (c *Client) snippet(data []byte) string {
+	return c.text(strings.Join(strings.Fields(printable(string(data))), " "), 200)
 }
 
-// clean cuts s to at most n bytes (on a rune boundary) and drops control
-// characters and invalid UTF-8, so an answer cannot forge log lines.
-func clean(s string, n int) string {
-	if len(s) > n {
-		cut := n
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
+// text makes text an answer brought fit for an error: control characters
+// and invalid UTF-8 dropped (so an answer cannot forge log lines),
+// credentials scrubbed, then cut to at most n bytes. Scrubbing comes
+// before the cut, so a credential the cut would split is removed whole
+// rather than half kept, and after the drop, so one split by a control
+// character is found too.
+func (c *Client) text(s string, n int) string {
+	return truncate(c.scrubString(printable(s)), n)
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// printable drops control characters (whitespace ones become spaces) and
+// invalid UTF-8.
+func printable(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r == utf8.RuneError || unicode.IsControl(r) && r != ' ' {
 			if unicode.IsSpace(r) {

@@ -214,7 +214,7 @@ func Parse(rawURL string, opts Options) (*Conn, error) {
 		c.Password = opts.Password
 	}
 	if c.Username != "" && c.Password == "" {
-		return nil, fmt.Errorf("redis user %q has no password", c.Username)
+		return nil, errors.New("redis: a user name is given (in the URL or --redis-username) but no password")
 	}
 	if !tlsOn && (opts.CAFile != "" || opts.CertFile != "" || opts.KeyFile != "") {
 		return nil, fmt.Errorf("redis TLS files given but the URL scheme %q is not TLS: use rediss://, rediss-sentinel:// or rediss-cluster://", u.Scheme)
@@ -416,13 +416,12 @@ func redact(raw string) string {
 
 // splitUserinfo takes "user:password@" off the rest of a URL (after the
 // scheme). Passwords are often written as typed, not escaped, and may hold
-// '/', '?' or '#': the user info ends at the last '@' before the query,
-// which begins at a '?' followed by a parameter Parse knows (whose value,
-// a sentinel's password, may hold '@' too).
+// '/', '?', '#' or '@': the user info ends at the last '@' before the
+// query, which begins at the first '?' that can begin it (see queryAt).
 func splitUserinfo(rest string) (userinfo, remainder string) {
 	q := len(rest)
 	for i := 0; i < len(rest); i++ {
-		if rest[i] == '?' && knownParam(rest[i+1:]) {
+		if rest[i] == '?' && queryAt(rest[i+1:]) {
 			q = i
 			break
 		}
@@ -433,9 +432,24 @@ func splitUserinfo(rest string) (userinfo, remainder string) {
 	return "", rest
 }
 
-// knownParam reports whether a query begins with a parameter Parse takes.
-func knownParam(query string) bool {
-	name, _, _ := strings.Cut(query, "=")
+// queryAt reports whether s can be the URL's query: it begins with a
+// parameter Parse knows, and an '@' in it is inside a sentinel's user name
+// or password, the only values that may hold one. Otherwise the '?' before
+// s belongs to a password typed as is (say "p?db=1", before the '@').
+func queryAt(s string) bool {
+	s, _, _ = strings.Cut(s, "#")
+	for i, kv := range strings.Split(s, "&") {
+		name, v, _ := strings.Cut(kv, "=")
+		if i == 0 && !knownParam(name) || strings.Contains(name, "@") ||
+			strings.Contains(v, "@") && name != "sentinel_username" && name != "sentinel_password" {
+			return false
+		}
+	}
+	return true
+}
+
+// knownParam reports whether Parse takes a query parameter.
+func knownParam(name string) bool {
 	switch name {
 	case "master", "master_name", "sentinel_username", "sentinel_password", "db", "dial_timeout", "read_timeout",
 		"write_timeout", "max_retries", "pool_size":

@@ -115,7 +115,7 @@ func TestParseErrors(t *testing.T) {
 		{"redis-sentinel://s1,,s2?master=m", Options{}, "empty host"},
 		{"redis-cluster://n1/2", Options{}, "only database 0"},
 		{"redis-socket://", Options{}, "no socket path"},
-		{"redis://user@h", Options{}, `user "user" has no password`},
+		{"redis://user@h", Options{}, "user name is given (in the URL or --redis-username) but no password"},
 		{"redis://h", Options{CAFile: "ca.pem"}, "not TLS"},
 		{"rediss://h", Options{CAFile: filepath.Join(dir, "missing.pem")}, "CA file"},
 		{"rediss://h", Options{CAFile: notPEM}, "no PEM certificate"},
@@ -319,5 +319,52 @@ func TestPasswordsAsTyped(t *testing.T) {
 		if strings.Contains(err.Error(), "Zx") || strings.Contains(err.Error(), "secretuser") {
 			t.Errorf("Parse(%q): error %q shows the user info", bad, err)
 		}
+	}
+}
+
+// TestErrorsNeverShowUserInfo tries passwords holding every character that
+// ends a URL part, in URLs that parse and in URLs wrong in every way Parse
+// checks: each that parses has the password whole, and no error shows the
+// password or the user name.
+func TestErrorsNeverShowUserInfo(t *testing.T) {
+	passwords := []string{"Zx/9", "p?a#b", "p@ss", "s3cr/t#x?y@z", "pa:ss:wd", "p%zz", "p%2Fq/r", "p?db=1", "p?master=m@x", "p,q"}
+	for _, pass := range passwords {
+		want := pass
+		if pass == "p%2Fq/r" {
+			want = "p/q/r"
+		}
+		conn, err := Parse("redis://secretuser:"+pass+"@h:6380/2", Options{})
+		if err != nil {
+			t.Errorf("password %q: %v", pass, err)
+		} else if conn.Username != "secretuser" || conn.Password != want || conn.Addrs[0] != "h:6380" || conn.DB != 2 {
+			t.Errorf("password %q: user %q password %q addrs %v db %d", pass, conn.Username, conn.Password, conn.Addrs, conn.DB)
+		}
+		for _, shape := range []string{
+			"redis://secretuser:%s@:notaport",
+			"redis://secretuser:%s@h:99999",
+			"redis://secretuser:%s@h/notadb",
+			"redis://secretuser:%s@h1,h2",
+			"redis://secretuser:%s@",
+			"redis://secretuser:%s@h?bogus=1",
+			"redis://secretuser:%s@h?dial_timeout=soon",
+			"redis://secretuser:%s@h?master=m",
+			"redis-cluster://secretuser:%s@h/3",
+			"redis-sentinel://secretuser:%s@s1,s2",
+			"ftp://secretuser:%s@h",
+			"secretuser:%s@h",
+		} {
+			raw := strings.Replace(shape, "%s", pass, 1)
+			_, err := Parse(raw, Options{})
+			if err == nil {
+				t.Errorf("Parse(%q) succeeded", raw)
+				continue
+			}
+			if strings.Contains(err.Error(), pass) || strings.Contains(err.Error(), "secretuser") {
+				t.Errorf("Parse(%q): error %q shows the user info", raw, err)
+			}
+		}
+	}
+	if _, err := Parse("redis://secretuser@h", Options{}); err == nil || strings.Contains(err.Error(), "secretuser") {
+		t.Errorf("user without a password: %v, want an error not naming the user", err)
 	}
 }

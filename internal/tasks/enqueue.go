@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/targets"
 )
 
 // Chunk size limits: one chunk's jobs must fit one ListJobs page, and a
@@ -80,8 +81,8 @@ func (s *Spec) validate() error {
 	if s.Keypair == "" {
 		return errors.New("no keypair: --keypair is required")
 	}
-	if len(s.Keypair) > 64 {
-		return fmt.Errorf("keypair %q is longer than 64 bytes", s.Keypair)
+	if err := targets.ValidateKeypairName(s.Keypair); err != nil {
+		return err
 	}
 	if s.ChunkSize < 1 || s.ChunkSize > MaxChunkSize {
 		return fmt.Errorf("chunk size %d: want 1-%d", s.ChunkSize, MaxChunkSize)
@@ -94,16 +95,22 @@ func (s *Spec) validate() error {
 	}
 	// Every path to Redis comes through here (files, discovery, rollback):
 	// a server listed twice would hold its chunk attempt open for ever, and
-	// tabs or newlines would corrupt the chunk encoding.
+	// tabs or newlines would corrupt the chunk encoding (keypairs are held
+	// to what a keypair name may be).
 	seen := make(map[string]bool, len(s.Targets))
 	for i, t := range s.Targets {
 		switch {
 		case t.ServerID == "":
 			return fmt.Errorf("target %d: empty server id", i+1)
-		case strings.ContainsAny(t.ServerID+t.Keypair, "\t\n\r"):
-			return fmt.Errorf("target %d: server id %q or its keypair contains a tab or line break", i+1, t.ServerID)
+		case strings.ContainsAny(t.ServerID, "\t\n\r"):
+			return fmt.Errorf("target %d: server id %q contains a tab or line break", i+1, t.ServerID)
 		case seen[t.ServerID]:
 			return fmt.Errorf("target %d: server %s is listed twice", i+1, t.ServerID)
+		}
+		if t.Keypair != "" {
+			if err := targets.ValidateKeypairName(t.Keypair); err != nil {
+				return fmt.Errorf("target %d (%q): %w", i+1, t.ServerID, err)
+			}
 		}
 		seen[t.ServerID] = true
 	}
@@ -221,7 +228,7 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 		err := lister.ListServers(ctx, f, func(page []cph.Server) error {
 			for _, s := range page {
 				if want[s.ServerID] {
-					fleet[s.ServerID] = current{s.KeypairName, s.Status, pos}
+					fleet[s.ServerID] = current{knownKeypair(s.KeypairName), s.Status, pos}
 				}
 				pos++
 			}
@@ -280,6 +287,19 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 	return plan, nil
 }
 
+// knownKeypair is the keypair name the API listed for a server, or "" when
+// it is not a keypair name (letters, digits, '_' and '-', at most 64
+// bytes). The name is packed into the tab- and newline-separated chunk
+// records and the report: an endpoint must not forge entries through it.
+// A server on a name no keypair can have is not on the target, so it is
+// rotated, and its old keypair is reported unknown (rollback refuses it).
+func knownKeypair(name string) string {
+	if targets.ValidateKeypairName(name) != nil {
+		return ""
+	}
+	return name
+}
+
 // Started is what Start did.
 type Started struct {
 	Rotation *Rotation
@@ -326,7 +346,7 @@ func wake(ctx context.Context, store *Store, enq Enqueuer, id string, opts TaskO
 	if err != nil || gen == 0 {
 		return err
 	}
-	_, err = enqueueTick(ctx, enq, TickPayload{Rotation: id, Gen: gen, Seq: 1}, 0, opts)
+	_, err = enqueueTick(ctx, enq, store.ns, TickPayload{Rotation: id, Gen: gen, Seq: 1}, 0, opts)
 	return err
 }
 
@@ -366,7 +386,7 @@ func topUp(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, opts 
 		if b.Checkpointed || b.Intents > 0 {
 			continue // submitted, or being submitted: its own task carries on
 		}
-		ok, err := enqueueSubmit(ctx, enq, QueueSubmit, SubmitPayload{Rotation: rot.ID, Batch: c, Servers: len(b.Servers)}, opts)
+		ok, err := enqueueSubmit(ctx, enq, store.ns.Queue(QueueSubmit), SubmitPayload{Rotation: rot.ID, Batch: c, Servers: len(b.Servers)}, opts)
 		if err != nil {
 			return n, err
 		}
@@ -432,9 +452,9 @@ func requeue(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, opt
 	}
 	var out []int
 	for _, n := range append(chunks, retries...) {
-		queue := QueueSubmit
+		queue := store.ns.Queue(QueueSubmit)
 		if n > rot.Chunks {
-			queue = QueuePoll // retry batches go with the work already started
+			queue = store.ns.Queue(QueuePoll) // retry batches go with the work already started
 		}
 		if clear != nil {
 			if err := clear(queue, SubmitTaskID(rot.ID, n)); err != nil {
@@ -517,12 +537,12 @@ func enqueueSubmit(ctx context.Context, enq Enqueuer, queue string, p SubmitPayl
 		asynq.Queue(queue), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout))
 }
 
-// enqueueTick enqueues a rotation's tick; it reports false when the task is
-// already there.
-func enqueueTick(ctx context.Context, enq Enqueuer, p TickPayload, delay time.Duration, opts TaskOptions) (bool, error) {
+// enqueueTick enqueues a rotation's tick on ns's poll queue; it reports
+// false when the task is already there.
+func enqueueTick(ctx context.Context, enq Enqueuer, ns Namespace, p TickPayload, delay time.Duration, opts TaskOptions) (bool, error) {
 	opts = opts.withDefaults()
 	return enqueue(ctx, enq, TypeTick, p, TickTaskID(p.Rotation, p.Gen, p.Seq),
-		asynq.Queue(QueuePoll), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
+		asynq.Queue(ns.Queue(QueuePoll)), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
 }
 
 func enqueue(ctx context.Context, enq Enqueuer, typ string, payload any, id string, opts ...asynq.Option) (bool, error) {

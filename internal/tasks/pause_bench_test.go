@@ -64,7 +64,7 @@ func benchPaused(b *testing.B, chunks int) {
 		b.Fatal(err)
 	}
 	b.Cleanup(w.Shutdown)
-	sch, err := NewWatchdogScheduler(r.ConnOpt(), DefaultWatchdogInterval, opts, slog.New(slog.DiscardHandler))
+	sch, err := NewWatchdogScheduler(r.ConnOpt(), "", DefaultWatchdogInterval, opts, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}

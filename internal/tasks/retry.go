@@ -52,7 +52,7 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, rot *Rotation, r 
 		log.InfoContext(ctx, "retry batch formed", "chunk", next, "servers", k, "full", !partial)
 		// On the queue of work already started, so a retry batch goes
 		// before the first attempts still waiting in rekey-submit.
-		if _, err := enqueueSubmit(ctx, h.enq, QueuePoll, SubmitPayload{Rotation: rot.ID, Batch: next, Servers: k}, h.cfg.Tasks); err != nil {
+		if _, err := enqueueSubmit(ctx, h.enq, h.store.ns.Queue(QueuePoll), SubmitPayload{Rotation: rot.ID, Batch: next, Servers: k}, h.cfg.Tasks); err != nil {
 			return err
 		}
 		next++

@@ -135,6 +135,7 @@ func (h *Handler) runStage(ctx context.Context, calls []stageCall, more func() (
 		ended   = sync.NewCond(&mu) // a call ended: a slot is free, or the stage stopped
 		busy    = map[string]int{}
 		out     int       // calls in flight
+		ends    int       // calls ended so far
 		dry     bool      // more had nothing, and no call has ended since
 		asked   time.Time // when more was last asked
 		stopped bool
@@ -152,11 +153,14 @@ func (h *Handler) runStage(ctx context.Context, calls []stageCall, more func() (
 				ended.Wait()
 				continue
 			}
+			seen := ends
 			mu.Unlock()
 			next, err := ask(ctx, more, askGap-time.Since(asked))
 			asked = time.Now()
 			mu.Lock()
-			calls, dry = next, len(next) == 0
+			// A call that ended while more looked may have left work
+			// more did not see: ask again rather than wait for the next.
+			calls, dry = next, len(next) == 0 && ends == seen
 			if err != nil {
 				stopped = true
 				if first == nil {
@@ -178,6 +182,7 @@ func (h *Handler) runStage(ctx context.Context, calls []stageCall, more func() (
 			mu.Lock()
 			busy[c.api]--
 			out--
+			ends++
 			dry = false
 			stopped = stopped || stop || err != nil
 			if first == nil {

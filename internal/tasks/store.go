@@ -13,7 +13,8 @@ import (
 	"github.com/cph-rekey/cph-rekey/internal/movinglist"
 )
 
-// DefaultPrefix is the prefix of every key the Store writes.
+// DefaultPrefix is the prefix of every key the Store writes in the
+// default namespace (Namespace.KeyPrefix).
 const DefaultPrefix = "cph-rekey:"
 
 // ErrNotFound is returned for a rotation that does not exist.
@@ -25,7 +26,8 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 // Store keeps rotations in Redis. It owns every key and script; nothing
 // else in cph-rekey reads or writes rotation state.
 //
-// Every key of a rotation carries the rotation id as a hash tag, so a Redis
+// Every key starts with its namespace's prefix (Namespace.KeyPrefix), and
+// every key of a rotation carries the rotation id as a hash tag, so a Redis
 // Cluster keeps a rotation (and its scripts' keys) on one slot:
 //
 //	<prefix>rotations      ZSET  rotation ids by creation time
@@ -48,16 +50,19 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 //	<prefix>{<id>}:plan    STRING the plan's digest and size, frozen before its chunks are written
 type Store struct {
 	rdb    redis.UniversalClient
+	ns     Namespace
 	prefix string
 }
 
-// NewStore returns a Store writing keys under prefix (DefaultPrefix if empty).
-func NewStore(rdb redis.UniversalClient, prefix string) *Store {
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	return &Store{rdb: rdb, prefix: prefix}
+// NewStore returns a Store of the rotations in namespace ns ("": the
+// default), which must be valid (Namespace.Validate).
+func NewStore(rdb redis.UniversalClient, ns Namespace) *Store {
+	return &Store{rdb: rdb, ns: ns, prefix: ns.KeyPrefix()}
 }
+
+// Namespace is the namespace of the Store's rotations; their tasks go to
+// its queues (Namespace.Queue).
+func (s *Store) Namespace() Namespace { return s.ns }
 
 func (s *Store) rotationsKey() string        { return s.prefix + "rotations" }
 func (s *Store) metaKey(id string) string    { return s.prefix + "{" + id + "}:meta" }

@@ -133,7 +133,7 @@ func (h *Handler) startTick(ctx context.Context, log *slog.Logger, rot *Rotation
 		}
 		_, in = h.firstPoll(rot)
 	}
-	ok, err := enqueueTick(ctx, h.enq, TickPayload{Rotation: rot.ID, Gen: gen, Seq: 1}, in, h.cfg.Tasks)
+	ok, err := enqueueTick(ctx, h.enq, h.store.ns, TickPayload{Rotation: rot.ID, Gen: gen, Seq: 1}, in, h.cfg.Tasks)
 	if ok {
 		log.DebugContext(ctx, "tick chain started", "gen", gen)
 	}

@@ -18,9 +18,11 @@ const minTick = time.Second
 
 // tickBudget bounds how long one tick keeps working while work comes due
 // within loopGap; then it hands its worker slot back and the next tick
-// goes on.
+// goes on. Each handover costs its calls in flight and asynq's pick-up
+// (up to a second with idle workers): at 10 s it fell at the tail of a
+// 20,000-server rotation, a second's gap in its polls.
 const (
-	tickBudget = 10 * time.Second
+	tickBudget = 30 * time.Second
 	loopGap    = time.Second
 )
 
@@ -93,7 +95,7 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 	if err != nil || due.IsZero() {
 		return err
 	}
-	_, err = enqueueTick(ctx, h.enq, TickPayload{Rotation: p.Rotation, Gen: p.Gen, Seq: p.Seq + 1}, max(0, time.Until(due)), h.cfg.Tasks)
+	_, err = enqueueTick(ctx, h.enq, h.store.ns, TickPayload{Rotation: p.Rotation, Gen: p.Gen, Seq: p.Seq + 1}, max(0, time.Until(due)), h.cfg.Tasks)
 	return err
 }
 
@@ -269,7 +271,7 @@ func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, fini
 	// have died before these, and its re-run must do them. The event goes
 	// first, so a record with a retention has sent its event (the
 	// watchdog finishes the others).
-	if err := enqueueFinished(ctx, enq, rot, opts); err != nil {
+	if err := enqueueFinished(ctx, enq, store.ns, rot, opts); err != nil {
 		return err
 	}
 	return store.Expire(ctx, rot, opts.Retention)
@@ -278,7 +280,7 @@ func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, fini
 // enqueueFinished enqueues the rotation's completion event once: its task
 // ID is kept (Retention) for as long as the rotation's records, so a second
 // finisher's enqueue is refused as a duplicate.
-func enqueueFinished(ctx context.Context, enq Enqueuer, rot *Rotation, opts TaskOptions) error {
+func enqueueFinished(ctx context.Context, enq Enqueuer, ns Namespace, rot *Rotation, opts TaskOptions) error {
 	opts = opts.withDefaults()
 	ret := opts.Retention
 	if rot.Retention > 0 {
@@ -286,6 +288,6 @@ func enqueueFinished(ctx context.Context, enq Enqueuer, rot *Rotation, opts Task
 	}
 	s := Summary{Version: EventVersion, Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Keypair: rot.Keypair, Counts: rot.Counts,
 		CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
-	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(QueueEvents), asynq.Retention(ret))
+	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(ns.Queue(QueueEvents)), asynq.Retention(ret))
 	return err
 }

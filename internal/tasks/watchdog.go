@@ -30,14 +30,15 @@ type TaskInspector interface {
 }
 
 // NewWatchdogScheduler returns an asynq scheduler, to be started by
-// every worker, that enqueues the watchdog every interval. The task is
+// every worker, that enqueues the watchdog of namespace ns every interval
+// (each namespace's on its own queue, so its own ID). The task is
 // kept half an interval after it ran, so the schedulers of several
 // workers, firing at their own moments, run it at most twice an interval
 // and at least once; a run that fails is retried, not archived (an
 // archived task would keep its ID, and the watchdog, away for ever).
 // Enqueues refused because another worker's task is there are not errors;
 // others are logged.
-func NewWatchdogScheduler(conn asynq.RedisConnOpt, interval time.Duration, opts TaskOptions, log *slog.Logger) (*asynq.Scheduler, error) {
+func NewWatchdogScheduler(conn asynq.RedisConnOpt, ns Namespace, interval time.Duration, opts TaskOptions, log *slog.Logger) (*asynq.Scheduler, error) {
 	if interval <= 0 {
 		return nil, fmt.Errorf("watchdog interval %s: want a positive duration", interval)
 	}
@@ -51,7 +52,7 @@ func NewWatchdogScheduler(conn asynq.RedisConnOpt, interval time.Duration, opts 
 		},
 	})
 	_, err := sch.Register("@every "+interval.String(), asynq.NewTask(TypeWatchdog, nil),
-		asynq.TaskID(WatchdogTaskID), asynq.Queue(QueuePoll), asynq.MaxRetry(neverArchive),
+		asynq.TaskID(WatchdogTaskID), asynq.Queue(ns.Queue(QueuePoll)), asynq.MaxRetry(neverArchive),
 		asynq.Timeout(opts.Timeout), asynq.Retention(interval/2))
 	if err != nil {
 		return nil, fmt.Errorf("register the watchdog every %s: %w", interval, err)
@@ -137,7 +138,7 @@ func (h *Handler) reviveTicks(ctx context.Context, log *slog.Logger, id string) 
 		return nil
 	}
 	tick := c.Task()
-	gone, err := h.taskGone(QueuePoll, TickTaskID(id, tick.Gen, tick.Seq))
+	gone, err := h.taskGone(h.store.ns.Queue(QueuePoll), TickTaskID(id, tick.Gen, tick.Seq))
 	if err != nil || !gone {
 		return err
 	}
@@ -146,7 +147,7 @@ func (h *Handler) reviveTicks(ctx context.Context, log *slog.Logger, id string) 
 		return err
 	}
 	log.WarnContext(ctx, "tick task gone: a new tick chain started", "lost", fmt.Sprintf("%d.%d", tick.Gen, tick.Seq), "gen", gen)
-	_, err = enqueueTick(ctx, h.enq, TickPayload{Rotation: id, Gen: gen, Seq: 1}, 0, h.cfg.Tasks)
+	_, err = enqueueTick(ctx, h.enq, h.store.ns, TickPayload{Rotation: id, Gen: gen, Seq: 1}, 0, h.cfg.Tasks)
 	return err
 }
 

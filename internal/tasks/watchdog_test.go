@@ -104,7 +104,7 @@ func (w *watchRig) work(t *testing.T, watchdog time.Duration) {
 	if watchdog == 0 {
 		return
 	}
-	sch, err := NewWatchdogScheduler(w.r.ConnOpt(), watchdog, w.opts, slog.New(slog.NewTextHandler(&w.logs, nil)))
+	sch, err := NewWatchdogScheduler(w.r.ConnOpt(), "", watchdog, w.opts, slog.New(slog.NewTextHandler(&w.logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
