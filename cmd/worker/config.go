@@ -27,6 +27,7 @@ type config struct {
 	adminToken      string
 	uiReadOnly      bool
 	shutdownTimeout time.Duration
+	watchdog        time.Duration
 	submitRate      ratelimit.RegionalLimit
 	pollRate        ratelimit.RegionalLimit
 	readRate        ratelimit.RegionalLimit
@@ -66,6 +67,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.adminToken, "admin-token", "", "`token` for the web UI and /metrics (basic auth password or bearer); required beyond loopback")
 	fs.BoolVar(&c.uiReadOnly, "ui-readonly", false, "serve the console and the asynq web UI read-only: no buttons, writes refused")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 25*time.Second, "on SIGTERM, how long in-flight tasks may finish before they are handed back")
+	fs.DurationVar(&c.watchdog, "watchdog-interval", tasks.DefaultWatchdogInterval, "how often the workers (together, whichever holds the task) look for rotations nothing moves any more (a tick or submit task deleted or archived, a cancel cut short) and move them")
 	submitRate := fs.String("submit-rate", "10/s:1", "fleet-wide UpdateKeypair `rate` of each region: 10/s, 600/m, 10/s:20 for burst 20 (a burst of 1 paces calls evenly, so grants that reach the API late never add up to a burst its own bucket refuses);\nregions with another rate before or after it: cn-north-4=20/s:1,10/s:1")
 	pollRate := fs.String("poll-rate", "20/s:5", "fleet-wide ListJobs `rate` of each region (region=rate,… overrides, as --submit-rate)")
 	readRate := fs.String("read-rate", "20/s:5", "fleet-wide `rate` of each verification read API in each region: ListCloudPhoneServers pages, and ShowServer for single servers (region=rate,… overrides, as --submit-rate)")
@@ -131,7 +133,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		flag string
 		d    time.Duration
 	}{
-		{"shutdown-timeout", c.shutdownTimeout}, {"job-timeout", c.pipeline.JobTimeout}, {"first-poll", c.pipeline.FirstPoll},
+		{"shutdown-timeout", c.shutdownTimeout}, {"watchdog-interval", c.watchdog}, {"job-timeout", c.pipeline.JobTimeout}, {"first-poll", c.pipeline.FirstPoll},
 		{"poll-cap", c.pipeline.PollCap}, {"call-timeout", c.pipeline.CallTimeout},
 	}
 	for _, d := range durations {

@@ -101,12 +101,13 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	pl := &places{base: c.cph, region: defRegion, endpoints: c.endpoints, limiter: limiter, log: log, apis: map[tasks.Place]tasks.API{}}
 	enq := asynq.NewClientFromRedisClient(rdb)
 	h := tasks.NewHandler(tasks.HandlerOptions{
-		Store:    store,
-		Places:   pl.at,
-		Enqueuer: enq,
-		Observer: regionObserver{Metrics: m, region: defRegion},
-		Logger:   log,
-		Config:   c.pipeline,
+		Store:     store,
+		Places:    pl.at,
+		Enqueuer:  enq,
+		Inspector: inspector,
+		Observer:  regionObserver{Metrics: m, region: defRegion},
+		Logger:    log,
+		Config:    c.pipeline,
 	})
 	mux := asynq.NewServeMux()
 	h.Register(mux)
@@ -175,12 +176,22 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start task server: %w", err)
 	}
+	watchdog, err := tasks.NewWatchdogScheduler(c.redis, ns, c.watchdog, c.pipeline.Tasks, log)
+	if err != nil {
+		srv.Shutdown()
+		return err
+	}
+	if err := watchdog.Start(); err != nil {
+		srv.Shutdown()
+		return fmt.Errorf("start the watchdog's scheduler: %w", err)
+	}
 	log.Info("worker started", "version", version, "concurrency", c.concurrency, "endpoint", endpointOf(c.cph), "redis", c.redis.String(),
 		"namespace", string(ns))
 	<-ctx.Done()
 
 	log.Info("shutting down: no new tasks; in-flight tasks get the shutdown timeout", "timeout", c.shutdownTimeout)
 	stopping.Store(true)
+	watchdog.Shutdown()
 	srv.Shutdown()
 	enq.Close()
 	if adm != nil {

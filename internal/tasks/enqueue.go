@@ -489,8 +489,58 @@ func Resume(ctx context.Context, store *Store, enq Enqueuer, id string, maxError
 	if err := wake(ctx, store, enq, id, opts, time.Now()); err != nil {
 		return rot, 0, err
 	}
+	again, err := requeue(ctx, store, enq, rot, opts, nil)
+	if err != nil {
+		return rot, len(again), err
+	}
 	n, err := topUp(ctx, store, enq, rot, opts)
-	return rot, n, err
+	return rot, len(again) + n, err
+}
+
+// requeue enqueues again the submit tasks that a pause or a halt ended, or
+// that were lost: those of the chunks enqueued and not submitted yet, and
+// of the retry batches formed. A task still there is refused by its ID;
+// one archived keeps its ID until clear (nil: none) deletes it. It returns
+// the batches enqueued.
+func requeue(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, opts TaskOptions, clear func(queue, taskID string) error) ([]int, error) {
+	if rot.State != StateRunning {
+		return nil, nil
+	}
+	chunks, err := store.UnsentChunks(ctx, rot.ID, rot.queued)
+	if err != nil {
+		return nil, err
+	}
+	retries, err := store.Fresh(ctx, rot.ID)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, n := range append(chunks, retries...) {
+		queue := store.ns.Queue(QueueSubmit)
+		if n > rot.Chunks {
+			queue = store.ns.Queue(QueuePoll) // retry batches go with the work already started
+		}
+		if clear != nil {
+			if err := clear(queue, SubmitTaskID(rot.ID, n)); err != nil {
+				return out, err
+			}
+		}
+		b, err := store.Batch(ctx, rot.ID, n)
+		if err != nil {
+			return out, err
+		}
+		if b.Checkpointed || b.Intents > 0 || len(b.Servers) == 0 {
+			continue // submitted, or being submitted: its own task carries on
+		}
+		ok, err := enqueueSubmit(ctx, enq, queue, SubmitPayload{Rotation: rot.ID, Batch: n, Servers: len(b.Servers)}, opts)
+		if err != nil {
+			return out, err
+		}
+		if ok {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // Cancel cancels a rotation (see Store.Cancel) and, when that leaves

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/redisurl"
 )
 
 // API names, as the limiter and the metrics know them.
@@ -145,6 +146,7 @@ type Handler struct {
 	store  *Store
 	places Places
 	enq    Enqueuer
+	ins    TaskInspector // nil: the watchdog cannot tell lost tasks
 	obs    Observer
 	log    *slog.Logger
 	cfg    Config
@@ -152,23 +154,25 @@ type Handler struct {
 	lat    *latencies // how long each API's calls take, for the stages' width
 }
 
-// HandlerOptions are the parts a Handler is built from. Observer and
-// Logger are optional. Places, when set, gives each place its API and
+// HandlerOptions are the parts a Handler is built from. Inspector,
+// Observer and Logger are optional; without Inspector the watchdog does
+// not look for lost tasks. Places, when set, gives each place its API and
 // limiter; otherwise every rotation is on API and Limiter.
 type HandlerOptions struct {
-	Store    *Store
-	API      API
-	Limiter  Limiter
-	Places   Places
-	Enqueuer Enqueuer
-	Observer Observer
-	Logger   *slog.Logger
-	Config   Config
+	Store     *Store
+	API       API
+	Limiter   Limiter
+	Places    Places
+	Enqueuer  Enqueuer
+	Inspector TaskInspector
+	Observer  Observer
+	Logger    *slog.Logger
+	Config    Config
 }
 
 // NewHandler returns a Handler.
 func NewHandler(o HandlerOptions) *Handler {
-	h := &Handler{store: o.Store, places: o.Places, enq: o.Enqueuer, obs: o.Observer,
+	h := &Handler{store: o.Store, places: o.Places, enq: o.Enqueuer, ins: o.Inspector, obs: o.Observer,
 		log: o.Logger, cfg: o.Config.withDefaults(), now: time.Now, lat: newLatencies()}
 	if h.places == nil {
 		api, lim := o.API, o.Limiter
@@ -187,6 +191,7 @@ func NewHandler(o HandlerOptions) *Handler {
 func (h *Handler) Register(mux *asynq.ServeMux) {
 	mux.HandleFunc(TypeSubmit, h.HandleSubmit)
 	mux.HandleFunc(TypeTick, h.HandleTick)
+	mux.HandleFunc(TypeWatchdog, h.HandleWatchdog)
 }
 
 // IsFailure tells asynq which errors count against a task's retries:
@@ -239,6 +244,42 @@ func (h *Handler) lastTry(ctx context.Context) bool {
 // has acted, outcomes after the API answered.
 func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
+
+// checkpointBackoff bounds the wait between two tries of a checkpoint
+// write while Redis fails over.
+const checkpointBackoff = 2 * time.Second
+
+// untilDeadline returns a context for a write that must outlive the
+// task's cancellation and ride a Redis failover (Sentinel takes 20 s or
+// more): it ends at the task's deadline, and no sooner than 10 s from now.
+func untilDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	end := time.Now().Add(10 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.After(end) {
+		end = d
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), end)
+}
+
+// persist runs write until it succeeds, fails for a reason other than
+// Redis being away (redisurl.Transient), or ctx ends; the write must be
+// idempotent.
+func persist[T any](ctx context.Context, write func(context.Context) (T, error)) (T, error) {
+	wait := 100 * time.Millisecond
+	for {
+		v, err := write(ctx)
+		if err == nil || !redisurl.Transient(err) {
+			return v, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, err
+		case <-t.C:
+		}
+		wait = min(2*wait, checkpointBackoff)
+	}
 }
 
 // call runs one API call of rot's under the per-call timeout, reports it,

@@ -127,6 +127,9 @@ type Rotation struct {
 	unplaced               int
 	sweepNext              int
 	sweepDone, showRefused bool
+	// cancelClosed: a cancel closed every batch not submitted; a cancelled
+	// rotation without it had its cancel cut short.
+	cancelClosed bool
 	// jobLatency is how long the rotation's jobs have been seen to take
 	// (Store.ObserveJobLatency; zero until a poll saw one end).
 	jobLatency time.Duration

@@ -267,13 +267,15 @@ func (h *Handler) followUps(ctx context.Context, id string, finishedNow bool) (b
 	return true, finish(ctx, h.store, h.enq, rot, finishedNow, h.cfg.Tasks)
 }
 
-// finish runs a finished rotation's follow-ups: the retention of its
-// records (set by whoever finished it) and its completion event.
+// finish runs a finished rotation's follow-ups: its completion event and
+// the retention of its records (set by whoever finished it).
 func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, finishedNow bool, opts TaskOptions) error {
 	opts = opts.withDefaults()
 	// Not only when finishedNow: the task that finished the rotation may
-	// have died before setting the retention, and its re-run must set it.
-	if err := store.Expire(ctx, rot, opts.Retention); err != nil {
+	// have died before these, and its re-run must do them. The event goes
+	// first, so a record with a retention has sent its event (the
+	// watchdog finishes the others).
+	if err := enqueueFinished(ctx, enq, store.ns, rot, opts); err != nil {
 		return err
 	}
 	if rot.Group != "" {
@@ -281,7 +283,7 @@ func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, fini
 			return err
 		}
 	}
-	return enqueueFinished(ctx, enq, store.ns, rot, opts)
+	return store.Expire(ctx, rot, opts.Retention)
 }
 
 // enqueueFinished enqueues the rotation's completion event once: its task
