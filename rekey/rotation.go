@@ -91,7 +91,11 @@ type Rotation struct {
 	// PauseAfterWave pauses the rotation whenever a wave has ended.
 	PauseAfterWave bool
 	// Retention is how long the records are kept after the end.
-	Retention  time.Duration
+	Retention time.Duration
+	// Schema is the version of the record's layout; a record of a later
+	// version than this release writes was written by a newer release,
+	// whose workers move it (see README, Upgrading).
+	Schema     int
 	CreatedAt  time.Time
 	FinishedAt time.Time // zero until the rotation has finished
 	Counts     Counts
@@ -119,6 +123,11 @@ func (r *Rotation) Finished() bool { return !r.FinishedAt.IsZero() }
 // the rotation before it finished: it waits for Resume or Cancel.
 func (r *Rotation) Halted() bool { return r.State == StateFailed && !r.Finished() }
 
+// NewerRelease reports whether a release newer than this one wrote the
+// record (Schema): that release's workers move the rotation, this one's
+// leave it alone.
+func (r *Rotation) NewerRelease() bool { return r.Schema > tasks.SchemaVersion }
+
 func rotationOf(r *tasks.Rotation) *Rotation {
 	waves := make([]Wave, len(r.Waves))
 	for i, w := range r.Waves {
@@ -126,7 +135,7 @@ func rotationOf(r *tasks.Rotation) *Rotation {
 	}
 	return &Rotation{ID: r.ID, Keypair: r.Keypair, State: State(r.State), Reason: r.Reason, Wave: r.Wave, Waves: len(r.Waves),
 		WavePlan: waves, WaveOpen: r.WaveOpen, MaxErrors: r.MaxErrors, ChunkSize: r.ChunkSize, Chunks: r.Chunks, Batches: r.Batches,
-		MaxAttempts: r.MaxAttempts, Verify: r.Verify, PauseAfterWave: r.PauseAfterWave, Retention: r.Retention,
+		MaxAttempts: r.MaxAttempts, Verify: r.Verify, PauseAfterWave: r.PauseAfterWave, Retention: r.Retention, Schema: r.Schema,
 		CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt, Counts: countsOf(r.Counts),
 		Region: r.Region, ProjectID: r.ProjectID, Group: r.Group}
 }

@@ -62,12 +62,16 @@ type rotationView struct {
 	Verify         bool          `json:"verify"`
 	PauseAfterWave bool          `json:"pause_after_wave"`
 	Retention      time.Duration `json:"retention"`
-	State          rekey.State   `json:"state"`
-	Reason         string        `json:"reason,omitempty"` // why the rotation is halted or paused
-	CreatedAt      time.Time     `json:"created_at"`
-	FinishedAt     time.Time     `json:"finished_at,omitzero"`
-	Counts         rekey.Counts  `json:"counts"`
-	Done           int64         `json:"done"` // servers in a terminal outcome
+	Schema         int           `json:"schema"`
+	// NewerRelease: the record was written by a release newer than this
+	// worker's, which leaves it to the workers that know it.
+	NewerRelease bool         `json:"newer_release,omitempty"`
+	State        rekey.State  `json:"state"`
+	Reason       string       `json:"reason,omitempty"` // why the rotation is halted or paused
+	CreatedAt    time.Time    `json:"created_at"`
+	FinishedAt   time.Time    `json:"finished_at,omitzero"`
+	Counts       rekey.Counts `json:"counts"`
+	Done         int64        `json:"done"` // servers in a terminal outcome
 	// Rate is servers ended per second over the last minute (0 when
 	// nothing ended in it, or the rotation is not running); ETASeconds is
 	// how long the rest takes at that rate, omitted without a rate and
@@ -86,6 +90,7 @@ func viewOf(rot *rekey.Rotation) rotationView {
 	v := rotationView{ID: rot.ID, Keypair: rot.Keypair, ChunkSize: rot.ChunkSize, Chunks: rot.Chunks, Batches: rot.Batches,
 		MaxAttempts: rot.MaxAttempts, Waves: make([]plannedWave, len(rot.WavePlan)), Wave: rot.Wave, WaveOpen: rot.WaveOpen,
 		MaxErrors: rot.MaxErrors, Verify: rot.Verify, PauseAfterWave: rot.PauseAfterWave, Retention: rot.Retention,
+		Schema: rot.Schema, NewerRelease: rot.NewerRelease(),
 		State: rot.State, Reason: rot.Reason, CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt, Counts: rot.Counts,
 		Done: rot.Counts.Done()}
 	for i, w := range rot.WavePlan {

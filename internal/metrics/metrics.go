@@ -33,6 +33,7 @@ type Metrics struct {
 	pollRounds       *prometheus.CounterVec
 	chunksSubmitted  prometheus.Counter
 	serversSubmitted prometheus.Counter
+	unknownSchema    *prometheus.CounterVec
 }
 
 // New makes the metrics and registers them with reg. Like
@@ -79,13 +80,17 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "cph_rekey_servers_submitted_total",
 			Help: "Servers in chunks accepted by UpdateKeypair.",
 		}),
+		unknownSchema: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cph_rekey_unknown_schema_total",
+			Help: "Tasks this worker left to a newer release: the task or its rotation has a schema version it does not know (kind: task, rotation).",
+		}, []string{"kind"}),
 	}
 	for _, o := range outcomes {
 		m.servers.WithLabelValues(o)
 	}
 	if reg != nil {
 		reg.MustRegister(m.servers, m.apiRequests, m.apiDuration, m.throttled, m.limiterWait,
-			m.limiterRate, m.pollRounds, m.chunksSubmitted, m.serversSubmitted)
+			m.limiterRate, m.pollRounds, m.chunksSubmitted, m.serversSubmitted, m.unknownSchema)
 	}
 	return m
 }
@@ -131,6 +136,15 @@ func (m *Metrics) LimiterRate(region, api string, perSecond float64) {
 		return
 	}
 	m.limiterRate.WithLabelValues(region, api).Set(perSecond)
+}
+
+// UnknownSchema counts a task left to a newer release (kind: task or
+// rotation).
+func (m *Metrics) UnknownSchema(kind string) {
+	if m == nil {
+		return
+	}
+	m.unknownSchema.WithLabelValues(kind).Inc()
 }
 
 // PollRound counts one poll round made with api.

@@ -597,6 +597,7 @@ func (o TaskOptions) withDefaults() TaskOptions {
 // when the task is already there.
 func enqueueSubmit(ctx context.Context, enq Enqueuer, queue string, p SubmitPayload, opts TaskOptions) (bool, error) {
 	opts = opts.withDefaults()
+	p.V = SchemaVersion
 	return enqueue(ctx, enq, TypeSubmit, p, SubmitTaskID(p.Rotation, p.Batch),
 		asynq.Queue(queue), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout))
 }
@@ -605,6 +606,7 @@ func enqueueSubmit(ctx context.Context, enq Enqueuer, queue string, p SubmitPayl
 // false when the task is already there.
 func enqueueTick(ctx context.Context, enq Enqueuer, ns Namespace, p TickPayload, delay time.Duration, opts TaskOptions) (bool, error) {
 	opts = opts.withDefaults()
+	p.V = SchemaVersion
 	return enqueue(ctx, enq, TypeTick, p, TickTaskID(p.Rotation, p.Gen, p.Seq),
 		asynq.Queue(ns.Queue(QueuePoll)), asynq.MaxRetry(neverArchive), asynq.Timeout(opts.Timeout), asynq.ProcessIn(delay))
 }

@@ -89,6 +89,9 @@ type Observer interface {
 	ServerOutcome(outcome string, n int)
 	PollRound(api string)
 	Submitted(n int)
+	// UnknownSchema counts a task left alone because it, or its rotation,
+	// was written by a newer release (kind: "task" or "rotation").
+	UnknownSchema(kind string)
 }
 
 // DefaultFirstPoll is Config.FirstPoll's default: the floor of the learned
@@ -228,6 +231,23 @@ func fullJitter(base, limit time.Duration, n int) time.Duration {
 // counting it as a failure.
 func delayed(d time.Duration, err error) error {
 	return &ratelimit.DelayError{RetryIn: d, Err: err}
+}
+
+// schemaRecheck is how long a task left to a newer release waits before
+// it is offered again: by then a rolling upgrade has usually replaced
+// this worker.
+const schemaRecheck = 30 * time.Second
+
+// unknownSchema leaves a task alone whose payload (kind "task") or
+// rotation record (kind "rotation") has a SchemaVersion this release does
+// not know: a newer release wrote it, and reading it here could misread
+// it. The task goes back to its queue, without counting as a failure, for
+// a worker that knows it; the rotation is not touched.
+func (h *Handler) unknownSchema(ctx context.Context, log *slog.Logger, kind string, v int) error {
+	h.obs.UnknownSchema(kind)
+	log.WarnContext(ctx, "left to a newer release: its schema is unknown to this worker", "kind", kind,
+		"schema", v, "known", SchemaVersion)
+	return delayed(schemaRecheck, fmt.Errorf("%s of schema %d, this worker knows up to %d", kind, v, SchemaVersion))
 }
 
 // lastTry reports whether the running task has failed MaxRetry times
@@ -390,5 +410,6 @@ type nopObserver struct{}
 func (nopObserver) APIRequest(string, string, string, time.Duration) {}
 func (nopObserver) Throttled(string, string)                         {}
 func (nopObserver) ServerOutcome(string, int)                        {}
+func (nopObserver) UnknownSchema(string)                             {}
 func (nopObserver) PollRound(string)                                 {}
 func (nopObserver) Submitted(int)                                    {}

@@ -6,6 +6,13 @@ import (
 	"strconv"
 )
 
+// SchemaVersion is the version of rotation records and task payloads
+// this release writes. It reads every version up to it (records and
+// payloads that carry none are version 1); a rotation or task of a later
+// version, written by a newer release during a rolling upgrade, is left
+// to the workers that know it (see Handler.unknownSchema).
+const SchemaVersion = 1
+
 // Task types.
 const (
 	TypeSubmit   = "rotation:submit"
@@ -36,6 +43,7 @@ type SubmitPayload struct {
 	Rotation string `json:"rotation"`
 	Batch    int    `json:"batch"`
 	Servers  int    `json:"servers"`
+	V        int    `json:"v,omitempty"` // SchemaVersion of the release that enqueued it (0: 1)
 }
 
 // TickPayload is the payload of a rotation's tick: one round of its
@@ -45,6 +53,7 @@ type TickPayload struct {
 	Rotation string `json:"rotation"`
 	Gen      int    `json:"gen"`
 	Seq      int    `json:"seq"`
+	V        int    `json:"v,omitempty"` // SchemaVersion of the release that enqueued it (0: 1)
 }
 
 // Task IDs are deterministic, so enqueueing a task twice is refused by

@@ -73,7 +73,10 @@ func (c Counts) Done() int64 { return c.Succeeded + c.Failed + c.Skipped + c.Can
 
 // Rotation is a rotation's record: what it was asked to do and where it is.
 type Rotation struct {
-	ID      string `json:"id"`
+	ID string `json:"id"`
+	// Schema is the SchemaVersion of the release that wrote the record
+	// (1 for records that predate versions).
+	Schema  int    `json:"schema"`
 	Keypair string `json:"keypair"`
 	// Region and ProjectID are the rotation's place (see Place); empty:
 	// the worker's own, as for every rotation written before places.

@@ -185,7 +185,7 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		maxErrors = -1
 	}
 	fields := []any{
-		"id", id, "keypair", r.Keypair, "chunk_size", r.ChunkSize, "chunks", len(chunks), "batches", len(chunks),
+		"id", id, "schema", SchemaVersion, "keypair", r.Keypair, "chunk_size", r.ChunkSize, "chunks", len(chunks), "batches", len(chunks),
 		"max_attempts", r.MaxAttempts, "fingerprint", r.Fingerprint, "state", string(StateRunning),
 		"created_at", now.UnixMilli(), "total", pending + int64(len(skipped)), "pending", pending,
 		"running", 0, "succeeded", 0, "failed", 0, "skipped", len(skipped), "cancelled", 0,
@@ -267,6 +267,7 @@ func rotationOf(m map[string]string) *Rotation {
 		r.FinishedAt = time.UnixMilli(f).UTC()
 	}
 	r.Wave, r.MaxErrors, r.Reason = int(n("wave")), int(n("max_errors")), m["reason"]
+	r.Schema = max(int(n("schema")), 1)
 	r.Verify, r.PauseAfterWave, r.Positions = m["verify"] == "1", m["pause_after_wave"] == "1", m["positions"] == "1"
 	r.waveQueued, r.queued, r.sent = int(n("wave_queued")), int(n("queued")), int(n("sent"))
 	r.listCount = int(n("list_count"))

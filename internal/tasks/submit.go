@@ -22,12 +22,18 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	log := h.log.With("rotation", p.Rotation, "chunk", p.Batch)
+	if p.V > SchemaVersion {
+		return h.unknownSchema(ctx, log, "task", p.V)
+	}
 	rot, err := h.store.Rotation(ctx, p.Rotation)
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("submit batch %d: %w: %w", p.Batch, err, asynq.SkipRetry)
 	}
 	if err != nil {
 		return err
+	}
+	if rot.Schema > SchemaVersion {
+		return h.unknownSchema(ctx, log, "rotation", rot.Schema)
 	}
 	b, err := h.store.Batch(ctx, p.Rotation, p.Batch)
 	if err != nil {

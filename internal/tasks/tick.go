@@ -42,12 +42,23 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	log := h.log.With("rotation", p.Rotation, "tick", fmt.Sprintf("%d.%d", p.Gen, p.Seq))
+	if p.V > SchemaVersion {
+		return h.unknownSchema(ctx, log, "task", p.V)
+	}
+	rot, err := h.store.Rotation(ctx, p.Rotation)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("tick: %w: %w", err, asynq.SkipRetry)
+	}
+	if err != nil {
+		return err
+	}
+	if rot.Schema > SchemaVersion {
+		// Before the claim: the chain stays the newer release's.
+		return h.unknownSchema(ctx, log, "rotation", rot.Schema)
+	}
 	ok, err := h.store.ClaimTick(ctx, p.Rotation, p.Gen, p.Seq, h.now().Add(h.cfg.Tasks.Timeout))
 	if err != nil || !ok {
 		return err
-	}
-	if _, err := h.store.Rotation(ctx, p.Rotation); errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("tick: %w: %w", err, asynq.SkipRetry)
 	}
 	deadline := h.now().Add(tickBudget)
 	// Polls hand verification its work: a page is read as soon as the poll

@@ -92,6 +92,9 @@ func (h *Handler) HandleWatchdog(ctx context.Context, _ *asynq.Task) error {
 // watch moves one rotation on, if nothing else does.
 func (h *Handler) watch(ctx context.Context, rot *Rotation) error {
 	log := h.log.With("rotation", rot.ID, "watchdog", true)
+	if rot.Schema > SchemaVersion {
+		return nil // a newer release's rotation: its own watchdog moves it
+	}
 	if rot.Finished() {
 		done, err := h.store.Retained(ctx, rot.ID)
 		if err != nil || done {

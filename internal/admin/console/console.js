@@ -268,6 +268,8 @@ async function showRotation(id) {
       el("div", { class: "muted" }, `keypair ${d.keypair} · ${d.region || "default region"} / ${d.project_id || "default project"}` +
         (d.group ? ` · part of ${d.group}` : "") + ` · created ${when(d.created_at)}` + (finished(d) ? ` · finished ${when(d.finished_at)}` : "")),
       d.reason ? el("p", { class: "reason", id: "reason" }, d.reason) : null,
+      d.newer_release ? el("p", { class: "reason", id: "newer-release" }, `Written by a newer cph-rekey (schema ${d.schema}): ` +
+        "this worker leaves it to the workers that know it, and its figures here may be incomplete. Finish the rolling upgrade.") : null,
       el("div", { style: "margin:14px 0 4px" }, bar(c, true)),
       el("div", { class: "legend" },
         [["ok", "succeeded", c.succeeded], ["skip", "skipped", c.skipped], ["bad", "failed", c.failed],
