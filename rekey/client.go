@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/kps"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
@@ -45,6 +46,13 @@ type CPH struct {
 	Region string
 	// Endpoint, when set, overrides Region (a proxy, the simulator).
 	Endpoint string
+	// KPSEndpoint is the Key Pair Service's endpoint, which the keypair
+	// pre-flight asks (KPS answers on DEW's KMS host). Empty: Endpoint
+	// when set (a proxy or the simulator serving both), else
+	// https://kms.{Region}.myhuaweicloud.com. CPHFromEnv does not set it:
+	// the SDK's override, HUAWEICLOUD_SDK_REGION_KPS_{REGION}, is named by
+	// the region (see KPSEndpointFromEnv).
+	KPSEndpoint string
 	// ProjectID is the regional project (HUAWEICLOUD_SDK_PROJECT_ID).
 	ProjectID string
 	// AccessKey and SecretKey sign every request; SecurityToken goes with
@@ -74,6 +82,30 @@ func (c *CPH) String() string {
 
 // GoString is String, so %#v does not print the secrets either.
 func (c *CPH) GoString() string { return c.String() }
+
+// KPSEndpointFromEnv returns the KPS endpoint of region that the
+// official SDK's environment override names
+// (HUAWEICLOUD_SDK_REGION_KPS_CN_NORTH_4 for cn-north-4), or "" when it is
+// not set; getenv is usually os.Getenv.
+func KPSEndpointFromEnv(region string, getenv func(string) string) string {
+	if region == "" || getenv(kps.EndpointEnv(region)) == "" {
+		return ""
+	}
+	return kps.EndpointFor(region, getenv)
+}
+
+// kpsEndpoint is where the pre-flight asks KPS (see KPSEndpoint).
+func (c *CPH) kpsEndpoint() string {
+	switch {
+	case c.KPSEndpoint != "":
+		return c.KPSEndpoint
+	case c.Endpoint != "":
+		return c.Endpoint
+	case c.Region != "":
+		return kps.DefaultEndpoint(c.Region)
+	}
+	return ""
+}
 
 func (c *CPH) credentials() cph.Credentials {
 	return cph.Credentials{AccessKey: c.AccessKey, SecretKey: c.SecretKey, SecurityToken: c.SecurityToken, AuthToken: c.IAMToken}
@@ -117,6 +149,7 @@ type Client struct {
 	enq   *asynq.Client
 	tasks tasks.TaskOptions // every task the client enqueues, as the workers enqueue theirs
 	api   *cph.Client       // nil: no CPH configured
+	kps   *kps.Client       // the project's KPS; nil when api is
 }
 
 // NewClient returns a Client over rdb, the Redis of the workers (any
@@ -152,6 +185,12 @@ func NewClient(rdb redis.UniversalClient, opts Options) (*Client, error) {
 			return nil, &InputError{Err: err}
 		}
 		c.api = api
+		kc, err := kps.NewClient(kps.Config{Endpoint: opts.CPH.kpsEndpoint(), ProjectID: opts.CPH.ProjectID,
+			Credentials: opts.CPH.credentials(), HTTPClient: opts.CPH.HTTPClient, ReadRetries: 3})
+		if err != nil {
+			return nil, &InputError{Err: err}
+		}
+		c.kps = kc
 	}
 	return c, nil
 }

@@ -69,9 +69,22 @@ func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 			tell(p)
 		}
 	}
+	check := !r.SkipKeypairCheck && c.kps != nil
+	if check {
+		// The rotation's own keypair first: a typo is refused before the
+		// fleet is read.
+		if err := checkKeypairs(ctx, c.kps, []string{r.Keypair}); err != nil {
+			return nil, err
+		}
+	}
 	spec, err := c.spec(ctx, r)
 	if err != nil {
 		return nil, err
+	}
+	if check {
+		if err := checkKeypairs(ctx, c.kps, targetKeypairs(spec)); err != nil {
+			return nil, err
+		}
 	}
 	var lister tasks.ServerLister
 	if spec.SkipMatching {

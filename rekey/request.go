@@ -171,6 +171,13 @@ type Request struct {
 	// Retention is how long the rotation's records, report and completion
 	// event are kept after it ends. Zero: DefaultRetention (30 days).
 	Retention time.Duration
+	// SkipKeypairCheck does not ask KPS whether the keypairs exist before
+	// planning (enqueue start --skip-keypair-check), for credentials
+	// without KeypairReadAction. The zero value checks when the client
+	// has Options.CPH (without it there is nothing to ask, and nothing is
+	// checked); a missing keypair is then an *InputError holding a
+	// *MissingKeypairError, and nothing is read or written.
+	SkipKeypairCheck bool
 	// Progress, when set, is told how the reads of the fleet go (discovery,
 	// then skip-matching) after each page, and once more, with Done set,
 	// when the plan is complete: Start writes the rotation after that call,
