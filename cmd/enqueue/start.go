@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,6 +21,8 @@ type planFlags struct {
 	rotationID             string
 	skipMatching           bool
 	region, endpoint       string
+	kpsEndpoint            string
+	skipKeypairCheck       bool
 	asJSON, dryRun         bool
 	submitRate, waves      string
 	readRate               string
@@ -38,6 +41,8 @@ func addPlanFlags(f *flags, idHelp string) *planFlags {
 	f.BoolVar(&p.skipMatching, "skip-matching", true, "read current keypairs first: skip servers already on the target keypair, and record\neach server's old keypair (needed by rollback)")
 	f.StringVar(&p.region, "region", "", "CPH `region` (for --discover and --skip-matching)")
 	f.StringVar(&p.endpoint, "endpoint", "", "CPH endpoint `url`, overrides --region")
+	f.StringVar(&p.kpsEndpoint, "kps-endpoint", "", "Key Pair Service endpoint `url` for the keypair check. Default: HUAWEICLOUD_SDK_REGION_KPS_{REGION}\nwhen set, else --endpoint when set (a proxy or the simulator serving both), else\nhttps://kms.{region}.myhuaweicloud.com")
+	f.BoolVar(&p.skipKeypairCheck, "skip-keypair-check", false, "do not check first that the keypair exists in the project's KPS (ShowKeypair): for credentials\nwithout the IAM action "+rekey.KeypairReadAction)
 	f.BoolVar(&p.asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&p.dryRun, "dry-run", false, "read the fleet and print what would change and an ETA; write nothing, enqueue nothing")
 	f.StringVar(&p.submitRate, "submit-rate", "10/s:1", "with --dry-run, the workers' fleet-wide UpdateKeypair `rate`, for the ETA")
@@ -67,7 +72,11 @@ func (p *planFlags) options(e *env, discover bool) (rekey.Options, error) {
 		if p.dryRun {
 			return rekey.Options{}, usagef("--dry-run reads the current keypairs: drop --skip-matching=false")
 		}
-		return rekey.Options{}, nil
+		if p.skipKeypairCheck || p.region == "" && p.endpoint == "" {
+			// Without a region there is no KPS to ask: the keypair is
+			// checked by CPH itself, and a missing one halts the rotation.
+			return rekey.Options{}, nil
+		}
 	}
 	if p.region == "" && p.endpoint == "" {
 		return rekey.Options{}, usagef("--discover, --skip-matching and --dry-run read the fleet: set --region or --endpoint (or --skip-matching=false)")
@@ -78,6 +87,7 @@ func (p *planFlags) options(e *env, discover bool) (rekey.Options, error) {
 	}
 	c := rekey.CPHFromEnv(e.getenv)
 	c.Region, c.Endpoint = p.region, p.endpoint
+	c.KPSEndpoint = cmp.Or(p.kpsEndpoint, rekey.KPSEndpointFromEnv(p.region, e.getenv))
 	return rekey.Options{CPH: c, ReadRate: rr}, nil
 }
 
@@ -113,7 +123,7 @@ func (p *planFlags) request(keypair string) (rekey.Request, error) {
 	}
 	return rekey.Request{ID: p.rotationID, Keypair: keypair, ChunkSize: p.chunkSize, MaxAttempts: p.maxAttempts,
 		NoSkipMatching: !p.skipMatching, Waves: waves, MaxErrors: &budget, NoVerify: !p.verify,
-		PauseAfterWave: p.pauseAfterWave, Retention: p.retention}, nil
+		PauseAfterWave: p.pauseAfterWave, Retention: p.retention, SkipKeypairCheck: p.skipKeypairCheck}, nil
 }
 
 // run plans the rotation and either prints the dry run or starts it.
