@@ -1,11 +1,24 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
 )
 
@@ -38,4 +51,103 @@ func TestStartRefusesMissingKeypair(t *testing.T) {
 		t.Errorf("simulator calls %v: the refused starts read or wrote the fleet", st.Calls)
 	}
 	enqueue(t, env, "start", "--dry-run", "--skip-keypair-check", "--keypair", newKeypair, file)
+}
+
+// TestGenerateKeypair: start --generate-keypair writes the private key to
+// a new 0600 file, imports the public half into the project's KPS, and the
+// rotation puts every server on it; the private key is then nowhere else:
+// not in Redis (task payloads included), the worker's logs, the commands'
+// output, the console's API or /metrics.
+func TestGenerateKeypair(t *testing.T) {
+	r := testredis.Mini(t)
+	f := startSim(t, cphsim.Options{Servers: 150, Seed: 4, JobLatency: 200 * time.Millisecond, Keypairs: []string{"kp-old"}})
+	env := baseEnv(r, f)
+	addr := freeAddr(t)
+	w := startWorker(t, append(env, "REKEY_ADMIN_TOKEN="+adminToken), "--admin-addr", addr)
+	base := "http://" + addr
+	waitHTTP(t, base+"/readyz")
+
+	keyFile := filepath.Join(t.TempDir(), "kp.pem")
+	file := writeTargets(t, f)
+	out, code, stderr := enqueueCode(t, env, "start", "--json", "--generate-keypair", "--private-key-out", keyFile, "--keypair", newKeypair, file)
+	if code != 0 {
+		t.Fatalf("start --generate-keypair: exit %d: %s", code, stderr)
+	}
+	var st started
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("start output %q: %v", out, err)
+	}
+	rot := waitFinished(t, r.Client(t), st.Rotation, time.Minute)
+	if rot.State != tasks.StateSucceeded {
+		t.Fatalf("rotation %s: %s (%s)", rot.ID, rot.State, rot.Reason)
+	}
+
+	fi, err := os.Stat(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("private key file mode %v, want 0600", fi.Mode().Perm())
+	}
+	pem, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(pem)
+	if err != nil {
+		t.Fatalf("the private key file does not parse: %v", err)
+	}
+	held, ok := f.sim.ProjectKeypair(testProject, newKeypair)
+	if !ok {
+		t.Fatalf("KPS holds no %s", newKeypair)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(held.PublicKey))
+	if err != nil || !bytes.Equal(pub.Marshal(), signer.PublicKey().Marshal()) || held.Scope != "domain" {
+		t.Fatalf("KPS holds %+v (%v): not the file's public half in scope domain", held, err)
+	}
+
+	// A second run never overwrites the file.
+	if _, code, stderr := enqueueCode(t, env, "start", "--generate-keypair", "--private-key-out", keyFile, "--keypair", newKeypair, file); code != 2 || !strings.Contains(stderr, "never overwritten") {
+		t.Errorf("second run: exit %d, %q; want 2, refusing to overwrite", code, stderr)
+	}
+	if again, _ := os.ReadFile(keyFile); !bytes.Equal(again, pem) {
+		t.Error("the private key file changed")
+	}
+
+	pages := []string{out, stderr}
+	for _, path := range []string{"/metrics", "/api/v1/rotations", "/api/v1/rotations/" + st.Rotation} {
+		code, body := get(t, base+path)
+		if code != http.StatusOK {
+			t.Fatalf("%s = %d", path, code)
+		}
+		pages = append(pages, body)
+	}
+	pages = append(pages, enqueue(t, env, "status", "--json", st.Rotation), enqueue(t, env, "report", st.Rotation))
+	w.cmd.Process.Signal(syscall.SIGTERM)
+	w.wait()
+	pages = append(pages, w.logs.String(), redisDump(t, r.Client(t)))
+	// Every line of the key's PEM body, and the raw private key in the
+	// encodings a leak would take.
+	var secrets []string
+	for _, line := range strings.Split(string(pem), "\n") {
+		if len(line) >= 40 && !strings.HasPrefix(line, "-----") {
+			secrets = append(secrets, line)
+		}
+	}
+	raw, err := ssh.ParseRawPrivateKey(pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := raw.(*ed25519.PrivateKey).Seed()
+	secrets = append(secrets, hex.EncodeToString(seed), base64.StdEncoding.EncodeToString(seed), base64.RawURLEncoding.EncodeToString(seed), string(seed))
+	if len(secrets) < 5 {
+		t.Fatalf("only %d secrets to look for", len(secrets))
+	}
+	for i, p := range pages {
+		for _, s := range secrets {
+			if strings.Contains(p, s) {
+				t.Fatalf("private key material %.6s… found in output %d", s, i)
+			}
+		}
+	}
 }

@@ -31,6 +31,8 @@ type planFlags struct {
 	pauseAfterWave, verify bool
 	quiet                  bool
 	progressInterval       time.Duration
+	// prepare, when set, runs once the client is made, before the plan.
+	prepare func(context.Context, *rekey.Client) error
 }
 
 func addPlanFlags(f *flags, idHelp string) *planFlags {
@@ -138,6 +140,11 @@ func (p *planFlags) run(ctx context.Context, e *env, f *flags, req rekey.Request
 	}
 	defer rdb.Close()
 	defer c.Close()
+	if p.prepare != nil {
+		if err := p.prepare(ctx, c); err != nil {
+			return usage(err)
+		}
+	}
 	prog := p.progress(e)
 	req.Progress = prog.show
 	if p.dryRun {
@@ -167,6 +174,9 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	discover := f.Bool("discover", false, "take the targets from ListCloudPhoneServers instead of a file")
 	name := f.String("name", "", "with --discover, only servers whose name contains `text`")
 	status := f.String("status", "", "with --discover, only servers in this `status` (5 = normal)")
+	generate := f.Bool("generate-keypair", false, "generate an ed25519 keypair here, write its private key to --private-key-out and import its\npublic key into the project's KPS as --keypair (needs "+rekey.KeypairImportAction+"), then start")
+	keyOut := f.String("private-key-out", "", "with --generate-keypair, the `file` the private key is written to (mode 0600; never overwritten)")
+	scope := f.String("keypair-scope", rekey.ScopeDomain, "with --generate-keypair, the KPS `scope` of the imported keypair: domain (every IAM user of the\naccount) or user (the importing user only)")
 	p := addPlanFlags(f, "default derived from the input, so re-running the same command enqueues nothing twice")
 	nargs := 1
 	if hasFlag(args, "discover") {
@@ -177,6 +187,9 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	}
 	if *keypair == "" {
 		return usagef("--keypair is required")
+	}
+	if err := checkGenerate(p, *generate, *keyOut, *scope); err != nil {
+		return err
 	}
 	fmtArg, err := rekey.ParseFormat(*format)
 	if err != nil {
@@ -206,7 +219,59 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	} else if req.Targets, err = readTargets(e, f.Arg(0), fmtArg); err != nil {
 		return err
 	}
+	if *generate {
+		p.prepare = func(ctx context.Context, c *rekey.Client) error {
+			return generateKeypair(ctx, e, c, *keypair, *keyOut, *scope)
+		}
+	}
 	return p.run(ctx, e, f, req, *discover)
+}
+
+// checkGenerate checks the flags of --generate-keypair.
+func checkGenerate(p *planFlags, generate bool, keyOut, scope string) error {
+	switch {
+	case !generate && keyOut != "":
+		return usagef("--private-key-out goes with --generate-keypair")
+	case !generate:
+		return nil
+	case keyOut == "":
+		return usagef("--generate-keypair needs --private-key-out FILE: the private key is written there, and nowhere else")
+	case keyOut == "-":
+		return usagef("--private-key-out -: stdout carries the rotation id; give a file")
+	case p.dryRun:
+		return usagef("--generate-keypair imports a keypair, which a dry run does not: drop --dry-run, or generate the keypair first")
+	case p.skipKeypairCheck:
+		return usagef("--generate-keypair checks the imported keypair: drop --skip-keypair-check")
+	case p.region == "" && p.endpoint == "":
+		return usagef("--generate-keypair imports the keypair into the project's KPS: set --region or --endpoint")
+	case scope != rekey.ScopeDomain && scope != rekey.ScopeUser:
+		return usagef("--keypair-scope %q: want %s or %s", scope, rekey.ScopeDomain, rekey.ScopeUser)
+	}
+	if _, err := os.Lstat(keyOut); err == nil {
+		return usagef("--private-key-out %s exists: it is never overwritten (if the keypair was imported already, start without --generate-keypair)", keyOut)
+	}
+	return nil
+}
+
+// generateKeypair makes an ed25519 keypair, writes its private key to
+// keyOut and imports the public key into KPS as name. The private key goes
+// to that file only: never to stdout, a log, Redis or the API. A failed
+// import removes the file, since the key would be of no use: running the
+// command again starts afresh.
+func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut, scope string) error {
+	k, err := rekey.GenerateKeypair(name)
+	if err != nil {
+		return err
+	}
+	if err := k.WritePrivateKey(keyOut); err != nil {
+		return usageError{err}
+	}
+	if err := c.ImportKeypair(ctx, name, k.PublicKey, scope); err != nil {
+		os.Remove(keyOut)
+		return fmt.Errorf("%w (the private key file %s was removed)", err, keyOut)
+	}
+	fmt.Fprintf(e.stderr, "keypair %s (%s) imported into KPS, scope %s; private key in %s\n", name, k.Fingerprint, scope, keyOut)
+	return nil
 }
 
 func printStarted(w io.Writer, asJSON bool, st *rekey.Started) error {
