@@ -151,3 +151,57 @@ func TestGenerateKeypair(t *testing.T) {
 		}
 	}
 }
+
+// TestStartRefusesKeypairMissingInOneProject: a rotation over three
+// (region, project) pairs whose keypair is missing in one of them exits 2
+// naming that project only, before any pair's fleet is read, with nothing
+// enqueued.
+func TestStartRefusesKeypairMissingInOneProject(t *testing.T) {
+	r := testredis.Mini(t)
+	both := []string{"kp-old", newKeypair}
+	north := startRegion(t, "cn-north-4", testProject, cphsim.Options{Servers: 30, Seed: 31, Keypairs: both})
+	east := startRegion(t, "cn-east-3", "11111111111111111111111111111111", cphsim.Options{Servers: 20, Seed: 32, Keypairs: []string{"kp-old"}})
+	south := startRegion(t, "ap-southeast-1", "22222222222222222222222222222222", cphsim.Options{Servers: 25, Seed: 33, Keypairs: both})
+	env := append(os.Environ(),
+		"REDIS_URL="+r.URL(),
+		"REKEY_REGION="+north.name,
+		"REKEY_ENDPOINT="+north.fleet.url+",ap-southeast-1="+south.fleet.url,
+		"HUAWEICLOUD_SDK_REGION_CPH_CN_EAST_3="+east.fleet.url,
+		"HUAWEICLOUD_SDK_AK="+testAK,
+		"HUAWEICLOUD_SDK_SK="+testSK,
+		"HUAWEICLOUD_SDK_PROJECT_ID="+testProject,
+	)
+	var b strings.Builder
+	b.WriteString("server_id,region,project_id\n")
+	for _, rg := range []*region{north, east, south} {
+		for _, s := range rg.fleet.sim.Servers() {
+			b.WriteString(s.ServerID + "," + rg.name + "," + rg.project + "\n")
+		}
+	}
+	list := filepath.Join(t.TempDir(), "fleet.csv")
+	if err := os.WriteFile(list, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, dry := range []bool{false, true} {
+		args := []string{"start", "--keypair", newKeypair, list}
+		if dry {
+			args = append([]string{"start", "--dry-run"}, args[1:]...)
+		}
+		out, code, stderr := enqueueCode(t, env, args...)
+		if code != 2 || out != "" {
+			t.Fatalf("enqueue %v: exit %d, stdout %q, stderr %q; want 2 and nothing", args, code, out, stderr)
+		}
+		want := "keypair " + newKeypair + " does not exist in project " + east.project + " (cn-east-3):"
+		if !strings.Contains(stderr, want) || strings.Contains(stderr, north.project) || strings.Contains(stderr, south.project) {
+			t.Errorf("enqueue %v: stderr %q; want it to name %s only", args, stderr, east.project)
+		}
+	}
+	if n := r.Client(t).DBSize(context.Background()).Val(); n != 0 {
+		t.Errorf("Redis holds %d keys after refused starts", n)
+	}
+	for _, rg := range []*region{north, east, south} {
+		if st := rg.fleet.sim.Stats(); st.Calls[cphsim.APIListServers]+st.Writes() != 0 {
+			t.Errorf("%s: simulator calls %v: the refused starts read or wrote the fleet", rg.name, st.Calls)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -46,12 +47,20 @@ type CPH struct {
 	Region string
 	// Endpoint, when set, overrides Region (a proxy, the simulator).
 	Endpoint string
-	// KPSEndpoint is the Key Pair Service's endpoint, which the keypair
-	// pre-flight asks (KPS answers on DEW's KMS host). Empty: Endpoint
-	// when set (a proxy or the simulator serving both), else
-	// https://kms.{Region}.myhuaweicloud.com. CPHFromEnv does not set it:
-	// the SDK's override, HUAWEICLOUD_SDK_REGION_KPS_{REGION}, is named by
-	// the region (see KPSEndpointFromEnv).
+	// Endpoints are the endpoints of other regions targets are in
+	// (enqueue's --endpoint REGION=URL), before Getenv's.
+	Endpoints map[string]string
+	// Getenv reads the official SDK's per-region endpoint overrides,
+	// HUAWEICLOUD_SDK_REGION_CPH_{REGION} and, for the Key Pair Service,
+	// HUAWEICLOUD_SDK_REGION_KPS_{REGION} (CPHFromEnv sets it); nil: none.
+	Getenv func(string) string
+	// KPSEndpoint is the default Region's Key Pair Service endpoint, which
+	// the keypair pre-flight and ImportKeypair ask (KPS answers on DEW's
+	// KMS host). A region's KPS endpoint is, in order: the SDK's
+	// HUAWEICLOUD_SDK_REGION_KPS_{REGION} override (through Getenv), this
+	// one for the default Region, the region's CPH endpoint when one is
+	// given (Endpoint, Endpoints or the SDK's CPH override: a proxy or the
+	// simulator serving both), then https://kms.{region}.myhuaweicloud.com.
 	KPSEndpoint string
 	// ProjectID is the regional project (HUAWEICLOUD_SDK_PROJECT_ID).
 	ProjectID string
@@ -72,7 +81,15 @@ type CPH struct {
 func CPHFromEnv(getenv func(string) string) *CPH {
 	c := cph.CredentialsFromEnv(getenv)
 	return &CPH{ProjectID: getenv("HUAWEICLOUD_SDK_PROJECT_ID"), AccessKey: c.AccessKey, SecretKey: c.SecretKey,
-		SecurityToken: c.SecurityToken, IAMToken: c.AuthToken}
+		SecurityToken: c.SecurityToken, IAMToken: c.AuthToken, Getenv: getenv}
+}
+
+// KnownRegions are the regions targets may name: those the CPH API is
+// served in, the default Region and those given Endpoints.
+func (c *CPH) KnownRegions() []string { return c.endpoints().KnownRegions() }
+
+func (c *CPH) endpoints() cph.Endpoints {
+	return cph.Endpoints{Region: c.Region, Plain: c.Endpoint, Regions: c.Endpoints, Getenv: c.Getenv}
 }
 
 // String prints the endpoint and project, never the secrets.
@@ -83,26 +100,23 @@ func (c *CPH) String() string {
 // GoString is String, so %#v does not print the secrets either.
 func (c *CPH) GoString() string { return c.String() }
 
-// KPSEndpointFromEnv returns the KPS endpoint of region that the
-// official SDK's environment override names
-// (HUAWEICLOUD_SDK_REGION_KPS_CN_NORTH_4 for cn-north-4), or "" when it is
-// not set; getenv is usually os.Getenv.
-func KPSEndpointFromEnv(region string, getenv func(string) string) string {
-	if region == "" || getenv(kps.EndpointEnv(region)) == "" {
-		return ""
+// kpsEndpoint is the KPS endpoint of region ("": the default Region), as
+// KPSEndpoint says.
+func (c *CPH) kpsEndpoint(region string) string {
+	if region == "" {
+		region = c.Region
 	}
-	return kps.EndpointFor(region, getenv)
-}
-
-// kpsEndpoint is where the pre-flight asks KPS (see KPSEndpoint).
-func (c *CPH) kpsEndpoint() string {
-	switch {
-	case c.KPSEndpoint != "":
+	if c.Getenv != nil && region != "" && c.Getenv(kps.EndpointEnv(region)) != "" {
+		return kps.EndpointFor(region, c.Getenv)
+	}
+	if region == c.Region && c.KPSEndpoint != "" {
 		return c.KPSEndpoint
-	case c.Endpoint != "":
-		return c.Endpoint
-	case c.Region != "":
-		return kps.DefaultEndpoint(c.Region)
+	}
+	if u := c.endpoints().Config(cph.Config{Endpoint: c.Endpoint}, region).Endpoint; u != "" {
+		return u
+	}
+	if region != "" {
+		return kps.DefaultEndpoint(region)
 	}
 	return ""
 }
@@ -149,7 +163,12 @@ type Client struct {
 	enq   *asynq.Client
 	tasks tasks.TaskOptions // every task the client enqueues, as the workers enqueue theirs
 	api   *cph.Client       // nil: no CPH configured
-	kps   *kps.Client       // the project's KPS; nil when api is
+	cph   *CPH
+	base  cph.Config // api's configuration, for the other places' clients
+
+	mu     sync.Mutex
+	placed map[tasks.Place]*cph.Client // clients of places other than api's
+	kps    map[tasks.Place]*kps.Client // KPS clients, made when first asked
 }
 
 // NewClient returns a Client over rdb, the Redis of the workers (any
@@ -179,18 +198,13 @@ func NewClient(rdb redis.UniversalClient, opts Options) (*Client, error) {
 		}
 		// The fleet is read page by page at the read rate: a throttled or
 		// failed page is read again rather than failing the plan.
-		api, err := cph.NewClient(cph.Config{Region: opts.CPH.Region, Endpoint: opts.CPH.Endpoint, ProjectID: opts.CPH.ProjectID,
-			Credentials: opts.CPH.credentials(), HTTPClient: opts.CPH.HTTPClient, ReadRetries: 10, ReadRate: rr.limit().Local()})
+		c.base = cph.Config{Region: opts.CPH.Region, Endpoint: opts.CPH.Endpoint, ProjectID: opts.CPH.ProjectID,
+			Credentials: opts.CPH.credentials(), HTTPClient: opts.CPH.HTTPClient, ReadRetries: 10, ReadRate: rr.limit().Local()}
+		api, err := cph.NewClient(c.base)
 		if err != nil {
 			return nil, &InputError{Err: err}
 		}
-		c.api = api
-		kc, err := kps.NewClient(kps.Config{Endpoint: opts.CPH.kpsEndpoint(), ProjectID: opts.CPH.ProjectID,
-			Credentials: opts.CPH.credentials(), HTTPClient: opts.CPH.HTTPClient, ReadRetries: 3})
-		if err != nil {
-			return nil, &InputError{Err: err}
-		}
-		c.kps = kc
+		c.api, c.cph = api, opts.CPH
 	}
 	return c, nil
 }
@@ -205,4 +219,16 @@ func (c *Client) Close() error {
 	// The asynq client shares the caller's connection and has nothing of
 	// its own to close (its Close refuses a shared connection).
 	return nil
+}
+
+// ParseEndpoints reads the values of a repeated --endpoint flag: at most
+// one plain URL, the default Region's endpoint (CPH.Endpoint), and any
+// number of REGION=URL, one a region (CPH.Endpoints). A bad value is an
+// *InputError.
+func ParseEndpoints(values []string) (plain string, perRegion map[string]string, err error) {
+	plain, perRegion, err = cph.ParseEndpoints(values)
+	if err != nil {
+		return "", nil, &InputError{Err: err}
+	}
+	return plain, perRegion, nil
 }

@@ -10,11 +10,37 @@ import (
 // Pause stops new UpdateKeypair calls of rotation id on every worker at
 // once (workers check the state atomically with marking each call);
 // batches already submitted are polled to the end.
+//
+// A rotation across places pauses every part that has not finished; a
+// part's own id pauses that part alone.
 func (c *Client) Pause(ctx context.Context, id string) error {
-	if err := tasks.ValidateRotationID(id); err != nil {
-		return &InputError{Err: err}
+	parts, group, err := c.partsOf(ctx, id)
+	if err != nil {
+		return err
 	}
-	return wrap(c.store.SetState(ctx, id, tasks.StatePaused, "paused by an operator"))
+	for _, p := range parts {
+		if group && c.waiting(ctx, p) {
+			continue // it stays waiting for its turn
+		}
+		if err := c.store.SetState(ctx, p, tasks.StatePaused, "paused by an operator"); err != nil && !(group && c.ended(ctx, p)) {
+			return wrap(err)
+		}
+	}
+	return nil
+}
+
+// ended reports whether rotation id has finished, so a control of its
+// group passes it by.
+func (c *Client) ended(ctx context.Context, id string) bool {
+	r, err := c.store.Rotation(ctx, id)
+	return err == nil && r.Finished()
+}
+
+// waiting reports whether part id waits for its turn, which a control of
+// its group leaves to the workers.
+func (c *Client) waiting(ctx context.Context, id string) bool {
+	r, err := c.store.Rotation(ctx, id)
+	return err == nil && r.Waiting()
 }
 
 // ResumeOptions tune Resume.
@@ -36,20 +62,34 @@ type Resumed struct {
 // Resume sets a paused rotation, or one halted by its error budget or by
 // refused credentials, running again, starts the next wave if the current one has ended, and
 // enqueues what the wave has left to submit.
+//
+// A rotation across places resumes every part that has not finished (a
+// new MaxErrors is each part's budget); a part's id resumes that part.
 func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Resumed, error) {
-	if err := tasks.ValidateRotationID(id); err != nil {
-		return nil, &InputError{Err: err}
+	parts, group, err := c.partsOf(ctx, id)
+	if err != nil {
+		return nil, err
 	}
 	var budget *tasks.Size
 	if opts.MaxErrors != nil {
 		b := opts.MaxErrors.internal()
 		budget = &b
 	}
-	rot, n, err := tasks.Resume(ctx, c.store, c.enq, id, budget, c.tasks)
-	if err != nil {
-		return nil, wrap(err)
+	res := &Resumed{}
+	for _, p := range parts {
+		if group && (c.ended(ctx, p) || c.waiting(ctx, p)) {
+			continue
+		}
+		rot, n, err := tasks.Resume(ctx, c.store, c.enq, p, budget, c.tasks)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		res.Rotation, res.Enqueued = rotationOf(rot), res.Enqueued+n
 	}
-	return &Resumed{Rotation: rotationOf(rot), Enqueued: n}, nil
+	if group {
+		res.Rotation, err = c.Rotation(ctx, id)
+	}
+	return res, err
 }
 
 // Cancelled is what Cancel did.
@@ -66,13 +106,27 @@ type Cancelled struct {
 // recorded cancelled; in-flight jobs are polled to their end and their
 // failures are not retried. When nothing is running the rotation finishes
 // at once (state cancelled, completion event sent).
+//
+// A rotation across places cancels every part that has not finished; a
+// part's id cancels that part.
 func (c *Client) Cancel(ctx context.Context, id string) (*Cancelled, error) {
-	if err := tasks.ValidateRotationID(id); err != nil {
-		return nil, &InputError{Err: err}
-	}
-	rot, closed, err := tasks.Cancel(ctx, c.store, c.enq, id, c.tasks, time.Now())
+	parts, group, err := c.partsOf(ctx, id)
 	if err != nil {
-		return nil, wrap(err)
+		return nil, err
 	}
-	return &Cancelled{Rotation: rotationOf(rot), Closed: closed}, nil
+	res := &Cancelled{}
+	for _, p := range parts {
+		if group && c.ended(ctx, p) {
+			continue
+		}
+		rot, closed, err := tasks.Cancel(ctx, c.store, c.enq, p, c.tasks, time.Now())
+		if err != nil {
+			return nil, wrap(err)
+		}
+		res.Rotation, res.Closed = rotationOf(rot), res.Closed+closed
+	}
+	if group {
+		res.Rotation, err = c.Rotation(ctx, id)
+	}
+	return res, err
 }

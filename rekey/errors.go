@@ -17,8 +17,11 @@ var (
 	// retention has ended).
 	ErrNotFound = tasks.ErrNotFound
 	// ErrConflict: a rotation with the id exists and was started for other
-	// targets or options. Starting the same Request again is not a
-	// conflict: it names the same rotation and enqueues nothing twice.
+	// targets or options, or a start of it was cut short after it froze a
+	// plan that this start's read of the fleet no longer gives (the error
+	// names the first chunk that differs). Starting the same Request again
+	// is not a conflict: it names the same rotation and enqueues nothing
+	// twice.
 	ErrConflict = tasks.ErrConflict
 	// ErrRedisUnavailable: Redis could not be reached, or answered that it
 	// cannot serve yet (loading, failing over, resharding). The request may

@@ -53,6 +53,12 @@ type Event struct {
 	Counts     Counts    `json:"counts"`
 	CreatedAt  time.Time `json:"created_at"`
 	FinishedAt time.Time `json:"finished_at"`
+	// Region and ProjectID are the rotation's place (absent: the workers'
+	// own). A rotation across places sends an event for each part, whose
+	// Group is the rotation's id.
+	Region    string `json:"region,omitempty"`
+	ProjectID string `json:"project_id,omitempty"`
+	Group     string `json:"group,omitempty"`
 }
 
 // DecodeEvent decodes a completion event's payload. Unknown fields are

@@ -100,7 +100,7 @@ func ExampleParseTargets() {
 	fmt.Printf("%+v\n", ts)
 	// Output:
 	// line 2: server id "not an id" contains a space
-	// [{ServerID:ae4d231e44d2a4ccf612660a473fe1e3 Keypair:kp-canary}]
+	// [{ServerID:ae4d231e44d2a4ccf612660a473fe1e3 Keypair:kp-canary Region: ProjectID:}]
 }
 
 // DecodeEvent reads a completion event from any transport.

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/cph-rekey/cph-rekey/internal/kps"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
 // Keypair scopes for ImportKeypair.
@@ -96,14 +97,15 @@ func (k *GeneratedKeypair) WritePrivateKey(path string) error {
 }
 
 // ImportKeypair imports publicKey (an OpenSSH authorized_keys line) into
-// the KPS of the client's project under name, with scope ScopeDomain or
+// the KPS of the client's own project (Options.CPH's) under name, with scope ScopeDomain or
 // ScopeUser (empty: ScopeDomain). Importing the same key again is a no-op;
 // another key under the name is an *InputError naming it, and the keypair
 // in KPS is left alone. It needs Options.CPH and the IAM action
 // KeypairImportAction.
 func (c *Client) ImportKeypair(ctx context.Context, name, publicKey, scope string) error {
-	if c.kps == nil {
-		return &InputError{Err: errors.New("importing a keypair asks KPS: give the client Options.CPH")}
+	kc, err := c.kpsAt(tasks.Place{})
+	if err != nil {
+		return err
 	}
 	if err := kps.CheckName(name); err != nil {
 		return &InputError{Err: err}
@@ -114,14 +116,14 @@ func (c *Client) ImportKeypair(ctx context.Context, name, publicKey, scope strin
 	if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(publicKey)); err != nil {
 		return badInput("keypair %s: the public key is not an OpenSSH public key: %v", name, err)
 	}
-	_, err := c.kps.Import(ctx, kps.ImportRequest{Name: name, PublicKey: publicKey, Scope: scope})
+	_, err = kc.Import(ctx, kps.ImportRequest{Name: name, PublicKey: publicKey, Scope: scope})
 	switch {
 	case err == nil:
 		return nil
 	case kps.IsConflict(err):
-		return &InputError{Err: fmt.Errorf("import keypair %s into project %s: %w: pick another name, or delete that keypair first", name, c.kps.ProjectID(), err)}
+		return &InputError{Err: fmt.Errorf("import keypair %s into project %s: %w: pick another name, or delete that keypair first", name, kc.ProjectID(), err)}
 	case kps.IsDenied(err):
-		return wrap(fmt.Errorf("import keypair %s into project %s: %w (the credentials need %s)", name, c.kps.ProjectID(), err, KeypairImportAction))
+		return wrap(fmt.Errorf("import keypair %s into project %s: %w (the credentials need %s)", name, kc.ProjectID(), err, KeypairImportAction))
 	}
-	return wrap(fmt.Errorf("import keypair %s into project %s: %w", name, c.kps.ProjectID(), err))
+	return wrap(fmt.Errorf("import keypair %s into project %s: %w", name, kc.ProjectID(), err))
 }

@@ -45,8 +45,15 @@ func TestKeypairPreflight(t *testing.T) {
 			if !errors.As(err, &ie) || !errors.As(err, &me) {
 				t.Fatalf("Plan = %v (%T), want an *InputError with a *MissingKeypairError", err, err)
 			}
-			if strings.Join(me.Keypairs, ",") != strings.Join(tt.missing, ",") || me.ProjectID != rekeytest.ProjectID {
-				t.Errorf("missing %v in %s, want %v in %s", me.Keypairs, me.ProjectID, tt.missing, rekeytest.ProjectID)
+			var got []string
+			for _, m := range me.Missing {
+				if m.ProjectID != rekeytest.ProjectID {
+					t.Errorf("%s missing in project %s, want %s", m.Keypair, m.ProjectID, rekeytest.ProjectID)
+				}
+				got = append(got, m.Keypair)
+			}
+			if strings.Join(got, ",") != strings.Join(tt.missing, ",") {
+				t.Errorf("missing %v, want %v", got, tt.missing)
 			}
 			if !strings.Contains(err.Error(), tt.missing[0]) || !strings.Contains(err.Error(), rekeytest.ProjectID) {
 				t.Errorf("error %q names neither the keypair nor the project", err)

@@ -37,16 +37,35 @@ type Plan struct {
 	MaxErrors int
 	// Read reports whether the fleet was read (skip-matching).
 	Read bool
+	// Region and ProjectID are the place of a rotation of one place
+	// ("": the workers' own).
+	Region, ProjectID string
+	// Parts are the plans of a rotation across places, one a (region,
+	// project), in the order the places first appear in the targets; the
+	// figures above are their sums (Waves wave by wave, MaxErrors the
+	// budgets of all parts: each part has its own). Nil for one place.
+	Parts []*Plan
+	// MaxConcurrentRegions is how many parts run at once (0: all).
+	MaxConcurrentRegions int
 
 	plan *tasks.Plan
 }
 
 // ETA estimates how long the rotation takes: its chunks at the workers'
 // fleet-wide submit rate, plus one job latency per wave (each wave waits
-// for the previous one's jobs).
+// for the previous one's jobs). The parts of a rotation across places run
+// side by side, each under its region's quota: its ETA is its longest
+// part's.
 func (p *Plan) ETA(submitRate Rate, jobLatency time.Duration) time.Duration {
 	if submitRate.Events <= 0 || submitRate.Per <= 0 {
 		return 0
+	}
+	if p.Parts != nil {
+		var longest time.Duration
+		for _, part := range p.Parts {
+			longest = max(longest, part.ETA(submitRate, jobLatency))
+		}
+		return longest
 	}
 	perSecond := float64(submitRate.Events) / submitRate.Per.Seconds()
 	submit := time.Duration(math.Ceil(float64(p.Chunks)/perSecond*1000)) * time.Millisecond
@@ -69,11 +88,11 @@ func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 			tell(p)
 		}
 	}
-	check := !r.SkipKeypairCheck && c.kps != nil
-	if check {
-		// The rotation's own keypair first: a typo is refused before the
-		// fleet is read.
-		if err := checkKeypairs(ctx, c.kps, []string{r.Keypair}); err != nil {
+	check := !r.SkipKeypairCheck && c.cph != nil
+	if check && r.Discover != nil {
+		// Discovery reads the default place's fleet: a missing keypair is
+		// refused before that read.
+		if err := c.checkKeypairs(ctx, []tasks.Spec{{Keypair: r.Keypair}}); err != nil {
 			return nil, err
 		}
 	}
@@ -81,36 +100,78 @@ func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	group, specs, err := tasks.SplitPlaces(spec)
+	if err != nil {
+		return nil, &InputError{Err: err}
+	}
+	if err := c.oneProjectForTokens(specs); err != nil {
+		return nil, err
+	}
 	if check {
-		if err := checkKeypairs(ctx, c.kps, targetKeypairs(spec)); err != nil {
+		if err := c.checkKeypairs(ctx, specs); err != nil {
 			return nil, err
 		}
 	}
-	var lister tasks.ServerLister
-	if spec.SkipMatching {
-		lister = c.api
-	}
-	if r.Progress != nil && spec.SkipMatching {
-		start := time.Now()
-		spec.Progress = func(p tasks.PlanProgress) {
-			pp := listProgress(StepRead, p.ListProgress, start)
-			pp.Targets, pp.Matched = p.Targets, p.Matched
-			r.Progress(pp)
+	var plans []*Plan
+	for _, spec := range specs {
+		var lister tasks.ServerLister
+		if spec.SkipMatching {
+			api, err := c.apiAt(spec.Place)
+			if err != nil {
+				return nil, err
+			}
+			lister = api
 		}
-	}
-	tp, err := tasks.MakePlan(ctx, spec, lister)
-	if err != nil {
-		var ce *cph.Error
-		if errors.As(err, &ce) || ctx.Err() != nil {
-			return nil, wrap(err)
+		if r.Progress != nil && spec.SkipMatching {
+			start := time.Now()
+			spec.Progress = func(p tasks.PlanProgress) {
+				pp := listProgress(StepRead, p.ListProgress, start)
+				pp.Targets, pp.Matched = p.Targets, p.Matched
+				r.Progress(pp)
+			}
 		}
-		return nil, &InputError{Err: err}
+		tp, err := tasks.MakePlan(ctx, spec, lister)
+		if err != nil {
+			var ce *cph.Error
+			if errors.As(err, &ce) || ctx.Err() != nil {
+				return nil, wrap(err)
+			}
+			return nil, &InputError{Err: err}
+		}
+		plans = append(plans, planOf(tp))
 	}
 	if tell != nil {
 		last.Done = true
 		tell(last)
 	}
-	return planOf(tp), nil
+	if group == "" {
+		return plans[0], nil
+	}
+	p := groupPlan(group, plans)
+	p.MaxConcurrentRegions = r.MaxConcurrentRegions
+	return p, nil
+}
+
+// groupPlan sums the plans of a group's parts, which it keeps as Parts.
+func groupPlan(group string, parts []*Plan) *Plan {
+	p := &Plan{Rotation: group, Keypair: parts[0].Keypair, ChunkSize: parts[0].ChunkSize, Read: parts[0].Read,
+		ToChange: []string{}, Waves: []int{}, Parts: parts}
+	for _, part := range parts {
+		p.Targets += part.Targets
+		p.ToChange = append(p.ToChange, part.ToChange...)
+		p.AlreadyOnTarget = append(p.AlreadyOnTarget, part.AlreadyOnTarget...)
+		p.NotFound = append(p.NotFound, part.NotFound...)
+		p.Abnormal = append(p.Abnormal, part.Abnormal...)
+		p.Chunks += part.Chunks
+		p.MaxErrors += part.MaxErrors
+		for i, w := range part.Waves {
+			if i == len(p.Waves) {
+				p.Waves = append(p.Waves, 0)
+			}
+			p.Waves[i] += w
+		}
+	}
+	return p
 }
 
 func planOf(tp *tasks.Plan) *Plan {
@@ -122,7 +183,7 @@ func planOf(tp *tasks.Plan) *Plan {
 		}
 		return out
 	}
-	p := &Plan{Rotation: rot.ID, Keypair: rot.Keypair, Chunks: rot.Chunks, ChunkSize: rot.ChunkSize, MaxErrors: rot.MaxErrors,
+	p := &Plan{Rotation: rot.ID, Keypair: rot.Keypair, Region: rot.Region, ProjectID: rot.ProjectID, Chunks: rot.Chunks, ChunkSize: rot.ChunkSize, MaxErrors: rot.MaxErrors,
 		Read: tp.Read, AlreadyOnTarget: ids(tp.Skipped), NotFound: ids(tp.NotFound), Abnormal: ids(tp.Abnormal),
 		ToChange: []string{}, Waves: []int{}, plan: tp}
 	odd := map[string]bool{}

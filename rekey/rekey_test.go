@@ -389,6 +389,11 @@ func TestPauseAndCancel(t *testing.T) {
 	if err != nil || res.Closed != 30 || res.Rotation.State != rekey.StateCancelled || !res.Rotation.Finished() {
 		t.Fatalf("Cancel = %+v, %v; want every server cancelled at once", res, err)
 	}
+	// Cancelling again is no error: it finishes what a cancel cut short
+	// left, here nothing.
+	if res, err := c.Cancel(ctx, st.Rotation.ID); err != nil || res.Closed != 0 || res.Rotation.State != rekey.StateCancelled {
+		t.Fatalf("second Cancel = %+v, %v; want nothing more closed, no error", res, err)
+	}
 	var ie *rekey.InputError
 	if _, err := c.RollbackRequest(ctx, st.Rotation.ID, rekey.Request{}); !errors.As(err, &ie) || !strings.Contains(err.Error(), "nothing to roll back") {
 		t.Fatalf("rollback of a rotation that changed nothing: %v", err)

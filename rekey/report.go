@@ -79,6 +79,10 @@ type Row struct {
 	ErrorMsg    string    `json:"error_msg"`
 	SubmittedAt time.Time `json:"submitted_at,omitzero"`
 	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	// Region and ProjectID are the server's place: "" for a rotation in
+	// the workers' own region and project.
+	Region    string `json:"region"`
+	ProjectID string `json:"project_id"`
 	// Version is the contract version, ReportRowVersion (last, so rows
 	// begin as they did before the contract was versioned).
 	Version int `json:"version"`
@@ -110,7 +114,7 @@ func (c *Client) Report(ctx context.Context, id string, fn func(Row) error) erro
 func rowOf(r tasks.ReportRow) Row {
 	return Row{Version: r.Version, ServerID: r.ServerID, OldKeypair: r.OldKeypair, NewKeypair: r.NewKeypair,
 		RequestID: r.RequestID, JobID: r.JobID, Attempts: r.Attempts, Outcome: Outcome(r.Outcome), ErrorCode: r.ErrorCode,
-		ErrorMsg: r.ErrorMsg, SubmittedAt: r.SubmittedAt, FinishedAt: r.FinishedAt}
+		ErrorMsg: r.ErrorMsg, SubmittedAt: r.SubmittedAt, FinishedAt: r.FinishedAt, Region: r.Region, ProjectID: r.ProjectID}
 }
 
 // ReportFormat is the layout WriteReport writes.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
@@ -12,10 +13,28 @@ import (
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
-// Target is a server to rotate and, optionally, a keypair of its own.
+// Target is a server to rotate and, optionally, a keypair of its own, in
+// its region and project.
 type Target struct {
 	ServerID string
 	Keypair  string // "": the Request's Keypair
+	// Region and ProjectID place the server; "" is the client's
+	// Options.CPH Region and ProjectID (the workers' own, without one).
+	// Targets in several places start a rotation of several parts, one a
+	// (region, project), each with its endpoint, quota and error budget.
+	Region    string
+	ProjectID string
+}
+
+// TargetOptions say how ReadTargets reads a target list.
+type TargetOptions struct {
+	Format Format // "": FormatAuto
+	// Region and ProjectID place the targets that name neither (--region
+	// and HUAWEICLOUD_SDK_PROJECT_ID).
+	Region, ProjectID string
+	// Regions are the regions a target may name; nil: the regions the CPH
+	// API is served in (CPH.KnownRegions adds those given an endpoint).
+	Regions []string
 }
 
 // Format is the layout of a target list (docs/targets.md).
@@ -44,6 +63,15 @@ func ParseFormat(s string) (Format, error) {
 // problem's line or element (at most 20 kept); nothing is returned then.
 // Any other error is a failure to read r.
 func ParseTargets(r io.Reader, f Format) ([]Target, error) {
+	return ReadTargets(r, TargetOptions{Format: f})
+}
+
+// ReadTargets reads a target list as ParseTargets does, with its region
+// and project_id columns (or fields): a target that names no place is in
+// o's; a region must be one of o.Regions, a project id 32 hex digits, and
+// a server may be listed once in each (region, project).
+func ReadTargets(r io.Reader, o TargetOptions) ([]Target, error) {
+	f := o.Format
 	if f == "" {
 		f = FormatAuto
 	}
@@ -51,7 +79,7 @@ func ParseTargets(r io.Reader, f Format) ([]Target, error) {
 	if err != nil {
 		return nil, &InputError{Err: err}
 	}
-	ts, err := targets.Parse(r, tf)
+	ts, err := targets.Read(r, targets.Options{Format: tf, Region: o.Region, ProjectID: o.ProjectID, Regions: o.Regions})
 	if err != nil {
 		var ie *targets.InputError
 		if errors.As(err, &ie) {
@@ -61,7 +89,7 @@ func ParseTargets(r io.Reader, f Format) ([]Target, error) {
 	}
 	out := make([]Target, len(ts))
 	for i, t := range ts {
-		out[i] = Target{ServerID: t.ServerID, Keypair: t.KeypairName}
+		out[i] = Target{ServerID: t.ServerID, Keypair: t.KeypairName, Region: t.Region, ProjectID: t.ProjectID}
 	}
 	return out, nil
 }
@@ -171,9 +199,18 @@ type Request struct {
 	// Retention is how long the rotation's records, report and completion
 	// event are kept after it ends. Zero: DefaultRetention (30 days).
 	Retention time.Duration
-	// SkipKeypairCheck does not ask KPS whether the keypairs exist before
-	// planning (enqueue start --skip-keypair-check), for credentials
-	// without KeypairReadAction. The zero value checks when the client
+	// RegionOrder orders the parts of a rotation across places: these
+	// regions first, in this order (a canary region first), then the
+	// others as they appear in Targets.
+	RegionOrder []string
+	// MaxConcurrentRegions is how many parts of a rotation across places
+	// run at once, in RegionOrder; the others wait (paused, "waiting for
+	// its turn") and start as parts finish or halt. Zero: all at once.
+	MaxConcurrentRegions int
+	// SkipKeypairCheck does not ask KPS whether the keypairs exist in
+	// every place (region, project) of the rotation before planning
+	// (enqueue start --skip-keypair-check), for credentials without
+	// KeypairReadAction. The zero value checks when the client
 	// has Options.CPH (without it there is nothing to ask, and nothing is
 	// checked); a missing keypair is then an *InputError holding a
 	// *MissingKeypairError, and nothing is read or written.
@@ -249,6 +286,9 @@ func (c *Client) spec(ctx context.Context, r Request) (tasks.Spec, error) {
 	}
 	s := tasks.Spec{ID: r.ID, Keypair: r.Keypair, ChunkSize: r.ChunkSize, MaxAttempts: r.MaxAttempts,
 		SkipMatching: !r.NoSkipMatching, PauseAfterWave: r.PauseAfterWave, SkipVerify: r.NoVerify, Retention: r.Retention}
+	if r.MaxConcurrentRegions < 0 {
+		return s, badInput("max concurrent regions %d: want 0 (all) or more", r.MaxConcurrentRegions)
+	}
 	switch {
 	case s.ChunkSize == 0:
 		s.ChunkSize = DefaultChunkSize
@@ -291,10 +331,12 @@ func (c *Client) spec(ctx context.Context, r Request) (tasks.Spec, error) {
 	default:
 		first := make(map[string]int, len(r.Targets))
 		for i, t := range r.Targets {
-			if j, dup := first[t.ServerID]; dup {
+			place := c.placeOf(t)
+			key := place.Region + "/" + place.ProjectID + "/" + t.ServerID
+			if j, dup := first[key]; dup {
 				return s, &InputError{Element: i + 1, Err: fmt.Errorf("duplicate server id %q (first at element %d)", t.ServerID, j)}
 			}
-			first[t.ServerID] = i + 1
+			first[key] = i + 1
 			if err := targets.ValidateServerID(t.ServerID); err != nil {
 				return s, &InputError{Element: i + 1, Err: err}
 			}
@@ -303,8 +345,22 @@ func (c *Client) spec(ctx context.Context, r Request) (tasks.Spec, error) {
 					return s, &InputError{Element: i + 1, Err: err}
 				}
 			}
-			s.Targets = append(s.Targets, tasks.Target{ServerID: t.ServerID, Keypair: t.Keypair})
+			if t.ProjectID != "" {
+				if err := targets.ValidateProjectID(t.ProjectID); err != nil {
+					return s, &InputError{Element: i + 1, Err: err}
+				}
+			}
+			s.Targets = append(s.Targets, tasks.Target{ServerID: t.ServerID, Keypair: t.Keypair, Place: place})
 		}
+	}
+	// The order names regions as the targets do: the client's own is the
+	// default place's, "".
+	for _, region := range r.RegionOrder {
+		p := c.placeOf(Target{Region: region})
+		if !slices.ContainsFunc(s.Targets, func(t tasks.Target) bool { return t.Place.Region == p.Region }) {
+			return s, badInput("region %q of the region order has no targets", region)
+		}
+		s.RegionOrder = append(s.RegionOrder, p.Region)
 	}
 	return s, nil
 }

@@ -2,6 +2,7 @@ package rekey
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
@@ -52,6 +53,14 @@ type Counts struct {
 // Done is the number of servers in a terminal outcome.
 func (c Counts) Done() int64 { return c.Succeeded + c.Failed + c.Skipped + c.Cancelled }
 
+// add returns c and d summed.
+func (c Counts) add(d Counts) Counts {
+	return Counts{Total: c.Total + d.Total, Pending: c.Pending + d.Pending, Running: c.Running + d.Running,
+		Succeeded: c.Succeeded + d.Succeeded, Failed: c.Failed + d.Failed, Skipped: c.Skipped + d.Skipped,
+		Cancelled: c.Cancelled + d.Cancelled, Verifying: c.Verifying + d.Verifying, Submitted: c.Submitted + d.Submitted,
+		Retried: c.Retried + d.Retried, Resubmitted: c.Resubmitted + d.Resubmitted}
+}
+
 func countsOf(c tasks.Counts) Counts {
 	return Counts{Total: c.Total, Pending: c.Pending, Running: c.Running, Succeeded: c.Succeeded, Failed: c.Failed,
 		Skipped: c.Skipped, Cancelled: c.Cancelled, Verifying: c.Verifying, Submitted: c.Submitted, Retried: c.Retried,
@@ -86,6 +95,15 @@ type Rotation struct {
 	CreatedAt  time.Time
 	FinishedAt time.Time // zero until the rotation has finished
 	Counts     Counts
+	// Region and ProjectID are the rotation's place: "" is the workers'
+	// own region and project.
+	Region, ProjectID string
+	// Group is the rotation across places this one is a part of ("":
+	// none).
+	Group string
+	// Parts are the rotations, one a (region, project), of a rotation
+	// across places; its figures are theirs summed. Nil for one place.
+	Parts []*Rotation
 }
 
 // Wave is a canary wave as planned: chunks up to LastChunk (from the
@@ -109,7 +127,8 @@ func rotationOf(r *tasks.Rotation) *Rotation {
 	return &Rotation{ID: r.ID, Keypair: r.Keypair, State: State(r.State), Reason: r.Reason, Wave: r.Wave, Waves: len(r.Waves),
 		WavePlan: waves, WaveOpen: r.WaveOpen, MaxErrors: r.MaxErrors, ChunkSize: r.ChunkSize, Chunks: r.Chunks, Batches: r.Batches,
 		MaxAttempts: r.MaxAttempts, Verify: r.Verify, PauseAfterWave: r.PauseAfterWave, Retention: r.Retention,
-		CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt, Counts: countsOf(r.Counts)}
+		CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt, Counts: countsOf(r.Counts),
+		Region: r.Region, ProjectID: r.ProjectID, Group: r.Group}
 }
 
 // ValidateRotationID checks a rotation id: 1-64 bytes of letters, digits,
@@ -123,12 +142,28 @@ func ValidateRotationID(id string) error {
 }
 
 // Rotation reads a rotation's record and counters: ErrNotFound when no
-// rotation has the id.
+// rotation has the id. A rotation across places is its parts summed, with
+// each part in Parts.
 func (c *Client) Rotation(ctx context.Context, id string) (*Rotation, error) {
 	if err := tasks.ValidateRotationID(id); err != nil {
 		return nil, &InputError{Err: err}
 	}
 	r, err := c.store.Rotation(ctx, id)
+	if errors.Is(err, tasks.ErrNotFound) {
+		g, gerr := c.store.Group(ctx, id)
+		if gerr != nil {
+			return nil, wrap(err)
+		}
+		var parts []*Rotation
+		for _, pid := range g.Parts {
+			p, err := c.store.Rotation(ctx, pid)
+			if err != nil {
+				return nil, wrap(err)
+			}
+			parts = append(parts, rotationOf(p))
+		}
+		return groupRotation(g, parts), nil
+	}
 	if err != nil {
 		return nil, wrap(err)
 	}

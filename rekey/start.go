@@ -37,6 +37,9 @@ func (c *Client) Start(ctx context.Context, r Request) (*Started, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.Parts != nil {
+		return c.startGroup(ctx, p)
+	}
 	opts := c.tasks
 	opts.Retention = p.plan.Rotation.Retention
 	st, err := tasks.Start(ctx, c.store, c.enq, p.plan, opts, time.Now())
@@ -63,9 +66,9 @@ func (c *Client) RollbackRequest(ctx context.Context, id string, r Request) (Req
 			return r, badInput("rollback id %q is too long: name it with Request.ID", r.ID)
 		}
 	}
-	rot, err := c.store.Rotation(ctx, id)
+	rot, err := c.Rotation(ctx, id)
 	if err != nil {
-		return r, wrap(err)
+		return r, err
 	}
 	if !rot.Finished() {
 		return r, badInput("rotation %s is %s and has not finished: pause or cancel it, wait for it to end, then roll back", id, rot.State)
@@ -81,7 +84,7 @@ func (c *Client) RollbackRequest(ctx context.Context, id string, r Request) (Req
 			unknown++
 			return nil
 		}
-		ts = append(ts, Target{ServerID: row.ServerID, Keypair: row.OldKeypair})
+		ts = append(ts, Target{ServerID: row.ServerID, Keypair: row.OldKeypair, Region: row.Region, ProjectID: row.ProjectID})
 		count[row.OldKeypair]++
 		return nil
 	})

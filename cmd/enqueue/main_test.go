@@ -167,3 +167,21 @@ func TestWaitExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelTwiceExitsZero: cancelling a cancelled rotation is no error,
+// so an operator whose cancel was cut short runs it again to finish it.
+func TestCancelTwiceExitsZero(t *testing.T) {
+	r := testredis.Mini(t)
+	envs := map[string]string{"REDIS_URL": r.URL()}
+	file := writeFile(t, "servers.txt", "aaa\nbbb\nccc\n")
+	code, stdout, stderr := runCmd(t, envs, "", "start", "--keypair", "kp", "--skip-matching=false", "--rotation-id", "r-twice", file)
+	if code != 0 || strings.TrimSpace(stdout) != "r-twice" {
+		t.Fatalf("start: exit %d, stdout %q, stderr %s", code, stdout, stderr)
+	}
+	for i, want := range []string{"3 servers recorded cancelled", "0 servers recorded cancelled"} {
+		code, stdout, stderr := runCmd(t, envs, "", "cancel", "r-twice")
+		if code != 0 || !strings.Contains(stdout, want) {
+			t.Fatalf("cancel #%d: exit %d, stdout %q, stderr %s; want exit 0 and %q", i+1, code, stdout, stderr, want)
+		}
+	}
+}

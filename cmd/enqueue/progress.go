@@ -108,7 +108,7 @@ func (p *planProgress) interrupted(ctx context.Context, err error, dryRun bool) 
 		return fmt.Errorf("interrupted while reading the fleet (%s): nothing was written; run the same command again to start the rotation",
 			pagesRead(p.seen))
 	}
-	return errors.New("interrupted while writing the rotation: part of it may be written; run the same command again to complete it (it enqueues nothing twice)")
+	return errors.New("interrupted while writing the rotation: part of it may be written; run the same command again to complete it (it enqueues nothing twice, and refuses, naming the difference, if the fleet has changed its plan meanwhile)")
 }
 
 // stepName says what a step of the plan does.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/rekey"
@@ -20,7 +20,10 @@ type planFlags struct {
 	chunkSize, maxAttempts int
 	rotationID             string
 	skipMatching           bool
-	region, endpoint       string
+	region                 string
+	endpoints              []string
+	regionOrder            string
+	maxConcurrentRegions   int
 	kpsEndpoint            string
 	skipKeypairCheck       bool
 	asJSON, dryRun         bool
@@ -41,10 +44,19 @@ func addPlanFlags(f *flags, idHelp string) *planFlags {
 	f.IntVar(&p.maxAttempts, "max-attempts", rekey.DefaultMaxAttempts, "attempts per server before a transient failure is final (1-20)")
 	f.StringVar(&p.rotationID, "rotation-id", "", "rotation `id`; "+idHelp)
 	f.BoolVar(&p.skipMatching, "skip-matching", true, "read current keypairs first: skip servers already on the target keypair, and record\neach server's old keypair (needed by rollback)")
-	f.StringVar(&p.region, "region", "", "CPH `region` (for --discover and --skip-matching)")
-	f.StringVar(&p.endpoint, "endpoint", "", "CPH endpoint `url`, overrides --region")
-	f.StringVar(&p.kpsEndpoint, "kps-endpoint", "", "Key Pair Service endpoint `url` for the keypair check. Default: HUAWEICLOUD_SDK_REGION_KPS_{REGION}\nwhen set, else --endpoint when set (a proxy or the simulator serving both), else\nhttps://kms.{region}.myhuaweicloud.com")
-	f.BoolVar(&p.skipKeypairCheck, "skip-keypair-check", false, "do not check first that the keypair exists in the project's KPS (ShowKeypair): for credentials\nwithout the IAM action "+rekey.KeypairReadAction)
+	f.StringVar(&p.region, "region", "", "default CPH `region`: of targets that name none (a region column or field), --discover and --skip-matching")
+	f.Func("endpoint", "CPH endpoint: a plain `url` overrides --region's; REGION=URL sets another region's, before the SDK's\nHUAWEICLOUD_SDK_REGION_CPH_{REGION} (repeat the flag, or separate with commas in the variable)", func(v string) error {
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				p.endpoints = append(p.endpoints, e)
+			}
+		}
+		return nil
+	})
+	f.StringVar(&p.regionOrder, "region-order", "", "`regions` whose parts go first, in this order (a canary region first), e.g. cn-north-4,cn-east-3;\nthe others follow in the order they appear in the targets")
+	f.IntVar(&p.maxConcurrentRegions, "max-concurrent-regions", 0, "how many (region, project) parts run at once, in --region-order; the others wait and start\nas parts finish or halt (0: all at once)")
+	f.StringVar(&p.kpsEndpoint, "kps-endpoint", "", "Key Pair Service endpoint `url` of --region, for the keypair check. Default: the SDK's\nHUAWEICLOUD_SDK_REGION_KPS_{REGION} when set, else the region's --endpoint when given (a proxy or\nthe simulator serving both), else https://kms.{region}.myhuaweicloud.com; other regions likewise")
+	f.BoolVar(&p.skipKeypairCheck, "skip-keypair-check", false, "do not check first that the keypair exists in the KPS of every (region, project) of the\nrotation (ShowKeypair): for credentials without the IAM action "+rekey.KeypairReadAction)
 	f.BoolVar(&p.asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&p.dryRun, "dry-run", false, "read the fleet and print what would change and an ETA; write nothing, enqueue nothing")
 	f.StringVar(&p.submitRate, "submit-rate", "10/s:1", "with --dry-run, the workers' fleet-wide UpdateKeypair `rate`, for the ETA")
@@ -74,23 +86,37 @@ func (p *planFlags) options(e *env, discover bool) (rekey.Options, error) {
 		if p.dryRun {
 			return rekey.Options{}, usagef("--dry-run reads the current keypairs: drop --skip-matching=false")
 		}
-		if p.skipKeypairCheck || p.region == "" && p.endpoint == "" {
+		if p.skipKeypairCheck || p.region == "" && len(p.endpoints) == 0 {
 			// Without a region there is no KPS to ask: the keypair is
 			// checked by CPH itself, and a missing one halts the rotation.
 			return rekey.Options{}, nil
 		}
 	}
-	if p.region == "" && p.endpoint == "" {
+	c, err := p.cph(e)
+	if err != nil {
+		return rekey.Options{}, err
+	}
+	if p.region == "" && c.Endpoint == "" {
 		return rekey.Options{}, usagef("--discover, --skip-matching and --dry-run read the fleet: set --region or --endpoint (or --skip-matching=false)")
 	}
 	rr, err := rekey.ParseRate(p.readRate)
 	if err != nil {
 		return rekey.Options{}, usagef("--read-rate: %v", err)
 	}
-	c := rekey.CPHFromEnv(e.getenv)
-	c.Region, c.Endpoint = p.region, p.endpoint
-	c.KPSEndpoint = cmp.Or(p.kpsEndpoint, rekey.KPSEndpointFromEnv(p.region, e.getenv))
 	return rekey.Options{CPH: c, ReadRate: rr}, nil
+}
+
+// cph is the CPH endpoints (--region, --endpoint) and the credentials of
+// the environment.
+func (p *planFlags) cph(e *env) (*rekey.CPH, error) {
+	plain, perRegion, err := rekey.ParseEndpoints(p.endpoints)
+	if err != nil {
+		return nil, usagef("--endpoint: %v", err)
+	}
+	c := rekey.CPHFromEnv(e.getenv)
+	c.Region, c.Endpoint, c.Endpoints = p.region, plain, perRegion
+	c.KPSEndpoint = p.kpsEndpoint
+	return c, nil
 }
 
 // request checks the flags and returns the rotation's request without
@@ -123,9 +149,19 @@ func (p *planFlags) request(keypair string) (rekey.Request, error) {
 	if _, err := rekey.ParseRate(p.submitRate); err != nil {
 		return rekey.Request{}, usagef("--submit-rate: %v", err)
 	}
+	if p.maxConcurrentRegions < 0 {
+		return rekey.Request{}, usagef("--max-concurrent-regions %d: want 0 (all) or more", p.maxConcurrentRegions)
+	}
+	var order []string
+	for _, r := range strings.Split(p.regionOrder, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			order = append(order, r)
+		}
+	}
 	return rekey.Request{ID: p.rotationID, Keypair: keypair, ChunkSize: p.chunkSize, MaxAttempts: p.maxAttempts,
 		NoSkipMatching: !p.skipMatching, Waves: waves, MaxErrors: &budget, NoVerify: !p.verify,
-		PauseAfterWave: p.pauseAfterWave, Retention: p.retention, SkipKeypairCheck: p.skipKeypairCheck}, nil
+		PauseAfterWave: p.pauseAfterWave, Retention: p.retention, RegionOrder: order, MaxConcurrentRegions: p.maxConcurrentRegions,
+		SkipKeypairCheck: p.skipKeypairCheck}, nil
 }
 
 // run plans the rotation and either prints the dry run or starts it.
@@ -216,7 +252,7 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	}
 	if *discover {
 		req.Discover = &rekey.Discover{NameContains: *name, Status: statusFilter}
-	} else if req.Targets, err = readTargets(e, f.Arg(0), fmtArg); err != nil {
+	} else if req.Targets, err = p.readTargets(e, f.Arg(0), fmtArg); err != nil {
 		return err
 	}
 	if *generate {
@@ -242,7 +278,7 @@ func checkGenerate(p *planFlags, generate bool, keyOut, scope string) error {
 		return usagef("--generate-keypair imports a keypair, which a dry run does not: drop --dry-run, or generate the keypair first")
 	case p.skipKeypairCheck:
 		return usagef("--generate-keypair checks the imported keypair: drop --skip-keypair-check")
-	case p.region == "" && p.endpoint == "":
+	case p.region == "" && len(p.endpoints) == 0:
 		return usagef("--generate-keypair imports the keypair into the project's KPS: set --region or --endpoint")
 	case scope != rekey.ScopeDomain && scope != rekey.ScopeUser:
 		return usagef("--keypair-scope %q: want %s or %s", scope, rekey.ScopeDomain, rekey.ScopeUser)
@@ -303,6 +339,11 @@ type dryRun struct {
 	MaxErrors       int      `json:"max_errors"`
 	ETASeconds      float64  `json:"eta_seconds"`
 	Lists           dryLists `json:"lists"`
+	// Region and ProjectID name a part's place; Parts are the parts of a
+	// rotation across places.
+	Region    string    `json:"region,omitempty"`
+	ProjectID string    `json:"project_id,omitempty"`
+	Parts     []*dryRun `json:"parts,omitempty"`
 }
 
 type dryLists struct {
@@ -312,14 +353,23 @@ type dryLists struct {
 	Abnormal        []string `json:"abnormal"`
 }
 
+// dryRunOf is plan's dry run at the submit rate and job latency given.
+func dryRunOf(plan *rekey.Plan, rate rekey.Rate, jobLatency time.Duration) *dryRun {
+	d := &dryRun{DryRun: true, Rotation: plan.Rotation, Keypair: plan.Keypair, Targets: plan.Targets, ToChange: len(plan.ToChange),
+		AlreadyOnTarget: len(plan.AlreadyOnTarget), NotFound: len(plan.NotFound), Abnormal: len(plan.Abnormal),
+		Chunks: plan.Chunks, MaxErrors: plan.MaxErrors, Waves: plan.Waves, Region: plan.Region, ProjectID: plan.ProjectID,
+		Lists:      dryLists{ToChange: plan.ToChange, AlreadyOnTarget: plan.AlreadyOnTarget, NotFound: plan.NotFound, Abnormal: plan.Abnormal},
+		ETASeconds: plan.ETA(rate, jobLatency).Seconds()}
+	for _, part := range plan.Parts {
+		d.Parts = append(d.Parts, dryRunOf(part, rate, jobLatency))
+	}
+	return d
+}
+
 func printDryRun(w io.Writer, p *planFlags, plan *rekey.Plan) error {
 	rate, _ := rekey.ParseRate(p.submitRate) // checked by request
-	d := dryRun{DryRun: true, Rotation: plan.Rotation, Keypair: plan.Keypair, Targets: plan.Targets, ToChange: len(plan.ToChange),
-		AlreadyOnTarget: len(plan.AlreadyOnTarget), NotFound: len(plan.NotFound), Abnormal: len(plan.Abnormal),
-		Chunks: plan.Chunks, MaxErrors: plan.MaxErrors, Waves: plan.Waves,
-		Lists: dryLists{ToChange: plan.ToChange, AlreadyOnTarget: plan.AlreadyOnTarget, NotFound: plan.NotFound, Abnormal: plan.Abnormal}}
+	d := dryRunOf(plan, rate, p.jobLatency)
 	t := plan.ETA(rate, p.jobLatency)
-	d.ETASeconds = t.Seconds()
 	if p.asJSON {
 		return json.NewEncoder(w).Encode(d)
 	}
@@ -337,11 +387,30 @@ func printDryRun(w io.Writer, p *planFlags, plan *rekey.Plan) error {
 	fmt.Fprintf(w, "  error budget          %6d  failed servers (--max-errors %s)\n", d.MaxErrors, p.maxErrors)
 	fmt.Fprintf(w, "  ETA                   ~%s  (%d chunks at %s + %d wave(s) x %s job latency)\n",
 		t.Round(time.Second), d.Chunks, rate, len(d.Waves), p.jobLatency)
+	if len(plan.Parts) > 0 {
+		fmt.Fprintf(w, "in %d (region, project) places, each with its own quota and error budget:\n", len(plan.Parts))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  PART\tREGION\tPROJECT\tTARGETS\tTO CHANGE\tSKIPPED\tNOT FOUND\tCHUNKS\tMAX ERRORS\tETA")
+		for _, pp := range plan.Parts {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t~%s\n", pp.Rotation, orDefault(pp.Region, "(default)"),
+				orDefault(pp.ProjectID, "(default)"), pp.Targets, len(pp.ToChange), len(pp.AlreadyOnTarget), len(pp.NotFound),
+				pp.Chunks, pp.MaxErrors, pp.ETA(rate, p.jobLatency).Round(time.Second))
+		}
+		return tw.Flush()
+	}
 	return nil
 }
 
-// readTargets reads and validates the target list; any problem is bad input.
-func readTargets(e *env, path string, format rekey.Format) ([]rekey.Target, error) {
+// readTargets reads and validates the target list; any problem is bad
+// input. A target naming no region or project is in --region's and
+// HUAWEICLOUD_SDK_PROJECT_ID's, which are left empty in the request: the
+// default place, whose rotation keeps the id it had before targets named
+// places.
+func (p *planFlags) readTargets(e *env, path string, format rekey.Format) ([]rekey.Target, error) {
+	c, err := p.cph(e)
+	if err != nil {
+		return nil, err
+	}
 	var r io.Reader = e.stdin
 	if path != "-" {
 		fh, err := os.Open(path)
@@ -351,9 +420,17 @@ func readTargets(e *env, path string, format rekey.Format) ([]rekey.Target, erro
 		defer fh.Close()
 		r = fh
 	}
-	ts, err := rekey.ParseTargets(r, format)
+	ts, err := rekey.ReadTargets(r, rekey.TargetOptions{Format: format, Region: c.Region, ProjectID: c.ProjectID, Regions: c.KnownRegions()})
 	if err != nil {
 		return nil, usageError{fmt.Errorf("%s: %w", displayName(path), err)}
+	}
+	for i := range ts {
+		if ts[i].Region == c.Region {
+			ts[i].Region = ""
+		}
+		if ts[i].ProjectID == c.ProjectID {
+			ts[i].ProjectID = ""
+		}
 	}
 	return ts, nil
 }

@@ -50,6 +50,9 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 			live.redraw(st.bar)
 		default:
 			fmt.Fprintln(e.stdout, st.line())
+			for _, p := range st.Parts {
+				fmt.Fprintf(e.stdout, "  %s/%s: %s\n", orDefault(p.Region, "(default region)"), orDefault(p.ProjectID, "(default project)"), p.line())
+			}
 		}
 		if prev == nil || cur.at.Sub(prev.at) >= 10*time.Second {
 			prev = cur // the rate is measured over the last ~10 s
@@ -106,6 +109,13 @@ func (e endedError) exitCode() int {
 	return exitFailed
 }
 
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
 // statusOutageMax is how long --watch and --wait ride through Redis being
 // unreachable before they give up: longer than any failover or restart.
 const statusOutageMax = 5 * time.Minute
@@ -130,11 +140,21 @@ type status struct {
 	ETASeconds float64      `json:"eta_seconds,omitempty"`
 	CreatedAt  time.Time    `json:"created_at"`
 	FinishedAt time.Time    `json:"finished_at,omitzero"`
+	// Region and ProjectID are a rotation's place ("": the workers' own).
+	Region    string `json:"region,omitempty"`
+	ProjectID string `json:"project_id,omitempty"`
+	// Parts are a rotation across places' parts, one a (region, project).
+	Parts []*status `json:"parts,omitempty"`
 }
 
 func newStatus(rot *rekey.Rotation, prev, cur *sample) *status {
 	st := &status{Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Wave: rot.Wave, Waves: rot.Waves,
-		MaxErrors: rot.MaxErrors, Keypair: rot.Keypair, Counts: rot.Counts, CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
+		MaxErrors: rot.MaxErrors, Keypair: rot.Keypair, Counts: rot.Counts, CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt,
+		Region: rot.Region, ProjectID: rot.ProjectID}
+	for _, p := range rot.Parts {
+		// A part's rate is its own average: only the whole is sampled.
+		st.Parts = append(st.Parts, newStatus(p, nil, cur))
+	}
 	c := rot.Counts
 	if c.Total > 0 {
 		st.Percent = 100 * float64(c.Done()) / float64(c.Total)
@@ -246,14 +266,18 @@ func cmdList(ctx context.Context, args []string, e *env) error {
 
 func writeList(w io.Writer, rots []*rekey.Rotation) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROTATION\tSTATE\tKEYPAIR\tSERVERS\tDONE\tFAILED\tCREATED")
+	fmt.Fprintln(tw, "ROTATION\tSTATE\tKEYPAIR\tSERVERS\tDONE\tFAILED\tCREATED\tREGION/PROJECT")
 	for _, r := range rots {
 		pct := 0.0
 		if r.Counts.Total > 0 {
 			pct = 100 * float64(r.Counts.Done()) / float64(r.Counts.Total)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f%%\t%d\t%s\n", r.ID, r.State, r.Keypair, r.Counts.Total, pct,
-			r.Counts.Failed, r.CreatedAt.Format("01-02 15:04"))
+		place := "-"
+		if r.Region != "" || r.ProjectID != "" {
+			place = orDefault(r.Region, "(default)") + "/" + orDefault(r.ProjectID, "(default)")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f%%\t%d\t%s\t%s\n", r.ID, r.State, r.Keypair, r.Counts.Total, pct,
+			r.Counts.Failed, r.CreatedAt.Format("01-02 15:04"), place)
 	}
 	return tw.Flush()
 }

@@ -78,7 +78,7 @@ type config struct {
 	adaptive    adaptiveConfig // the raise and isolated scenarios (adaptive.go)
 }
 
-var scenarioNames = []string{"defaults", "quota", "subset", "halve", "scale", "raise", "isolated"}
+var scenarioNames = []string{"defaults", "quota", "subset", "halve", "scale", "raise", "isolated", "regions"}
 
 // allScenarios are the scenarios of --scenario all: quota runs the
 // defaults' rows too.
@@ -99,7 +99,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			"  halve     the simulator's UpdateKeypair quota halves mid-run: how long until 429s stop, quota use after\n"+
 			"  scale     1, 4 and 16 worker processes at the same Q\n"+
 			"  raise     the UpdateKeypair quota halves, then comes back: quota use after each change\n"+
-			"  isolated  the fleet limiter at Q with burst Q vs burst 1 and the local baselines\n\n"+
+			"  isolated  the fleet limiter at Q with burst Q vs burst 1 and the local baselines\n"+
+			"  regions   --servers in one region, then split over 4 regions at Q each as one rotation (not in all)\n\n"+
 			"Runs use the worker's and enqueue's defaults except the rates: every API at Q, with the worker's default\n"+
 			"bursts (--submit-rate Q/s:1, --poll-rate and --read-rate Q/s:5).\n\n"+
 			"WARNING: every run FLUSHDBs the Redis database given with --redis (default DB 13).\n"+
@@ -300,6 +301,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			t, err = b.halveScenario(ctx)
 		case "scale":
 			t, err = b.scaleScenario(ctx)
+		case "regions":
+			t, err = b.regionsScenario(ctx)
 		default:
 			t, err = b.adaptiveScenario(ctx, s)
 		}

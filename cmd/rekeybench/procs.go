@@ -206,11 +206,16 @@ type sim struct {
 // share failRate of jobs failing transiently, churn and every API answer
 // waiting lat, and reads its URL from its first stdout line.
 func (b *bench) startSim(ctx context.Context, n int, q, failRate float64, churn [2]float64, lat latency) (*sim, error) {
-	args := []string{"--ak", benchAK, "--sk", benchSK, "--project-id", benchProject,
+	return b.startSimOf(ctx, benchProject, 1, n, q, failRate, churn, lat)
+}
+
+// startSimOf is startSim for project, its fleet drawn from seed.
+func (b *bench) startSimOf(ctx context.Context, project string, seed uint64, n int, q, failRate float64, churn [2]float64, lat latency) (*sim, error) {
+	args := []string{"--ak", benchAK, "--sk", benchSK, "--project-id", project,
 		"--servers", strconv.Itoa(n), "--quota-update", fmt.Sprint(q), "--quota-list", fmt.Sprint(q), "--quota-read", fmt.Sprint(q),
 		"--fail-rate", fmt.Sprint(failRate), "--create-rate", fmt.Sprint(churn[0]), "--delete-rate", fmt.Sprint(churn[1]),
 		"--job-latency", b.c.jobLatency.String(), "--job-jitter", b.c.jobJitter.String(),
-		"--latency", lat.mean.String(), "--latency-jitter", lat.jitter.String(), "--seed", "1"}
+		"--latency", lat.mean.String(), "--latency-jitter", lat.jitter.String(), "--seed", strconv.FormatUint(seed, 10)}
 	args = append(args, b.c.adaptive.simArgs()...)
 	pr, pw := io.Pipe()
 	p, err := b.start("cphsim", "cphsim", args, os.Environ(), pw)

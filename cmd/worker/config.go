@@ -21,14 +21,16 @@ import (
 type config struct {
 	redis           *redisurl.Conn
 	cph             cph.Config
+	endpoints       cph.Endpoints
 	concurrency     int
 	adminAddr       string
 	adminToken      string
 	uiReadOnly      bool
 	shutdownTimeout time.Duration
-	submitRate      ratelimit.Limit
-	pollRate        ratelimit.Limit
-	readRate        ratelimit.Limit
+	watchdog        time.Duration
+	submitRate      ratelimit.RegionalLimit
+	pollRate        ratelimit.RegionalLimit
+	readRate        ratelimit.RegionalLimit
 	limiter         string
 	logFormat       string
 	logLevel        slog.Level
@@ -50,16 +52,25 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	c := &config{}
 	redisFlags := redisurl.AddFlags(fs, "redis://127.0.0.1:6379", "")
-	region := fs.String("region", "", "CPH `region`, e.g. cn-east-3 (endpoint https://cph.{region}.myhuaweicloud.com)")
-	endpoint := fs.String("endpoint", "", "CPH endpoint `url`, overrides --region (e.g. the simulator)")
+	region := fs.String("region", "", "default CPH `region`, e.g. cn-east-3 (endpoint https://cph.{region}.myhuaweicloud.com): rotations whose targets name none are there")
+	var endpoints []string
+	fs.Func("endpoint", "CPH endpoint: a plain `url` overrides --region's (e.g. the simulator); REGION=URL sets another region's, before the SDK's\nHUAWEICLOUD_SDK_REGION_CPH_{REGION} (repeat the flag, or separate with commas in the variable)", func(v string) error {
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				endpoints = append(endpoints, e)
+			}
+		}
+		return nil
+	})
 	fs.IntVar(&c.concurrency, "concurrency", 20, "tasks run at once by this process")
 	fs.StringVar(&c.adminAddr, "admin-addr", "127.0.0.1:8080", "admin HTTP `address` (the rotations console, the asynq web UI, /metrics, /healthz, /readyz); empty disables it")
 	fs.StringVar(&c.adminToken, "admin-token", "", "`token` for the web UI and /metrics (basic auth password or bearer); required beyond loopback")
 	fs.BoolVar(&c.uiReadOnly, "ui-readonly", false, "serve the console and the asynq web UI read-only: no buttons, writes refused")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 25*time.Second, "on SIGTERM, how long in-flight tasks may finish before they are handed back")
-	submitRate := fs.String("submit-rate", "10/s:1", "fleet-wide UpdateKeypair `rate`: 10/s, 600/m, 10/s:20 for burst 20 (a burst of 1 paces calls evenly, so grants that reach the API late never add up to a burst its own bucket refuses)")
-	pollRate := fs.String("poll-rate", "20/s:5", "fleet-wide ListJobs `rate`")
-	readRate := fs.String("read-rate", "20/s:5", "fleet-wide `rate` of each verification read API: ListCloudPhoneServers pages, and ShowServer for single servers")
+	fs.DurationVar(&c.watchdog, "watchdog-interval", tasks.DefaultWatchdogInterval, "how often the workers (together, whichever holds the task) look for rotations nothing moves any more (a tick or submit task deleted or archived, a cancel cut short) and move them")
+	submitRate := fs.String("submit-rate", "10/s:1", "fleet-wide UpdateKeypair `rate` of each region: 10/s, 600/m, 10/s:20 for burst 20 (a burst of 1 paces calls evenly, so grants that reach the API late never add up to a burst its own bucket refuses);\nregions with another rate before or after it: cn-north-4=20/s:1,10/s:1")
+	pollRate := fs.String("poll-rate", "20/s:5", "fleet-wide ListJobs `rate` of each region (region=rate,… overrides, as --submit-rate)")
+	readRate := fs.String("read-rate", "20/s:5", "fleet-wide `rate` of each verification read API in each region: ListCloudPhoneServers pages, and ShowServer for single servers (region=rate,… overrides, as --submit-rate)")
 	queues := fs.String("queues", formatQueues(tasks.Queues()), "queue `weights`: queue=weight,… (polls outweigh submits so started chunks finish first; 0 skips a queue); names without the namespace")
 	namespace := fs.String("namespace", "", "deployment `name` that prefixes the queues (<name>.rekey-submit…) and Redis keys (cph-rekey.<name>:…), so deployments share one Redis without seeing each other; empty keeps the unprefixed names. Clients and the CLI must use the same")
 	fs.StringVar(&c.limiter, "limiter", limiterFleet, "rate limiter: fleet (shared through Redis) or local (per process x/time/rate at the rates above, no 429 feedback; for benchmark baselines only)")
@@ -85,14 +96,19 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return fmt.Errorf("--%s (%s): "+format, append([]any{flag, fs.EnvName(flag)}, args...)...)
 	}
 	var err error
-	if c.submitRate, err = ratelimit.ParseLimit(*submitRate); err != nil {
+	if c.submitRate, err = ratelimit.ParseRegionalLimit(*submitRate, ratelimit.Limit{}); err != nil {
 		return nil, bad("submit-rate", "%w", err)
 	}
-	if c.pollRate, err = ratelimit.ParseLimit(*pollRate); err != nil {
+	if c.pollRate, err = ratelimit.ParseRegionalLimit(*pollRate, ratelimit.Limit{}); err != nil {
 		return nil, bad("poll-rate", "%w", err)
 	}
-	if c.readRate, err = ratelimit.ParseLimit(*readRate); err != nil {
+	if c.readRate, err = ratelimit.ParseRegionalLimit(*readRate, ratelimit.Limit{}); err != nil {
 		return nil, bad("read-rate", "%w", err)
+	}
+	for flag, r := range map[string]ratelimit.RegionalLimit{"submit-rate": c.submitRate, "poll-rate": c.pollRate, "read-rate": c.readRate} {
+		if r.Default == (ratelimit.Limit{}) {
+			return nil, bad(flag, "no rate for the regions not named: add one, e.g. cn-north-4=20/s:1,10/s:1")
+		}
 	}
 	c.namespace = tasks.Namespace(*namespace)
 	if err := c.namespace.Validate(); err != nil {
@@ -117,7 +133,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		flag string
 		d    time.Duration
 	}{
-		{"shutdown-timeout", c.shutdownTimeout}, {"job-timeout", c.pipeline.JobTimeout}, {"first-poll", c.pipeline.FirstPoll},
+		{"shutdown-timeout", c.shutdownTimeout}, {"watchdog-interval", c.watchdog}, {"job-timeout", c.pipeline.JobTimeout}, {"first-poll", c.pipeline.FirstPoll},
 		{"poll-cap", c.pipeline.PollCap}, {"call-timeout", c.pipeline.CallTimeout},
 	}
 	for _, d := range durations {
@@ -134,15 +150,20 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if c.redis, err = redisFlags.Conn(); err != nil {
 		return nil, err
 	}
-	if *region == "" && *endpoint == "" {
+	plain, perRegion, err := cph.ParseEndpoints(endpoints)
+	if err != nil {
+		return nil, bad("endpoint", "%w", err)
+	}
+	if *region == "" && plain == "" {
 		return nil, errors.New("no CPH endpoint: set --region (REKEY_REGION) or --endpoint (REKEY_ENDPOINT)")
 	}
 	c.cph = cph.Config{
 		Region:      *region,
-		Endpoint:    *endpoint,
+		Endpoint:    plain,
 		ProjectID:   getenv("HUAWEICLOUD_SDK_PROJECT_ID"),
 		Credentials: cph.CredentialsFromEnv(getenv),
 	}
+	c.endpoints = cph.Endpoints{Region: *region, Plain: plain, Regions: perRegion, Getenv: getenv}
 	return c, nil
 }
 
@@ -186,14 +207,26 @@ func formatQueues(q map[string]int) string {
 	return strings.Join(parts, ",")
 }
 
-// limits are the fleet-wide rates of every API the workers call.
-func (c *config) limits() map[string]ratelimit.Limit {
+// limits are the fleet-wide rates of every API the workers call in
+// region ("": in the regions without rates of their own).
+func (c *config) limits(region string) map[string]ratelimit.Limit {
 	return map[string]ratelimit.Limit{
-		tasks.APIUpdateKeypair: c.submitRate,
-		tasks.APIListJobs:      c.pollRate,
-		tasks.APIListServers:   c.readRate,
-		tasks.APIShowServer:    c.readRate,
+		tasks.APIUpdateKeypair: c.submitRate.For(region),
+		tasks.APIListJobs:      c.pollRate.For(region),
+		tasks.APIListServers:   c.readRate.For(region),
+		tasks.APIShowServer:    c.readRate.For(region),
 	}
+}
+
+// regionLimits are the rates of the regions that have their own.
+func (c *config) regionLimits() map[string]map[string]ratelimit.Limit {
+	out := map[string]map[string]ratelimit.Limit{}
+	for _, r := range []ratelimit.RegionalLimit{c.submitRate, c.pollRate, c.readRate} {
+		for region := range r.Regions {
+			out[region] = c.limits(region)
+		}
+	}
+	return out
 }
 
 func (c *config) logger(w io.Writer) *slog.Logger {

@@ -114,7 +114,7 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	// worker's read rate.
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
-	rr := c.readRate
+	rr := c.readRate.Default
 	client, err := rekey.NewClient(rdb, rekey.Options{Namespace: string(c.namespace), TaskTimeout: c.pipeline.Tasks.Timeout,
 		CPH:      &rekey.CPH{Endpoint: c.cph.Endpoint, ProjectID: demoProject, AccessKey: demoAK, SecretKey: demoSK},
 		ReadRate: rekey.Rate{Events: rr.Rate, Per: rr.Period, Burst: rr.Burst}})

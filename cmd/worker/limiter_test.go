@@ -111,7 +111,7 @@ func TestFleetLimiterTakesTheQuotaOfA429(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := fleetLimiter{l: lim, region: "r", project: "p"}
+	f := fleetLimiter{l: lim, region: "r"}
 	ctx := context.Background()
 	_, err = throttlingAPI{}.UpdateKeypair(ctx, nil)
 	if err := f.Throttled(ctx, tasks.APIUpdateKeypair, 0, cph.QuotaPerSecond(err)); err != nil {

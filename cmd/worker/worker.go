@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,8 +54,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	// A connection for every task slot, and for the calls a tick keeps in
 	// flight besides (its stages widen with the API's round trip).
 	c.cph.MaxIdleConnsPerHost = c.concurrency + tasks.MaxTickCalls
-	api, err := cph.NewClient(c.cph)
-	if err != nil {
+	if _, err := cph.NewClient(c.cph); err != nil {
 		return fmt.Errorf("cph client: %w", err)
 	}
 	reg := prometheus.NewRegistry()
@@ -68,9 +68,10 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	reg.MustRegister(metrics.NewProgressCollector(progress(store), 15*time.Second))
 
 	lim, err := ratelimit.New(rdb, ratelimit.Options{
-		Prefix:   ns.LimiterPrefix(),
-		Limits:   c.limits(),
-		Observer: limiterObserver{m: m, log: log},
+		Prefix:       ns.LimiterPrefix(),
+		Limits:       c.limits(""),
+		RegionLimits: c.regionLimits(),
+		Observer:     limiterObserver{m: m, log: log},
 		// Fail closed while Redis is away, but not for long after it is
 		// back: a failover or restart takes seconds, and a task put back
 		// for the limiter's default 30 s ceiling would stall its chunk
@@ -82,24 +83,31 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	if err != nil {
 		return fmt.Errorf("rate limiter: %w", err)
 	}
-	region := c.cph.Region
-	if region == "" {
-		region = endpointKey(c.cph.Endpoint)
+	limiter := func(region string) tasks.Limiter { return fleetLimiter{l: lim, region: region} }
+	defRegion := c.cph.Region
+	if defRegion == "" {
+		defRegion = endpointKey(c.cph.Endpoint)
 	}
-	var limiter tasks.Limiter = fleetLimiter{l: lim, region: region, project: c.cph.ProjectID}
 	if c.limiter == limiterLocal {
-		limiter = newLocalLimiter(c.limits(), 2*time.Second)
+		local := map[string]tasks.Limiter{}
+		limiter = func(region string) tasks.Limiter {
+			if local[region] == nil {
+				local[region] = newLocalLimiter(c.limits(region), 2*time.Second)
+			}
+			return local[region]
+		}
 		log.Warn("local rate limiter: each process limits itself, none shares the quota or reacts to 429s (benchmark baselines only)")
 	}
+	pl := &places{base: c.cph, region: defRegion, endpoints: c.endpoints, limiter: limiter, log: log, apis: map[tasks.Place]tasks.API{}}
 	enq := asynq.NewClientFromRedisClient(rdb)
 	h := tasks.NewHandler(tasks.HandlerOptions{
-		Store:    store,
-		API:      api,
-		Limiter:  limiter,
-		Enqueuer: enq,
-		Observer: m,
-		Logger:   log,
-		Config:   c.pipeline,
+		Store:     store,
+		Places:    pl.at,
+		Enqueuer:  enq,
+		Inspector: inspector,
+		Observer:  regionObserver{Metrics: m, region: defRegion},
+		Logger:    log,
+		Config:    c.pipeline,
 	})
 	mux := asynq.NewServeMux()
 	h.Register(mux)
@@ -168,12 +176,22 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start task server: %w", err)
 	}
+	watchdog, err := tasks.NewWatchdogScheduler(c.redis, ns, c.watchdog, c.pipeline.Tasks, log)
+	if err != nil {
+		srv.Shutdown()
+		return err
+	}
+	if err := watchdog.Start(); err != nil {
+		srv.Shutdown()
+		return fmt.Errorf("start the watchdog's scheduler: %w", err)
+	}
 	log.Info("worker started", "version", version, "concurrency", c.concurrency, "endpoint", endpointOf(c.cph), "redis", c.redis.String(),
 		"namespace", string(ns))
 	<-ctx.Done()
 
 	log.Info("shutting down: no new tasks; in-flight tasks get the shutdown timeout", "timeout", c.shutdownTimeout)
 	stopping.Store(true)
+	watchdog.Shutdown()
 	srv.Shutdown()
 	enq.Close()
 	if adm != nil {
@@ -220,14 +238,15 @@ func progress(store *tasks.Store) func(ctx context.Context) ([]metrics.RotationP
 	}
 }
 
-// fleetLimiter keys the shared limiter by this worker's region and project.
+// fleetLimiter keys the shared limiter by region: the API gateway
+// throttles one user per API in a region, whichever project it calls.
 type fleetLimiter struct {
-	l               *ratelimit.Limiter
-	region, project string
+	l      *ratelimit.Limiter
+	region string
 }
 
 func (f fleetLimiter) key(api string) ratelimit.Key {
-	return ratelimit.Key{Region: f.region, Project: f.project, API: api}
+	return ratelimit.Key{Region: f.region, API: api}
 }
 
 func (f fleetLimiter) Wait(ctx context.Context, api string) error { return f.l.Wait(ctx, f.key(api)) }
@@ -241,6 +260,21 @@ func (f fleetLimiter) Throttled(ctx context.Context, api string, retryAfter time
 // Rate is the shared rate of api as this process last saw it.
 func (f fleetLimiter) Rate(api string) float64 { return f.l.Rate(f.key(api)) }
 
+// regionObserver labels the calls of rotations in the worker's default
+// place with its region, as the limiter's keys are.
+type regionObserver struct {
+	*metrics.Metrics
+	region string
+}
+
+func (o regionObserver) APIRequest(region, api, code string, d time.Duration) {
+	o.Metrics.APIRequest(cmp.Or(region, o.region), api, code, d)
+}
+
+func (o regionObserver) Throttled(region, api string) {
+	o.Metrics.Throttled(cmp.Or(region, o.region), api)
+}
+
 // limiterObserver feeds the limiter's hooks into the metrics and the log.
 type limiterObserver struct {
 	m   *metrics.Metrics
@@ -248,7 +282,7 @@ type limiterObserver struct {
 }
 
 func (o limiterObserver) Granted(k ratelimit.Key, waited time.Duration) {
-	o.m.LimiterWait(k.API, waited)
+	o.m.LimiterWait(k.Region, k.API, waited)
 }
 
 // Throttled needs nothing here: the task handler that saw the 429 counts it
@@ -256,12 +290,12 @@ func (o limiterObserver) Granted(k ratelimit.Key, waited time.Duration) {
 func (o limiterObserver) Throttled(ratelimit.Key) {}
 
 func (o limiterObserver) RateChanged(k ratelimit.Key, perSecond float64) {
-	o.m.LimiterRate(k.API, perSecond)
-	o.log.Info("fleet-wide rate changed", "api", k.API, "per_second", perSecond)
+	o.m.LimiterRate(k.Region, k.API, perSecond)
+	o.log.Info("fleet-wide rate changed", "region", k.Region, "api", k.API, "per_second", perSecond)
 }
 
 func (o limiterObserver) RedisError(k ratelimit.Key, err error) {
-	o.log.Warn("rate limiter cannot reach Redis; nothing is granted until it can", "api", k.API, "err", err)
+	o.log.Warn("rate limiter cannot reach Redis; nothing is granted until it can", "region", k.Region, "api", k.API, "err", err)
 }
 
 // asynqLogger sends asynq's own log lines to slog.

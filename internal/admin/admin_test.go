@@ -268,10 +268,10 @@ func TestMetricsEndpoint(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	m.ServerOutcome("succeeded", 50)
-	m.APIRequest("UpdateKeypair", "429", time.Second)
-	m.Throttled("UpdateKeypair")
-	m.LimiterWait("ListJobs", time.Second)
-	m.LimiterRate("ListJobs", 10)
+	m.APIRequest("cn-north-4", "UpdateKeypair", "429", time.Second)
+	m.Throttled("cn-north-4", "UpdateKeypair")
+	m.LimiterWait("cn-north-4", "ListJobs", time.Second)
+	m.LimiterRate("cn-north-4", "ListJobs", 10)
 	m.PollRound("ListJobs")
 	m.Submitted(50)
 	enqueue(t, r, "rekey-submit", "rotation:submit", `{}`)
@@ -284,11 +284,11 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	for _, want := range []string{
 		`cph_rekey_servers_total{outcome="succeeded"} 50`,
-		`cph_rekey_api_requests_total{api="UpdateKeypair",code="429"} 1`,
-		`cph_rekey_api_request_duration_seconds_count{api="UpdateKeypair"} 1`,
-		`cph_rekey_api_throttled_total{api="UpdateKeypair"} 1`,
-		`cph_rekey_limiter_wait_seconds_count{api="ListJobs"} 1`,
-		`cph_rekey_limiter_rate{api="ListJobs"} 10`,
+		`cph_rekey_api_requests_total{api="UpdateKeypair",code="429",region="cn-north-4"} 1`,
+		`cph_rekey_api_request_duration_seconds_count{api="UpdateKeypair",region="cn-north-4"} 1`,
+		`cph_rekey_api_throttled_total{api="UpdateKeypair",region="cn-north-4"} 1`,
+		`cph_rekey_limiter_wait_seconds_count{api="ListJobs",region="cn-north-4"} 1`,
+		`cph_rekey_limiter_rate{api="ListJobs",region="cn-north-4"} 10`,
 		`cph_rekey_poll_rounds_total{api="ListJobs"} 1`,
 		`cph_rekey_chunks_submitted_total 1`,
 		`cph_rekey_servers_submitted_total 50`,

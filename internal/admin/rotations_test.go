@@ -185,6 +185,7 @@ func TestAPIControls(t *testing.T) {
 		{"resume", `{"budget":1}`, http.StatusBadRequest, tasks.StateRunning, "unknown field"},
 		{"restart", "", http.StatusNotFound, tasks.StateRunning, "pause, resume or cancel"},
 		{"cancel", "", http.StatusOK, tasks.StateCancelled, ""},
+		{"cancel", "", http.StatusOK, tasks.StateCancelled, ""}, // idempotent: finishes a cancel cut short
 		{"pause", "", http.StatusConflict, tasks.StateCancelled, "cancelled"},
 		{"resume", "", http.StatusConflict, tasks.StateCancelled, "cancelled"},
 	}

@@ -5,7 +5,7 @@
 //
 //	reg := prometheus.NewRegistry()
 //	m := metrics.New(reg)
-//	m.APIRequest("UpdateKeypair", "200", 120*time.Millisecond)
+//	m.APIRequest("cn-north-4", "UpdateKeypair", "200", 120*time.Millisecond)
 //	reg.MustRegister(metrics.NewQueueCollector(inspector, []string{"rekey-submit"}, 30*time.Second))
 //
 // Every method of *Metrics does nothing on a nil receiver, so code that
@@ -48,25 +48,25 @@ func New(reg prometheus.Registerer) *Metrics {
 		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cph_rekey_api_requests_total",
 			Help: "CPH API calls by API and result code (HTTP status, CPH/APIGW error code, or \"error\" for a transport failure).",
-		}, []string{"api", "code"}),
+		}, []string{"region", "api", "code"}),
 		apiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "cph_rekey_api_request_duration_seconds",
 			Help:    "Duration of CPH API calls.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
-		}, []string{"api"}),
+		}, []string{"region", "api"}),
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cph_rekey_api_throttled_total",
 			Help: "CPH API calls refused by throttling (HTTP 429 or APIGW.0308).",
-		}, []string{"api"}),
+		}, []string{"region", "api"}),
 		limiterWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "cph_rekey_limiter_wait_seconds",
 			Help:    "Time a call waited for a token of the fleet-wide rate limiter.",
 			Buckets: []float64{0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
-		}, []string{"api"}),
+		}, []string{"region", "api"}),
 		limiterRate: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cph_rekey_limiter_rate",
 			Help: "Current rate of the fleet-wide limiter in requests per second (lowered after throttling, raised back as calls succeed).",
-		}, []string{"api"}),
+		}, []string{"region", "api"}),
 		pollRounds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cph_rekey_poll_rounds_total",
 			Help: "Poll rounds: one ListJobs round for one chunk.",
@@ -98,37 +98,39 @@ func (m *Metrics) ServerOutcome(outcome string, n int) {
 	m.servers.WithLabelValues(outcome).Add(float64(n))
 }
 
-// APIRequest records one CPH API call that ended with code after d.
-func (m *Metrics) APIRequest(api, code string, d time.Duration) {
+// APIRequest records one CPH API call in region that ended with code
+// after d.
+func (m *Metrics) APIRequest(region, api, code string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.apiRequests.WithLabelValues(api, code).Inc()
-	m.apiDuration.WithLabelValues(api).Observe(d.Seconds())
+	m.apiRequests.WithLabelValues(region, api, code).Inc()
+	m.apiDuration.WithLabelValues(region, api).Observe(d.Seconds())
 }
 
-// Throttled counts one call to api refused by throttling.
-func (m *Metrics) Throttled(api string) {
+// Throttled counts one call to api in region refused by throttling.
+func (m *Metrics) Throttled(region, api string) {
 	if m == nil {
 		return
 	}
-	m.throttled.WithLabelValues(api).Inc()
+	m.throttled.WithLabelValues(region, api).Inc()
 }
 
-// LimiterWait records how long a call to api waited for the limiter.
-func (m *Metrics) LimiterWait(api string, d time.Duration) {
+// LimiterWait records how long a call to api in region waited for the
+// limiter.
+func (m *Metrics) LimiterWait(region, api string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.limiterWait.WithLabelValues(api).Observe(d.Seconds())
+	m.limiterWait.WithLabelValues(region, api).Observe(d.Seconds())
 }
 
-// LimiterRate sets the limiter's current rate for api.
-func (m *Metrics) LimiterRate(api string, perSecond float64) {
+// LimiterRate sets the limiter's current rate for api in region.
+func (m *Metrics) LimiterRate(region, api string, perSecond float64) {
 	if m == nil {
 		return
 	}
-	m.limiterRate.WithLabelValues(api).Set(perSecond)
+	m.limiterRate.WithLabelValues(region, api).Set(perSecond)
 }
 
 // PollRound counts one poll round made with api.

@@ -10,10 +10,10 @@ import (
 func TestNilMetricsIsSafe(t *testing.T) {
 	var m *Metrics
 	m.ServerOutcome("succeeded", 3)
-	m.APIRequest("UpdateKeypair", "200", time.Second)
-	m.Throttled("ListJobs")
-	m.LimiterWait("ListJobs", time.Millisecond)
-	m.LimiterRate("ListJobs", 10)
+	m.APIRequest("cn-north-4", "UpdateKeypair", "200", time.Second)
+	m.Throttled("cn-north-4", "ListJobs")
+	m.LimiterWait("cn-north-4", "ListJobs", time.Millisecond)
+	m.LimiterRate("cn-north-4", "ListJobs", 10)
 	m.PollRound("ListJobs")
 	m.Submitted(50)
 }
@@ -24,11 +24,13 @@ func TestMetricsValues(t *testing.T) {
 	m.ServerOutcome("succeeded", 48)
 	m.ServerOutcome("failed", 2)
 	m.ServerOutcome("failed", -1) // ignored: a counter cannot go down
-	m.APIRequest("UpdateKeypair", "200", 300*time.Millisecond)
-	m.APIRequest("UpdateKeypair", "APIGW.0308", 40*time.Millisecond)
-	m.Throttled("UpdateKeypair")
-	m.LimiterWait("ListJobs", 2*time.Second)
-	m.LimiterRate("ListJobs", 7.5)
+	m.APIRequest("cn-north-4", "UpdateKeypair", "200", 300*time.Millisecond)
+	m.APIRequest("cn-north-4", "UpdateKeypair", "APIGW.0308", 40*time.Millisecond)
+	m.APIRequest("cn-east-3", "UpdateKeypair", "200", 40*time.Millisecond)
+	m.Throttled("cn-north-4", "UpdateKeypair")
+	m.LimiterWait("cn-north-4", "ListJobs", 2*time.Second)
+	m.LimiterRate("cn-north-4", "ListJobs", 7.5)
+	m.LimiterRate("cn-east-3", "ListJobs", 20)
 	m.PollRound("ListJobs")
 	m.PollRound("ListJobs")
 	m.Submitted(50)
@@ -44,12 +46,14 @@ func TestMetricsValues(t *testing.T) {
 		{"cph_rekey_servers_total", labels{"outcome": "failed"}, 2},
 		{"cph_rekey_servers_total", labels{"outcome": "retried"}, 0},
 		{"cph_rekey_servers_total", labels{"outcome": "cancelled"}, 0},
-		{"cph_rekey_api_requests_total", labels{"api": "UpdateKeypair", "code": "200"}, 1},
-		{"cph_rekey_api_requests_total", labels{"api": "UpdateKeypair", "code": "APIGW.0308"}, 1},
-		{"cph_rekey_api_request_duration_seconds", labels{"api": "UpdateKeypair"}, 2},
-		{"cph_rekey_api_throttled_total", labels{"api": "UpdateKeypair"}, 1},
-		{"cph_rekey_limiter_wait_seconds", labels{"api": "ListJobs"}, 1},
-		{"cph_rekey_limiter_rate", labels{"api": "ListJobs"}, 7.5},
+		{"cph_rekey_api_requests_total", labels{"region": "cn-north-4", "api": "UpdateKeypair", "code": "200"}, 1},
+		{"cph_rekey_api_requests_total", labels{"region": "cn-north-4", "api": "UpdateKeypair", "code": "APIGW.0308"}, 1},
+		{"cph_rekey_api_requests_total", labels{"region": "cn-east-3", "api": "UpdateKeypair", "code": "200"}, 1},
+		{"cph_rekey_api_request_duration_seconds", labels{"region": "cn-north-4", "api": "UpdateKeypair"}, 2},
+		{"cph_rekey_api_throttled_total", labels{"region": "cn-north-4", "api": "UpdateKeypair"}, 1},
+		{"cph_rekey_limiter_wait_seconds", labels{"region": "cn-north-4", "api": "ListJobs"}, 1},
+		{"cph_rekey_limiter_rate", labels{"region": "cn-north-4", "api": "ListJobs"}, 7.5},
+		{"cph_rekey_limiter_rate", labels{"region": "cn-east-3", "api": "ListJobs"}, 20},
 		{"cph_rekey_poll_rounds_total", labels{"api": "ListJobs"}, 2},
 		{"cph_rekey_chunks_submitted_total", nil, 2},
 		{"cph_rekey_servers_submitted_total", nil, 70},

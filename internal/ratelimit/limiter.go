@@ -17,7 +17,10 @@ import (
 
 // Key names one quota: an API of a project in a region.
 type Key struct {
-	Region  string
+	Region string
+	// Project is the project whose quota it is; empty: the region's, shared
+	// by every project one set of credentials signs for (the API gateway
+	// throttles a user per API).
 	Project string
 	API     string // such as "UpdateKeypair" or "ListJobs"
 }
@@ -26,7 +29,7 @@ func (k Key) String() string { return k.Region + "/" + k.Project + "/" + k.API }
 
 func (k Key) validate() error {
 	for _, f := range []struct{ name, v string }{{"region", k.Region}, {"project", k.Project}, {"API", k.API}} {
-		if f.v == "" {
+		if f.v == "" && f.name != "project" {
 			return fmt.Errorf("rate limit key %s: empty %s", k, f.name)
 		}
 		if strings.ContainsAny(f.v, "{}: \t\r\n") {
@@ -59,6 +62,8 @@ type Options struct {
 	// a limit is not limited: Wait returns at once and Throttled only
 	// notifies the Observer.
 	Limits map[string]Limit
+	// RegionLimits override Limits in a region: region → API → rate.
+	RegionLimits map[string]map[string]Limit
 	// Beta multiplies the shared rate on a cut that no quota named in the
 	// 429 explains (429s that keep coming); default 0.7 (as AWS's adaptive
 	// retry mode).
@@ -146,6 +151,13 @@ func New(rdb redis.UniversalClient, opts Options) (*Limiter, error) {
 			return nil, fmt.Errorf("ratelimit: limit of API %q: %w", api, err)
 		}
 	}
+	for region, limits := range opts.RegionLimits {
+		for api, l := range limits {
+			if err := l.Validate(); err != nil {
+				return nil, fmt.Errorf("ratelimit: limit of API %q in region %s: %w", api, region, err)
+			}
+		}
+	}
 	def := func(v *float64, d float64, name string, hi float64) error {
 		if *v == 0 {
 			*v = d
@@ -230,7 +242,10 @@ func (l *Limiter) lookup(k Key) (*local, bool, error) {
 	if err := k.validate(); err != nil {
 		return nil, false, err
 	}
-	lim, ok := l.opts.Limits[k.API]
+	lim, ok := l.opts.RegionLimits[k.Region][k.API]
+	if !ok {
+		lim, ok = l.opts.Limits[k.API]
+	}
 	if !ok {
 		return nil, false, nil
 	}

@@ -82,7 +82,7 @@ func TestBadKey(t *testing.T) {
 		wantErr string
 	}{
 		{Key{Project: "p", API: testKey.API}, "empty region"},
-		{Key{Region: "r", API: testKey.API}, "empty project"},
+		{Key{Region: "r", Project: "p"}, "empty API"},
 		{Key{Region: "r{x}", Project: "p", API: testKey.API}, `region "r{x}"`},
 		{Key{Region: "r", Project: "p:q", API: testKey.API}, `project "p:q"`},
 	}

@@ -11,10 +11,12 @@ import (
 const (
 	colServerID    = "server_id"
 	colKeypairName = "keypair_name"
+	colRegion      = "region"
+	colProjectID   = "project_id"
 )
 
 // csv reads a CSV list whose header names a server_id column and optionally
-// a keypair_name column, in any order; other columns are ignored, lines
+// keypair_name, region and project_id columns, in any order; other columns are ignored, lines
 // starting with '#' are comments and fields are trimmed.
 func (p *parser) csv(r io.Reader) error {
 	lr := &lineLimitReader{r: r, line: 1}
@@ -52,13 +54,17 @@ func (p *parser) csv(r io.Reader) error {
 		return err // without a readable header no record can be read
 	}
 	headerLine, _ := cr.FieldPos(0)
-	idCol, kpCol := -1, -1
+	idCol, kpCol, regionCol, projectCol := -1, -1, -1, -1
 	for i, h := range header {
 		col := &idCol
 		switch strings.ToLower(strings.TrimSpace(h)) {
 		case colServerID:
 		case colKeypairName:
 			col = &kpCol
+		case colRegion:
+			col = &regionCol
+		case colProjectID:
+			col = &projectCol
 		default:
 			continue
 		}
@@ -79,12 +85,14 @@ func (p *parser) csv(r io.Reader) error {
 			return err
 		}
 		line, _ := cr.FieldPos(idCol)
-		keypair := ""
-		if kpCol >= 0 {
-			keypair = strings.Clone(strings.TrimSpace(rec[kpCol]))
+		// Clone, or each field would keep its whole record's text alive.
+		field := func(col int) string {
+			if col < 0 {
+				return ""
+			}
+			return strings.Clone(strings.TrimSpace(rec[col]))
 		}
-		// Clone, or each id would keep its whole record's text alive.
-		p.add(line, strings.Clone(strings.TrimSpace(rec[idCol])), keypair)
+		p.add(line, Target{ServerID: field(idCol), KeypairName: field(kpCol), Region: field(regionCol), ProjectID: field(projectCol)})
 	}
 }
 

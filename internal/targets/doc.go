@@ -5,8 +5,10 @@
 //
 // Three formats are accepted, and detected when the format is Auto: one
 // server id per line, CSV with a header row naming server_id (and
-// optionally keypair_name), and a JSON array of ids or of
-// {"server_id":…,"keypair_name":…} objects.
+// optionally keypair_name, region and project_id), and a JSON array of ids
+// or of {"server_id":…,"keypair_name":…,"region":…,"project_id":…}
+// objects. A target is a server in a (region, project): Read gives those
+// that name none its Options' defaults.
 //
 //	ts, err := targets.Parse(os.Stdin, targets.Auto)
 //	var ie *targets.InputError

@@ -8,7 +8,7 @@ import (
 
 // FuzzParse checks that no input makes Parse panic, that bad input is
 // always a well-formed *InputError, and that accepted input only yields
-// valid, unique targets. Its seeds (every TestParse case) run in the normal
+// valid targets, unique in each (region, project). Its seeds (every TestParse case) run in the normal
 // suite.
 func FuzzParse(f *testing.F) {
 	for _, tc := range parseCases {
@@ -52,10 +52,16 @@ func FuzzParse(f *testing.F) {
 					t.Errorf("accepted target: %v", err)
 				}
 			}
-			if seen[tg.ServerID] {
-				t.Errorf("accepted duplicate server id %q", tg.ServerID)
+			if tg.ProjectID != "" {
+				if err := ValidateProjectID(tg.ProjectID); err != nil {
+					t.Errorf("accepted target: %v", err)
+				}
 			}
-			seen[tg.ServerID] = true
+			key := tg.Region + "/" + tg.ProjectID + "/" + tg.ServerID
+			if seen[key] {
+				t.Errorf("accepted duplicate server id %q in %q/%q", tg.ServerID, tg.Region, tg.ProjectID)
+			}
+			seen[key] = true
 		}
 	})
 }

@@ -74,7 +74,7 @@ func (p *parser) element(n int, dec *json.Decoder) error {
 	}
 	switch tok := tok.(type) {
 	case string:
-		p.add(n, tok, "")
+		p.add(n, Target{ServerID: tok})
 		return nil
 	case json.Delim:
 		if tok == '{' {
@@ -87,13 +87,14 @@ func (p *parser) element(n int, dec *json.Decoder) error {
 	return nil
 }
 
-// object reads the rest of an object element. Field names must match
+// object reads the rest of an object element: server_id, and optionally
+// keypair_name, region and project_id. Field names must match
 // exactly and unknown fields are rejected: a typo such as "keypair" for
 // "keypair_name" would otherwise move that server to the rotation's keypair
 // without a word. A null field counts as absent.
 func (p *parser) object(n int, dec *json.Decoder) error {
-	var id, keypair string
-	var hasID, hasKeypair bool
+	var t Target
+	var hasID, hasKeypair, hasRegion, hasProject bool
 	var bad string // the first thing wrong with the element
 	for dec.More() {
 		key, err := dec.Token()
@@ -113,11 +114,15 @@ func (p *parser) object(n int, dec *json.Decoder) error {
 			continue
 		}
 		name := key.(string) // the decoder only yields string keys
-		dst, has := &id, &hasID
+		dst, has := &t.ServerID, &hasID
 		switch name {
 		case colServerID:
 		case colKeypairName:
-			dst, has = &keypair, &hasKeypair
+			dst, has = &t.KeypairName, &hasKeypair
+		case colRegion:
+			dst, has = &t.Region, &hasRegion
+		case colProjectID:
+			dst, has = &t.ProjectID, &hasProject
 		default:
 			bad = fmt.Sprintf("unknown field %s", quote(name))
 			continue
@@ -142,7 +147,7 @@ func (p *parser) object(n int, dec *json.Decoder) error {
 	case !hasID:
 		p.problem(n, "object has no %s", colServerID)
 	default:
-		p.add(n, id, keypair)
+		p.add(n, t)
 	}
 	return nil
 }

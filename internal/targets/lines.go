@@ -22,7 +22,7 @@ func (p *parser) lines(br *bufio.Reader) error {
 				line = line[:i]
 			}
 			if line = bytes.TrimSpace(line); len(line) > 0 {
-				p.add(n, string(line), "")
+				p.add(n, Target{ServerID: string(line)})
 			}
 		}
 		switch err {

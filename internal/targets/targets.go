@@ -3,17 +3,60 @@ package targets
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
 )
 
-// Target is one server to rotate.
+// Target is one server to rotate, in its region and project.
 type Target struct {
 	ServerID string
 	// KeypairName overrides the rotation's keypair for this server; ""
 	// means the rotation's --keypair.
 	KeypairName string
+	// Region and ProjectID place the server; a target that names neither
+	// takes Options.Region and Options.ProjectID ("" when those are
+	// empty too: the workers' own region and project).
+	Region    string
+	ProjectID string
+}
+
+// place describes t's region and project for a message ("" when it has
+// none).
+func (t Target) place() string {
+	if t.Region == "" && t.ProjectID == "" {
+		return ""
+	}
+	return fmt.Sprintf(" in %s/%s", cmp.Or(t.Region, "(default region)"), cmp.Or(t.ProjectID, "(default project)"))
+}
+
+// Options say how Read reads a list.
+type Options struct {
+	// Format is the list's layout; Auto detects it.
+	Format Format
+	// Region and ProjectID are the place of targets that name none (the
+	// --region and HUAWEICLOUD_SDK_PROJECT_ID of the command); a target
+	// naming one that is the same is the same place.
+	Region, ProjectID string
+	// Regions are the regions a target may name; nil: the regions the CPH
+	// API is known to be served in (cph.Regions).
+	Regions []string
+}
+
+func (o Options) validateRegion(r string) error {
+	known := o.Regions
+	if known == nil {
+		known = cph.Regions()
+	}
+	if slices.Contains(known, r) {
+		return nil
+	}
+	return fmt.Errorf("unknown region %s (known: %s; another needs an endpoint: --endpoint %s=URL or %s)",
+		quote(r), strings.Join(known, ", "), r, cph.RegionEnv(r))
 }
 
 // Format is the layout of a target list.
@@ -23,8 +66,8 @@ type Format int
 const (
 	Auto  Format = iota // detect from the first bytes of the input
 	Lines               // one server id per line, # comments
-	CSV                 // header row with server_id and optionally keypair_name
-	JSON                // array of id strings or of {"server_id","keypair_name"} objects
+	CSV                 // header row with server_id and optionally keypair_name, region, project_id
+	JSON                // array of id strings or of {"server_id","keypair_name","region","project_id"} objects
 )
 
 var formatNames = [...]string{Auto: "auto", Lines: "lines", CSV: "csv", JSON: "json"}
@@ -67,6 +110,15 @@ const MaxLineBytes = 64 << 10
 // most MaxProblems of them, in input order) and no targets; any other error
 // is a failure to read r.
 func Parse(r io.Reader, f Format) ([]Target, error) {
+	return Read(r, Options{Format: f})
+}
+
+// Read reads and validates a target list as Parse does, placing targets
+// that name no region or project in opts' defaults; a region a target
+// names must be one of opts.Regions, a project id 32 hex digits, and a
+// server id may appear once in each (region, project).
+func Read(r io.Reader, opts Options) ([]Target, error) {
+	f := opts.Format
 	br := bufio.NewReaderSize(r, MaxLineBytes)
 	if err := skipBOM(br); err != nil {
 		return nil, fmt.Errorf("read targets: %w", err)
@@ -81,13 +133,13 @@ func Parse(r io.Reader, f Format) ([]Target, error) {
 	var err error
 	switch f {
 	case Lines:
-		p = newParser("line")
+		p = newParser("line", opts)
 		err = p.lines(br)
 	case CSV:
-		p = newParser("line")
+		p = newParser("line", opts)
 		err = p.csv(br)
 	case JSON:
-		p = newParser("element")
+		p = newParser("element", opts)
 		err = p.json(br)
 	default:
 		return nil, fmt.Errorf("parse targets: unknown format %v", f)

@@ -2,6 +2,7 @@ package targets
 
 import (
 	"fmt"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -28,6 +29,15 @@ func ValidateServerID(id string) error {
 // pairs (KPS).
 func ValidateKeypairName(name string) error {
 	return check("keypair name", name, MaxKeypairNameBytes)
+}
+
+// ValidateProjectID reports why id cannot be a project id: IAM's ids are
+// 32 hex digits.
+func ValidateProjectID(id string) error {
+	if len(id) != 32 || strings.Trim(strings.ToLower(id), "0123456789abcdef") != "" {
+		return fmt.Errorf("project id %s is not 32 hex digits", quote(id))
+	}
+	return nil
 }
 
 func check(what, s string, maxBytes int) error {

@@ -107,6 +107,14 @@ func (nopLimiter) Throttled(context.Context, string, time.Duration, float64) err
 }
 func (nopLimiter) Rate(string) float64 { return math.Inf(1) }
 
+// quickConfig is a handler's Config for rotations that end in seconds on
+// the simulator.
+func quickConfig(opts TaskOptions) Config {
+	return Config{FirstPoll: 300 * time.Millisecond, PollCap: 300 * time.Millisecond, RetryBase: 50 * time.Millisecond,
+		RetryCap: 200 * time.Millisecond, Linger: 50 * time.Millisecond, VerifyLinger: 100 * time.Millisecond,
+		JobTimeout: time.Minute, CallTimeout: 5 * time.Second, Tasks: opts}
+}
+
 // gated is a rotation environment: miniredis, the simulator behind a gate,
 // and a running in-process worker.
 type gated struct {
@@ -137,9 +145,7 @@ func newGated(t *testing.T, servers int) *gated {
 		opts: TaskOptions{Timeout: 30 * time.Second}}
 	t.Cleanup(func() { e.enq.Close() })
 	h := NewHandler(HandlerOptions{Store: e.store, API: api, Limiter: nopLimiter{}, Enqueuer: e.enq,
-		Config: Config{FirstPoll: 300 * time.Millisecond, PollCap: 300 * time.Millisecond, RetryBase: 50 * time.Millisecond,
-			RetryCap: 200 * time.Millisecond, Linger: 50 * time.Millisecond, VerifyLinger: 100 * time.Millisecond,
-			JobTimeout: time.Minute, CallTimeout: 5 * time.Second, Tasks: e.opts}})
+		Config: quickConfig(e.opts)})
 	mux := asynq.NewServeMux()
 	h.Register(mux)
 	w := asynq.NewServerFromRedisClient(rdb, asynq.Config{Concurrency: 8, Queues: Queues(), IsFailure: IsFailure,

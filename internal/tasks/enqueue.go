@@ -31,14 +31,25 @@ const (
 type Target struct {
 	ServerID string
 	Keypair  string // "" means the rotation's keypair
+	// Place is where the server is; a Spec's targets are all in its
+	// Place (SplitPlaces makes such Specs).
+	Place Place
 }
 
 // Spec is what a rotation is asked to do.
 type Spec struct {
 	// ID names the rotation. Empty derives it from the fingerprint, so the
 	// same command run twice names the same rotation.
-	ID          string
-	Keypair     string
+	ID      string
+	Keypair string
+	// Place is where every target is; the zero Place is the workers'
+	// default region and project.
+	Place Place
+	// Group names the rotation across places this one is a part of.
+	Group string
+	// RegionOrder orders the parts of a spec across places: these regions'
+	// first (a canary region), the others in the order they appear.
+	RegionOrder []string
 	Targets     []Target
 	ChunkSize   int
 	MaxAttempts int
@@ -104,6 +115,8 @@ func (s *Spec) validate() error {
 			return fmt.Errorf("target %d: empty server id", i+1)
 		case strings.ContainsAny(t.ServerID, "\t\n\r"):
 			return fmt.Errorf("target %d: server id %q contains a tab or line break", i+1, t.ServerID)
+		case t.Place != s.Place:
+			return fmt.Errorf("target %d: server %s is in %s, the rotation in %s (split the spec with SplitPlaces)", i+1, t.ServerID, t.Place, s.Place)
 		case seen[t.ServerID]:
 			return fmt.Errorf("target %d: server %s is listed twice", i+1, t.ServerID)
 		}
@@ -140,6 +153,10 @@ func (s *Spec) Fingerprint() string {
 	ts := make([]string, len(s.Targets))
 	for i, t := range s.Targets {
 		ts[i] = t.ServerID + "\t" + t.Keypair
+		if !t.Place.IsZero() {
+			// Only then, so rotations of one place keep the ids they had.
+			ts[i] += "\t" + t.Place.String()
+		}
 	}
 	sort.Strings(ts)
 	h := sha256.New()
@@ -149,7 +166,53 @@ func (s *Spec) Fingerprint() string {
 		h.Write([]byte(t))
 		h.Write([]byte{'\n'})
 	}
+	if !s.Place.IsZero() || s.Group != "" {
+		// Only then, so rotations of one place keep the ids they had.
+		fmt.Fprintf(h, "place %s %s %s\n", s.Place.Region, s.Place.ProjectID, s.Group)
+	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// SplitPlaces splits a spec whose targets are in several places into one
+// spec a place, in the order the places first appear: the parts of a
+// group whose id is the spec's ID, or one derived from its fingerprint as
+// a rotation's is. A spec of one place is returned as it is, with its
+// Place set, and no group.
+func SplitPlaces(s Spec) (group string, parts []Spec, err error) {
+	var places []Place
+	byPlace := map[Place][]Target{}
+	for _, t := range s.Targets {
+		if _, ok := byPlace[t.Place]; !ok {
+			places = append(places, t.Place)
+		}
+		byPlace[t.Place] = append(byPlace[t.Place], t)
+	}
+	if len(places) <= 1 {
+		if len(places) == 1 {
+			s.Place = places[0]
+		}
+		return "", []Spec{s}, nil
+	}
+	rank := func(p Place) int {
+		if i := slices.Index(s.RegionOrder, p.Region); i >= 0 {
+			return i
+		}
+		return len(s.RegionOrder)
+	}
+	slices.SortStableFunc(places, func(a, b Place) int { return cmp.Compare(rank(a), rank(b)) })
+	group = s.ID
+	if group == "" {
+		group = "r-" + s.Fingerprint()[:16]
+	}
+	for i, p := range places {
+		part := s
+		part.ID, part.Group, part.Place, part.Targets = PartID(group, i+1), group, p, byPlace[p]
+		if err := ValidateRotationID(part.ID); err != nil {
+			return "", nil, fmt.Errorf("rotation %s spans %d places, and its parts' ids (%s) would be too long: %w", group, len(places), part.ID, err)
+		}
+		parts = append(parts, part)
+	}
+	return group, parts, nil
 }
 
 // ServerLister lists servers page by page, each server once, in list
@@ -200,7 +263,8 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 	if id == "" {
 		id = "r-" + fp[:16]
 	}
-	plan := &Plan{Read: spec.SkipMatching, Rotation: &Rotation{ID: id, Keypair: spec.Keypair, ChunkSize: spec.ChunkSize,
+	plan := &Plan{Read: spec.SkipMatching, Rotation: &Rotation{ID: id, Keypair: spec.Keypair, Region: spec.Place.Region,
+		ProjectID: spec.Place.ProjectID, Group: spec.Group, ChunkSize: spec.ChunkSize,
 		MaxAttempts: spec.MaxAttempts, Fingerprint: fp, Verify: !spec.SkipVerify, PauseAfterWave: spec.PauseAfterWave,
 		Retention: spec.Retention}}
 	type current struct {
@@ -425,8 +489,58 @@ func Resume(ctx context.Context, store *Store, enq Enqueuer, id string, maxError
 	if err := wake(ctx, store, enq, id, opts, time.Now()); err != nil {
 		return rot, 0, err
 	}
+	again, err := requeue(ctx, store, enq, rot, opts, nil)
+	if err != nil {
+		return rot, len(again), err
+	}
 	n, err := topUp(ctx, store, enq, rot, opts)
-	return rot, n, err
+	return rot, len(again) + n, err
+}
+
+// requeue enqueues again the submit tasks that a pause or a halt ended, or
+// that were lost: those of the chunks enqueued and not submitted yet, and
+// of the retry batches formed. A task still there is refused by its ID;
+// one archived keeps its ID until clear (nil: none) deletes it. It returns
+// the batches enqueued.
+func requeue(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, opts TaskOptions, clear func(queue, taskID string) error) ([]int, error) {
+	if rot.State != StateRunning {
+		return nil, nil
+	}
+	chunks, err := store.UnsentChunks(ctx, rot.ID, rot.queued)
+	if err != nil {
+		return nil, err
+	}
+	retries, err := store.Fresh(ctx, rot.ID)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, n := range append(chunks, retries...) {
+		queue := store.ns.Queue(QueueSubmit)
+		if n > rot.Chunks {
+			queue = store.ns.Queue(QueuePoll) // retry batches go with the work already started
+		}
+		if clear != nil {
+			if err := clear(queue, SubmitTaskID(rot.ID, n)); err != nil {
+				return out, err
+			}
+		}
+		b, err := store.Batch(ctx, rot.ID, n)
+		if err != nil {
+			return out, err
+		}
+		if b.Checkpointed || b.Intents > 0 || len(b.Servers) == 0 {
+			continue // submitted, or being submitted: its own task carries on
+		}
+		ok, err := enqueueSubmit(ctx, enq, queue, SubmitPayload{Rotation: rot.ID, Batch: n, Servers: len(b.Servers)}, opts)
+		if err != nil {
+			return out, err
+		}
+		if ok {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // Cancel cancels a rotation (see Store.Cancel) and, when that leaves

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
+	"github.com/cph-rekey/cph-rekey/internal/redisurl"
 )
 
 // API names, as the limiter and the metrics know them.
@@ -81,9 +82,10 @@ type Limiter interface {
 }
 
 // Observer receives the pipeline's measurements (metrics.Metrics is one).
+// The region of a rotation in the worker's default place is "".
 type Observer interface {
-	APIRequest(api, code string, d time.Duration)
-	Throttled(api string)
+	APIRequest(region, api, code string, d time.Duration)
+	Throttled(region, api string)
 	ServerOutcome(outcome string, n int)
 	PollRound(api string)
 	Submitted(n int)
@@ -141,33 +143,41 @@ func (c Config) withDefaults() Config {
 
 // Handler runs the pipeline's tasks.
 type Handler struct {
-	store   *Store
-	api     API
-	limiter Limiter
-	enq     Enqueuer
-	obs     Observer
-	log     *slog.Logger
-	cfg     Config
-	now     func() time.Time
-	lat     *latencies // how long each API's calls take, for the stages' width
+	store  *Store
+	places Places
+	enq    Enqueuer
+	ins    TaskInspector // nil: the watchdog cannot tell lost tasks
+	obs    Observer
+	log    *slog.Logger
+	cfg    Config
+	now    func() time.Time
+	lat    *latencies // how long each API's calls take, for the stages' width
 }
 
-// HandlerOptions are the parts a Handler is built from. Observer and
-// Logger are optional.
+// HandlerOptions are the parts a Handler is built from. Inspector,
+// Observer and Logger are optional; without Inspector the watchdog does
+// not look for lost tasks. Places, when set, gives each place its API and
+// limiter; otherwise every rotation is on API and Limiter.
 type HandlerOptions struct {
-	Store    *Store
-	API      API
-	Limiter  Limiter
-	Enqueuer Enqueuer
-	Observer Observer
-	Logger   *slog.Logger
-	Config   Config
+	Store     *Store
+	API       API
+	Limiter   Limiter
+	Places    Places
+	Enqueuer  Enqueuer
+	Inspector TaskInspector
+	Observer  Observer
+	Logger    *slog.Logger
+	Config    Config
 }
 
 // NewHandler returns a Handler.
 func NewHandler(o HandlerOptions) *Handler {
-	h := &Handler{store: o.Store, api: o.API, limiter: o.Limiter, enq: o.Enqueuer, obs: o.Observer,
+	h := &Handler{store: o.Store, places: o.Places, enq: o.Enqueuer, ins: o.Inspector, obs: o.Observer,
 		log: o.Logger, cfg: o.Config.withDefaults(), now: time.Now, lat: newLatencies()}
+	if h.places == nil {
+		api, lim := o.API, o.Limiter
+		h.places = func(Place) (API, Limiter) { return api, lim }
+	}
 	if h.obs == nil {
 		h.obs = nopObserver{}
 	}
@@ -181,6 +191,7 @@ func NewHandler(o HandlerOptions) *Handler {
 func (h *Handler) Register(mux *asynq.ServeMux) {
 	mux.HandleFunc(TypeSubmit, h.HandleSubmit)
 	mux.HandleFunc(TypeTick, h.HandleTick)
+	mux.HandleFunc(TypeWatchdog, h.HandleWatchdog)
 }
 
 // IsFailure tells asynq which errors count against a task's retries:
@@ -235,10 +246,46 @@ func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 }
 
-// call runs one API call under the per-call timeout, reports it, and
-// times it for the stages' width (every answer counts: a slot is held as
-// long for an error as for a success).
-func (h *Handler) call(ctx context.Context, api string, fn func(ctx context.Context) error) error {
+// checkpointBackoff bounds the wait between two tries of a checkpoint
+// write while Redis fails over.
+const checkpointBackoff = 2 * time.Second
+
+// untilDeadline returns a context for a write that must outlive the
+// task's cancellation and ride a Redis failover (Sentinel takes 20 s or
+// more): it ends at the task's deadline, and no sooner than 10 s from now.
+func untilDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	end := time.Now().Add(10 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.After(end) {
+		end = d
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), end)
+}
+
+// persist runs write until it succeeds, fails for a reason other than
+// Redis being away (redisurl.Transient), or ctx ends; the write must be
+// idempotent.
+func persist[T any](ctx context.Context, write func(context.Context) (T, error)) (T, error) {
+	wait := 100 * time.Millisecond
+	for {
+		v, err := write(ctx)
+		if err == nil || !redisurl.Transient(err) {
+			return v, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, err
+		case <-t.C:
+		}
+		wait = min(2*wait, checkpointBackoff)
+	}
+}
+
+// call runs one API call of rot's under the per-call timeout, reports it,
+// and times it for the stages' width (every answer counts: a slot is held
+// as long for an error as for a success).
+func (h *Handler) call(ctx context.Context, rot *Rotation, api string, fn func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
 	defer cancel()
 	start := h.now()
@@ -255,17 +302,18 @@ func (h *Handler) call(ctx context.Context, api string, fn func(ctx context.Cont
 	case err != nil:
 		code = "error"
 	}
-	h.obs.APIRequest(api, code, d)
+	h.obs.APIRequest(rot.Region, api, code, d)
 	if cph.IsThrottled(err) {
-		h.obs.Throttled(api)
+		h.obs.Throttled(rot.Region, api)
 	}
 	return err
 }
 
-// throttled feeds a 429 back to the shared limiter and puts the task back.
-func (h *Handler) throttled(ctx context.Context, api string, err error) error {
+// throttled feeds a 429 back to the shared limiter of rot's place and puts
+// the task back.
+func (h *Handler) throttled(ctx context.Context, rot *Rotation, api string, err error) error {
 	ra := cph.RetryAfter(err)
-	if lerr := h.limiter.Throttled(ctx, api, ra, cph.QuotaPerSecond(err)); lerr != nil {
+	if lerr := h.limiterOf(rot).Throttled(ctx, api, ra, cph.QuotaPerSecond(err)); lerr != nil {
 		h.log.WarnContext(ctx, "report throttling to limiter", "api", api, "err", lerr)
 	}
 	if ra <= 0 {
@@ -339,8 +387,8 @@ func deniedReason(api string, ce *cph.Error) string {
 
 type nopObserver struct{}
 
-func (nopObserver) APIRequest(string, string, time.Duration) {}
-func (nopObserver) Throttled(string)                         {}
-func (nopObserver) ServerOutcome(string, int)                {}
-func (nopObserver) PollRound(string)                         {}
-func (nopObserver) Submitted(int)                            {}
+func (nopObserver) APIRequest(string, string, string, time.Duration) {}
+func (nopObserver) Throttled(string, string)                         {}
+func (nopObserver) ServerOutcome(string, int)                        {}
+func (nopObserver) PollRound(string)                                 {}
+func (nopObserver) Submitted(int)                                    {}

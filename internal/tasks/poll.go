@@ -43,7 +43,7 @@ func (h *Handler) poll(ctx context.Context, log *slog.Logger, rot *Rotation, r *
 		return err
 	}
 	ran := r.now
-	err = h.stream(ctx, r, rot.ID, calls, p.limited.Load, func(rot *Rotation, sub *round) ([]stageCall, error) {
+	err = h.stream(ctx, r, rot, calls, p.limited.Load, func(rot *Rotation, sub *round) ([]stageCall, error) {
 		if alongside != nil && sub.now.Sub(ran) >= loopGap {
 			ran = sub.now
 			if err := alongside(rot, sub); err != nil {
@@ -116,7 +116,7 @@ func (p *polling) early(ctx context.Context, rot *Rotation, soon []int, r *round
 	}
 	return []stageCall{{APIListJobs, func(ctx context.Context) (bool, error) {
 		tctx, cancel := context.WithTimeout(ctx, earlyTry)
-		err := h.limiter.Wait(tctx, APIListJobs)
+		err := h.limiterOf(rot).Wait(tctx, APIListJobs)
 		cancel()
 		if err != nil {
 			p.giveBack(ready)
@@ -167,7 +167,7 @@ func (p *polling) due(ctx context.Context, rot *Rotation, r *round) ([]stageCall
 	var calls []stageCall
 	for _, group := range jobGroups(open) {
 		calls = append(calls, stageCall{APIListJobs, func(ctx context.Context) (bool, error) {
-			if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
+			if err := h.limiterOf(rot).Wait(ctx, APIListJobs); err != nil {
 				r.waited(err)
 				p.limited.Store(true)
 				return true, nil
@@ -190,7 +190,7 @@ const pollRejectLimit = 3
 // polled before, or submitted less than ripe ago, waits for its poll.
 func (h *Handler) pollEarly(ctx context.Context, log *slog.Logger, rot *Rotation, soon []int, ripe time.Duration, r *round) error {
 	tctx, cancel := context.WithTimeout(ctx, earlyTry)
-	err := h.limiter.Wait(tctx, APIListJobs)
+	err := h.limiterOf(rot).Wait(tctx, APIListJobs)
 	cancel()
 	if err != nil {
 		return ctx.Err() // no room now: they are polled when due
@@ -249,8 +249,8 @@ func (h *Handler) listJobs(ctx context.Context, log *slog.Logger, rot *Rotation,
 		expected += len(b.Jobs)
 	}
 	var jobs []cph.Job
-	err := h.call(ctx, APIListJobs, func(ctx context.Context) (err error) {
-		jobs, err = h.api.ListJobsOf(ctx, expected, ids...)
+	err := h.call(ctx, rot, APIListJobs, func(ctx context.Context) (err error) {
+		jobs, err = h.apiOf(rot).ListJobsOf(ctx, expected, ids...)
 		return err
 	})
 	switch {
@@ -271,7 +271,7 @@ func (h *Handler) listJobs(ctx context.Context, log *slog.Logger, rot *Rotation,
 	case ctx.Err() != nil:
 		return true, ctx.Err()
 	case cph.IsThrottled(err):
-		r.waited(h.throttled(ctx, APIListJobs, err))
+		r.waited(h.throttled(ctx, rot, APIListJobs, err))
 		return true, nil
 	}
 	if denied, err := h.denied(ctx, log, rot, APIListJobs, err); err != nil || denied {
@@ -286,7 +286,7 @@ func (h *Handler) listJobs(ctx context.Context, log *slog.Logger, rot *Rotation,
 		log.WarnContext(ctx, "ListJobs rejected a call for several batches; polling them one at a time",
 			"request_ids", ids, "err", err)
 		for _, b := range group {
-			if err := h.limiter.Wait(ctx, APIListJobs); err != nil {
+			if err := h.limiterOf(rot).Wait(ctx, APIListJobs); err != nil {
 				r.waited(err)
 				return true, nil
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -24,6 +25,10 @@ type ReportRow struct {
 	ErrorMsg    string    `json:"error_msg"`
 	SubmittedAt time.Time `json:"submitted_at,omitzero"`
 	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	// Region and ProjectID are the server's place; "" for a rotation in
+	// the workers' own region and project.
+	Region    string `json:"region"`
+	ProjectID string `json:"project_id"`
 	// Version is the row's contract version, ReportRowVersion (JSON only:
 	// the CSV report's contract is its header row). It comes last, so rows
 	// begin as they did before the contract was versioned.
@@ -33,9 +38,22 @@ type ReportRow struct {
 // Report calls fn for every server of the rotation, chunk by chunk (skipped
 // servers first), so memory stays bounded whatever the fleet size. Servers
 // not terminal yet are reported pending or running, with their first
-// attempt's request; a terminal server's row names its last attempt's.
+// attempt's request; a terminal server's row names its last attempt's. The
+// report of a group is its parts' reports, one after another.
 func (s *Store) Report(ctx context.Context, id string, fn func(ReportRow) error) error {
 	rot, err := s.Rotation(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		g, gerr := s.Group(ctx, id)
+		if gerr != nil {
+			return err
+		}
+		for _, part := range g.Parts {
+			if err := s.Report(ctx, part, fn); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -78,7 +96,8 @@ func (s *Store) Report(ctx context.Context, id string, fn func(ReportRow) error)
 			return fmt.Errorf("report %s chunk %d: %w", id, c, err)
 		}
 		for i, e := range chunk.Servers {
-			row := ReportRow{Version: ReportRowVersion, ServerID: e.ServerID, OldKeypair: e.OldKeypair, NewKeypair: e.Keypair}
+			row := ReportRow{Version: ReportRowVersion, ServerID: e.ServerID, OldKeypair: e.OldKeypair, NewKeypair: e.Keypair,
+				Region: rot.Region, ProjectID: rot.ProjectID}
 			if v, ok := recs[i].(string); ok {
 				r, err := decodeRecord(v)
 				if err != nil {
@@ -109,7 +128,7 @@ func (s *Store) Report(ctx context.Context, id string, fn func(ReportRow) error)
 
 // ReportColumns are the CSV report's columns.
 var ReportColumns = []string{"server_id", "old_keypair", "new_keypair", "request_id", "job_id", "attempts",
-	"outcome", "error_code", "error_msg", "submitted_at", "finished_at"}
+	"outcome", "error_code", "error_msg", "submitted_at", "finished_at", "region", "project_id"}
 
 // WriteReportCSV streams a rotation's report as CSV with a header row.
 func (s *Store) WriteReportCSV(ctx context.Context, id string, w io.Writer) error {
@@ -125,7 +144,8 @@ func (s *Store) WriteReportCSV(ctx context.Context, id string, w io.Writer) erro
 	}
 	err := s.Report(ctx, id, func(r ReportRow) error {
 		return cw.Write([]string{cell(r.ServerID), cell(r.OldKeypair), cell(r.NewKeypair), cell(r.RequestID), cell(r.JobID),
-			strconv.Itoa(r.Attempts), string(r.Outcome), cell(r.ErrorCode), cell(r.ErrorMsg), ts(r.SubmittedAt), ts(r.FinishedAt)})
+			strconv.Itoa(r.Attempts), string(r.Outcome), cell(r.ErrorCode), cell(r.ErrorMsg), ts(r.SubmittedAt), ts(r.FinishedAt),
+			r.Region, r.ProjectID})
 	})
 	if err != nil {
 		return err

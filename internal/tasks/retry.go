@@ -8,9 +8,11 @@ import (
 
 // retry gathers servers whose backoff has ended from the retry pool into
 // batches of the chunk size, across the rotation's chunks, and submits
-// every batch formed, on the queue of started work (rekey-poll), ahead of
-// the first attempts still waiting. A smaller batch goes when waiting
-// cannot fill it soon (see formRetry). Attempts stay counted per server.
+// each batch once, as it is formed, on the queue of started work
+// (rekey-poll), ahead of the first attempts still waiting; a batch whose
+// task is lost is enqueued again by the watchdog. A smaller batch goes
+// when waiting cannot fill it soon (see formRetry). Attempts stay counted
+// per server.
 func (h *Handler) retry(ctx context.Context, log *slog.Logger, rot *Rotation, r *round) error {
 	pool, err := h.store.RetryPool(ctx, rot.ID, r.now)
 	if err != nil {
@@ -48,32 +50,17 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, rot *Rotation, r 
 			break
 		}
 		log.InfoContext(ctx, "retry batch formed", "chunk", next, "servers", k, "full", !partial)
+		// On the queue of work already started, so a retry batch goes
+		// before the first attempts still waiting in rekey-submit.
+		if _, err := enqueueSubmit(ctx, h.enq, h.store.ns.Queue(QueuePoll), SubmitPayload{Rotation: rot.ID, Batch: next, Servers: k}, h.cfg.Tasks); err != nil {
+			return err
+		}
 		next++
 		if pool, err = h.store.RetryPool(ctx, rot.ID, r.now); err != nil {
 			return err
 		}
 	}
 	r.at(pool.Next)
-	fresh, err := h.store.Fresh(ctx, rot.ID)
-	if err != nil {
-		return err
-	}
-	for _, n := range fresh {
-		b, err := h.store.Batch(ctx, rot.ID, n)
-		if err != nil {
-			return err
-		}
-		// On the queue of work already started, so a retry batch goes
-		// before the first attempts still waiting in rekey-submit.
-		if _, err := enqueueSubmit(ctx, h.enq, h.store.ns.Queue(QueuePoll), SubmitPayload{Rotation: rot.ID, Batch: n, Servers: len(b.Servers)}, h.cfg.Tasks); err != nil {
-			return err
-		}
-	}
-	if len(fresh) > 0 {
-		// Their submits' checkpoints take them off the fresh set; a tick
-		// comes back to resubmit any whose task was lost.
-		r.at(r.now.Add(h.cfg.PollCap))
-	}
 	return nil
 }
 

@@ -73,8 +73,15 @@ func (c Counts) Done() int64 { return c.Succeeded + c.Failed + c.Skipped + c.Can
 
 // Rotation is a rotation's record: what it was asked to do and where it is.
 type Rotation struct {
-	ID        string `json:"id"`
-	Keypair   string `json:"keypair"`
+	ID      string `json:"id"`
+	Keypair string `json:"keypair"`
+	// Region and ProjectID are the rotation's place (see Place); empty:
+	// the worker's own, as for every rotation written before places.
+	Region    string `json:"region,omitempty"`
+	ProjectID string `json:"project_id,omitempty"`
+	// Group is the rotation across places this one is the part of one
+	// place of ("": none).
+	Group     string `json:"group,omitempty"`
 	ChunkSize int    `json:"chunk_size"`
 	// Chunks are the first-attempt batches, 1 to Chunks, planned at start;
 	// Batches counts them and the retry batches formed since.
@@ -120,6 +127,9 @@ type Rotation struct {
 	unplaced               int
 	sweepNext              int
 	sweepDone, showRefused bool
+	// cancelClosed: a cancel closed every batch not submitted; a cancelled
+	// rotation without it had its cancel cut short.
+	cancelClosed bool
 	// jobLatency is how long the rotation's jobs have been seen to take
 	// (Store.ObserveJobLatency; zero until a poll saw one end).
 	jobLatency time.Duration
@@ -280,6 +290,11 @@ type Summary struct {
 	Counts     Counts    `json:"counts"`
 	CreatedAt  time.Time `json:"created_at"`
 	FinishedAt time.Time `json:"finished_at"`
+	// Region, ProjectID and Group: the rotation's place, and the rotation
+	// across places it is a part of (each part sends its own event).
+	Region    string `json:"region,omitempty"`
+	ProjectID string `json:"project_id,omitempty"`
+	Group     string `json:"group,omitempty"`
 }
 
 // Versions of the JSON contracts tools rely on (docs/contracts.md). A

@@ -76,8 +76,8 @@ func (l *latencies) of(api string) time.Duration {
 // callers is how many calls of api a stage keeps in flight now: from the
 // rate the limiter grants (lowered after 429s) and the latency this
 // process's calls of api have shown.
-func (h *Handler) callers(api string) int {
-	return stageCallers(h.limiter.Rate(api), h.lat.of(api))
+func (h *Handler) callers(lim Limiter, api string) int {
+	return stageCallers(lim.Rate(api), h.lat.of(api))
 }
 
 // stageCall is one unit of a stage's work: fn waits for a token of api,
@@ -98,14 +98,14 @@ const askGap = 100 * time.Millisecond
 // own (r.sub), merged into r at the end. It looks no more past r's
 // deadline, once the rotation has finished, or while stop (if not nil)
 // says so.
-func (h *Handler) stream(ctx context.Context, r *round, id string, calls []stageCall, stop func() bool, look func(rot *Rotation, sub *round) ([]stageCall, error)) error {
+func (h *Handler) stream(ctx context.Context, r *round, rot *Rotation, calls []stageCall, stop func() bool, look func(rot *Rotation, sub *round) ([]stageCall, error)) error {
 	var subs []*round
 	more := func() ([]stageCall, error) {
 		now := h.now()
 		if !now.Before(r.deadline) || stop != nil && stop() {
 			return nil, nil
 		}
-		rot, err := h.store.Rotation(ctx, id)
+		rot, err := h.store.Rotation(ctx, rot.ID)
 		if err != nil || rot.Finished() {
 			return nil, err
 		}
@@ -113,7 +113,7 @@ func (h *Handler) stream(ctx context.Context, r *round, id string, calls []stage
 		subs = append(subs, sub)
 		return look(rot, sub)
 	}
-	err := h.runStage(ctx, calls, more)
+	err := h.runStage(ctx, h.limiterOf(rot), calls, more)
 	for _, sub := range subs {
 		r.merge(sub)
 	}
@@ -121,14 +121,14 @@ func (h *Handler) stream(ctx context.Context, r *round, id string, calls []stage
 }
 
 // runStage runs calls in order, keeping in flight as many of each API as
-// h.callers allows, asked afresh before each start: the first answers
+// h.callers allows under lim, asked afresh before each start: the first answers
 // widen a stage that started before its API was timed, and a rate cut
 // narrows it. Once calls run out, and while some are out, more (if not
 // nil) is asked for the work that has come due since, again after a call
 // ends (at most every askGap): a slow API's calls then overlap instead of
 // waiting for the slowest of a round. It starts no more once one returns
 // stop or an error, or ctx is done, and returns the first error.
-func (h *Handler) runStage(ctx context.Context, calls []stageCall, more func() ([]stageCall, error)) error {
+func (h *Handler) runStage(ctx context.Context, lim Limiter, calls []stageCall, more func() ([]stageCall, error)) error {
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
@@ -170,7 +170,7 @@ func (h *Handler) runStage(ctx context.Context, calls []stageCall, more func() (
 			continue
 		}
 		c := calls[0]
-		if busy[c.api] >= h.callers(c.api) {
+		if busy[c.api] >= h.callers(lim, c.api) {
 			ended.Wait()
 			continue
 		}

@@ -35,7 +35,9 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 //	                             wave_size:<n> per wave; the tick chain (tgen, tseq, tick_at);
 //	                             job_lat, the jobs' latency learned so far (ms); the
 //	                             chunks enqueued (queued, up to which chunk) and whose
-//	                             first submit ended (sent)
+//	                             first submit ended (sent); the first chunk not submitted
+//	                             the watchdog saw (unsent_from); cancel_closed once a
+//	                             cancel has closed every batch not submitted
 //	<prefix>{<id>}:rec     HASH  server id → terminal outcome record
 //	<prefix>{<id>}:b:<n>   HASH  batch n: its servers, the checkpoint (request id,
 //	                             job ids), which jobs ended and which servers are resolved
@@ -45,6 +47,8 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 //	<prefix>{<id>}:fresh   SET   retry batches formed and not submitted yet
 //	<prefix>{<id>}:verify  ZSET  servers waiting for verification → place in the server list
 //	<prefix>{<id>}:pages   HASH  list page → targets on it not yet verified or terminal
+//	<prefix>{<id>}:group   HASH  a rotation across places: fingerprint, created_at, parts (its rotations)
+//	<prefix>{<id>}:plan    STRING the plan's digest and size, frozen before its chunks are written
 type Store struct {
 	rdb    redis.UniversalClient
 	ns     Namespace
@@ -73,6 +77,7 @@ func (s *Store) verifyKey(id string) string { return s.prefix + "{" + id + "}:ve
 func (s *Store) pagesKey(id string) string  { return s.prefix + "{" + id + "}:pages" }
 func (s *Store) freshKey(id string) string  { return s.prefix + "{" + id + "}:fresh" }
 func (s *Store) statsKey(id string) string  { return s.prefix + "{" + id + "}:stats" }
+func (s *Store) groupKey(id string) string  { return s.prefix + "{" + id + "}:group" }
 
 // createScript creates a rotation record unless one exists: it returns 0
 // when created, 1 when the same rotation (same fingerprint) already exists
@@ -94,7 +99,10 @@ return 0
 // known (r.Positions), the number of targets on each page of the project's
 // server list is kept for verification. Re-creating the same rotation (same
 // id and fingerprint) is a no-op that returns created=false; the same id
-// with a different fingerprint returns ErrConflict.
+// with a different fingerprint returns ErrConflict. The plan is frozen
+// before its first chunk is written: a start cut short and run again
+// completes it if it planned the same, and returns a *PlanChangedError
+// (an ErrConflict) if the fleet it read has changed the plan.
 func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipped []Entry, now time.Time) (created bool, err error) {
 	id := r.ID
 	// An existing rotation is never written to: a re-run's plan (servers
@@ -110,6 +118,11 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		return false, fmt.Errorf("rotation %s: %w", id, ErrConflict)
 	case !errors.Is(err, redis.Nil):
 		return false, fmt.Errorf("create rotation %s: %w", id, err)
+	}
+	// Before the record exists, a re-run may have read a fleet that has
+	// changed: its plan is written only if it is the one frozen first.
+	if err := s.freezePlan(ctx, r, chunks, skipped); err != nil {
+		return false, err
 	}
 	pipe := s.rdb.Pipeline()
 	flush := func() error {
@@ -181,6 +194,9 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		"retention_ms", r.Retention.Milliseconds(), "waves", len(r.Waves), "wave", min(1, len(r.Waves)),
 		"list_count", r.listCount, "vdrift", driftText(movinglist.NewDrift(r.listCount)), "unplaced", unplacedTargets,
 	}
+	if !r.Place().IsZero() || r.Group != "" {
+		fields = append(fields, "region", r.Region, "project_id", r.ProjectID, "group", r.Group)
+	}
 	for i, w := range r.Waves {
 		fields = append(fields, "wave_end:"+strconv.Itoa(i+1), w.LastChunk, "wave_size:"+strconv.Itoa(i+1), w.Servers)
 	}
@@ -238,7 +254,7 @@ func (s *Store) Rotation(ctx context.Context, id string) (*Rotation, error) {
 func rotationOf(m map[string]string) *Rotation {
 	n := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
 	r := &Rotation{
-		ID: m["id"], Keypair: m["keypair"], ChunkSize: int(n("chunk_size")), Chunks: int(n("chunks")), Batches: int(n("batches")),
+		ID: m["id"], Keypair: m["keypair"], Region: m["region"], ProjectID: m["project_id"], Group: m["group"], ChunkSize: int(n("chunk_size")), Chunks: int(n("chunks")), Batches: int(n("batches")),
 		MaxAttempts: int(n("max_attempts")), Fingerprint: m["fingerprint"], State: State(m["state"]),
 		CreatedAt: time.UnixMilli(n("created_at")).UTC(),
 		Counts: Counts{
@@ -261,6 +277,7 @@ func rotationOf(m map[string]string) *Rotation {
 	}
 	r.unplaced, r.sweepNext, r.sweepDone = int(n("unplaced")), int(n("sweep")), m["sweep_done"] == "1"
 	r.showRefused = m["show_refused"] == "1"
+	r.cancelClosed = m["cancel_closed"] == "1"
 	r.WaveOpen = int(n("wave_open"))
 	r.Retention = time.Duration(n("retention_ms")) * time.Millisecond
 	r.jobLatency = time.Duration(n("job_lat")) * time.Millisecond
@@ -288,10 +305,13 @@ func (s *Store) Rotations(ctx context.Context, limit int) ([]*Rotation, error) {
 }
 
 // setStateScript moves a rotation that has not finished between running,
-// paused and cancelled. Cancelled is final.
+// paused and cancelled. Cancelled is final; cancelling a cancelled
+// rotation, finished or not, changes nothing and is no error, so a cancel
+// cut short can be run again to finish what it started.
 var setStateScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return redis.error_reply('not found') end
+if cur == 'cancelled' and ARGV[1] == 'cancelled' then return cur end
 if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return redis.error_reply('rotation has finished (' .. cur .. ')') end
 if cur == 'cancelled' then return redis.error_reply('rotation is cancelled') end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
@@ -412,12 +432,18 @@ return {closed, finished}
 // are left to their tasks: their jobs' outcomes are recorded (and
 // verified), and their failed servers are not retried. It reports how many
 // servers it closed and whether that finished the rotation.
+//
+// Every chunk is closed, those of waves never enqueued too: no task would
+// ever move them. The closing takes one script per 100 batches, so a
+// cancel can be cut short between them (Ctrl-C, a dropped connection, a
+// failover); it is idempotent, and cancelling the rotation again closes
+// what the first call left.
 func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (closed int, finished bool, err error) {
 	if err := s.SetState(ctx, id, StateCancelled, "cancelled by an operator"); err != nil {
 		return 0, false, err
 	}
 	rot, err := s.Rotation(ctx, id)
-	if err != nil {
+	if err != nil || rot.Finished() {
 		return 0, false, err
 	}
 	msg := "rotation cancelled before this server was submitted"
@@ -437,6 +463,10 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (closed in
 		}
 		closed += int(v[0])
 		finished = finished || v[1] == 1
+	}
+	// What is left is the tasks' to close: the watchdog need not look.
+	if err := s.rdb.HSet(ctx, s.metaKey(id), "cancel_closed", 1).Err(); err != nil {
+		return closed, finished, fmt.Errorf("cancel %s: %w", id, err)
 	}
 	return closed, finished, nil
 }
@@ -486,7 +516,7 @@ func (s *Store) Expire(ctx context.Context, r *Rotation, d time.Duration) error 
 	}
 	pipe := s.rdb.Pipeline()
 	for _, k := range []string{s.recordsKey(r.ID), s.pollsKey(r.ID), s.retryKey(r.ID), s.verifyKey(r.ID), s.pagesKey(r.ID), s.freshKey(r.ID), s.statsKey(r.ID),
-		s.whereKey(r.ID), s.vfailKey(r.ID)} {
+		s.whereKey(r.ID), s.vfailKey(r.ID), s.planKey(r.ID)} {
 		pipe.Expire(ctx, k, d)
 	}
 	for n := 0; n <= r.Batches; n++ {
@@ -496,6 +526,11 @@ func (s *Store) Expire(ctx context.Context, r *Rotation, d time.Duration) error 
 				return fmt.Errorf("set retention of %s: %w", r.ID, err)
 			}
 		}
+	}
+	if r.Group != "" {
+		// Each part that ends sets it again, so the group outlives its
+		// last part by the retention.
+		pipe.Expire(ctx, s.groupKey(r.Group), d)
 	}
 	pipe.Expire(ctx, s.metaKey(r.ID), d)
 	if _, err := pipe.Exec(ctx); err != nil {

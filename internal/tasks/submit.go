@@ -12,10 +12,6 @@ import (
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 )
 
-// pauseRecheck is how often a paused or halted rotation's submit tasks
-// look again: resume takes effect within it.
-const pauseRecheck = 5 * time.Second
-
 // HandleSubmit submits one batch. It calls UpdateKeypair at most once per
 // batch unless a previous call's outcome is unknown, and writes the
 // answer's checkpoint before anything else; the rotation's tick polls it
@@ -56,7 +52,7 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 
-	if err := h.limiter.Wait(ctx, APIUpdateKeypair); err != nil {
+	if err := h.limiterOf(rot).Wait(ctx, APIUpdateKeypair); err != nil {
 		return err
 	}
 	// The limiter may have waited: the rotation's state is checked again,
@@ -77,8 +73,8 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		req[i] = cph.ServerKeypair{ServerID: e.ServerID, KeypairName: e.Keypair}
 	}
 	var resp *cph.UpdateKeypairResponse
-	err = h.call(ctx, APIUpdateKeypair, func(ctx context.Context) (err error) {
-		resp, err = h.api.UpdateKeypair(ctx, req)
+	err = h.call(ctx, rot, APIUpdateKeypair, func(ctx context.Context) (err error) {
+		resp, err = h.apiOf(rot).UpdateKeypair(ctx, req)
 		return err
 	})
 	if err != nil {
@@ -86,9 +82,11 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 	}
 
 	// The API has acted: the checkpoint comes first, on a context the
-	// task's own cancellation cannot cut short.
+	// task's own cancellation cannot cut short, tried again while Redis
+	// fails over until the task's deadline: a checkpoint given up leaves
+	// an intent without one, and the task's next run submits again.
 	jobs, errs := splitAnswer(b.Servers, resp)
-	wctx, cancel := detached(ctx)
+	wctx, cancel := untilDeadline(ctx)
 	now := h.now()
 	_, first := h.firstPoll(rot)
 	if len(jobs) == 0 {
@@ -96,7 +94,9 @@ func (h *Handler) HandleSubmit(ctx context.Context, t *asynq.Task) error {
 		// refusals mean (a server deleted since, say) is read at once.
 		first = 0
 	}
-	cp, err := h.store.Checkpoint(wctx, p.Rotation, p.Batch, len(b.Servers), resp.RequestID, jobs, errs, now, now.Add(first))
+	cp, err := persist(wctx, func(ctx context.Context) (Checkpointed, error) {
+		return h.store.Checkpoint(ctx, p.Rotation, p.Batch, len(b.Servers), resp.RequestID, jobs, errs, now, now.Add(first))
+	})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("submit batch %d: %w", p.Batch, err)
@@ -141,18 +141,19 @@ func (h *Handler) startTick(ctx context.Context, log *slog.Logger, rot *Rotation
 }
 
 // notRunning handles a chunk attempt of a rotation that is not running:
-// paused and halted (failed before finishing) rotations put the task back
-// until resumed; a cancelled one closes the attempt as cancelled.
+// for a paused or halted (failed before finishing) rotation the task ends,
+// costing nothing while the rotation waits, and resume enqueues it again
+// (the watchdog too, should resume race the task's end); a cancelled one
+// closes the attempt as cancelled.
 func (h *Handler) notRunning(ctx context.Context, log *slog.Logger, p SubmitPayload, b *Batch, st State) error {
 	switch st {
 	case StateRunning:
 		return nil
-	case StatePaused:
-		return delayed(pauseRecheck, fmt.Errorf("rotation %s is paused", p.Rotation))
+	case StatePaused, StateFailed:
+		log.DebugContext(ctx, "rotation not running: submit task ends until resumed", "state", st)
+		return nil
 	case StateCancelled:
 		return h.closeBatch(ctx, log, p, b, OutcomeCancelled, "", "rotation cancelled before this server was submitted")
-	case StateFailed:
-		return delayed(pauseRecheck, fmt.Errorf("rotation %s is halted until resumed", p.Rotation))
 	}
 	return fmt.Errorf("submit batch %d of %s: rotation is %s: %w", p.Batch, p.Rotation, st, asynq.SkipRetry)
 }
@@ -199,13 +200,11 @@ func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, rot *Rotat
 	}
 	if ctx.Err() == nil {
 		// 401 or 403: the batch stays unsubmitted (its intent withdrawn
-		// above) and the task waits, as for any halt, until resumed.
+		// above) and the task ends, as for any halt: resume enqueues it
+		// again.
 		ok, herr := h.denied(ctx, log, rot, APIUpdateKeypair, err)
-		if herr != nil {
+		if herr != nil || ok {
 			return herr
-		}
-		if ok {
-			return delayed(pauseRecheck, err)
 		}
 	}
 	switch {
@@ -213,7 +212,7 @@ func (h *Handler) submitFailed(ctx context.Context, log *slog.Logger, rot *Rotat
 		return err // shutting down or timed out: asynq hands the task back
 	case cph.IsThrottled(err):
 		log.InfoContext(ctx, "UpdateKeypair throttled", "request_id", requestID(err))
-		return h.throttled(ctx, APIUpdateKeypair, err)
+		return h.throttled(ctx, rot, APIUpdateKeypair, err)
 	case answered && !cph.IsTransient(err):
 		msg := ce.Message
 		if ce.StatusCode == 400 && len(b.Servers) > 1 {

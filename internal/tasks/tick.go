@@ -253,6 +253,10 @@ func (h *Handler) followUps(ctx context.Context, id string, finishedNow bool) (b
 			"chunks", last-first+1, "enqueued", n, "failed", rot.Counts.Failed, "max_errors", rot.MaxErrors)
 	}
 	if !rot.Finished() {
+		if rot.Halted() && rot.Group != "" {
+			// A region past its budget frees its place for the next.
+			return false, startWaiting(ctx, h.store, h.enq, rot.Group, h.cfg.Tasks)
+		}
 		return false, nil
 	}
 	if finishedNow {
@@ -263,16 +267,23 @@ func (h *Handler) followUps(ctx context.Context, id string, finishedNow bool) (b
 	return true, finish(ctx, h.store, h.enq, rot, finishedNow, h.cfg.Tasks)
 }
 
-// finish runs a finished rotation's follow-ups: the retention of its
-// records (set by whoever finished it) and its completion event.
+// finish runs a finished rotation's follow-ups: its completion event and
+// the retention of its records (set by whoever finished it).
 func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, finishedNow bool, opts TaskOptions) error {
 	opts = opts.withDefaults()
 	// Not only when finishedNow: the task that finished the rotation may
-	// have died before setting the retention, and its re-run must set it.
-	if err := store.Expire(ctx, rot, opts.Retention); err != nil {
+	// have died before these, and its re-run must do them. The event goes
+	// first, so a record with a retention has sent its event (the
+	// watchdog finishes the others).
+	if err := enqueueFinished(ctx, enq, store.ns, rot, opts); err != nil {
 		return err
 	}
-	return enqueueFinished(ctx, enq, store.ns, rot, opts)
+	if rot.Group != "" {
+		if err := startWaiting(ctx, store, enq, rot.Group, opts); err != nil {
+			return err
+		}
+	}
+	return store.Expire(ctx, rot, opts.Retention)
 }
 
 // enqueueFinished enqueues the rotation's completion event once: its task
@@ -285,6 +296,7 @@ func enqueueFinished(ctx context.Context, enq Enqueuer, ns Namespace, rot *Rotat
 		ret = rot.Retention
 	}
 	s := Summary{Version: EventVersion, Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Keypair: rot.Keypair, Counts: rot.Counts,
+		Region: rot.Region, ProjectID: rot.ProjectID, Group: rot.Group,
 		CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
 	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(ns.Queue(QueueEvents)), asynq.Retention(ret))
 	return err

@@ -58,7 +58,7 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, rot *Rotation, r
 	if err != nil {
 		return err
 	}
-	err = h.stream(ctx, r, rot.ID, calls, nil, func(rot *Rotation, sub *round) ([]stageCall, error) {
+	err = h.stream(ctx, r, rot, calls, nil, func(rot *Rotation, sub *round) ([]stageCall, error) {
 		return h.verifyCalls(ctx, log, rot, sub, vr)
 	})
 	if vr.list != nil {
@@ -236,8 +236,9 @@ func (h *Handler) earlyReadsFree(rot *Rotation) bool {
 	fail := min(float64(c.Retried)/float64(ended), 1)
 	left := float64(c.Pending + c.Running)
 	twice := 1 - math.Pow(1-fail, chunk) // pages holding a retried server
-	reads := left / chunk * (1 + twice) / h.limiter.Rate(APIListServers)
-	submits := (float64(c.Pending)+fail*left)/chunk/h.limiter.Rate(APIUpdateKeypair) +
+	lim := h.limiterOf(rot)
+	reads := left / chunk * (1 + twice) / lim.Rate(APIListServers)
+	submits := (float64(c.Pending)+fail*left)/chunk/lim.Rate(APIUpdateKeypair) +
 		(2*rot.jobLatency + h.cfg.RetryBase).Seconds()
 	return reads <= submits
 }
@@ -308,12 +309,12 @@ func (v *verification) save(ctx context.Context) error {
 // readPage reads the window of the list at offset under the read quota.
 // A wait is returned as errWait.
 func (v *verification) readPage(ctx context.Context, offset int) (*cph.ListServersResponse, error) {
-	if err := v.h.limiter.Wait(ctx, APIListServers); err != nil {
+	if err := v.h.limiterOf(v.rot).Wait(ctx, APIListServers); err != nil {
 		return nil, &errWait{err}
 	}
 	var resp *cph.ListServersResponse
-	err := v.h.call(ctx, APIListServers, func(ctx context.Context) (err error) {
-		resp, err = v.h.api.ListServersPage(ctx, offset, cph.MaxServersPageSize)
+	err := v.h.call(ctx, v.rot, APIListServers, func(ctx context.Context) (err error) {
+		resp, err = v.h.apiOf(v.rot).ListServersPage(ctx, offset, cph.MaxServersPageSize)
 		return err
 	})
 	return resp, err
@@ -464,59 +465,98 @@ func (v *verification) sweep(ctx context.Context, loose []Pending) (bool, error)
 			v.learnt(&movinglist.Sighting{Shift: f.Shift}, f.Count)
 		}
 	}()
-	for range sweepPerRound {
-		if len(byID) == 0 {
-			// Every server waiting is found: the rest of the list is
-			// read when the servers on it wait (each page read once).
-			break
-		}
-		resp, err := v.readPage(ctx, offset)
-		if err != nil {
-			return v.failed(ctx, APIListServers, err, nil)
-		}
-		read = true
-		if f.Count > 0 {
-			// Servers created (or deleted) since the last read moved the
-			// list: the places learned now are in the plan's terms.
-			f.Shift += resp.Count - f.Count
-		}
-		f.Count = resp.Count
-		places := map[string]int{}
-		var rs []Resolution
-		for i, s := range resp.Servers {
-			if p, ok := byID[s.ServerID]; ok {
-				rs = append(rs, v.compare(p, s.KeypairName))
-				delete(byID, s.ServerID)
-				continue
+	// Once every server waiting is found, the rest of the list is read
+	// when the servers on it wait (each page read once).
+	width := v.sweepWidth()
+	for swept := 0; swept < sweepPerRound && len(byID) > 0; swept += width {
+		resps, errs := v.readPages(ctx, offset, min(width, sweepPerRound-swept))
+		for i, resp := range resps {
+			if errs[i] != nil {
+				return v.failed(ctx, APIListServers, errs[i], nil)
 			}
-			places[s.ServerID] = offset + i
+			read = true
+			end, err := v.sweepPage(ctx, resp, &offset, &f, byID)
+			if err != nil {
+				return true, err
+			}
+			if end {
+				v.r.at(v.r.now)
+				return false, nil
+			}
 		}
-		if err := v.record(ctx, rs); err != nil {
-			return true, err
-		}
-		if err := v.learn(ctx, places, f.Shift); err != nil {
-			return true, err
-		}
-		if len(resp.Servers) < cph.MaxServersPageSize || offset+len(resp.Servers) >= resp.Count {
-			offset = -1
-			v.r.at(v.r.now)
-			return false, nil
-		}
-		offset += len(resp.Servers)
 	}
 	v.r.at(v.r.now)
 	return false, nil
 }
 
+// sweepWidth is how many of the sweep's pages are read at once: as many
+// as the read rate grants during one read's round trip, so a sweep keeps
+// its quota busy at any latency, and one where reads take no time (or
+// the rate is not limited), so it reads no page past its last waiting
+// server.
+func (v *verification) sweepWidth() int {
+	n := math.Ceil(v.h.limiterOf(v.rot).Rate(APIListServers) * v.h.lat.of(APIListServers).Seconds())
+	if math.IsNaN(n) || math.IsInf(n, 0) || n < 1 {
+		return 1
+	}
+	return min(int(n), sweepPerRound)
+}
+
+// readPages reads n pages of the list side by side, from offset on.
+func (v *verification) readPages(ctx context.Context, offset, n int) ([]*cph.ListServersResponse, []error) {
+	resps, errs := make([]*cph.ListServersResponse, n), make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { resps[i], errs[i] = v.readPage(ctx, offset+i*cph.MaxServersPageSize) })
+	}
+	wg.Wait()
+	return resps, errs
+}
+
+// sweepPage takes what a page of the sweep at *offset found: the waiting
+// servers on it are verified (and taken out of byID), the places of the
+// others learned. It moves *offset to the next page, or at the end of
+// the list to -1 (and reports the end).
+func (v *verification) sweepPage(ctx context.Context, resp *cph.ListServersResponse, offset *int, f *movinglist.Finder, byID map[string]Pending) (end bool, err error) {
+	if f.Count > 0 {
+		// Servers created (or deleted) since the last read moved the
+		// list: the places learned now are in the plan's terms.
+		f.Shift += resp.Count - f.Count
+	}
+	f.Count = resp.Count
+	places := map[string]int{}
+	var rs []Resolution
+	for i, s := range resp.Servers {
+		if p, ok := byID[s.ServerID]; ok {
+			rs = append(rs, v.compare(p, s.KeypairName))
+			delete(byID, s.ServerID)
+			continue
+		}
+		places[s.ServerID] = *offset + i
+	}
+	if err := v.record(ctx, rs); err != nil {
+		return false, err
+	}
+	if err := v.learn(ctx, places, f.Shift); err != nil {
+		return false, err
+	}
+	if len(resp.Servers) < cph.MaxServersPageSize || *offset+len(resp.Servers) >= resp.Count {
+		*offset = -1
+		return true, nil
+	}
+	*offset += len(resp.Servers)
+	return false, nil
+}
+
 // one reads one server back with ShowServer.
 func (v *verification) one(ctx context.Context, p Pending) (bool, error) {
-	if err := v.h.limiter.Wait(ctx, APIShowServer); err != nil {
+	if err := v.h.limiterOf(v.rot).Wait(ctx, APIShowServer); err != nil {
 		v.r.waited(err)
 		return true, nil
 	}
 	var srv *cph.Server
-	err := v.h.call(ctx, APIShowServer, func(ctx context.Context) (err error) {
-		srv, err = v.h.api.ShowServer(ctx, p.ServerID)
+	err := v.h.call(ctx, v.rot, APIShowServer, func(ctx context.Context) (err error) {
+		srv, err = v.h.apiOf(v.rot).ShowServer(ctx, p.ServerID)
 		return err
 	})
 	switch {
@@ -562,7 +602,7 @@ func (v *verification) failed(ctx context.Context, api string, err error, ps []P
 	case ctx.Err() != nil:
 		return true, ctx.Err()
 	case cph.IsThrottled(err):
-		v.r.waited(v.h.throttled(ctx, api, err))
+		v.r.waited(v.h.throttled(ctx, v.rot, api, err))
 		return true, nil
 	}
 	if halted, herr := v.h.denied(ctx, v.log, v.rot, api, err); halted || herr != nil {

@@ -345,7 +345,7 @@ func TestVerifyWithoutPositionsSweeps(t *testing.T) {
 func TestVerifyBacklogIsNotFailure(t *testing.T) {
 	fleet := newMovingFleet(300)
 	v := newVerifyRig(t, fleet, slices.Clone(fleet.ids), true)
-	v.h.limiter = deny{}
+	v.h.places = func(Place) (API, Limiter) { return fleet, deny{} }
 	for n := 1; n <= 3; n++ {
 		v.succeed(n)
 	}
@@ -354,7 +354,7 @@ func TestVerifyBacklogIsNotFailure(t *testing.T) {
 	if rot.Counts.Failed != 0 || rot.Counts.Verifying != 300 {
 		t.Fatalf("counts %+v after a read backlog past the job timeout: want 300 verifying, none failed", rot.Counts)
 	}
-	v.h.limiter = allow{}
+	v.h.places = func(Place) (API, Limiter) { return fleet, allow{} }
 	if rot := v.verify(5); rot.Counts.Succeeded != 300 {
 		t.Fatalf("counts %+v once reads are allowed: want 300 succeeded", rot.Counts)
 	}
@@ -522,5 +522,53 @@ func TestEarlyReadsFree(t *testing.T) {
 				t.Fatalf("earlyReadsFree = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestSweepWidth: a sweep reads side by side as many pages as its rate
+// grants during a round trip, and one at a time where reads take no time
+// or the rate is not limited.
+func TestSweepWidth(t *testing.T) {
+	tests := []struct {
+		rate    float64
+		latency time.Duration
+		want    int
+	}{
+		{20, 0, 1},
+		{20, 2 * time.Millisecond, 1},
+		{20, 300 * time.Millisecond, 6},
+		{20, time.Second, 20},
+		{100, time.Second, sweepPerRound},
+		{math.Inf(1), 300 * time.Millisecond, 1},
+	}
+	for _, tt := range tests {
+		h := NewHandler(HandlerOptions{Limiter: rated(tt.rate)})
+		if tt.latency > 0 {
+			h.lat.observe(APIListServers, tt.latency)
+		}
+		v := &verification{h: h, rot: &Rotation{}}
+		if got := v.sweepWidth(); got != tt.want {
+			t.Errorf("%v/s at %v: width %d, want %d", tt.rate, tt.latency, got, tt.want)
+		}
+	}
+}
+
+// TestVerifyWithoutPositionsSweepsSideBySide: at a round trip of 300 ms a
+// sweep reads its pages six at a time, and still verifies every server
+// with a read a page and a few more.
+func TestVerifyWithoutPositionsSweepsSideBySide(t *testing.T) {
+	fleet := newMovingFleet(2000)
+	v := newVerifyRig(t, fleet, slices.Clone(fleet.ids), false)
+	v.h.places = func(Place) (API, Limiter) { return fleet, rated(20) }
+	v.h.lat.observe(APIListServers, 300*time.Millisecond)
+	for n := 1; n <= 20; n++ {
+		v.succeed(n)
+	}
+	rot := v.verify(10)
+	if rot.Counts.Succeeded != 2000 {
+		t.Fatalf("counts %+v: want 2000 succeeded", rot.Counts)
+	}
+	if pages, shows := fleet.reads(); pages > 20+sweepPerRound || shows > 0 {
+		t.Fatalf("%d page reads and %d ShowServer for 20 pages: want the sweep's and a few more", pages, shows)
 	}
 }

@@ -65,6 +65,23 @@ type Options struct {
 	Keypairs []string
 	// NoWorker starts no worker: rotations wait until StartWorker.
 	NoWorker bool
+	// Regions are (region, project) places besides the default one, each
+	// with a simulator of its own (its own fleet and quota), reached
+	// through CPH.Endpoints; Targets lists their servers with their place.
+	Regions []Region
+}
+
+// Region is a (region, project) place of a multi-region environment.
+type Region struct {
+	Name      string // a CPH region, e.g. cn-east-3
+	ProjectID string // 32 hex digits, not ProjectID
+	Servers   int    // zero: Options.Servers
+	// UpdateKeypairQuota is the place's own UpdateKeypair quota, calls a
+	// second; zero: unlimited.
+	UpdateKeypairQuota float64
+	// BadServerRate is the fraction of the place's servers that always
+	// fail; zero: Options.BadServerRate.
+	BadServerRate float64
 }
 
 // Env is a running test environment.
@@ -79,11 +96,20 @@ type Env struct {
 	// CPH is the simulator's endpoint and credentials.
 	CPH *rekey.CPH
 
-	mr     *miniredis.Miniredis
-	sim    *cphsim.Sim
-	simSrv *httptest.Server
-	api    *cph.Client
-	worker *asynq.Server
+	mr      *miniredis.Miniredis
+	sim     *cphsim.Sim
+	simSrv  *httptest.Server
+	api     *cph.Client
+	worker  *asynq.Server
+	regions []*place // Options.Regions, in order
+}
+
+// place is a simulated (region, project) of Options.Regions.
+type place struct {
+	Region
+	sim *cphsim.Sim
+	srv *httptest.Server
+	api *cph.Client
 }
 
 // New starts an environment for a test and stops it when the test ends.
@@ -131,6 +157,28 @@ func Start(opts Options) (*Env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cph client: %w", err)
 	}
+	for i, r := range opts.Regions {
+		p := &place{Region: r}
+		if p.Servers == 0 {
+			p.Servers = opts.Servers
+		}
+		if p.BadServerRate == 0 {
+			p.BadServerRate = opts.BadServerRate
+		}
+		p.sim = cphsim.New(cphsim.Options{ProjectID: r.ProjectID, AccessKey: AccessKey, SecretKey: SecretKey, Servers: p.Servers,
+			JobLatency: opts.JobLatency, JobFailRate: opts.JobFailRate, BadServerRate: p.BadServerRate, Seed: opts.Seed + uint64(i) + 1,
+			UpdateKeypairQuota: r.UpdateKeypairQuota})
+		p.srv = httptest.NewServer(p.sim)
+		e.regions = append(e.regions, p)
+		if e.CPH.Endpoints == nil {
+			e.CPH.Endpoints = map[string]string{}
+		}
+		e.CPH.Endpoints[r.Name] = p.srv.URL
+		if p.api, err = cph.NewClient(cph.Config{Region: r.Name, Endpoint: p.srv.URL, ProjectID: r.ProjectID,
+			Credentials: cph.Credentials{AccessKey: AccessKey, SecretKey: SecretKey}}); err != nil {
+			return nil, fmt.Errorf("cph client of %s: %w", r.Name, err)
+		}
+	}
 	e.Client, err = rekey.NewClient(e.Redis, rekey.Options{CPH: e.CPH, ReadRate: rekey.Rate{Events: 1000, Per: time.Second, Burst: 100}})
 	if err != nil {
 		return nil, err
@@ -161,9 +209,16 @@ func (e *Env) StartWorker() error {
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	h := tasks.NewHandler(tasks.HandlerOptions{
-		Store:    tasks.NewStore(e.Redis, ""),
-		API:      e.api,
-		Limiter:  fleetLimiter{lim},
+		Store: tasks.NewStore(e.Redis, ""),
+		Places: func(pl tasks.Place) (tasks.API, tasks.Limiter) {
+			for _, p := range e.regions {
+				// An empty project is the default one, as the worker reads it.
+				if p.Name == pl.Region && (p.ProjectID == pl.ProjectID || pl.ProjectID == "" && p.ProjectID == ProjectID) {
+					return p.api, fleetLimiter{lim, p.Name}
+				}
+			}
+			return e.api, fleetLimiter{lim, "rekeytest"}
+		},
 		Enqueuer: asynq.NewClientFromRedisClient(e.Redis),
 		Logger:   quiet,
 		Config: tasks.Config{FirstPoll: 20 * time.Millisecond, PollCap: 200 * time.Millisecond, RetryBase: 50 * time.Millisecond,
@@ -209,24 +264,60 @@ func (e *Env) Close() {
 	if e.simSrv != nil {
 		e.simSrv.Close()
 	}
+	for _, p := range e.regions {
+		p.srv.Close()
+	}
 	if e.mr != nil {
 		e.mr.Close()
 	}
 }
 
 // Targets lists every server of the simulated fleet, in the project's list
-// order, as rotation targets.
+// order, as rotation targets: the default place's, then each of
+// Options.Regions' with its region and project.
 func (e *Env) Targets() []rekey.Target {
 	var out []rekey.Target
 	for _, s := range e.sim.Servers() {
 		out = append(out, rekey.Target{ServerID: s.ServerID})
 	}
+	for _, p := range e.regions {
+		for _, s := range p.sim.Servers() {
+			out = append(out, rekey.Target{ServerID: s.ServerID, Region: p.Name, ProjectID: p.ProjectID})
+		}
+	}
 	return out
 }
 
 // Keypair returns the keypair the simulated server holds now, and whether
-// the server exists.
+// the server exists, in the default place.
 func (e *Env) Keypair(serverID string) (string, bool) { return e.sim.Keypair(serverID) }
+
+// KeypairIn is Keypair in region (one of Options.Regions; "": the default
+// place).
+func (e *Env) KeypairIn(region, serverID string) (string, bool) {
+	for _, p := range e.regions {
+		if p.Name == region {
+			return p.sim.Keypair(serverID)
+		}
+	}
+	return e.sim.Keypair(serverID)
+}
+
+// CallsIn is Calls of region's simulator (one of Options.Regions; "": the
+// default place's).
+func (e *Env) CallsIn(region string) map[string]int {
+	sim := e.sim
+	for _, p := range e.regions {
+		if p.Name == region {
+			sim = p.sim
+		}
+	}
+	out := map[string]int{}
+	for api, n := range sim.Stats().Calls {
+		out[string(api)] = n
+	}
+	return out
+}
 
 // BadServers lists the servers that fail every time (Options.BadServerRate),
 // sorted.
@@ -273,12 +364,14 @@ func (e *Env) Event(ctx context.Context, id string) (*rekey.Event, error) {
 	}
 }
 
-// fleetLimiter keys the shared limiter by the simulator's project, as the
-// worker keys it by its region and project.
-type fleetLimiter struct{ l *ratelimit.Limiter }
+// fleetLimiter keys the shared limiter by region, as the worker does.
+type fleetLimiter struct {
+	l      *ratelimit.Limiter
+	region string
+}
 
 func (f fleetLimiter) key(api string) ratelimit.Key {
-	return ratelimit.Key{Region: "rekeytest", Project: ProjectID, API: api}
+	return ratelimit.Key{Region: f.region, API: api}
 }
 
 func (f fleetLimiter) Wait(ctx context.Context, api string) error { return f.l.Wait(ctx, f.key(api)) }

@@ -114,6 +114,8 @@ async function showList() {
   const rows = data.rotations.map((r) => el("tr", { "data-rotation": r.id },
     el("td", {}, el("a", { href: `${cfg.console}/${encodeURIComponent(r.id)}`, class: "mono" }, r.id),
       el("div", { class: "muted" }, r.keypair)),
+    el("td", {}, r.region || "default", el("div", { class: "muted mono" },
+      (r.project_id ? r.project_id.slice(0, 8) + "…" : "default project") + (r.group ? ` · part of ${r.group}` : ""))),
     el("td", {}, stateBadge(r)),
     el("td", {}, bar(r.counts), el("div", { class: "muted" }, pct(r.done, r.counts.total).toFixed(1) + "%")),
     el("td", { class: "num" }, `${num(r.done)} / ${num(r.counts.total)}`),
@@ -128,13 +130,13 @@ async function showList() {
     offset + limit < data.total ? el("a", { href: `?offset=${offset + limit}` }, "Older →") : null);
   main.replaceChildren(
     el("h1", {}, "Rotations"),
-    el("p", { class: "muted" }, "Newest first. A rotation's page has its waves, failures by error code, progress over time and controls."),
+    el("p", { class: "muted" }, "Newest first. A rotation across regions and projects is listed part by part, a (region, project) each, with its own bar, failures and controls. A rotation's page has its waves, failures by error code, progress over time and controls."),
     el("div", { class: "card" },
       data.rotations.length === 0
         ? el("p", { class: "muted" }, "No rotations yet. Start one with: enqueue start --keypair KEYPAIR servers.txt")
         : el("table", { id: "rotations" },
-          el("thead", {}, el("tr", {}, ["Rotation", "State", "Progress", "Done", "Failed", "Rate", "ETA", "Created", "Finished"]
-            .map((h, i) => el("th", { class: i >= 3 && i <= 6 ? "num" : null }, h)))),
+          el("thead", {}, el("tr", {}, ["Rotation", "Region / project", "State", "Progress", "Done", "Failed", "Rate", "ETA", "Created", "Finished"]
+            .map((h, i) => el("th", { class: i >= 4 && i <= 7 ? "num" : null }, h)))),
           el("tbody", {}, rows)),
       pager));
   schedule(data.rotations.some((r) => !finished(r)) ? fast : slow);
@@ -263,7 +265,8 @@ async function showRotation(id) {
     el("p", {}, el("a", { href: `${cfg.console}/` }, "← All rotations")),
     el("div", { class: "card" },
       el("h1", {}, el("span", { class: "mono", id: "rotation-id" }, id), stateBadge(d)),
-      el("div", { class: "muted" }, `keypair ${d.keypair} · created ${when(d.created_at)}` + (finished(d) ? ` · finished ${when(d.finished_at)}` : "")),
+      el("div", { class: "muted" }, `keypair ${d.keypair} · ${d.region || "default region"} / ${d.project_id || "default project"}` +
+        (d.group ? ` · part of ${d.group}` : "") + ` · created ${when(d.created_at)}` + (finished(d) ? ` · finished ${when(d.finished_at)}` : "")),
       d.reason ? el("p", { class: "reason", id: "reason" }, d.reason) : null,
       el("div", { style: "margin:14px 0 4px" }, bar(c, true)),
       el("div", { class: "legend" },

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/tasks"
+)
+
+// places builds the CPH client of each (region, project) the first time a
+// rotation there is worked on, on the region's endpoint, with the
+// worker's credentials; and hands out the limiter of each region. One
+// AK/SK signs for every project of the account.
+type places struct {
+	base      cph.Config // the worker's own region, project and credentials
+	region    string     // the default place's region, in limiter keys and metrics
+	endpoints cph.Endpoints
+	limiter   func(region string) tasks.Limiter
+	log       *slog.Logger
+
+	mu   sync.Mutex
+	apis map[tasks.Place]tasks.API
+}
+
+// at is tasks.Places.
+func (p *places) at(pl tasks.Place) (tasks.API, tasks.Limiter) {
+	region := cmp.Or(pl.Region, p.region)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	api := p.apis[pl]
+	if api == nil {
+		api = p.build(pl)
+		p.apis[pl] = api
+	}
+	return api, p.limiter(region)
+}
+
+// build makes pl's client. A place it cannot serve gets an API whose every
+// call is refused with the reason, as a 403: the rotation halts with it in
+// its reason, rather than its servers failing one by one.
+func (p *places) build(pl tasks.Place) tasks.API {
+	cfg := p.endpoints.Config(p.base, pl.Region)
+	if pl.ProjectID != "" && pl.ProjectID != p.base.ProjectID {
+		if p.base.Credentials.SecurityToken != "" || p.base.Credentials.AuthToken != "" {
+			return refused{msg: "the worker's credentials are a token scoped to project " + p.base.ProjectID + ", not " + pl.ProjectID +
+				": sign with a permanent AK/SK to rotate across projects"}
+		}
+		cfg.ProjectID = pl.ProjectID
+	}
+	api, err := cph.NewClient(cfg)
+	if err != nil {
+		p.log.Error("no CPH client for a rotation's place", "place", pl.String(), "err", err)
+		return refused{msg: "no CPH client for " + pl.String() + ": " + err.Error()}
+	}
+	return api
+}
+
+// refused is the API of a place the worker cannot reach.
+type refused struct{ msg string }
+
+func (r refused) err(op string) error {
+	return &cph.Error{Op: op, StatusCode: http.StatusForbidden, Code: "REKEY.PLACE", Message: r.msg, Kind: cph.KindPermanent}
+}
+
+func (r refused) UpdateKeypair(context.Context, []cph.ServerKeypair) (*cph.UpdateKeypairResponse, error) {
+	return nil, r.err("UpdateKeypair")
+}
+
+func (r refused) ListJobsOf(context.Context, int, ...string) ([]cph.Job, error) {
+	return nil, r.err("ListJobs")
+}
+
+func (r refused) ListServersPage(context.Context, int, int) (*cph.ListServersResponse, error) {
+	return nil, r.err("ListCloudPhoneServers")
+}
+
+func (r refused) ShowServer(context.Context, string) (*cph.Server, error) {
+	return nil, r.err("ShowCloudPhoneServerDetail")
+}
