@@ -205,3 +205,52 @@ func TestStartRefusesKeypairMissingInOneProject(t *testing.T) {
 		}
 	}
 }
+
+// TestGenerateKeypairTwoProjects: --generate-keypair over targets in two
+// (region, project) pairs imports the public key into both projects' KPS
+// before the pre-flight finds it there.
+func TestGenerateKeypairTwoProjects(t *testing.T) {
+	r := testredis.Mini(t)
+	north := startRegion(t, "cn-north-4", testProject, cphsim.Options{Servers: 10, Seed: 41, Keypairs: []string{"kp-old"}})
+	east := startRegion(t, "cn-east-3", "11111111111111111111111111111111", cphsim.Options{Servers: 10, Seed: 42, Keypairs: []string{"kp-old"}})
+	env := append(os.Environ(),
+		"REDIS_URL="+r.URL(),
+		"REKEY_REGION="+north.name,
+		"REKEY_ENDPOINT="+north.fleet.url+",cn-east-3="+east.fleet.url,
+		"HUAWEICLOUD_SDK_AK="+testAK,
+		"HUAWEICLOUD_SDK_SK="+testSK,
+		"HUAWEICLOUD_SDK_PROJECT_ID="+testProject,
+	)
+	var b strings.Builder
+	b.WriteString("server_id,region,project_id\n")
+	for _, rg := range []*region{north, east} {
+		for _, s := range rg.fleet.sim.Servers() {
+			b.WriteString(s.ServerID + "," + rg.name + "," + rg.project + "\n")
+		}
+	}
+	list := filepath.Join(t.TempDir(), "fleet.csv")
+	if err := os.WriteFile(list, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "kp.pem")
+	enqueue(t, env, "start", "--generate-keypair", "--private-key-out", keyFile, "--keypair-scope", "user", "--keypair", newKeypair, list)
+	pem, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rg := range []*region{north, east} {
+		held, ok := rg.fleet.sim.ProjectKeypair(rg.project, newKeypair)
+		if !ok {
+			t.Errorf("%s: KPS of project %s holds no %s", rg.name, rg.project, newKeypair)
+			continue
+		}
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(held.PublicKey))
+		if err != nil || !bytes.Equal(pub.Marshal(), signer.PublicKey().Marshal()) || held.Scope != "user" {
+			t.Errorf("%s: KPS holds %+v (%v), not the file's public half in scope user", rg.name, held, err)
+		}
+	}
+}

@@ -96,34 +96,73 @@ func (k *GeneratedKeypair) WritePrivateKey(path string) error {
 	return nil
 }
 
-// ImportKeypair imports publicKey (an OpenSSH authorized_keys line) into
-// the KPS of the client's own project (Options.CPH's) under name, with scope ScopeDomain or
-// ScopeUser (empty: ScopeDomain). Importing the same key again is a no-op;
-// another key under the name is an *InputError naming it, and the keypair
-// in KPS is left alone. It needs Options.CPH and the IAM action
-// KeypairImportAction.
-func (c *Client) ImportKeypair(ctx context.Context, name, publicKey, scope string) error {
-	kc, err := c.kpsAt(tasks.Place{})
+// KeypairImport says what ImportKeypair imports, and where.
+type KeypairImport struct {
+	// Name is the keypair's name in KPS, the rotation's Keypair.
+	Name string
+	// PublicKey is an OpenSSH authorized_keys line
+	// (GeneratedKeypair.PublicKey).
+	PublicKey string
+	// Scope is ScopeDomain or ScopeUser. Empty: ScopeDomain.
+	Scope string
+	// Targets are the rotation's targets: the keypair is imported into the
+	// project of each (region, project) they are in. Empty: the client's
+	// own project (Options.CPH's).
+	Targets []Target
+}
+
+// ImportKeypair imports k.PublicKey under k.Name into the KPS of every
+// (region, project) of k.Targets, in the order they first appear, and
+// returns those places ("region/project", "-" for the client's own).
+// Importing the same key again is a no-op; another key under the name is
+// an *InputError naming the project, and that keypair is left alone. It
+// stops at the first place that fails, having imported into the places
+// before it. It needs Options.CPH and the IAM action KeypairImportAction.
+func (c *Client) ImportKeypair(ctx context.Context, k KeypairImport) ([]string, error) {
+	if err := kps.CheckName(k.Name); err != nil {
+		return nil, &InputError{Err: err}
+	}
+	if k.Scope != "" && k.Scope != ScopeDomain && k.Scope != ScopeUser {
+		return nil, badInput("keypair scope %q: want %s or %s", k.Scope, ScopeDomain, ScopeUser)
+	}
+	if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k.PublicKey)); err != nil {
+		return nil, badInput("keypair %s: the public key is not an OpenSSH public key: %v", k.Name, err)
+	}
+	places := []tasks.Place{{}}
+	if len(k.Targets) > 0 {
+		places = places[:0]
+		seen := map[tasks.Place]bool{}
+		for _, t := range k.Targets {
+			if p := c.placeOf(t); !seen[p] {
+				seen[p] = true
+				places = append(places, p)
+			}
+		}
+	}
+	var done []string
+	for _, p := range places {
+		if err := c.importAt(ctx, p, k); err != nil {
+			return done, err
+		}
+		done = append(done, p.String())
+	}
+	return done, nil
+}
+
+// importAt imports k into the KPS of place p.
+func (c *Client) importAt(ctx context.Context, p tasks.Place, k KeypairImport) error {
+	kc, err := c.kpsAt(p)
 	if err != nil {
 		return err
 	}
-	if err := kps.CheckName(name); err != nil {
-		return &InputError{Err: err}
-	}
-	if scope != "" && scope != ScopeDomain && scope != ScopeUser {
-		return badInput("keypair scope %q: want %s or %s", scope, ScopeDomain, ScopeUser)
-	}
-	if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(publicKey)); err != nil {
-		return badInput("keypair %s: the public key is not an OpenSSH public key: %v", name, err)
-	}
-	_, err = kc.Import(ctx, kps.ImportRequest{Name: name, PublicKey: publicKey, Scope: scope})
+	_, err = kc.Import(ctx, kps.ImportRequest{Name: k.Name, PublicKey: k.PublicKey, Scope: k.Scope})
 	switch {
 	case err == nil:
 		return nil
 	case kps.IsConflict(err):
-		return &InputError{Err: fmt.Errorf("import keypair %s into project %s: %w: pick another name, or delete that keypair first", name, kc.ProjectID(), err)}
+		return &InputError{Err: fmt.Errorf("import keypair %s into project %s: %w: pick another name, or delete that keypair first", k.Name, kc.ProjectID(), err)}
 	case kps.IsDenied(err):
-		return wrap(fmt.Errorf("import keypair %s into project %s: %w (the credentials need %s)", name, kc.ProjectID(), err, KeypairImportAction))
+		return wrap(fmt.Errorf("import keypair %s into project %s: %w (the credentials need %s)", k.Name, kc.ProjectID(), err, KeypairImportAction))
 	}
-	return wrap(fmt.Errorf("import keypair %s into project %s: %w", name, kc.ProjectID(), err))
+	return wrap(fmt.Errorf("import keypair %s into project %s: %w", k.Name, kc.ProjectID(), err))
 }

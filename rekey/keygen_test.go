@@ -60,18 +60,22 @@ func TestImportKeypair(t *testing.T) {
 	ctx := context.Background()
 	a, _ := rekey.GenerateKeypair("a")
 	b, _ := rekey.GenerateKeypair("b")
-	if err := env.Client.ImportKeypair(ctx, "kp-new", a.PublicKey, ""); err != nil {
+	places, err := env.Client.ImportKeypair(ctx, rekey.KeypairImport{Name: "kp-new", PublicKey: a.PublicKey, Targets: env.Targets()})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Client.ImportKeypair(ctx, "kp-new", a.PublicKey, rekey.ScopeDomain); err != nil {
+	if fmt.Sprint(places) != "[-/-]" {
+		t.Errorf("imported into %v, want the client's own project only", places)
+	}
+	if _, err := env.Client.ImportKeypair(ctx, rekey.KeypairImport{Name: "kp-new", PublicKey: a.PublicKey, Scope: rekey.ScopeDomain}); err != nil {
 		t.Errorf("importing the same key again: %v", err)
 	}
 	var ie *rekey.InputError
-	if err := env.Client.ImportKeypair(ctx, "kp-new", b.PublicKey, ""); !errors.As(err, &ie) || !strings.Contains(err.Error(), "kp-new") {
+	if _, err := env.Client.ImportKeypair(ctx, rekey.KeypairImport{Name: "kp-new", PublicKey: b.PublicKey}); !errors.As(err, &ie) || !strings.Contains(err.Error(), "kp-new") {
 		t.Errorf("another key under the name: %v, want an *InputError naming it", err)
 	}
 	for _, tt := range []struct{ name, key, scope string }{{"kp x", a.PublicKey, ""}, {"kp-y", a.PublicKey, "world"}, {"kp-z", "not a key", ""}} {
-		if err := env.Client.ImportKeypair(ctx, tt.name, tt.key, tt.scope); !errors.As(err, &ie) {
+		if _, err := env.Client.ImportKeypair(ctx, rekey.KeypairImport{Name: tt.name, PublicKey: tt.key, Scope: tt.scope}); !errors.As(err, &ie) {
 			t.Errorf("ImportKeypair(%q, %.10q, %q) = %v, want an *InputError", tt.name, tt.key, tt.scope, err)
 		}
 	}

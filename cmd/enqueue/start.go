@@ -257,7 +257,7 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	}
 	if *generate {
 		p.prepare = func(ctx context.Context, c *rekey.Client) error {
-			return generateKeypair(ctx, e, c, *keypair, *keyOut, *scope)
+			return generateKeypair(ctx, e, c, *keypair, *keyOut, *scope, req.Targets)
 		}
 	}
 	return p.run(ctx, e, f, req, *discover)
@@ -290,11 +290,12 @@ func checkGenerate(p *planFlags, generate bool, keyOut, scope string) error {
 }
 
 // generateKeypair makes an ed25519 keypair, writes its private key to
-// keyOut and imports the public key into KPS as name. The private key goes
-// to that file only: never to stdout, a log, Redis or the API. A failed
-// import removes the file, since the key would be of no use: running the
-// command again starts afresh.
-func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut, scope string) error {
+// keyOut and imports the public key into the KPS of every (region,
+// project) of targets (the default project when there are none, as with
+// --discover) as name. The private key goes to that file only: never to
+// stdout, a log, Redis or the API. A failed import removes the file, since
+// the key would be of no use: running the command again starts afresh.
+func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut, scope string, targets []rekey.Target) error {
 	k, err := rekey.GenerateKeypair(name)
 	if err != nil {
 		return err
@@ -302,11 +303,13 @@ func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut,
 	if err := k.WritePrivateKey(keyOut); err != nil {
 		return usageError{err}
 	}
-	if err := c.ImportKeypair(ctx, name, k.PublicKey, scope); err != nil {
+	places, err := c.ImportKeypair(ctx, rekey.KeypairImport{Name: name, PublicKey: k.PublicKey, Scope: scope, Targets: targets})
+	if err != nil {
 		os.Remove(keyOut)
-		return fmt.Errorf("%w (the private key file %s was removed)", err, keyOut)
+		return fmt.Errorf("%w (imported into %d (region, project) pairs before; the private key file %s was removed)", err, len(places), keyOut)
 	}
-	fmt.Fprintf(e.stderr, "keypair %s (%s) imported into KPS, scope %s; private key in %s\n", name, k.Fingerprint, scope, keyOut)
+	fmt.Fprintf(e.stderr, "keypair %s (%s) imported into KPS in %s, scope %s; private key in %s\n",
+		name, k.Fingerprint, strings.Join(places, ", "), scope, keyOut)
 	return nil
 }
 
