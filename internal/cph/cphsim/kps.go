@@ -134,10 +134,6 @@ func (kp *storedKeypair) wire() keypairWire {
 	return keypairWire{Name: kp.name, Type: "ssh", Scope: kp.scope, PublicKey: kp.publicKey, Fingerprint: fingerprint(kp.publicKey)}
 }
 
-func kpsError(status int, code, format string, args ...any) *apiError {
-	return errorf(status, code, format, args...)
-}
-
 // serveKPS does the work of one KPS call.
 func (s *Sim) serveKPS(api API, r *request) (any, int, *apiError) {
 	s.mu.Lock()
@@ -146,7 +142,7 @@ func (s *Sim) serveKPS(api API, r *request) (any, int, *apiError) {
 	case APIShowKeypair:
 		kp, ok := s.kps.find(r.project, r.param)
 		if !ok {
-			return nil, 0, kpsError(http.StatusNotFound, KPSCodeKeypairNotFound, "The keypair %s does not exist.", r.param)
+			return nil, 0, errorf(http.StatusNotFound, KPSCodeKeypairNotFound, "The keypair %s does not exist.", r.param)
 		}
 		return map[string]keypairWire{"keypair": kp.wire()}, http.StatusOK, nil
 	case APIListKeypairs:
@@ -156,13 +152,13 @@ func (s *Sim) serveKPS(api API, r *request) (any, int, *apiError) {
 	case APIDeleteKeypair:
 		p := s.kps.project(r.project)
 		if _, ok := s.kps.find(r.project, r.param); !ok {
-			return nil, 0, kpsError(http.StatusNotFound, KPSCodeKeypairNotFound, "The keypair %s does not exist.", r.param)
+			return nil, 0, errorf(http.StatusNotFound, KPSCodeKeypairNotFound, "The keypair %s does not exist.", r.param)
 		}
 		delete(p.byName, r.param)
 		p.deleted[r.param] = true
 		return nil, http.StatusNoContent, nil
 	}
-	return nil, 0, kpsError(http.StatusBadRequest, KPSCodeBadRequest, "unsupported call")
+	return nil, 0, errorf(http.StatusBadRequest, KPSCodeBadRequest, "unsupported call")
 }
 
 // listKeypairs pages the project's stored keypairs in name order; a marker
@@ -172,7 +168,7 @@ func (s *Sim) listKeypairs(r *request) (any, int, *apiError) {
 	if v := first(r.query, "limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			return nil, 0, kpsError(http.StatusBadRequest, KPSCodeBadRequest, "Parameter limit %q is invalid.", v)
+			return nil, 0, errorf(http.StatusBadRequest, KPSCodeBadRequest, "Parameter limit %q is invalid.", v)
 		}
 		limit = n
 	}
@@ -223,24 +219,24 @@ func (s *Sim) createKeypair(r *request) (any, int, *apiError) {
 		} `json:"keypair"`
 	}
 	if err := json.Unmarshal(r.body, &in); err != nil {
-		return nil, 0, kpsError(http.StatusBadRequest, KPSCodeBadRequest, "The request body is invalid: %v", err)
+		return nil, 0, errorf(http.StatusBadRequest, KPSCodeBadRequest, "The request body is invalid: %v", err)
 	}
 	k := in.Keypair
 	switch {
 	case !kpsName.MatchString(k.Name):
-		return nil, 0, kpsError(http.StatusBadRequest, KPSCodeBadRequest, "The keypair name is invalid.")
+		return nil, 0, errorf(http.StatusBadRequest, KPSCodeBadRequest, "The keypair name is invalid.")
 	case k.Type != "" && k.Type != "ssh" && k.Type != "x509":
-		return nil, 0, kpsError(http.StatusBadRequest, KPSCodeBadRequest, "The keypair type is invalid.")
+		return nil, 0, errorf(http.StatusBadRequest, KPSCodeBadRequest, "The keypair type is invalid.")
 	case k.Scope != "" && k.Scope != "domain" && k.Scope != "user":
-		return nil, 0, kpsError(http.StatusBadRequest, KPSCodeBadRequest, "The keypair scope is invalid.")
+		return nil, 0, errorf(http.StatusBadRequest, KPSCodeBadRequest, "The keypair scope is invalid.")
 	case k.PublicKey == "":
-		return nil, 0, kpsError(http.StatusBadRequest, KPSCodeBadRequest, "The simulator does not generate keypairs: give a public_key.")
+		return nil, 0, errorf(http.StatusBadRequest, KPSCodeBadRequest, "The simulator does not generate keypairs: give a public_key.")
 	case fingerprint(k.PublicKey) == "":
-		return nil, 0, kpsError(http.StatusBadRequest, KPSCodeBadRequest, "The public key is invalid.")
+		return nil, 0, errorf(http.StatusBadRequest, KPSCodeBadRequest, "The public key is invalid.")
 	}
 	p := s.kps.project(r.project)
 	if _, ok := p.byName[k.Name]; ok {
-		return nil, 0, kpsError(http.StatusBadRequest, KPSCodeKeypairExists, "The keypair %s already exists.", k.Name)
+		return nil, 0, errorf(http.StatusBadRequest, KPSCodeKeypairExists, "The keypair %s already exists.", k.Name)
 	}
 	kp := &storedKeypair{name: k.Name, scope: k.Scope, publicKey: strings.TrimSpace(k.PublicKey)}
 	if kp.scope == "" {
