@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/kps"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
@@ -50,8 +51,17 @@ type CPH struct {
 	// (enqueue's --endpoint REGION=URL), before Getenv's.
 	Endpoints map[string]string
 	// Getenv reads the official SDK's per-region endpoint overrides,
-	// HUAWEICLOUD_SDK_REGION_CPH_{REGION} (CPHFromEnv sets it); nil: none.
+	// HUAWEICLOUD_SDK_REGION_CPH_{REGION} and, for the Key Pair Service,
+	// HUAWEICLOUD_SDK_REGION_KPS_{REGION} (CPHFromEnv sets it); nil: none.
 	Getenv func(string) string
+	// KPSEndpoint is the default Region's Key Pair Service endpoint, which
+	// the keypair pre-flight and ImportKeypair ask (KPS answers on DEW's
+	// KMS host). A region's KPS endpoint is, in order: the SDK's
+	// HUAWEICLOUD_SDK_REGION_KPS_{REGION} override (through Getenv), this
+	// one for the default Region, the region's CPH endpoint when one is
+	// given (Endpoint, Endpoints or the SDK's CPH override: a proxy or the
+	// simulator serving both), then https://kms.{region}.myhuaweicloud.com.
+	KPSEndpoint string
 	// ProjectID is the regional project (HUAWEICLOUD_SDK_PROJECT_ID).
 	ProjectID string
 	// AccessKey and SecretKey sign every request; SecurityToken goes with
@@ -89,6 +99,27 @@ func (c *CPH) String() string {
 
 // GoString is String, so %#v does not print the secrets either.
 func (c *CPH) GoString() string { return c.String() }
+
+// kpsEndpoint is the KPS endpoint of region ("": the default Region), as
+// KPSEndpoint says.
+func (c *CPH) kpsEndpoint(region string) string {
+	if region == "" {
+		region = c.Region
+	}
+	if c.Getenv != nil && region != "" && c.Getenv(kps.EndpointEnv(region)) != "" {
+		return kps.EndpointFor(region, c.Getenv)
+	}
+	if region == c.Region && c.KPSEndpoint != "" {
+		return c.KPSEndpoint
+	}
+	if u := c.endpoints().Config(cph.Config{Endpoint: c.Endpoint}, region).Endpoint; u != "" {
+		return u
+	}
+	if region != "" {
+		return kps.DefaultEndpoint(region)
+	}
+	return ""
+}
 
 func (c *CPH) credentials() cph.Credentials {
 	return cph.Credentials{AccessKey: c.AccessKey, SecretKey: c.SecretKey, SecurityToken: c.SecurityToken, AuthToken: c.IAMToken}
@@ -137,6 +168,7 @@ type Client struct {
 
 	mu     sync.Mutex
 	placed map[tasks.Place]*cph.Client // clients of places other than api's
+	kps    map[tasks.Place]*kps.Client // KPS clients, made when first asked
 }
 
 // NewClient returns a Client over rdb, the Redis of the workers (any

@@ -75,8 +75,11 @@ func (p *Plan) ETA(submitRate Rate, jobLatency time.Duration) time.Duration {
 // Plan validates r and reads the fleet as Start would (one
 // ListCloudPhoneServers call per 100 servers of the project, never one per
 // target, several in flight at Options.ReadRate), and returns what would
-// change; r.Progress, when set, is told how the reads go. It writes
-// nothing and does not use Redis. Bad input is an *InputError; a failed read an *APIError.
+// change; r.Progress, when set, is told how the reads go. Before any read
+// of the fleet it asks the KPS of each (region, project) whether the
+// keypairs exist (unless r.SkipKeypairCheck): a missing one is an
+// *InputError holding a *MissingKeypairError. It writes nothing and does
+// not use Redis. Bad input is an *InputError; a failed read an *APIError.
 func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 	// The last figures seen, of either step, go with the call that says
 	// the plan is done.
@@ -86,6 +89,14 @@ func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 		r.Progress = func(p PlanProgress) {
 			last = p
 			tell(p)
+		}
+	}
+	check := !r.SkipKeypairCheck && c.cph != nil
+	if check && r.Discover != nil {
+		// Discovery reads the default place's fleet: a missing keypair is
+		// refused before that read.
+		if err := c.checkKeypairs(ctx, []tasks.Spec{{Keypair: r.Keypair}}); err != nil {
+			return nil, err
 		}
 	}
 	spec, err := c.spec(ctx, r)
@@ -98,6 +109,11 @@ func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 	}
 	if err := c.oneProjectForTokens(specs); err != nil {
 		return nil, err
+	}
+	if check {
+		if err := c.checkKeypairs(ctx, specs); err != nil {
+			return nil, err
+		}
 	}
 	var plans []*Plan
 	for _, spec := range specs {

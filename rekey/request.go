@@ -207,6 +207,14 @@ type Request struct {
 	// run at once, in RegionOrder; the others wait (paused, "waiting for
 	// its turn") and start as parts finish or halt. Zero: all at once.
 	MaxConcurrentRegions int
+	// SkipKeypairCheck does not ask KPS whether the keypairs exist in
+	// every place (region, project) of the rotation before planning
+	// (enqueue start --skip-keypair-check), for credentials without
+	// KeypairReadAction. The zero value checks when the client
+	// has Options.CPH (without it there is nothing to ask, and nothing is
+	// checked); a missing keypair is then an *InputError holding a
+	// *MissingKeypairError, and nothing is read or written.
+	SkipKeypairCheck bool
 	// Progress, when set, is told how the reads of the fleet go (discovery,
 	// then skip-matching) after each page, and once more, with Done set,
 	// when the plan is complete: Start writes the rotation after that call,

@@ -68,7 +68,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.StringVar(&o.AuthToken, "auth-token", "", "an IAM token also accepted in X-Auth-Token (empty: none)")
 	fs.IntVar(&o.Servers, "servers", 100, "size of the generated fleet (ignored with --fleet-file)")
 	fs.StringVar(&c.fleetFile, "fleet-file", "", "load the fleet from this JSON or .csv file instead of generating one")
-	fs.StringVar(&c.keypairs, "keypairs", "", "comma-separated keypair names that exist (empty: every name exists)")
+	fs.StringVar(&c.keypairs, "keypairs", "", "comma-separated keypair names KPS holds in every project (empty: every name exists until deleted through KPS)")
 	fs.Float64Var(&o.UpdateKeypairQuota, "quota-update", 0, "UpdateKeypair requests per second (0: unlimited)")
 	fs.Float64Var(&o.ListJobsQuota, "quota-list", 0, "ListJobs requests per second (0: unlimited)")
 	fs.Float64Var(&o.ReadQuota, "quota-read", 0, "requests per second of each read API: ShowJob, ListServers, ShowServer (0: unlimited)")

@@ -24,6 +24,8 @@ type planFlags struct {
 	endpoints              []string
 	regionOrder            string
 	maxConcurrentRegions   int
+	kpsEndpoint            string
+	skipKeypairCheck       bool
 	asJSON, dryRun         bool
 	submitRate, waves      string
 	readRate               string
@@ -32,6 +34,8 @@ type planFlags struct {
 	pauseAfterWave, verify bool
 	quiet                  bool
 	progressInterval       time.Duration
+	// prepare, when set, runs once the client is made, before the plan.
+	prepare func(context.Context, *rekey.Client) error
 }
 
 func addPlanFlags(f *flags, idHelp string) *planFlags {
@@ -51,6 +55,8 @@ func addPlanFlags(f *flags, idHelp string) *planFlags {
 	})
 	f.StringVar(&p.regionOrder, "region-order", "", "`regions` whose parts go first, in this order (a canary region first), e.g. cn-north-4,cn-east-3;\nthe others follow in the order they appear in the targets")
 	f.IntVar(&p.maxConcurrentRegions, "max-concurrent-regions", 0, "how many (region, project) parts run at once, in --region-order; the others wait and start\nas parts finish or halt (0: all at once)")
+	f.StringVar(&p.kpsEndpoint, "kps-endpoint", "", "Key Pair Service endpoint `url` of --region, for the keypair check. Default: the SDK's\nHUAWEICLOUD_SDK_REGION_KPS_{REGION} when set, else the region's CPH endpoint when given (--endpoint\nor HUAWEICLOUD_SDK_REGION_CPH_{REGION}: a proxy or the simulator serving both), else https://kms.{region}.myhuaweicloud.com; other regions likewise")
+	f.BoolVar(&p.skipKeypairCheck, "skip-keypair-check", false, "do not check first that the keypair exists in the KPS of every (region, project) of the\nrotation (ShowKeypair): for credentials without the IAM action "+rekey.KeypairReadAction)
 	f.BoolVar(&p.asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&p.dryRun, "dry-run", false, "read the fleet and print what would change and an ETA; write nothing, enqueue nothing")
 	f.StringVar(&p.submitRate, "submit-rate", "10/s:1", "with --dry-run, the workers' fleet-wide UpdateKeypair `rate`, for the ETA")
@@ -80,7 +86,11 @@ func (p *planFlags) options(e *env, discover bool) (rekey.Options, error) {
 		if p.dryRun {
 			return rekey.Options{}, usagef("--dry-run reads the current keypairs: drop --skip-matching=false")
 		}
-		return rekey.Options{}, nil
+		if p.skipKeypairCheck || p.region == "" && len(p.endpoints) == 0 {
+			// Without a region there is no KPS to ask: the keypair is
+			// checked by CPH itself, and a missing one halts the rotation.
+			return rekey.Options{}, nil
+		}
 	}
 	c, err := p.cph(e)
 	if err != nil {
@@ -105,6 +115,7 @@ func (p *planFlags) cph(e *env) (*rekey.CPH, error) {
 	}
 	c := rekey.CPHFromEnv(e.getenv)
 	c.Region, c.Endpoint, c.Endpoints = p.region, plain, perRegion
+	c.KPSEndpoint = p.kpsEndpoint
 	return c, nil
 }
 
@@ -149,7 +160,8 @@ func (p *planFlags) request(keypair string) (rekey.Request, error) {
 	}
 	return rekey.Request{ID: p.rotationID, Keypair: keypair, ChunkSize: p.chunkSize, MaxAttempts: p.maxAttempts,
 		NoSkipMatching: !p.skipMatching, Waves: waves, MaxErrors: &budget, NoVerify: !p.verify,
-		PauseAfterWave: p.pauseAfterWave, Retention: p.retention, RegionOrder: order, MaxConcurrentRegions: p.maxConcurrentRegions}, nil
+		PauseAfterWave: p.pauseAfterWave, Retention: p.retention, RegionOrder: order, MaxConcurrentRegions: p.maxConcurrentRegions,
+		SkipKeypairCheck: p.skipKeypairCheck}, nil
 }
 
 // run plans the rotation and either prints the dry run or starts it.
@@ -164,6 +176,11 @@ func (p *planFlags) run(ctx context.Context, e *env, f *flags, req rekey.Request
 	}
 	defer rdb.Close()
 	defer c.Close()
+	if p.prepare != nil {
+		if err := p.prepare(ctx, c); err != nil {
+			return usage(err)
+		}
+	}
 	prog := p.progress(e)
 	req.Progress = prog.show
 	if p.dryRun {
@@ -193,6 +210,9 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	discover := f.Bool("discover", false, "take the targets from ListCloudPhoneServers instead of a file")
 	name := f.String("name", "", "with --discover, only servers whose name contains `text`")
 	status := f.String("status", "", "with --discover, only servers in this `status` (5 = normal)")
+	generate := f.Bool("generate-keypair", false, "generate an ed25519 keypair here, write its private key to --private-key-out and import its\npublic key as --keypair into the KPS of every (region, project) of the targets (needs\n"+rekey.KeypairImportAction+"), then start")
+	keyOut := f.String("private-key-out", "", "with --generate-keypair, the `file` the private key is written to (mode 0600; never overwritten)")
+	scope := f.String("keypair-scope", rekey.ScopeDomain, "with --generate-keypair, the KPS `scope` of the imported keypair: domain (every IAM user of the\naccount) or user (the importing user only)")
 	p := addPlanFlags(f, "default derived from the input, so re-running the same command enqueues nothing twice")
 	nargs := 1
 	if hasFlag(args, "discover") {
@@ -203,6 +223,9 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	}
 	if *keypair == "" {
 		return usagef("--keypair is required")
+	}
+	if err := checkGenerate(p, *generate, *keyOut, *scope); err != nil {
+		return err
 	}
 	fmtArg, err := rekey.ParseFormat(*format)
 	if err != nil {
@@ -232,7 +255,62 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	} else if req.Targets, err = p.readTargets(e, f.Arg(0), fmtArg); err != nil {
 		return err
 	}
+	if *generate {
+		p.prepare = func(ctx context.Context, c *rekey.Client) error {
+			return generateKeypair(ctx, e, c, *keypair, *keyOut, *scope, req.Targets)
+		}
+	}
 	return p.run(ctx, e, f, req, *discover)
+}
+
+// checkGenerate checks the flags of --generate-keypair.
+func checkGenerate(p *planFlags, generate bool, keyOut, scope string) error {
+	switch {
+	case !generate && keyOut != "":
+		return usagef("--private-key-out goes with --generate-keypair")
+	case !generate:
+		return nil
+	case keyOut == "":
+		return usagef("--generate-keypair needs --private-key-out FILE: the private key is written there, and nowhere else")
+	case keyOut == "-":
+		return usagef("--private-key-out -: stdout carries the rotation id; give a file")
+	case p.dryRun:
+		return usagef("--generate-keypair imports a keypair, which a dry run does not: drop --dry-run, or generate the keypair first")
+	case p.skipKeypairCheck:
+		return usagef("--generate-keypair checks the imported keypair: drop --skip-keypair-check")
+	case p.region == "" && len(p.endpoints) == 0:
+		return usagef("--generate-keypair imports the keypair into the project's KPS: set --region or --endpoint")
+	case scope != rekey.ScopeDomain && scope != rekey.ScopeUser:
+		return usagef("--keypair-scope %q: want %s or %s", scope, rekey.ScopeDomain, rekey.ScopeUser)
+	}
+	if _, err := os.Lstat(keyOut); err == nil {
+		return usagef("--private-key-out %s exists: it is never overwritten (if the keypair was imported already, start without --generate-keypair)", keyOut)
+	}
+	return nil
+}
+
+// generateKeypair makes an ed25519 keypair, writes its private key to
+// keyOut and imports the public key into the KPS of every (region,
+// project) of targets (the default project when there are none, as with
+// --discover) as name. The private key goes to that file only: never to
+// stdout, a log, Redis or the API. A failed import removes the file, since
+// the key would be of no use: running the command again starts afresh.
+func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut, scope string, targets []rekey.Target) error {
+	k, err := rekey.GenerateKeypair(name)
+	if err != nil {
+		return err
+	}
+	if err := k.WritePrivateKey(keyOut); err != nil {
+		return usageError{err}
+	}
+	places, err := c.ImportKeypair(ctx, rekey.KeypairImport{Name: name, PublicKey: k.PublicKey, Scope: scope, Targets: targets})
+	if err != nil {
+		os.Remove(keyOut)
+		return fmt.Errorf("%w (imported into %d (region, project) pairs before; the private key file %s was removed)", err, len(places), keyOut)
+	}
+	fmt.Fprintf(e.stderr, "keypair %s (%s) imported into KPS in %s, scope %s; private key in %s\n",
+		name, k.Fingerprint, strings.Join(places, ", "), scope, keyOut)
+	return nil
 }
 
 func printStarted(w io.Writer, asJSON bool, st *rekey.Started) error {

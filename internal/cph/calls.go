@@ -226,7 +226,7 @@ func (c *Client) ListServers(ctx context.Context, f ServerFilter, fn func(page [
 			q := maps.Clone(q)
 			q.Set("offset", strconv.Itoa(offset))
 			var resp ListServersResponse
-			if err := c.call(ctx, op, http.MethodGet, "servers", q, nil, &resp, obs); err != nil {
+			if err := c.call(ctx, op, http.MethodGet, c.phonePath("servers"), q, nil, &resp, obs); err != nil {
 				return movinglist.Window[Server]{}, err
 			}
 			return movinglist.Window[Server]{Items: resp.Servers, Count: resp.Count}, nil

@@ -230,9 +230,29 @@ func checkID(what, id string) error {
 	return nil
 }
 
-// do sends a request, trying a read again up to ReadRetries times when it
-// was throttled or failed transiently. Every error it returns is a *Error.
+// do sends a request to path, relative to /v1/{project_id}/cloud-phone/,
+// trying a read again up to ReadRetries times when it was throttled or
+// failed transiently. Every error it returns is a *Error.
 func (c *Client) do(ctx context.Context, op, method, path string, query url.Values, in, out any) error {
+	return c.call(ctx, op, method, c.phonePath(path), query, in, out, nil)
+}
+
+// phonePath is the full path of a CPH resource.
+func (c *Client) phonePath(path string) string {
+	return "/v1/" + c.projectID + "/cloud-phone/" + path
+}
+
+// Call sends a request to path, relative to the endpoint (e.g.
+// "/v3/{project_id}/keypairs"), with this client's signing, limits, retries
+// of reads and error classification, and decodes a 2xx JSON answer into out
+// (nil: the answer is not read). It is for clients of the other Huawei
+// Cloud services a rotation needs (internal/kps), so they share one
+// transport and one kind of error rather than copy them. op names the API
+// in errors. Every error it returns is a *Error.
+func (c *Client) Call(ctx context.Context, op, method, path string, query url.Values, in, out any) error {
+	if !strings.HasPrefix(path, "/") {
+		return &Error{Op: op, Kind: KindPermanent, Err: fmt.Errorf("path %q does not start with /", path)}
+	}
 	return c.call(ctx, op, method, path, query, in, out, nil)
 }
 
@@ -297,8 +317,8 @@ func (c *Client) call(ctx context.Context, op, method, path string, query url.Va
 	}
 }
 
-// doOnce sends one request and decodes a 2xx answer into out. path is
-// relative to /v1/{project_id}/cloud-phone/.
+// doOnce sends one request and decodes a 2xx answer into out (nil: the
+// answer is not read). path is relative to the endpoint.
 func (c *Client) doOnce(ctx context.Context, op, method, path string, query url.Values, in, out any) error {
 	var body []byte
 	if in != nil {
@@ -313,7 +333,7 @@ func (c *Client) doOnce(ctx context.Context, op, method, path string, query url.
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	u := *c.base
-	u.Path += "/v1/" + c.projectID + "/cloud-phone/" + path
+	u.Path += path
 	u.RawQuery = EncodeQuery(query)
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
 	if err != nil {
@@ -351,6 +371,9 @@ func (c *Client) doOnce(ctx context.Context, op, method, path string, query url.
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return c.apiError(op, resp.StatusCode, resp.Header, data)
+	}
+	if out == nil {
+		return nil
 	}
 	if err := decode(data, out); err != nil {
 		if errors.Is(err, errNotObject) {

@@ -122,6 +122,7 @@ type gated struct {
 	store *Store
 	enq   *asynq.Client
 	gate  *gate
+	url   string // the gate's
 	opts  TaskOptions
 }
 
@@ -140,7 +141,7 @@ func newGated(t *testing.T, servers int) *gated {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &gated{rdb: rdb, store: NewStore(rdb, ""), enq: asynq.NewClientFromRedisClient(rdb), gate: g,
+	e := &gated{rdb: rdb, store: NewStore(rdb, ""), enq: asynq.NewClientFromRedisClient(rdb), gate: g, url: srv.URL,
 		opts: TaskOptions{Timeout: 30 * time.Second}}
 	t.Cleanup(func() { e.enq.Close() })
 	h := NewHandler(HandlerOptions{Store: e.store, API: api, Limiter: nopLimiter{}, Enqueuer: e.enq,

@@ -1,8 +1,10 @@
 package tasks
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -462,6 +464,9 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, rot *Rotation, b
 	}
 	h.countOutcomes(rs, res)
 	r.resolved(res)
+	if err := h.keypairMissing(wctx, log, rot, rs); err != nil {
+		return err
+	}
 	for _, x := range rs {
 		if x.Verify {
 			r.verifying()
@@ -470,6 +475,36 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, rot *Rotation, b
 	}
 	if res.Complete {
 		log.DebugContext(ctx, "batch complete", "chunk", b.N, "request_id", b.RequestID)
+	}
+	return nil
+}
+
+// keypairMissing halts the rotation (state failed, as a denial does) when
+// CPH answered that a server's target keypair does not exist: every other
+// server naming that keypair would fail the same way, one call at a time,
+// until the error budget noticed. The servers already answered stay
+// failed; in-flight chunks are still polled; no new chunk is submitted
+// until the keypair is imported into the project's KPS and the rotation
+// resumed.
+func (h *Handler) keypairMissing(ctx context.Context, log *slog.Logger, rot *Rotation, rs []Resolution) error {
+	for _, x := range rs {
+		if x.Code != cph.CodeKeypairNotFound || x.Retry != nil {
+			continue
+		}
+		keypair := cmp.Or(x.Entry.Keypair, rot.Keypair)
+		// No server id in the reason: Halt adds a reason once, so one
+		// missing keypair is named once however many servers it fails.
+		reason := fmt.Sprintf("keypair %s does not exist in the project: CPH failed its servers with %s (%s); "+
+			"import the keypair into the project's KPS, then resume", keypair, x.Code, x.Message)
+		halted, err := h.store.Halt(ctx, rot.ID, reason, false)
+		if err != nil {
+			return err
+		}
+		if halted {
+			log.ErrorContext(ctx, "rotation halted: the target keypair does not exist", "keypair", keypair,
+				"server_id", x.ServerID, "code", x.Code)
+		}
+		return nil
 	}
 	return nil
 }

@@ -59,6 +59,10 @@ type Options struct {
 	JobFailRate, BadServerRate float64
 	// Seed draws the fleet's ids and faults. Zero: 1, so runs repeat.
 	Seed uint64
+	// Keypairs are the keypairs the simulated KPS holds in the project;
+	// a rotation to another is refused by the pre-flight, and its jobs
+	// fail. Nil: every name exists (until deleted through KPS).
+	Keypairs []string
 	// NoWorker starts no worker: rotations wait until StartWorker.
 	NoWorker bool
 	// Regions are (region, project) places besides the default one, each
@@ -143,7 +147,8 @@ func Start(opts Options) (*Env, error) {
 	}
 	e.Redis = redis.NewClient(&redis.Options{Addr: e.mr.Addr()})
 	e.sim = cphsim.New(cphsim.Options{ProjectID: ProjectID, AccessKey: AccessKey, SecretKey: SecretKey, Servers: opts.Servers,
-		JobLatency: opts.JobLatency, JobFailRate: opts.JobFailRate, BadServerRate: opts.BadServerRate, Seed: opts.Seed})
+		JobLatency: opts.JobLatency, JobFailRate: opts.JobFailRate, BadServerRate: opts.BadServerRate, Seed: opts.Seed,
+		Keypairs: opts.Keypairs})
 	e.simSrv = httptest.NewServer(e.sim)
 	e.CPH = &rekey.CPH{Endpoint: e.simSrv.URL, ProjectID: ProjectID, AccessKey: AccessKey, SecretKey: SecretKey}
 	var err error

@@ -16,7 +16,10 @@
 //	st := sim.Stats()
 //
 // It serves UpdateKeypair, ShowJob, ListJobs, ListCloudPhoneServers and
-// ShowCloudPhoneServerDetail under /v1/{project_id}/cloud-phone/, verifies
+// ShowCloudPhoneServerDetail under /v1/{project_id}/cloud-phone/, the Key
+// Pair Service's ShowKeypair, ListKeypairs (by marker), CreateKeypair (an
+// import of a public key) and DeleteKeypair under /v3/{project_id}/keypairs
+// (the KMS host's paths: point a KPS client at the same URL), verifies
 // SDK-HMAC-SHA256 signatures the way the API gateway does, throttles each
 // API with a token bucket (HTTP 429 APIGW.0308), and injects the faults a
 // client must survive: 5xx answers, slow answers, dropped connections

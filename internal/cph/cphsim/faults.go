@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -103,12 +104,7 @@ func (s *Sim) SetQuota(api API, perSecond float64) error {
 }
 
 func (a API) known() bool {
-	for _, k := range APIs() {
-		if a == k {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(APIs(), a) || a.kps()
 }
 
 // throttled is the 429 the API gateway answers: a per-second limit below 1

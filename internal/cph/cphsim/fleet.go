@@ -71,17 +71,10 @@ type fleet struct {
 
 	keypairs []string // interned keypair names
 	kpIndex  map[string]uint32
-	known    map[string]bool // Options.Keypairs; nil: every name exists
 }
 
 func newFleet(o Options) fleet {
 	f := fleet{kpIndex: map[string]uint32{}}
-	if len(o.Keypairs) > 0 {
-		f.known = make(map[string]bool, len(o.Keypairs))
-		for _, k := range o.Keypairs {
-			f.known[k] = true
-		}
-	}
 	// Fleet draws have their own stream so that ids and bad servers do not
 	// depend on anything that happens at request time.
 	rng := rand.New(rand.NewPCG(o.Seed, 0xf1ee7))

@@ -167,7 +167,7 @@ func (s *Sim) updateKeypair(r *request) (any, *apiError) {
 			out.Jobs = append(out.Jobs, serverJobWire{ServerID: sk.ServerID, ErrorCode: "CPS.0016", ErrorMsg: "server_id is invalid."})
 			continue
 		}
-		ji := s.createJob(i, sk.KeypairName, r.at)
+		ji := s.createJob(i, r.project, sk.KeypairName, r.at)
 		ids = append(ids, ji)
 		out.Jobs = append(out.Jobs, serverJobWire{ServerID: sk.ServerID, JobID: s.jobs.all[ji].id})
 	}
@@ -175,13 +175,14 @@ func (s *Sim) updateKeypair(r *request) (any, *apiError) {
 	return out, nil
 }
 
-// createJob starts a job setting server i's keypair. s.mu must be held.
-func (s *Sim) createJob(i int32, keypair string, at time.Time) int32 {
+// createJob starts a job setting server i of project to keypair, which
+// fails unless KPS holds the keypair in that project. s.mu must be held.
+func (s *Sim) createJob(i int32, project, keypair string, at time.Time) int32 {
 	j := job{server: i, keypair: s.fleet.intern(keypair), begin: at.UnixNano()}
 	switch {
 	case s.fleet.state[i].status != cph.ServerStatusNormal:
 		j.outcome = outAbnormal
-	case s.fleet.known != nil && !s.fleet.known[keypair]:
+	case !s.kps.exists(project, keypair):
 		j.outcome = outNoKeypair
 	case s.rng.Float64() < s.opts.JobFailRate:
 		j.outcome = outTransient

@@ -35,8 +35,13 @@ type Options struct {
 	// one. Entries with an empty or repeated server_id are ignored (see
 	// Validate); an empty keypair_name or create_time is kept as is.
 	Fleet []cph.Server
-	// Keypairs lists the keypair names that exist. Empty: every name exists.
-	// A job naming an unknown keypair fails with JobCodeKeypairNotFound.
+	// Keypairs lists the keypairs the simulated KPS holds in every project
+	// at the start (with made-up ed25519 public keys); keypairs imported
+	// through KPS join them. Empty: every name exists until it is deleted
+	// through KPS (phantom keypairs without a public key, which ListKeypairs
+	// does not list), so that fleets rotated to any name keep working. A
+	// job naming a keypair KPS does not hold in the request's project fails
+	// with JobCodeKeypairNotFound.
 	Keypairs []string
 
 	// JobLatency is the mean time from a job's creation to its end; each
@@ -151,7 +156,7 @@ const (
 const (
 	JobCodeTransient       = "CPS.9001" // transient: submitting again may succeed
 	JobCodeServerAbnormal  = "CPS.9002" // permanent: server not in status 5
-	JobCodeKeypairNotFound = "CPS.9003" // permanent: keypair does not exist
+	JobCodeKeypairNotFound = "CPS.9003" // permanent: keypair does not exist in the project's KPS
 	JobCodeServerDeleted   = "CPS.9004" // permanent: the server was deleted while its job ran
 )
 

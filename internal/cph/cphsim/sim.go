@@ -48,6 +48,7 @@ type Sim struct {
 	fleet  fleet
 	jobs   jobs
 	churn  churn
+	kps    keypairs
 	denied map[API]bool // Options.Deny, changed by SetDeny
 	stats  counters
 }
@@ -74,6 +75,7 @@ func New(opts Options) *Sim {
 		fleet:  newFleet(opts),
 		jobs:   newJobs(),
 		churn:  newChurn(opts),
+		kps:    newKeypairs(opts),
 		stats:  newCounters(),
 		quotas: newQuotas(opts),
 		denied: map[API]bool{},
@@ -86,11 +88,12 @@ func New(opts Options) *Sim {
 
 // request is one authenticated API call on its way to its handler.
 type request struct {
-	id    string // request id, also the X-Request-Id header
-	param string // job or server id from the path
-	query map[string][]string
-	body  []byte
-	at    time.Time
+	id      string // request id, also the X-Request-Id header
+	project string // project id from the path
+	param   string // job or server id, or keypair name, from the path
+	query   map[string][]string
+	body    []byte
+	at      time.Time
 }
 
 // apiError is a non-2xx answer with a CPH or gateway error body.
@@ -171,6 +174,13 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, reqID string, at 
 		s.count(func(c *counters) { c.forbidden++ })
 		return failed(reqID, e)
 	}
+	if api.kps() {
+		answer, status, e := s.serveKPS(api, &request{id: reqID, project: project, param: param, query: r.URL.Query(), body: body, at: at})
+		if e != nil {
+			return failed(reqID, e)
+		}
+		return reply{status: status, body: answer}
+	}
 	if wait, limit, allowed := s.quotas.allow(api, at); !allowed {
 		s.count(func(c *counters) { c.throttled[api]++ })
 		return failed(reqID, s.throttled(w, wait, limit))
@@ -187,7 +197,7 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, reqID string, at 
 		return reply{gone: true}
 	}
 
-	req := &request{id: reqID, param: param, query: r.URL.Query(), body: body, at: at}
+	req := &request{id: reqID, project: project, param: param, query: r.URL.Query(), body: body, at: at}
 	var answer any
 	var e *apiError
 	switch api {
@@ -239,10 +249,13 @@ func (s *Sim) latency() time.Duration {
 }
 
 // route maps a method and path to an API, the path's project id and its
-// job or server id. One trailing slash is accepted.
+// job or server id, or keypair name. One trailing slash is accepted.
 func route(method, path string) (api API, project, param string, ok bool) {
 	path = strings.TrimSuffix(path, "/")
 	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	if len(parts) >= 3 && parts[0] == "v3" && parts[1] != "" && parts[2] == "keypairs" {
+		return kpsRoute(method, parts[1], parts[3:])
+	}
 	if len(parts) < 4 || parts[0] != "v1" || parts[1] == "" || parts[2] != "cloud-phone" {
 		return "", "", "", false
 	}
@@ -260,6 +273,21 @@ func route(method, path string) (api API, project, param string, ok bool) {
 		return APIListServers, project, "", true
 	case len(rest) == 2 && rest[0] == "servers" && rest[1] != "":
 		return APIShowServer, project, rest[1], true
+	}
+	return "", "", "", false
+}
+
+// kpsRoute maps a KPS call under /v3/{project}/keypairs.
+func kpsRoute(method, project string, rest []string) (api API, _, param string, ok bool) {
+	switch {
+	case len(rest) == 0 && method == http.MethodGet:
+		return APIListKeypairs, project, "", true
+	case len(rest) == 0 && method == http.MethodPost:
+		return APICreateKeypair, project, "", true
+	case len(rest) == 1 && rest[0] != "" && method == http.MethodGet:
+		return APIShowKeypair, project, rest[0], true
+	case len(rest) == 1 && rest[0] != "" && method == http.MethodDelete:
+		return APIDeleteKeypair, project, rest[0], true
 	}
 	return "", "", "", false
 }
