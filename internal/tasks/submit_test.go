@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
@@ -29,21 +30,10 @@ func (*refuseAllAPI) UpdateKeypair(_ context.Context, s []cph.ServerKeypair) (*c
 // its checkpoint starts runs now, not a first poll later (at a rotation's
 // tail, a retried server deleted since would otherwise hold it up).
 func TestRefusedBatchSettledAtOnce(t *testing.T) {
-	rdb := testredis.Mini(t).Client(t)
 	ctx := context.Background()
-	store := NewStore(rdb, "")
-	enq := asynq.NewClientFromRedisClient(rdb)
-	t.Cleanup(func() { enq.Close() })
-	plan, err := MakePlan(ctx, Spec{Keypair: "kp-new", Targets: []Target{{ServerID: "a"}, {ServerID: "b"}}, ChunkSize: 100, MaxAttempts: 3}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	started, err := Start(ctx, store, enq, plan, TaskOptions{}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rdb, store, enq, id := startTwo(t)
 	h := NewHandler(HandlerOptions{Store: store, API: &refuseAllAPI{}, Limiter: nopLimiter{}, Enqueuer: enq})
-	payload, err := json.Marshal(SubmitPayload{Rotation: started.Rotation.ID, Batch: 1, Servers: 2})
+	payload, err := json.Marshal(SubmitPayload{Rotation: id, Batch: 1, Servers: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +41,7 @@ func TestRefusedBatchSettledAtOnce(t *testing.T) {
 	if err := h.HandleSubmit(ctx, asynq.NewTask(TypeSubmit, payload)); err != nil {
 		t.Fatal(err)
 	}
-	due, _, _, err := store.DuePolls(ctx, started.Rotation.ID, time.Now(), time.Now(), 10)
+	due, _, _, err := store.DuePolls(ctx, id, time.Now(), time.Now(), 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,4 +57,24 @@ func TestRefusedBatchSettledAtOnce(t *testing.T) {
 			t.Fatalf("first tick scheduled %v after the submit, want at once", ti.NextProcessAt.Sub(before))
 		}
 	}
+}
+
+// startTwo starts a rotation of servers a and b, one chunk, on miniredis
+// (its submit task enqueued, not run), and returns its parts and id.
+func startTwo(t *testing.T) (*goredis.Client, *Store, *asynq.Client, string) {
+	t.Helper()
+	ctx := context.Background()
+	rdb := testredis.Mini(t).Client(t)
+	store := NewStore(rdb, "")
+	enq := asynq.NewClientFromRedisClient(rdb)
+	t.Cleanup(func() { enq.Close() })
+	plan, err := MakePlan(ctx, Spec{Keypair: "kp-new", Targets: []Target{{ServerID: "a"}, {ServerID: "b"}}, ChunkSize: 100, MaxAttempts: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, err := Start(ctx, store, enq, plan, TaskOptions{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rdb, store, enq, started.Rotation.ID
 }

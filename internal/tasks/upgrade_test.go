@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/hibiken/asynq"
-
-	"github.com/cph-rekey/cph-rekey/internal/testredis"
 )
 
 // schemaCounter counts the tasks a handler left to a newer release.
@@ -48,19 +45,8 @@ func TestNewerSchemaIsLeftAlone(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rdb := testredis.Mini(t).Client(t)
-			store := NewStore(rdb, "")
-			enq := asynq.NewClientFromRedisClient(rdb)
-			t.Cleanup(func() { enq.Close() })
-			plan, err := MakePlan(ctx, Spec{Keypair: "kp-new", Targets: []Target{{ServerID: "a"}, {ServerID: "b"}}, ChunkSize: 100, MaxAttempts: 3}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			started, err := Start(ctx, store, enq, plan, TaskOptions{}, time.Now())
-			if err != nil {
-				t.Fatal(err)
-			}
-			id := started.Rotation.ID
+			rdb, store, enq, id := startTwo(t)
+			var err error
 			if tt.recordV == "" {
 				err = rdb.HDel(ctx, store.metaKey(id), "schema").Err()
 			} else {
