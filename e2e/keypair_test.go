@@ -162,15 +162,7 @@ func TestStartRefusesKeypairMissingInOneProject(t *testing.T) {
 	north := startRegion(t, "cn-north-4", testProject, cphsim.Options{Servers: 30, Seed: 31, Keypairs: both})
 	east := startRegion(t, "cn-east-3", "11111111111111111111111111111111", cphsim.Options{Servers: 20, Seed: 32, Keypairs: []string{"kp-old"}})
 	south := startRegion(t, "ap-southeast-1", "22222222222222222222222222222222", cphsim.Options{Servers: 25, Seed: 33, Keypairs: both})
-	env := append(os.Environ(),
-		"REDIS_URL="+r.URL(),
-		"REKEY_REGION="+north.name,
-		"REKEY_ENDPOINT="+north.fleet.url+",ap-southeast-1="+south.fleet.url,
-		"HUAWEICLOUD_SDK_REGION_CPH_CN_EAST_3="+east.fleet.url,
-		"HUAWEICLOUD_SDK_AK="+testAK,
-		"HUAWEICLOUD_SDK_SK="+testSK,
-		"HUAWEICLOUD_SDK_PROJECT_ID="+testProject,
-	)
+	env := regionsEnv(r.URL(), north, east, south)
 	var b strings.Builder
 	b.WriteString("server_id,region,project_id\n")
 	for _, rg := range []*region{north, east, south} {

@@ -23,6 +23,21 @@ type region struct {
 	fleet         *fleet
 }
 
+// regionsEnv is the environment of commands over three regions: north is
+// the default place, south is reached by --endpoint's REGION=URL and east
+// by the SDK's per-region variable.
+func regionsEnv(redisURL string, north, east, south *region) []string {
+	return append(os.Environ(),
+		"REDIS_URL="+redisURL,
+		"REKEY_REGION="+north.name,
+		"REKEY_ENDPOINT="+north.fleet.url+","+south.name+"="+south.fleet.url,
+		"HUAWEICLOUD_SDK_REGION_CPH_"+strings.ToUpper(strings.ReplaceAll(east.name, "-", "_"))+"="+east.fleet.url,
+		"HUAWEICLOUD_SDK_AK="+testAK,
+		"HUAWEICLOUD_SDK_SK="+testSK,
+		"HUAWEICLOUD_SDK_PROJECT_ID="+testProject,
+	)
+}
+
 // startRegion serves a fleet in project for region name.
 func startRegion(t *testing.T, name, project string, opts cphsim.Options) *region {
 	t.Helper()
@@ -50,15 +65,7 @@ func TestRotationAcrossRegions(t *testing.T) {
 			JobLatency: 300 * time.Millisecond, UpdateKeypairQuota: 10})
 		regions := []*region{north, east, south}
 
-		env := append(os.Environ(),
-			"REDIS_URL="+r.URL(),
-			"REKEY_REGION="+north.name,
-			"REKEY_ENDPOINT="+north.fleet.url+",ap-southeast-1="+south.fleet.url,
-			"HUAWEICLOUD_SDK_REGION_CPH_CN_EAST_3="+east.fleet.url,
-			"HUAWEICLOUD_SDK_AK="+testAK,
-			"HUAWEICLOUD_SDK_SK="+testSK,
-			"HUAWEICLOUD_SDK_PROJECT_ID="+testProject,
-		)
+		env := regionsEnv(r.URL(), north, east, south)
 		// The default pair's rows name neither region nor project.
 		var b strings.Builder
 		b.WriteString("server_id,region,project_id\n")
