@@ -486,15 +486,17 @@ func Resume(ctx context.Context, store *Store, enq Enqueuer, id string, maxError
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := wake(ctx, store, enq, id, opts, time.Now()); err != nil {
-		return rot, 0, err
-	}
+	// The submit tasks go first: a tick woken first would top the wave up
+	// itself, and the count this call reports would say nothing was left.
 	again, err := requeue(ctx, store, enq, rot, opts, nil)
 	if err != nil {
 		return rot, len(again), err
 	}
 	n, err := topUp(ctx, store, enq, rot, opts)
-	return rot, len(again) + n, err
+	if err != nil {
+		return rot, len(again) + n, err
+	}
+	return rot, len(again) + n, wake(ctx, store, enq, id, opts, time.Now())
 }
 
 // requeue enqueues again the submit tasks that a pause or a halt ended, or
