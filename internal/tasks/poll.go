@@ -408,7 +408,7 @@ func (h *Handler) recordPoll(ctx context.Context, log *slog.Logger, rot *Rotatio
 // back before any is submitted again.
 func (h *Handler) pollFailed(ctx context.Context, log *slog.Logger, rot *Rotation, b *Batch, err error, r *round) error {
 	if r.now.Sub(b.SubmittedAt) <= h.cfg.JobTimeout {
-		return h.pollLater(ctx, rot, b, r)
+		return h.pollLater(ctx, rot, b, r, h.failedPollDelay(rot, b.Round+1))
 	}
 	log.ErrorContext(ctx, "ListJobs kept failing past the job timeout; the open jobs' outcomes are unknown and are read back",
 		"chunk", b.N, "request_id", b.RequestID, "err", err)
@@ -427,16 +427,16 @@ func (h *Handler) pollRejected(ctx context.Context, log *slog.Logger, rot *Rotat
 	if n < pollRejectLimit {
 		log.WarnContext(ctx, "ListJobs rejected this batch's request id; polling it again alone",
 			"chunk", b.N, "request_id", b.RequestID, "rejected", n, "err", err)
-		return h.pollLater(ctx, rot, b, r)
+		return h.pollLater(ctx, rot, b, r, h.pollDelay(rot, b.Round+1))
 	}
 	log.ErrorContext(ctx, "ListJobs keeps rejecting this batch's request id; the open jobs' outcomes are unknown and are read back",
 		"chunk", b.N, "request_id", b.RequestID, "rejected", n, "err", err)
 	return h.record(ctx, log, rot, b, h.resolveJobs(rot, b, nil, true, r.now), r)
 }
 
-// pollLater schedules batch b's next poll after a backoff.
-func (h *Handler) pollLater(ctx context.Context, rot *Rotation, b *Batch, r *round) error {
-	next := r.now.Add(h.pollDelay(rot, b.Round+1))
+// pollLater schedules batch b's next poll in d.
+func (h *Handler) pollLater(ctx context.Context, rot *Rotation, b *Batch, r *round, d time.Duration) error {
+	next := r.now.Add(d)
 	r.at(next)
 	_, err := h.store.Resolve(ctx, rot.ID, b.N, rot.waveOfBatch(b.N), nil, next, false, r.now)
 	return err
@@ -605,6 +605,17 @@ func (h *Handler) pollDelay(rot *Rotation, round int) time.Duration {
 	}
 	d = min(d, h.cfg.PollCap)
 	return d*4/5 + rand.N(d*2/5+1)
+}
+
+// failedPollDelay is the backoff after a ListJobs call that failed for a
+// transient reason (a 5xx, a timeout): full jitter over RetryBase doubled
+// each round, as AWS SDKs retry, and never longer than the round's
+// pollDelay. The batch's jobs may well have ended, and waiting a whole
+// poll delay would add it to the rotation's tail, while an API that keeps
+// failing is asked less and less often.
+func (h *Handler) failedPollDelay(rot *Rotation, round int) time.Duration {
+	d := h.cfg.RetryBase << min(max(round-1, 0), 6)
+	return min(100*time.Millisecond+rand.N(d), h.pollDelay(rot, round))
 }
 
 func (h *Handler) countOutcomes(rs []Resolution, res Resolved) {

@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"net/http"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -238,5 +239,60 @@ func TestPollEarly(t *testing.T) {
 				t.Fatalf("next round at %v from now, want %v", r.next.Sub(now), tt.next)
 			}
 		})
+	}
+}
+
+// failingJobs answers every ListJobs call with a gateway's 503.
+type failingJobs struct {
+	failOnceAPI
+	calls atomic.Int32
+}
+
+func (a *failingJobs) ListJobsOf(context.Context, int, ...string) ([]cph.Job, error) {
+	a.calls.Add(1)
+	return nil, &cph.Error{StatusCode: http.StatusServiceUnavailable, Kind: cph.KindTransient, Message: "service unavailable"}
+}
+
+// TestFailedPollComesBackSoon checks that a ListJobs call that failed for
+// a transient reason is tried again within a backoff base, not a whole
+// poll delay later (the jobs may have ended: that delay would be the
+// rotation's tail), and that the backoff grows while the API keeps failing.
+func TestFailedPollComesBackSoon(t *testing.T) {
+	ctx := context.Background()
+	store := NewStore(testredis.Mini(t).Client(t), "")
+	chunks := [][]Entry{entries("a")}
+	if _, err := store.Create(ctx, testRotation("r1", chunks), chunks, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(time.Now().UnixMilli())
+	if _, err := store.Checkpoint(ctx, "r1", 1, 1, "req", map[string]string{"a": "job-a"}, nil, now.Add(-3*time.Second), now); err != nil {
+		t.Fatal(err)
+	}
+	api := &failingJobs{}
+	cfg := Config{FirstPoll: 5 * time.Second, RetryBase: time.Second}
+	h := NewHandler(HandlerOptions{Store: store, API: api, Limiter: tokens(true), Config: cfg})
+	var longest time.Duration
+	for n := 1; n <= 8; n++ {
+		rot := mustRotation(t, store, "r1")
+		r := &round{now: now}
+		if err := h.poll(ctx, h.log, rot, r, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := api.calls.Load(); got != int32(n) {
+			t.Fatalf("round %d: %d ListJobs calls, want %d", n, got, n)
+		}
+		_, _, next, err := store.DuePolls(ctx, "r1", now, now, pollLimit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wait := next.Sub(now)
+		if limit := 100*time.Millisecond + cfg.RetryBase<<(n-1); wait <= 0 || wait > limit {
+			t.Fatalf("round %d: polled again in %v, want (0, %v]", n, wait, limit)
+		}
+		longest = max(longest, wait)
+		now = next
+	}
+	if longest <= cfg.RetryBase {
+		t.Fatalf("the backoff never grew past %v while ListJobs kept failing", longest)
 	}
 }
