@@ -162,9 +162,13 @@ func (c *Client) discoverPlaces(ctx context.Context, d Discover) ([]tasks.Place,
 		}
 	}
 	for _, r := range d.Regions {
-		if !slices.ContainsFunc(places, func(p tasks.Place) bool { return cmp.Or(p.Region, c.cph.Region) == r }) {
-			return nil, nil, badInput("discover: region %s: the credentials reach no project there", r)
+		if slices.ContainsFunc(places, func(p tasks.Place) bool { return cmp.Or(p.Region, c.cph.Region) == r }) {
+			continue
 		}
+		if len(d.Projects) > 0 {
+			return nil, nil, badInput("discover: region %s: none of the projects given is there", r)
+		}
+		return nil, nil, badInput("discover: region %s: the credentials reach no project there", r)
 	}
 	if len(places) == 0 {
 		return nil, skipped, badInput("discover: the credentials reach no project in a known region (IAM lists %d, none named {region} or {region}_{suffix})", len(projects))

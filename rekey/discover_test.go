@@ -132,6 +132,7 @@ func TestDiscoverRefuses(t *testing.T) {
 		{"outside the regions", rekey.Discover{Projects: []string{projWeb}, Regions: []string{"cn-east-3"}}, "is in cn-north-4, not in the regions given (cn-east-3)"},
 		{"no project in a region", rekey.Discover{AllProjects: true, Regions: []string{"cn-east-3", "ap-southeast-1"}}, "region ap-southeast-1: the credentials reach no project there"},
 		{"no own project", rekey.Discover{Regions: []string{"ap-southeast-1"}}, "region ap-southeast-1: the credentials reach no project named ap-southeast-1"},
+		{"a region without the projects given", rekey.Discover{Projects: []string{projWeb}, Regions: []string{"cn-north-4", "cn-east-3"}}, "region cn-east-3: none of the projects given is there"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
