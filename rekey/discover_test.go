@@ -26,7 +26,8 @@ const (
 func cloud(t *testing.T, token string) (*rekey.Client, *cphsim.Cloud) {
 	t.Helper()
 	sim := func(project string, n int) *cphsim.Sim {
-		return cphsim.New(cphsim.Options{ProjectID: project, AccessKey: ak, SecretKey: sk, AuthToken: token, Servers: n, Seed: uint64(n)})
+		return cphsim.New(cphsim.Options{ProjectID: project, AccessKey: ak, SecretKey: sk, AuthToken: token, Servers: n, Seed: uint64(n),
+			Keypairs: []string{"kp-new"}})
 	}
 	cl, err := cphsim.NewCloud(
 		cphsim.Place{Region: "cn-north-4", Sim: sim(projNorth, 3)},
@@ -188,4 +189,41 @@ func fmtErr(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// TestImportKeypairIntoDiscoveredPlaces: a keypair generated for a
+// rotation that discovers its targets is imported into every place the
+// discovery reads, so the pre-flight finds it in each.
+func TestImportKeypairIntoDiscoveredPlaces(t *testing.T) {
+	c, cl := cloud(t, "")
+	k, err := rekey.GenerateKeypair("kp-gen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &rekey.Discover{AllProjects: true}
+	var missing *rekey.MissingKeypairError
+	if _, err := c.Plan(context.Background(), rekey.Request{Keypair: "kp-gen", Discover: d}); !errors.As(err, &missing) || len(missing.Missing) != 3 {
+		t.Fatalf("Plan before the import = %v, want kp-gen missing in the three places", err)
+	}
+	places, err := c.ImportKeypair(context.Background(), rekey.KeypairImport{Name: "kp-gen", PublicKey: k.PublicKey, Discover: d})
+	if err != nil || len(places) != 3 {
+		t.Fatalf("ImportKeypair = %q, %v; want the three places", places, err)
+	}
+	for _, p := range []struct {
+		project string
+		sim     *cphsim.Sim
+	}{{projNorth, cl.Places()[0].Sim}, {projWeb, cl.Places()[1].Sim}, {projEast, cl.Places()[2].Sim}} {
+		if kp, ok := p.sim.ProjectKeypair(p.project, "kp-gen"); !ok || kp.PublicKey == "" {
+			t.Errorf("project %s holds %+v, %v; want the imported key", p.project, kp, ok)
+		}
+	}
+	if _, err := c.Plan(context.Background(), rekey.Request{Keypair: "kp-gen", Discover: d}); err != nil {
+		t.Errorf("Plan with the keypair check after the import: %v", err)
+	}
+	_, err = c.ImportKeypair(context.Background(), rekey.KeypairImport{Name: "kp-gen", PublicKey: k.PublicKey, Discover: d,
+		Targets: []rekey.Target{{ServerID: "a"}}})
+	var ie *rekey.InputError
+	if !errors.As(err, &ie) {
+		t.Errorf("ImportKeypair with Targets and Discover = %v, want an *InputError", err)
+	}
 }

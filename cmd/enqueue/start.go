@@ -267,7 +267,7 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	}
 	if *generate {
 		p.prepare = func(ctx context.Context, c *rekey.Client) error {
-			return generateKeypair(ctx, e, c, *keypair, *keyOut, *scope, req.Targets)
+			return generateKeypair(ctx, e, c, *keypair, *keyOut, *scope, rekey.KeypairImport{Targets: req.Targets, Discover: req.Discover})
 		}
 	}
 	return p.run(ctx, e, f, req, *discover)
@@ -327,12 +327,12 @@ func checkGenerate(p *planFlags, generate bool, keyOut, scope string) error {
 }
 
 // generateKeypair makes an ed25519 keypair, writes its private key to
-// keyOut and imports the public key into the KPS of every (region,
-// project) of targets (the default project when there are none, as with
-// --discover) as name. The private key goes to that file only: never to
+// keyOut and imports the public key as name into the KPS of every
+// (region, project) where: of its targets, or of the places its
+// discovery reads. The private key goes to that file only: never to
 // stdout, a log, Redis or the API. A failed import removes the file, since
 // the key would be of no use: running the command again starts afresh.
-func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut, scope string, targets []rekey.Target) error {
+func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut, scope string, where rekey.KeypairImport) error {
 	k, err := rekey.GenerateKeypair(name)
 	if err != nil {
 		return err
@@ -340,7 +340,8 @@ func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut,
 	if err := k.WritePrivateKey(keyOut); err != nil {
 		return usageError{err}
 	}
-	places, err := c.ImportKeypair(ctx, rekey.KeypairImport{Name: name, PublicKey: k.PublicKey, Scope: scope, Targets: targets})
+	where.Name, where.PublicKey, where.Scope = name, k.PublicKey, scope
+	places, err := c.ImportKeypair(ctx, where)
 	if err != nil {
 		os.Remove(keyOut)
 		return fmt.Errorf("%w (imported into %d (region, project) pairs before; the private key file %s was removed)", err, len(places), keyOut)
