@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/iam"
 	"github.com/cph-rekey/cph-rekey/internal/kps"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
@@ -64,6 +65,11 @@ type CPH struct {
 	KPSEndpoint string
 	// ProjectID is the regional project (HUAWEICLOUD_SDK_PROJECT_ID).
 	ProjectID string
+	// IAMEndpoint is the IAM endpoint a discovery across projects lists
+	// the projects from (GET /v3/auth/projects). Empty: the SDK's
+	// HUAWEICLOUD_SDK_IAM_ENDPOINT (through Getenv), else
+	// https://iam.myhuaweicloud.com.
+	IAMEndpoint string
 	// AccessKey and SecretKey sign every request; SecurityToken goes with
 	// temporary keys. IAMToken replaces the three (requests are not
 	// signed); set either a key pair or a token.
@@ -119,6 +125,17 @@ func (c *CPH) kpsEndpoint(region string) string {
 		return kps.DefaultEndpoint(region)
 	}
 	return ""
+}
+
+// iamEndpoint is the IAM endpoint, as IAMEndpoint says.
+func (c *CPH) iamEndpoint() string {
+	switch {
+	case c.IAMEndpoint != "":
+		return c.IAMEndpoint
+	case c.Getenv != nil:
+		return iam.EndpointFrom(c.Getenv)
+	}
+	return iam.DefaultEndpoint
 }
 
 func (c *CPH) credentials() cph.Credentials {

@@ -107,12 +107,18 @@ type KeypairImport struct {
 	Scope string
 	// Targets are the rotation's targets: the keypair is imported into the
 	// project of each (region, project) they are in. Empty: the client's
-	// own project (Options.CPH's).
+	// own project (Options.CPH's), or Discover's places.
 	Targets []Target
+	// Discover, for a rotation that discovers its targets, imports into
+	// each place the discovery reads (Discover's Regions, Projects or
+	// AllProjects, resolved as Plan does); its filters play no part. Set
+	// Targets or Discover, not both.
+	Discover *Discover
 }
 
 // ImportKeypair imports k.PublicKey under k.Name into the KPS of every
-// (region, project) of k.Targets, in the order they first appear, and
+// (region, project) of k.Targets, in the order they first appear (or of
+// k.Discover's places, in the order it reads them), and
 // returns those places ("region/project", "-" for the client's own).
 // Importing the same key again is a no-op; another key under the name is
 // an *InputError naming the project, and that keypair is left alone. It
@@ -129,7 +135,15 @@ func (c *Client) ImportKeypair(ctx context.Context, k KeypairImport) ([]string, 
 		return nil, badInput("keypair %s: the public key is not an OpenSSH public key: %v", k.Name, err)
 	}
 	places := []tasks.Place{{}}
-	if len(k.Targets) > 0 {
+	switch {
+	case len(k.Targets) > 0 && k.Discover != nil:
+		return nil, badInput("keypair %s: both Targets and Discover are set: import into the places of one", k.Name)
+	case k.Discover != nil:
+		var err error
+		if places, _, err = c.discoverPlaces(ctx, *k.Discover); err != nil {
+			return nil, err
+		}
+	case len(k.Targets) > 0:
 		places = places[:0]
 		seen := map[tasks.Place]bool{}
 		for _, t := range k.Targets {

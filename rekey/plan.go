@@ -47,6 +47,9 @@ type Plan struct {
 	Parts []*Plan
 	// MaxConcurrentRegions is how many parts run at once (0: all).
 	MaxConcurrentRegions int
+	// Skipped are the projects a discovery of all projects passed over
+	// (Discover.AllProjects), each with the reason.
+	Skipped []SkippedProject
 
 	plan *tasks.Plan
 }
@@ -92,14 +95,29 @@ func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 		}
 	}
 	check := !r.SkipKeypairCheck && c.cph != nil
-	if check && r.Discover != nil {
-		// Discovery reads the default place's fleet: a missing keypair is
-		// refused before that read.
-		if err := c.checkKeypairs(ctx, []tasks.Spec{{Keypair: r.Keypair}}); err != nil {
+	var places []tasks.Place
+	var skipped []SkippedProject
+	if r.Discover != nil {
+		var err error
+		if places, skipped, err = c.discoverPlaces(ctx, *r.Discover); err != nil {
 			return nil, err
 		}
+		// A token, and a missing keypair, are refused before the fleet's
+		// lists are read.
+		specs := make([]tasks.Spec, len(places))
+		for i, p := range places {
+			specs[i] = tasks.Spec{Keypair: r.Keypair, Place: p}
+		}
+		if err := c.oneProjectForTokens(specs); err != nil {
+			return nil, err
+		}
+		if check {
+			if err := c.checkKeypairs(ctx, specs); err != nil {
+				return nil, err
+			}
+		}
 	}
-	spec, err := c.spec(ctx, r)
+	spec, err := c.spec(ctx, r, places)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +128,7 @@ func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 	if err := c.oneProjectForTokens(specs); err != nil {
 		return nil, err
 	}
-	if check {
+	if check && r.Discover == nil { // discovery's places were checked before its reads
 		if err := c.checkKeypairs(ctx, specs); err != nil {
 			return nil, err
 		}
@@ -148,10 +166,12 @@ func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 		tell(last)
 	}
 	if group == "" {
+		plans[0].Skipped = skipped
 		return plans[0], nil
 	}
 	p := groupPlan(group, plans)
 	p.MaxConcurrentRegions = r.MaxConcurrentRegions
+	p.Skipped = skipped
 	return p, nil
 }
 

@@ -94,15 +94,6 @@ func ReadTargets(r io.Reader, o TargetOptions) ([]Target, error) {
 	return out, nil
 }
 
-// Discover takes a rotation's targets from the project's server list
-// (ListCloudPhoneServers, 100 servers a call) instead of a list.
-type Discover struct {
-	// NameContains keeps only servers whose name contains it ("": all).
-	NameContains string
-	// Status keeps only servers in this status (5 is normal); nil: all.
-	Status *int
-}
-
 // Size is a number of servers, or a percentage of the servers a rotation
 // submits (its targets not already on the keypair).
 type Size struct {
@@ -277,8 +268,9 @@ func listProgress(step string, p cph.ListProgress, start time.Time) PlanProgress
 		Throttled: p.Throttled, Retries: p.Retries, Elapsed: time.Since(start)}
 }
 
-// spec checks r and resolves its targets (discovering them when asked).
-func (c *Client) spec(ctx context.Context, r Request) (tasks.Spec, error) {
+// spec checks r and resolves its targets (discovering them in places when
+// asked).
+func (c *Client) spec(ctx context.Context, r Request, places []tasks.Place) (tasks.Spec, error) {
 	if r.ID != "" {
 		if err := tasks.ValidateRotationID(r.ID); err != nil {
 			return tasks.Spec{}, &InputError{Err: err}
@@ -323,7 +315,7 @@ func (c *Client) spec(ctx context.Context, r Request) (tasks.Spec, error) {
 	case r.Discover != nil && len(r.Targets) > 0:
 		return s, badInput("both Targets and Discover are set: take the targets from one")
 	case r.Discover != nil:
-		ts, err := c.discover(ctx, *r.Discover, r.Progress)
+		ts, err := c.discover(ctx, *r.Discover, places, r.Progress)
 		if err != nil {
 			return s, err
 		}
@@ -363,35 +355,4 @@ func (c *Client) spec(ctx context.Context, r Request) (tasks.Spec, error) {
 		s.RegionOrder = append(s.RegionOrder, p.Region)
 	}
 	return s, nil
-}
-
-// discover lists the fleet's servers matching d, telling progress (when
-// set) how it goes.
-func (c *Client) discover(ctx context.Context, d Discover, progress func(PlanProgress)) ([]tasks.Target, error) {
-	if c.api == nil {
-		return nil, badInput("discovery reads the fleet: give the client Options.CPH")
-	}
-	f := cph.ServerFilter{ServerName: d.NameContains, Status: d.Status}
-	if progress != nil {
-		start := time.Now()
-		f.Progress = func(p cph.ListProgress) {
-			pp := listProgress(StepDiscover, p, start)
-			pp.Matched = pp.Listed
-			progress(pp)
-		}
-	}
-	var ts []tasks.Target
-	err := c.api.ListServers(ctx, f, func(page []cph.Server) error {
-		for _, s := range page {
-			ts = append(ts, tasks.Target{ServerID: s.ServerID}) // each server comes once
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, wrap(fmt.Errorf("discover servers: %w", err))
-	}
-	if len(ts) == 0 {
-		return nil, badInput("discovery found no servers")
-	}
-	return ts, nil
 }

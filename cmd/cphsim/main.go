@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -41,6 +42,7 @@ func main() {
 // config is the parsed command line.
 type config struct {
 	addr      string
+	region    string
 	fleetFile string
 	keypairs  string
 	badKind   string
@@ -56,7 +58,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.SetOutput(stderr)
 	fs.FlagSet.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: cphsim --ak AK --sk SK --project-id ID [flags]\n\n"+
-			"Serves a simulated Huawei Cloud Phone API. The first stdout line is its base URL.\n"+
+			"Serves a simulated Huawei Cloud Phone API, its Key Pair Service and IAM's project list\n"+
+			"(GET /v3/auth/projects). The first stdout line is its base URL.\n"+
 			"GET /_sim/stats, /_sim/servers and /_sim/deleted, PUT /_sim/quota, POST /_sim/churn and\n"+
 			"POST /_sim/deny are unauthenticated test aids.\n\nFlags:\n")
 		fs.PrintUsage(stderr)
@@ -65,6 +68,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.StringVar(&o.AccessKey, "ak", "", "the access key (AK) accepted (required)")
 	fs.StringVar(&o.SecretKey, "sk", "", "the secret key (SK) of --ak (required)")
 	fs.StringVar(&o.ProjectID, "project-id", "", "the project id served (required)")
+	fs.StringVar(&c.region, "region", "cn-north-4", "the `region` the project is in, its name in IAM's project list (GET /v3/auth/projects)")
 	fs.StringVar(&o.AuthToken, "auth-token", "", "an IAM token also accepted in X-Auth-Token (empty: none)")
 	fs.IntVar(&o.Servers, "servers", 100, "size of the generated fleet (ignored with --fleet-file)")
 	fs.StringVar(&c.fleetFile, "fleet-file", "", "load the fleet from this JSON or .csv file instead of generating one")
@@ -130,6 +134,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	default:
 		return nil, fmt.Errorf("--bad-server-kind %q: want mixed, abnormal or rejected", c.badKind)
 	}
+	if !regionName.MatchString(c.region) {
+		return nil, fmt.Errorf("--region %q: want a region name like cn-north-4", c.region)
+	}
 	if c.logFormat != "text" && c.logFormat != "json" {
 		return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
 	}
@@ -165,6 +172,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	return c, nil
 }
 
+var regionName = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)+$`)
+
 // apiNames lists the API names --deny takes.
 func apiNames() string {
 	var names []string
@@ -199,13 +208,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("listening beyond loopback: /_sim endpoints are unauthenticated", "addr", ln.Addr().String())
 	}
 	sim := cphsim.New(c.opts)
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	// The cloud adds IAM's project list: the project, named after its
+	// region, and the global MOS.
+	cloud, err := cphsim.NewCloud(cphsim.Place{Region: c.region, Sim: sim})
+	if err != nil {
+		log.Error("serve", "err", err)
+		return 1
+	}
+	srv := &http.Server{Handler: cloud, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(stdout, "http://%s\n", ln.Addr())
 	servers := c.opts.Servers
 	if len(c.opts.Fleet) > 0 {
 		servers = len(c.opts.Fleet)
 	}
-	log.Info("cphsim serving", "url", "http://"+ln.Addr().String(), "servers", servers,
+	log.Info("cphsim serving", "url", "http://"+ln.Addr().String(), "region", c.region, "project", c.opts.ProjectID, "servers", servers,
 		"quota_update", c.opts.UpdateKeypairQuota, "quota_list", c.opts.ListJobsQuota, "quota_read", c.opts.ReadQuota,
 		"create_rate", c.opts.CreateRate, "delete_rate", c.opts.DeleteRate, "deny", c.opts.Deny, "latency", c.opts.Latency)
 

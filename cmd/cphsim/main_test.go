@@ -19,6 +19,7 @@ import (
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
+	"github.com/cph-rekey/cph-rekey/internal/iam"
 )
 
 const (
@@ -80,7 +81,7 @@ func TestRunPrintsURLAndServes(t *testing.T) {
 	outR, outW := io.Pipe()
 	var stderr syncBuffer
 	code := make(chan int, 1)
-	args := []string{"--addr", "127.0.0.1:0", "--ak", testAK, "--project-id", testProject, "--quota-list", "5"}
+	args := []string{"--addr", "127.0.0.1:0", "--ak", testAK, "--project-id", testProject, "--quota-list", "5", "--region", "cn-east-3"}
 	go func() {
 		code <- run(ctx, args, env(map[string]string{"CPHSIM_SK": testSK, "CPHSIM_SERVERS": "7"}), outW, &stderr)
 		outW.Close()
@@ -95,6 +96,13 @@ func TestRunPrintsURLAndServes(t *testing.T) {
 	}
 	if n := listServers(t, url); n != 7 {
 		t.Errorf("count %d, want the 7 from CPHSIM_SERVERS", n)
+	}
+	ic, err := iam.NewClient(iam.Config{Endpoint: url, Credentials: cph.Credentials{AccessKey: testAK, SecretKey: testSK}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps, err := ic.AuthProjects(ctx); err != nil || len(ps) != 2 || ps[0].ID != testProject || ps[0].Name != "cn-east-3" || ps[1].Name != cphsim.GlobalProject {
+		t.Errorf("IAM's projects = %+v, %v; want the project, named after --region, and %s", ps, err, cphsim.GlobalProject)
 	}
 	cancel()
 	if c := <-code; c != 0 {
@@ -132,6 +140,7 @@ func TestBadUsage(t *testing.T) {
 		{"unknown API denied", append(creds, "--deny", "ListJobs,ListPhones"), nil, `--deny "ListJobs,ListPhones": want APIs among UpdateKeypair, ShowJob`},
 		{"negative latency", append(creds, "--latency", "-1s"), nil, "Latency"},
 		{"bad latency", creds, map[string]string{"CPHSIM_LATENCY_JITTER": "soon"}, "CPHSIM_LATENCY_JITTER"},
+		{"bad region", creds, map[string]string{"CPHSIM_REGION": "North"}, `--region "North": want a region name like cn-north-4`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

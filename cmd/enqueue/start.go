@@ -189,12 +189,14 @@ func (p *planFlags) run(ctx context.Context, e *env, f *flags, req rekey.Request
 		if err != nil {
 			return usage(prog.interrupted(ctx, err, true))
 		}
+		tellSkipped(e.stderr, plan)
 		return printDryRun(e.stdout, p, plan)
 	}
 	st, err := c.Start(ctx, req)
 	if err != nil {
 		return usage(prog.interrupted(ctx, err, false))
 	}
+	tellSkipped(e.stderr, st.Plan)
 	return printStarted(e.stdout, p.asJSON, st)
 }
 
@@ -210,6 +212,9 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	discover := f.Bool("discover", false, "take the targets from ListCloudPhoneServers instead of a file")
 	name := f.String("name", "", "with --discover, only servers whose name contains `text`")
 	status := f.String("status", "", "with --discover, only servers in this `status` (5 = normal)")
+	regions := f.String("regions", "", "with --discover, the `regions` to discover in, comma-separated: each one's own project (the one\nnamed after it), or with --projects or --all-projects only those regions' projects")
+	projects := f.String("projects", "", "with --discover, the project `ids` to discover in, comma-separated (32 hex digits each); a project's\nregion comes from its IAM name, {region} or {region}_{suffix}")
+	allProjects := f.Bool("all-projects", false, "with --discover, discover in every project the credentials reach in a known region, as IAM lists\nthem (GET /v3/auth/projects on HUAWEICLOUD_SDK_IAM_ENDPOINT, default https://iam.myhuaweicloud.com);\nprojects in no region (such as MOS) are skipped, with a line on stderr")
 	generate := f.Bool("generate-keypair", false, "generate an ed25519 keypair here, write its private key to --private-key-out and import its\npublic key as --keypair into the KPS of every (region, project) of the targets (needs\n"+rekey.KeypairImportAction+"), then start")
 	keyOut := f.String("private-key-out", "", "with --generate-keypair, the `file` the private key is written to (mode 0600; never overwritten)")
 	scope := f.String("keypair-scope", rekey.ScopeDomain, "with --generate-keypair, the KPS `scope` of the imported keypair: domain (every IAM user of the\naccount) or user (the importing user only)")
@@ -242,6 +247,10 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	if !*discover && (*name != "" || statusFilter != nil) {
 		return usagef("--name and --status filter discovery: use them with --discover")
 	}
+	d, err := discoverFlags(*discover, *regions, *projects, *allProjects)
+	if err != nil {
+		return err
+	}
 	req, err := p.request(*keypair)
 	if err != nil {
 		return err
@@ -251,16 +260,44 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	if *discover {
-		req.Discover = &rekey.Discover{NameContains: *name, Status: statusFilter}
+		d.NameContains, d.Status = *name, statusFilter
+		req.Discover = d
 	} else if req.Targets, err = p.readTargets(e, f.Arg(0), fmtArg); err != nil {
 		return err
 	}
 	if *generate {
 		p.prepare = func(ctx context.Context, c *rekey.Client) error {
-			return generateKeypair(ctx, e, c, *keypair, *keyOut, *scope, req.Targets)
+			return generateKeypair(ctx, e, c, *keypair, *keyOut, *scope, rekey.KeypairImport{Targets: req.Targets, Discover: req.Discover})
 		}
 	}
 	return p.run(ctx, e, f, req, *discover)
+}
+
+// discoverFlags checks the flags that say where --discover looks and
+// returns its Discover (nil without --discover). The values themselves
+// (regions, project ids) are checked by rekey, with the known regions.
+func discoverFlags(discover bool, regions, projects string, all bool) (*rekey.Discover, error) {
+	d := &rekey.Discover{Regions: splitList(regions), Projects: splitList(projects), AllProjects: all}
+	switch {
+	case !discover && (len(d.Regions) > 0 || len(d.Projects) > 0 || all):
+		return nil, usagef("--regions, --projects and --all-projects say where --discover looks: use them with --discover (a target list names each target's region and project_id)")
+	case len(d.Projects) > 0 && all:
+		return nil, usagef("--projects and --all-projects: name the projects, or take every one the credentials reach, not both")
+	case !discover:
+		return nil, nil
+	}
+	return d, nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty entries.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // checkGenerate checks the flags of --generate-keypair.
@@ -290,12 +327,12 @@ func checkGenerate(p *planFlags, generate bool, keyOut, scope string) error {
 }
 
 // generateKeypair makes an ed25519 keypair, writes its private key to
-// keyOut and imports the public key into the KPS of every (region,
-// project) of targets (the default project when there are none, as with
-// --discover) as name. The private key goes to that file only: never to
+// keyOut and imports the public key as name into the KPS of every
+// (region, project) where: of its targets, or of the places its
+// discovery reads. The private key goes to that file only: never to
 // stdout, a log, Redis or the API. A failed import removes the file, since
 // the key would be of no use: running the command again starts afresh.
-func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut, scope string, targets []rekey.Target) error {
+func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut, scope string, where rekey.KeypairImport) error {
 	k, err := rekey.GenerateKeypair(name)
 	if err != nil {
 		return err
@@ -303,7 +340,8 @@ func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut,
 	if err := k.WritePrivateKey(keyOut); err != nil {
 		return usageError{err}
 	}
-	places, err := c.ImportKeypair(ctx, rekey.KeypairImport{Name: name, PublicKey: k.PublicKey, Scope: scope, Targets: targets})
+	where.Name, where.PublicKey, where.Scope = name, k.PublicKey, scope
+	places, err := c.ImportKeypair(ctx, where)
 	if err != nil {
 		os.Remove(keyOut)
 		return fmt.Errorf("%w (imported into %d (region, project) pairs before; the private key file %s was removed)", err, len(places), keyOut)
@@ -311,6 +349,13 @@ func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut,
 	fmt.Fprintf(e.stderr, "keypair %s (%s) imported into KPS in %s, scope %s; private key in %s\n",
 		name, k.Fingerprint, strings.Join(places, ", "), scope, keyOut)
 	return nil
+}
+
+// tellSkipped says on stderr which projects --all-projects passed over.
+func tellSkipped(w io.Writer, plan *rekey.Plan) {
+	for _, sp := range plan.Skipped {
+		fmt.Fprintf(w, "discover: skipped project %s (%s): %s\n", sp.Name, sp.ID, sp.Reason)
+	}
 }
 
 func printStarted(w io.Writer, asJSON bool, st *rekey.Started) error {
@@ -347,6 +392,14 @@ type dryRun struct {
 	Region    string    `json:"region,omitempty"`
 	ProjectID string    `json:"project_id,omitempty"`
 	Parts     []*dryRun `json:"parts,omitempty"`
+	// Skipped are the projects --all-projects passed over.
+	Skipped []dryRunSkipped `json:"skipped_projects,omitempty"`
+}
+
+type dryRunSkipped struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
 }
 
 type dryLists struct {
@@ -365,6 +418,9 @@ func dryRunOf(plan *rekey.Plan, rate rekey.Rate, jobLatency time.Duration) *dryR
 		ETASeconds: plan.ETA(rate, jobLatency).Seconds()}
 	for _, part := range plan.Parts {
 		d.Parts = append(d.Parts, dryRunOf(part, rate, jobLatency))
+	}
+	for _, sp := range plan.Skipped {
+		d.Skipped = append(d.Skipped, dryRunSkipped{ID: sp.ID, Name: sp.Name, Reason: sp.Reason})
 	}
 	return d
 }

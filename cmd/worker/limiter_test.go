@@ -133,3 +133,40 @@ func TestFleetLimiterTakesTheQuotaOfA429(t *testing.T) {
 		t.Fatalf("ListJobs rate after an isolated 429 = %v, %v; want 20", got, err)
 	}
 }
+
+// TestProjectsOfARegionHaveTheirOwnRate: the fleet limiter keys a quota by
+// (region, project, API): two projects of one region are each granted the
+// region's rate, and spending one's burst leaves the other's whole.
+func TestProjectsOfARegionHaveTheirOwnRate(t *testing.T) {
+	r := testredis.Mini(t)
+	// One grant an hour: a second grant is never due during the test.
+	hourly := ratelimit.Limit{Rate: 1, Period: time.Hour, Burst: 1}
+	lim, err := ratelimit.New(r.Client(t), ratelimit.Options{
+		Limits:       map[string]ratelimit.Limit{tasks.APIUpdateKeypair: ratelimit.PerSecond(100)},
+		RegionLimits: map[string]map[string]ratelimit.Limit{"cn-north-4": {tasks.APIUpdateKeypair: hourly}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	web := fleetLimiter{l: lim, region: "cn-north-4", project: "11111111111111111111111111111111"}
+	db := fleetLimiter{l: lim, region: "cn-north-4", project: "22222222222222222222222222222222"}
+	if err := web.Wait(ctx, tasks.APIUpdateKeypair); err != nil {
+		t.Fatalf("first grant of the web project: %v", err)
+	}
+	var d *ratelimit.DelayError
+	if err := web.Wait(ctx, tasks.APIUpdateKeypair); !errors.As(err, &d) {
+		t.Fatalf("second grant of the web project within the hour = %v, want a *ratelimit.DelayError", err)
+	}
+	if err := db.Wait(ctx, tasks.APIUpdateKeypair); err != nil {
+		t.Fatalf("first grant of the db project after the web project spent its burst: %v; want its own quota", err)
+	}
+	for _, f := range []fleetLimiter{web, db} {
+		if got := f.Rate(tasks.APIUpdateKeypair); math.Abs(got*3600-1) > 0.01 {
+			t.Errorf("%s: rate %v, want the region's one an hour", f.project, got)
+		}
+	}
+	if web.key(tasks.APIUpdateKeypair) == db.key(tasks.APIUpdateKeypair) {
+		t.Errorf("both projects share the key %s", web.key(tasks.APIUpdateKeypair))
+	}
+}

@@ -13,13 +13,13 @@ import (
 
 // places builds the CPH client of each (region, project) the first time a
 // rotation there is worked on, on the region's endpoint, with the
-// worker's credentials; and hands out the limiter of each region. One
-// AK/SK signs for every project of the account.
+// worker's credentials; and hands out the limiter of each (region,
+// project). One AK/SK signs for every project of the account.
 type places struct {
 	base      cph.Config // the worker's own region, project and credentials
 	region    string     // the default place's region, in limiter keys and metrics
 	endpoints cph.Endpoints
-	limiter   func(region string) tasks.Limiter
+	limiter   func(region, project string) tasks.Limiter
 	log       *slog.Logger
 
 	mu   sync.Mutex
@@ -36,7 +36,7 @@ func (p *places) at(pl tasks.Place) (tasks.API, tasks.Limiter) {
 		api = p.build(pl)
 		p.apis[pl] = api
 	}
-	return api, p.limiter(region)
+	return api, p.limiter(region, cmp.Or(pl.ProjectID, p.base.ProjectID))
 }
 
 // build makes pl's client. A place it cannot serve gets an API whose every

@@ -14,8 +14,8 @@ import (
 )
 
 // TestPlacesReachEachRegion: each place's client calls its region's
-// endpoint with its project, the limiter is its region's, and a token
-// never signs for another project.
+// endpoint with its project, the limiter is its (region, project)'s, and
+// a token never signs for another project.
 func TestPlacesReachEachRegion(t *testing.T) {
 	const (
 		ak, sk = "PLACESACCESSKEY00000", "places-secret"
@@ -29,13 +29,13 @@ func TestPlacesReachEachRegion(t *testing.T) {
 	}
 	northSrv, eastSrv := serve(north), serve(east)
 	env := map[string]string{"HUAWEICLOUD_SDK_REGION_CPH_CN_EAST_3": eastSrv.URL}
-	var regions []string
+	var keys []string
 	p := &places{
 		base:      cph.Config{Region: "cn-north-4", Endpoint: northSrv.URL, ProjectID: north, Credentials: cph.Credentials{AccessKey: ak, SecretKey: sk}},
 		region:    "cn-north-4",
 		endpoints: cph.Endpoints{Region: "cn-north-4", Plain: northSrv.URL, Getenv: func(k string) string { return env[k] }},
-		limiter: func(region string) tasks.Limiter {
-			regions = append(regions, region)
+		limiter: func(region, project string) tasks.Limiter {
+			keys = append(keys, region+"/"+project)
 			return nil
 		},
 		log:  slog.New(slog.DiscardHandler),
@@ -43,20 +43,20 @@ func TestPlacesReachEachRegion(t *testing.T) {
 	}
 	ctx := context.Background()
 	for _, tc := range []struct {
-		place  tasks.Place
-		region string
+		place tasks.Place
+		key   string
 	}{
-		{tasks.Place{}, "cn-north-4"},
-		{tasks.Place{Region: "cn-north-4", ProjectID: north}, "cn-north-4"},
-		{tasks.Place{Region: "cn-east-3", ProjectID: east}, "cn-east-3"},
+		{tasks.Place{}, "cn-north-4/" + north},
+		{tasks.Place{Region: "cn-north-4", ProjectID: north}, "cn-north-4/" + north},
+		{tasks.Place{Region: "cn-east-3", ProjectID: east}, "cn-east-3/" + east},
 	} {
 		api, _ := p.at(tc.place)
 		page, err := api.ListServersPage(ctx, 0, 100)
 		if err != nil || len(page.Servers) != 3 {
 			t.Errorf("%s: list = %v, %v; want its simulator's 3 servers", tc.place, page, err)
 		}
-		if got := regions[len(regions)-1]; got != tc.region {
-			t.Errorf("%s: limiter of %q, want %q", tc.place, got, tc.region)
+		if got := keys[len(keys)-1]; got != tc.key {
+			t.Errorf("%s: limiter of %q, want %q", tc.place, got, tc.key)
 		}
 	}
 	if a, _ := p.at(tasks.Place{Region: "cn-east-3", ProjectID: east}); a != p.apis[tasks.Place{Region: "cn-east-3", ProjectID: east}] {

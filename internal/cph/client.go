@@ -45,6 +45,9 @@ type Config struct {
 	// ProjectID is the regional project id (HUAWEICLOUD_SDK_PROJECT_ID). It
 	// is sent in the path and in X-Project-Id.
 	ProjectID string
+	// Global marks a client of a global service (IAM), whose calls are in
+	// no project: ProjectID may be empty, and no X-Project-Id is sent.
+	Global bool
 	// Credentials authenticate every request.
 	Credentials Credentials
 	// HTTPClient sends the requests. Nil: a client of its own with TLS
@@ -97,10 +100,16 @@ var regionPattern = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)+$`)
 // Config field and never contain credentials.
 func NewClient(cfg Config) (*Client, error) {
 	var errs []error
-	if cfg.ProjectID == "" {
+	switch {
+	case cfg.Global && cfg.ProjectID != "":
+		errs = append(errs, errors.New("a ProjectID for a global service, whose calls are in no project"))
+	case cfg.Global:
+	case cfg.ProjectID == "":
 		errs = append(errs, errors.New("empty ProjectID (set "+EnvProjectID+")"))
-	} else if err := checkID("ProjectID", cfg.ProjectID); err != nil {
-		errs = append(errs, err)
+	default:
+		if err := checkID("ProjectID", cfg.ProjectID); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := cfg.Credentials.Validate(); err != nil {
 		errs = append(errs, err)
@@ -345,7 +354,9 @@ func (c *Client) doOnce(ctx context.Context, op, method, path string, query url.
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
-	req.Header.Set(HeaderProjectID, c.projectID)
+	if c.projectID != "" {
+		req.Header.Set(HeaderProjectID, c.projectID)
+	}
 	if c.creds.SecurityToken != "" {
 		req.Header.Set(HeaderSecurityToken, c.creds.SecurityToken)
 	}

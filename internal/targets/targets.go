@@ -47,8 +47,12 @@ type Options struct {
 	Regions []string
 }
 
-func (o Options) validateRegion(r string) error {
-	known := o.Regions
+func (o Options) validateRegion(r string) error { return ValidateRegion(r, o.Regions) }
+
+// ValidateRegion refuses a region not among known (nil: the regions the
+// CPH API is known to be served in, cph.Regions), naming the known ones
+// and how to give another an endpoint.
+func ValidateRegion(r string, known []string) error {
 	if known == nil {
 		known = cph.Regions()
 	}

@@ -214,10 +214,10 @@ func (e *Env) StartWorker() error {
 			for _, p := range e.regions {
 				// An empty project is the default one, as the worker reads it.
 				if p.Name == pl.Region && (p.ProjectID == pl.ProjectID || pl.ProjectID == "" && p.ProjectID == ProjectID) {
-					return p.api, fleetLimiter{lim, p.Name}
+					return p.api, fleetLimiter{lim, p.Name, p.ProjectID}
 				}
 			}
-			return e.api, fleetLimiter{lim, "rekeytest"}
+			return e.api, fleetLimiter{lim, "rekeytest", ProjectID}
 		},
 		Enqueuer: asynq.NewClientFromRedisClient(e.Redis),
 		Logger:   quiet,
@@ -364,14 +364,15 @@ func (e *Env) Event(ctx context.Context, id string) (*rekey.Event, error) {
 	}
 }
 
-// fleetLimiter keys the shared limiter by region, as the worker does.
+// fleetLimiter keys the shared limiter by (region, project, API), as the
+// worker does.
 type fleetLimiter struct {
-	l      *ratelimit.Limiter
-	region string
+	l               *ratelimit.Limiter
+	region, project string
 }
 
 func (f fleetLimiter) key(api string) ratelimit.Key {
-	return ratelimit.Key{Region: f.region, API: api}
+	return ratelimit.Key{Region: f.region, Project: f.project, API: api}
 }
 
 func (f fleetLimiter) Wait(ctx context.Context, api string) error { return f.l.Wait(ctx, f.key(api)) }
