@@ -256,8 +256,9 @@ func (r *round) waited(err error) {
 
 // due is when the stage should look again: the earliest work it found,
 // but not before the limiter's next token when it had to wait for one.
-// The stage's other work (the retry stage beside the polls) waits with
-// it, a few seconds at most.
+// The stage's other work (the retry stage beside the polls) waits for
+// the token with it: retry batches formed that much later cost less than
+// the due batches read again every 50 ms.
 func (r *round) due() time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
