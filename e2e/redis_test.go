@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,6 +158,16 @@ func (s *redisServer) tryStart() error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not ready after 30 s:\n%s", s.name, s.logs.String()[from:])
 		}
+	}
+}
+
+// signal sends sig to the process: SIGSTOP freezes a server as a hung
+// host would (its connections neither answer nor close), SIGCONT thaws it.
+func (s *redisServer) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Errorf("%s: %s: %v", s.name, sig, err)
 	}
 }
 
@@ -425,25 +437,7 @@ func TestRedisAOFRestart(t *testing.T) {
 func TestRedisSentinelFailover(t *testing.T) {
 	needRedisBinaries(t)
 	t.Parallel()
-	dir := t.TempDir()
-	pm, pr := freePort(t, false), freePort(t, false)
-	base := "bind 127.0.0.1\nsave \"\"\nappendonly no\nmaxmemory-policy noeviction\n"
-	master := startRedis(t, dir, "redis-master", pm, fmt.Sprintf("port %d\ndir %s\n%s", pm, dir, base), false)
-	rdir := filepath.Join(dir, "replica")
-	os.Mkdir(rdir, 0o700)
-	startRedis(t, rdir, "redis-replica", pr, fmt.Sprintf("port %d\ndir %s\n%sreplicaof 127.0.0.1 %d\n", pr, rdir, base, pm), false)
-	var sentinels []string
-	for i := range 3 {
-		ps := freePort(t, false)
-		sdir := filepath.Join(dir, "sentinel"+strconv.Itoa(i))
-		os.Mkdir(sdir, 0o700)
-		startRedis(t, sdir, "sentinel"+strconv.Itoa(i), ps, fmt.Sprintf(
-			"port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster 127.0.0.1 %d 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n",
-			ps, sdir, pm), true)
-		sentinels = append(sentinels, "127.0.0.1:"+strconv.Itoa(ps))
-	}
-	waitSentinels(t, sentinels)
-
+	master, pr, sentinels := startSentinels(t, time.Second)
 	url := "redis-sentinel://" + strings.Join(sentinels, ",") + "/0?master=mymaster"
 	rdb := client(t, url, redisurl.Options{})
 	f := faultFleet(t, 23)
@@ -476,6 +470,162 @@ func TestRedisSentinelFailover(t *testing.T) {
 		unreadable.Round(100*time.Millisecond), moved.Round(100*time.Millisecond), finishedAt.Sub(killAt).Round(time.Second))
 	t.Logf("Sentinel failover: counts %+v; duplicate submissions: %d chunk resubmissions counted by the rotation, %d server submissions beyond attempts seen by the simulator",
 		rot.Counts, rot.Counts.Resubmitted, extraSubmissions(f, rows))
+}
+
+// TestRedisSentinelSlowFailover freezes the master (SIGSTOP: a hung host
+// or a network partition, whose connections neither answer nor refuse)
+// while UpdateKeypair calls are out, for as long as a production Sentinel
+// takes to fail over (down-after 18 s, then the vote: about 20 s), and
+// lets it come back once the replica is promoted, as a partition heals:
+// the sentinels demote it. The calls the API answers during the outage
+// must checkpoint on the new master, not be submitted again: every
+// server's UpdateKeypair count is its attempts (a second attempt only for
+// a job that failed), no chunk counts as resubmitted, and every server is
+// in the report once.
+func TestRedisSentinelSlowFailover(t *testing.T) {
+	needRedisBinaries(t)
+	t.Parallel()
+	const downAfter = 18 * time.Second
+	master, pr, sentinels := startSentinels(t, downAfter)
+	url := "redis-sentinel://" + strings.Join(sentinels, ",") + "/0?master=mymaster"
+	rdb := client(t, url, redisurl.Options{})
+
+	// The simulator answers UpdateKeypair a second after it has acted,
+	// so calls are out when the master freezes, on the 6th call.
+	sim := cphsim.New(cphsim.Options{ProjectID: testProject, AccessKey: testAK, SecretKey: testSK,
+		Servers: 400, Seed: 37, JobLatency: time.Second, JobJitter: 500 * time.Millisecond,
+		UpdateKeypairQuota: 10, JobFailRate: 0.03})
+	var (
+		mu       sync.Mutex
+		calls    int
+		frozenAt time.Time
+		answers  []time.Time // when each UpdateKeypair answer was sent
+		frozen   = make(chan struct{})
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPut || !strings.HasSuffix(r.URL.Path, "/cloud-phone/servers/open-access") {
+			sim.ServeHTTP(w, r)
+			return
+		}
+		mu.Lock()
+		calls++
+		if calls == 6 {
+			master.signal(syscall.SIGSTOP)
+			frozenAt = time.Now()
+			close(frozen)
+		}
+		mu.Unlock()
+		rec := httptest.NewRecorder()
+		sim.ServeHTTP(rec, r)
+		time.Sleep(time.Second)
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		w.Write(rec.Body.Bytes())
+		mu.Lock()
+		answers = append(answers, time.Now())
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	f := &fleet{sim: sim, url: srv.URL}
+	env := redisEnv(url, f)
+	st := startRotation(t, env, "--chunk-size", "20", "--max-attempts", "5", writeTargets(t, f))
+	startFaultWorkers(t, env)
+	wait := startStatusWait(t, env, st.Rotation)
+
+	select {
+	case <-frozen:
+	case <-time.After(time.Minute):
+		t.Fatal("no 6th UpdateKeypair call within a minute")
+	}
+	replica := "127.0.0.1:" + strconv.Itoa(pr)
+	var promotedAt time.Time
+	for deadline := time.Now().Add(time.Minute); promotedAt.IsZero(); time.Sleep(100 * time.Millisecond) {
+		if sentinelMaster(t, sentinels[0]) == replica {
+			promotedAt = time.Now()
+		} else if time.Now().After(deadline) {
+			t.Fatal("the sentinels did not promote the replica within a minute of the master's freeze")
+		}
+	}
+	master.signal(syscall.SIGCONT)
+	mu.Lock()
+	outage := promotedAt.Sub(frozenAt)
+	rode := 0
+	for _, a := range answers {
+		if a.After(frozenAt) && a.Before(promotedAt) {
+			rode++
+		}
+	}
+	mu.Unlock()
+	t.Logf("master frozen for %s until the replica's promotion (down-after %s); %d UpdateKeypair answers came while it was",
+		outage.Round(100*time.Millisecond), downAfter, rode)
+	if rode == 0 {
+		t.Fatal("no UpdateKeypair call was answered while the master was frozen: no checkpoint had to ride the failover, the test proves nothing")
+	}
+
+	rot := waitFinishedThrough(t, rdb, st.Rotation, 3*time.Minute)
+	rows := report(t, env, st.Rotation)
+	if len(rows) != 400 {
+		t.Fatalf("report has %d rows, want 400", len(rows))
+	}
+	checkReport(t, f, rows, rot)
+	for _, r := range rows {
+		if n := sim.SubmitCount(r.ServerID); n != r.Attempts {
+			t.Errorf("server %s: %d UpdateKeypair calls named it, for %d attempts (%s)", r.ServerID, n, r.Attempts, r.Outcome)
+		}
+	}
+	if rot.Counts.Resubmitted != 0 {
+		t.Errorf("%d chunks were submitted again after an unknown outcome; the failover should have cost a wait, not a resubmission", rot.Counts.Resubmitted)
+	}
+	wait.check(t)
+	t.Logf("slow Sentinel failover: counts %+v, finished %s after the freeze", rot.Counts, rot.FinishedAt.Sub(frozenAt).Round(time.Second))
+}
+
+// startSentinels starts a master, its replica and three sentinels that
+// fail the master over once it has not answered for downAfter, and waits
+// until the sentinels know each other and the replica. It returns the
+// master, the replica's port and the sentinels' addresses.
+func startSentinels(t *testing.T, downAfter time.Duration) (master *redisServer, replicaPort int, sentinels []string) {
+	t.Helper()
+	dir := t.TempDir()
+	pm, pr := freePort(t, false), freePort(t, false)
+	base := "bind 127.0.0.1\nsave \"\"\nappendonly no\nmaxmemory-policy noeviction\n"
+	master = startRedis(t, dir, "redis-master", pm, fmt.Sprintf("port %d\ndir %s\n%s", pm, dir, base), false)
+	rdir := filepath.Join(dir, "replica")
+	os.Mkdir(rdir, 0o700)
+	replica := startRedis(t, rdir, "redis-replica", pr, fmt.Sprintf("port %d\ndir %s\n%sreplicaof 127.0.0.1 %d\n", pr, rdir, base, pm), false)
+	waitReplicaSynced(t, replica.addr())
+	for i := range 3 {
+		ps := freePort(t, false)
+		sdir := filepath.Join(dir, "sentinel"+strconv.Itoa(i))
+		os.Mkdir(sdir, 0o700)
+		startRedis(t, sdir, "sentinel"+strconv.Itoa(i), ps, fmt.Sprintf(
+			"port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster 127.0.0.1 %d 2\nsentinel down-after-milliseconds mymaster %d\nsentinel failover-timeout mymaster 10000\n",
+			ps, sdir, pm, downAfter.Milliseconds()), true)
+		sentinels = append(sentinels, "127.0.0.1:"+strconv.Itoa(ps))
+	}
+	waitSentinels(t, sentinels)
+	return master, pr, sentinels
+}
+
+// waitReplicaSynced waits until the replica at addr has its first copy of
+// the master's data (a diskless sync starts 5 s after the replica asks):
+// a master failed over before that hands its replica's empty data set
+// over, and the test would measure a lost database, not a failover.
+func waitReplicaSynced(t *testing.T, addr string) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		info, err := c.Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s not in sync with its master after a minute: %v %s", addr, err, info)
+		}
+	}
 }
 
 // waitSentinels waits until every sentinel knows the replica and the two

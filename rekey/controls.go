@@ -130,3 +130,27 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Cancelled, error) {
 	}
 	return res, err
 }
+
+// Discarded is the plan Discard removed.
+type Discarded struct {
+	// Chunks and Servers are what the plan would have submitted, Skipped
+	// the servers it found on their target keypair.
+	Chunks, Servers, Skipped int
+}
+
+// Discard removes what a start of rotation id left behind when it was cut
+// short before the rotation was created: its frozen plan and its chunks.
+// It is the way out when starting again is refused (ErrConflict) because
+// the fleet has changed since the interrupted start froze its plan: after
+// Discard, a start may use the id for the plan it makes now. Nothing of
+// the discarded plan was enqueued or submitted: tasks are enqueued only
+// once the rotation exists. A rotation that exists is never discarded
+// (ErrConflict: cancel it instead); an id with nothing to discard returns
+// ErrNotFound. A Discard cut short can be run again.
+func (c *Client) Discard(ctx context.Context, id string) (*Discarded, error) {
+	size, err := c.store.Discard(ctx, id)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return &Discarded{Chunks: size.Chunks, Servers: size.Servers, Skipped: size.Skipped}, nil
+}

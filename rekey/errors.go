@@ -19,7 +19,8 @@ var (
 	// ErrConflict: a rotation with the id exists and was started for other
 	// targets or options, or a start of it was cut short after it froze a
 	// plan that this start's read of the fleet no longer gives (the error
-	// names the first chunk that differs). Starting the same Request again
+	// names the first chunk that differs; Discard removes that plan, so the
+	// start can be run again). Starting the same Request again
 	// is not a conflict: it names the same rotation and enqueues nothing
 	// twice.
 	ErrConflict = tasks.ErrConflict

@@ -65,6 +65,26 @@ func cmdCancel(ctx context.Context, args []string, e *env) error {
 	return nil
 }
 
+func cmdDiscard(ctx context.Context, args []string, e *env) error {
+	f := newFlags(e, "discard", "ROTATION",
+		"Discards what a start cut short before the rotation was created left behind: its frozen plan\n"+
+			"and chunks (nothing of it was enqueued or submitted). Run it when starting again is refused\n"+
+			"because the fleet has changed since the interrupted start froze its plan; then start again.\n"+
+			"A rotation that was created is never discarded: cancel it instead.")
+	id, c, closeFn, err := rotationCommand(f, args)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	d, err := c.Discard(ctx, id)
+	if err != nil {
+		return usage(err)
+	}
+	fmt.Fprintf(e.stdout, "%s discarded: the interrupted start's plan of %d chunks (%d servers, %d skipped); nothing had been submitted\n",
+		id, d.Chunks, d.Servers, d.Skipped)
+	return nil
+}
+
 // rotationCommand parses a command that takes one rotation id and
 // connects to Redis; closeFn closes the connection.
 func rotationCommand(f *flags, args []string) (id string, c *rekey.Client, closeFn func(), err error) {

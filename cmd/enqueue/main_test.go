@@ -185,3 +185,42 @@ func TestCancelTwiceExitsZero(t *testing.T) {
 		}
 	}
 }
+
+// TestDiscard: a start refused because an interrupted one froze another
+// plan names discard; discard removes that plan (exit 0), the start goes
+// through, and a discard of a rotation that exists, or of nothing, is
+// refused with exit 2.
+func TestDiscard(t *testing.T) {
+	r := testredis.Mini(t)
+	envs := map[string]string{"REDIS_URL": r.URL()}
+	// What a start cut short after freezing its plan leaves: the plan
+	// (digest, chunks, servers, skipped) and some of its keys.
+	r.Mini.Set("cph-rekey:{r-cut}:plan", "0123abcd\t2\t150\t0")
+	r.Mini.HSet("cph-rekey:{r-cut}:pages", "1:0", "100")
+	file := writeFile(t, "servers.txt", "aaa\nbbb\nccc\n")
+	start := []string{"start", "--keypair", "kp", "--skip-matching=false", "--rotation-id", "r-cut", file}
+	code, _, stderr := runCmd(t, envs, "", start...)
+	if code != exitUsage || !strings.Contains(stderr, "enqueue discard r-cut") {
+		t.Fatalf("start over another frozen plan: exit %d, stderr %q; want 2 and the way out named", code, stderr)
+	}
+	code, stdout, stderr := runCmd(t, envs, "", "discard", "r-cut")
+	if code != exitOK || !strings.Contains(stdout, "r-cut discarded") || !strings.Contains(stdout, "2 chunks (150 servers") {
+		t.Fatalf("discard: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	for _, k := range r.Mini.Keys() {
+		if strings.Contains(k, "{r-cut}") {
+			t.Fatalf("discard left %s", k)
+		}
+	}
+	if code, stdout, stderr := runCmd(t, envs, "", start...); code != exitOK || strings.TrimSpace(stdout) != "r-cut" {
+		t.Fatalf("start after the discard: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	for _, tt := range []struct{ id, want string }{
+		{"r-cut", "cancel it instead"},
+		{"r-none", "no interrupted start to discard"},
+	} {
+		if code, _, stderr := runCmd(t, envs, "", "discard", tt.id); code != exitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("discard %s: exit %d, stderr %q; want 2 and %q", tt.id, code, stderr, tt.want)
+		}
+	}
+}

@@ -265,6 +265,32 @@ func TestStartCutShortThenFleetChanged(t *testing.T) {
 				if _, err := s.Rotation(ctx, spec.ID); !errors.Is(err, ErrNotFound) {
 					t.Fatalf("cut after %d round trips: refused, yet the rotation reads %v", n, err)
 				}
+				if !strings.Contains(err.Error(), "enqueue discard "+spec.ID) {
+					t.Fatalf("the refusal does not name the way out: %v", err)
+				}
+				// The way out: discard the first plan (cut short once,
+				// then run again), and the second one starts whole.
+				if _, err := NewStore(cutClient(t, r, 2), "").Discard(ctx, spec.ID); err == nil {
+					t.Fatal("a discard cut after 2 round trips did not fail: the test cut nothing")
+				}
+				if _, err := Start(ctx, s, asynq.NewClientFromRedisClient(sound), again, TaskOptions{}, time.Now()); !errors.As(err, &pc) {
+					t.Fatalf("a start while a discard was cut short: %v, want it refused", err)
+				}
+				size, err := s.Discard(ctx, spec.ID)
+				if err != nil || size.Chunks != len(first.Chunks) {
+					t.Fatalf("discard = %+v, %v; want the first plan's %d chunks", size, err, len(first.Chunks))
+				}
+				if keys := sound.Keys(ctx, "*{"+spec.ID+"}*").Val(); len(keys) > 0 {
+					t.Fatalf("discard left %d keys of the rotation: %v", len(keys), keys[:min(5, len(keys))])
+				}
+				if _, err := s.Discard(ctx, spec.ID); !errors.Is(err, ErrNoPlan) {
+					t.Fatalf("a second discard = %v, want ErrNoPlan", err)
+				}
+				st, err := Start(ctx, s, asynq.NewClientFromRedisClient(sound), again, TaskOptions{}, time.Now())
+				if err != nil {
+					t.Fatalf("start after the discard: %v", err)
+				}
+				samePlan(t, s, st.Rotation, again)
 			case err != nil:
 				t.Fatalf("cut after %d round trips: start run again: %v", n, err)
 			default:
@@ -273,6 +299,10 @@ func TestStartCutShortThenFleetChanged(t *testing.T) {
 					want = again // the cut start wrote nothing
 				}
 				samePlan(t, s, st.Rotation, want)
+				if _, err := s.Discard(ctx, spec.ID); !errors.Is(err, ErrConflict) {
+					t.Fatalf("discard of a started rotation = %v, want it refused", err)
+				}
+				samePlan(t, s, mustRotation(t, s, spec.ID), want)
 			}
 			if cutErr == nil {
 				if n < 10 {

@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"sync/atomic"
@@ -294,5 +295,71 @@ func TestFailedPollComesBackSoon(t *testing.T) {
 	}
 	if longest <= cfg.RetryBase {
 		t.Fatalf("the backoff never grew past %v while ListJobs kept failing", longest)
+	}
+}
+
+// heldTokens answers every ListJobs token with "come back in 5 s", as a
+// limiter whose window is full does, and counts the asks.
+type heldTokens struct{ asks atomic.Int32 }
+
+const heldFor = 5 * time.Second
+
+func (l *heldTokens) Wait(context.Context, string) error {
+	l.asks.Add(1)
+	return &ratelimit.DelayError{RetryIn: heldFor}
+}
+
+func (*heldTokens) Throttled(context.Context, string, time.Duration, float64) error { return nil }
+func (*heldTokens) Rate(string) float64                                             { return 20 }
+
+// TestHeldPollsWaitForTheToken: with more batches due than a tick polls
+// and the limiter holding ListJobs back, the tick's poll loop reads the
+// due batches once and hands back, due when the token comes, instead of
+// reading them all again every 50 ms until its budget ends.
+func TestHeldPollsWaitForTheToken(t *testing.T) {
+	ctx := context.Background()
+	r := testredis.Mini(t)
+	store := NewStore(r.Client(t), "")
+	const batches = pollLimit + 50
+	chunks := make([][]Entry, batches)
+	for i := range chunks {
+		chunks[i] = entries(fmt.Sprintf("s%03d", i))
+	}
+	if _, err := store.Create(ctx, testRotation("r1", chunks), chunks, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for n := 1; n <= batches; n++ {
+		id := fmt.Sprintf("s%03d", n-1)
+		if _, err := store.Checkpoint(ctx, "r1", n, 1, fmt.Sprintf("req-%d", n), map[string]string{id: "job-" + id}, nil, now.Add(-time.Minute), now.Add(-time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lim := &heldTokens{}
+	api := &endedJobs{}
+	h := NewHandler(HandlerOptions{Store: store, API: api, Limiter: lim, Config: Config{FirstPoll: time.Second, PollCap: 2 * time.Second}})
+	before := r.Mini.CommandCount()
+	// A budget long enough for a hundred looks 50 ms apart: the loop must
+	// not take them.
+	next, _, _, err := h.loop(ctx, "r1", time.Now().Add(5*time.Second), nil, nil, func(rot *Rotation, r *round) error {
+		return h.poll(ctx, h.log, rot, r, nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := r.Mini.CommandCount() - before
+	if api.calls.Load() != 0 {
+		t.Fatalf("%d ListJobs calls without a token", api.calls.Load())
+	}
+	if lim.asks.Load() == 0 {
+		t.Fatal("the limiter was never asked: the test proves nothing")
+	}
+	// One look reads the due set and pollLimit batch hashes, and the
+	// rotation record: a second look would double it.
+	if cmds > pollLimit+50 {
+		t.Fatalf("%d Redis commands while ListJobs was held back: the due batches were read more than once", cmds)
+	}
+	if wait := next.Sub(now); wait < heldFor {
+		t.Fatalf("next look %s after the start, before the limiter's token (%s)", wait.Round(time.Millisecond), heldFor)
 	}
 }

@@ -41,7 +41,8 @@ type PlanChangedError struct {
 
 func (e *PlanChangedError) Error() string {
 	return fmt.Sprintf("rotation %s: an interrupted start froze another plan (%s; this start planned %s): %s; "+
-		"nothing was submitted: start this plan under another --rotation-id", e.Rotation, e.First, e.This, e.Difference)
+		"nothing was submitted: discard the interrupted start (enqueue discard %s) and start again, or start this plan under another --rotation-id",
+		e.Rotation, e.First, e.This, e.Difference, e.Rotation)
 }
 
 // Unwrap makes a changed plan a conflict: the id is taken by other work.
@@ -101,6 +102,10 @@ func (s *Store) freezePlan(ctx context.Context, r *Rotation, chunks [][]Entry, s
 		e.First.Chunks, _ = strconv.Atoi(f[1])
 		e.First.Servers, _ = strconv.Atoi(f[2])
 		e.First.Skipped, _ = strconv.Atoi(f[3])
+	}
+	if f[0] == discarding {
+		e.Difference = "a discard of it was cut short (run it again)"
+		return e
 	}
 	if e.Difference, err = s.planDifference(ctx, r.ID, chunks); err != nil {
 		return err
@@ -191,4 +196,86 @@ func few(names []string) string {
 		return strings.Join(names, ", ")
 	}
 	return strings.Join(names[:3], ", ") + " and " + strconv.Itoa(len(names)-3) + " more"
+}
+
+// ErrNoPlan is returned by Discard for a rotation id with neither a
+// record nor a plan: nothing to discard. It comes with ErrNotFound.
+var ErrNoPlan = errors.New("no interrupted start to discard")
+
+// discarding marks a plan being discarded: in place of its digest, so a
+// start of the rotation run meanwhile is refused (its plan differs), and
+// the count of chunks stays for a discard cut short and run again.
+const discarding = "discarding"
+
+// discardScript deletes keys of a rotation whose start was cut short
+// before its record was written: it refuses (EXISTS) once the record
+// exists. KEYS: meta, plan, then the keys to delete. ARGV: the plan's
+// value while discarding, and 1 to delete the plan itself (the last call).
+var discardScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('EXISTS') end
+redis.call('SET', KEYS[2], ARGV[1])
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+if ARGV[2] == '1' then redis.call('DEL', KEYS[2]) end
+return 0
+`)
+
+// Discard removes what a start cut short before the rotation's record was
+// written left behind: the frozen plan, its chunks, the skipped servers'
+// records and verification's page counts. Nothing of it was enqueued or
+// submitted (Start enqueues only once the record exists, and a task of a
+// rotation without one ends), so a start of another plan may use the id
+// afterwards. It refuses with ErrConflict once the record exists (cancel
+// is the way out of a rotation that started), and returns ErrNoPlan when
+// there is nothing to discard. It deletes up to 500 keys a script call, and
+// can be run again if cut short; a start run meanwhile is refused. It
+// returns the size of the plan discarded.
+func (s *Store) Discard(ctx context.Context, id string) (PlanSize, error) {
+	if err := ValidateRotationID(id); err != nil {
+		return PlanSize{}, err
+	}
+	exists := func() error {
+		return fmt.Errorf("rotation %s has started (its record exists): only a start cut short before that can be discarded; cancel it instead: %w", id, ErrConflict)
+	}
+	pipe := s.rdb.Pipeline()
+	meta := pipe.Exists(ctx, s.metaKey(id))
+	plan := pipe.Get(ctx, s.planKey(id))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return PlanSize{}, fmt.Errorf("discard %s: %w", id, err)
+	}
+	if meta.Val() == 1 {
+		return PlanSize{}, exists()
+	}
+	v, err := plan.Result()
+	if errors.Is(err, redis.Nil) {
+		return PlanSize{}, fmt.Errorf("rotation %s: %w (%w)", id, ErrNoPlan, ErrNotFound)
+	}
+	f := strings.Split(v, "\t")
+	var size PlanSize
+	if len(f) == 4 {
+		size.Chunks, _ = strconv.Atoi(f[1])
+		size.Servers, _ = strconv.Atoi(f[2])
+		size.Skipped, _ = strconv.Atoi(f[3])
+	}
+	mark := strings.Join([]string{discarding, strconv.Itoa(size.Chunks), strconv.Itoa(size.Servers), strconv.Itoa(size.Skipped)}, "\t")
+	// The chunks last: the other keys hold little, and the plan's chunk
+	// count stays until the last chunk is gone.
+	keys := []string{s.recordsKey(id), s.pagesKey(id), s.whereKey(id), s.pollsKey(id), s.retryKey(id), s.verifyKey(id),
+		s.freshKey(id), s.statsKey(id), s.vfailKey(id)}
+	for n := 0; n <= size.Chunks; n++ {
+		keys = append(keys, s.batchKey(id, n))
+	}
+	const per = 500
+	for len(keys) > 0 {
+		k := min(per, len(keys))
+		last := flag(k == len(keys))
+		err := discardScript.Run(ctx, s.rdb, append([]string{s.metaKey(id), s.planKey(id)}, keys[:k]...), mark, last).Err()
+		if err != nil && err.Error() == "EXISTS" {
+			return PlanSize{}, exists()
+		}
+		if err != nil {
+			return PlanSize{}, fmt.Errorf("discard %s: %w", id, err)
+		}
+		keys = keys[k:]
+	}
+	return size, nil
 }

@@ -133,19 +133,20 @@ func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, other
 			}
 		}
 		finished = finished || r.finished
+		next := r.due()
 		if r.finished || rot.Finished() {
 			// Every server is terminal: nothing more comes due, and the
 			// follow-ups (the completion event) must not wait for the
 			// tick's budget to run out.
-			return r.next, true, finished, nil
+			return next, true, finished, nil
 		}
 		now := h.now()
 		if now.After(deadline) {
-			return r.next, false, finished, nil
+			return next, false, finished, nil
 		}
-		wait := max(r.next.Sub(now), 50*time.Millisecond)
+		wait := max(next.Sub(now), 50*time.Millisecond)
 		if others == nil && wait > loopGap {
-			return r.next, true, finished, nil
+			return next, true, finished, nil
 		}
 		// Another stage is at work and may hand this one work: wait for
 		// it, for this stage's next round, or for the other to end (and
@@ -154,7 +155,7 @@ func (h *Handler) loop(ctx context.Context, id string, deadline time.Time, other
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return r.next, false, finished, nil
+			return next, false, finished, nil
 		case <-others:
 			others = nil
 		case <-kick:
@@ -184,6 +185,10 @@ type round struct {
 	kick     chan<- struct{} // told of servers put up for verification (nil: nobody listens)
 	mu       sync.Mutex
 	next     time.Time
+	// held: the limiter holds the stage's calls back until then (a wait
+	// longer than its MaxWait), so nothing the stage found due runs
+	// sooner (see due).
+	held     time.Time
 	finished bool
 	advanced bool // a wave ended and the next one started
 }
@@ -198,11 +203,14 @@ func (r *round) sub(now time.Time) *round {
 // merge folds what a sub-round found into r.
 func (r *round) merge(s *round) {
 	s.mu.Lock()
-	next, finished, advanced := s.next, s.finished, s.advanced
+	next, held, finished, advanced := s.next, s.held, s.finished, s.advanced
 	s.mu.Unlock()
 	r.at(next)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if held.After(r.held) {
+		r.held = held
+	}
 	r.finished = r.finished || finished
 	r.advanced = r.advanced || advanced
 }
@@ -227,14 +235,37 @@ func (r *round) at(t time.Time) {
 	}
 }
 
-// waited asks for the next tick when a call that had to wait may go.
+// waited asks for the next tick when a call that had to wait may go. A
+// limiter's answer to come back later holds the whole stage until then:
+// the work it left due (up to pollLimit batches, or pages to read) would
+// otherwise be read again at every look, every 50 ms, only to wait again.
 func (r *round) waited(err error) {
 	var d *ratelimit.DelayError
 	if errors.As(err, &d) {
-		r.at(r.now.Add(d.RetryIn))
+		at := r.now.Add(d.RetryIn)
+		r.at(at)
+		r.mu.Lock()
+		if at.After(r.held) {
+			r.held = at
+		}
+		r.mu.Unlock()
 		return
 	}
 	r.at(r.now.Add(minTick))
+}
+
+// due is when the stage should look again: the earliest work it found,
+// but not before the limiter's next token when it had to wait for one.
+// The stage's other work (the retry stage beside the polls) waits for
+// the token with it: retry batches formed that much later cost less than
+// the due batches read again every 50 ms.
+func (r *round) due() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.next.Before(r.held) {
+		return r.held
+	}
+	return r.next
 }
 
 func (r *round) resolved(res Resolved) {
