@@ -81,7 +81,7 @@ func (f *flags) connect(opts rekey.Options) (redis.UniversalClient, *rekey.Clien
 
 // addActor adds --actor to a command that writes to rotations.
 func (f *flags) addActor() {
-	f.actor = f.String("actor", "", "who runs this command, for the rotation's history (`name`, at most 64 printable bytes).\nDefault: $USER, else the OS user")
+	f.actor = f.String("actor", "", "who runs this command, for the rotation's history: a `name` of at most 64 printable bytes\n(default: $USER, else the OS user)")
 }
 
 // withActor returns ctx carrying --actor (or the OS user) for the
