@@ -44,9 +44,11 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 		if !*watch || !e.isTerminal || *asJSON {
 			// The live bar has no room for it; everything else shows it.
 			h, err := c.History(ctx, id)
-			if err != nil {
+			if err != nil && !*watch && !*wait {
 				return err
 			}
+			// While watching, Redis may go away between the two reads:
+			// this refresh goes without the history, the next has it.
 			st.History = h
 		}
 		switch {
