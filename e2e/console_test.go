@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,7 +36,8 @@ func TestConsolePauseResume(t *testing.T) {
 	waitHTTP(t, base+"/readyz")
 	waitHTTP(t, roBase+"/readyz")
 
-	st := startRotation(t, env, writeTargets(t, f))
+	// A canary wave of 1 %, then the rest: the history shows both start.
+	st := startRotation(t, env, "--actor", "alice", "--waves", "1%", writeTargets(t, f))
 	id := st.Rotation
 	rdb := r.Client(t)
 	ctx := testbrowser.New(t, adminToken, 3*time.Minute)
@@ -120,6 +123,26 @@ func TestConsolePauseResume(t *testing.T) {
 	}
 	run("failures by code", chromedp.WaitVisible(`//table[@id="failures"]//td[text()="`+cphsim.JobCodeServerAbnormal+`"]`))
 	testbrowser.Shot(t, ctx, "console-finished.png")
+
+	// The history says who did what: alice started it (enqueue --actor),
+	// the browser's user paused and resumed it, the workers did the rest.
+	run("the history", chromedp.ScrollIntoView(`#timeline`), chromedp.WaitVisible(`#timeline li.kind-finished`))
+	timeline, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](
+		`[...document.querySelectorAll("#timeline li")].map(li => li.className + " " + li.querySelector(".who").innerText)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(strings.Join(timeline, "\n"), "kind-wave_started by cph-rekey"); n != 2 {
+		t.Errorf("the history shows %d wave starts, want 2: %q", n, timeline)
+	}
+	// Where the waves' starts fall depends on when the pause landed.
+	got := slices.DeleteFunc(slices.Clone(timeline), func(s string) bool { return strings.HasPrefix(s, "kind-wave_started") })
+	want := []string{"kind-created by alice", "kind-paused by operator (console)", "kind-resumed by operator (console)",
+		"kind-finished by cph-rekey"}
+	if !slices.Equal(got, want) {
+		t.Errorf("the history shows %q; want, waves aside, %q", timeline, want)
+	}
+	testbrowser.ShotOf(t, ctx, "#timeline", "console-history.png")
 
 	// The asynq UI links back to the console.
 	run("asynq UI", chromedp.Navigate(base+"/monitoring/"), chromedp.WaitVisible(`//a[text()="Rotations console"]`),

@@ -20,6 +20,7 @@ import (
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
+	"github.com/cph-rekey/cph-rekey/rekey"
 )
 
 // TestStartRefusesMissingKeypair: a keypair the project's KPS does not
@@ -225,7 +226,25 @@ func TestGenerateKeypairTwoProjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyFile := filepath.Join(t.TempDir(), "kp.pem")
-	enqueue(t, env, "start", "--generate-keypair", "--private-key-out", keyFile, "--keypair-scope", "user", "--keypair", newKeypair, list)
+	id := strings.TrimSpace(enqueue(t, env, "start", "--actor", "alice", "--generate-keypair", "--private-key-out", keyFile,
+		"--keypair-scope", "user", "--keypair", newKeypair, list))
+	// Each part's history says who imported the keypair, and where.
+	var st struct {
+		History []rekey.HistoryEntry `json:"history"`
+	}
+	if err := json.Unmarshal([]byte(enqueue(t, env, "status", "--json", id)), &st); err != nil {
+		t.Fatal(err)
+	}
+	imported := 0
+	want := "keypair " + newKeypair + " imported into KPS in 2 projects: cn-north-4/" + testProject + ", cn-east-3/11111111111111111111111111111111"
+	for _, h := range st.History {
+		if h.Kind == rekey.HistoryKeypairImported && h.Actor == "alice" && h.Detail == want {
+			imported++
+		}
+	}
+	if imported != 2 {
+		t.Errorf("history %+v: want each part to say alice imported the keypair: %q", st.History, want)
+	}
 	pem, err := os.ReadFile(keyFile)
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,16 @@ func TestConstantsMatchThePipeline(t *testing.T) {
 		{"OutcomeFailed", string(OutcomeFailed), string(tasks.OutcomeFailed)},
 		{"OutcomeSkipped", string(OutcomeSkipped), string(tasks.OutcomeSkipped)},
 		{"OutcomeCancelled", string(OutcomeCancelled), string(tasks.OutcomeCancelled)},
+		{"HistoryCreated", string(HistoryCreated), string(tasks.HistoryCreated)},
+		{"HistoryKeypairImported", string(HistoryKeypairImported), string(tasks.HistoryKeypairImported)},
+		{"HistoryWaveStarted", string(HistoryWaveStarted), string(tasks.HistoryWaveStarted)},
+		{"HistoryPaused", string(HistoryPaused), string(tasks.HistoryPaused)},
+		{"HistoryResumed", string(HistoryResumed), string(tasks.HistoryResumed)},
+		{"HistoryHaltedBudget", string(HistoryHaltedBudget), string(tasks.HistoryHaltedBudget)},
+		{"HistoryHalted", string(HistoryHalted), string(tasks.HistoryHalted)},
+		{"HistoryCancelled", string(HistoryCancelled), string(tasks.HistoryCancelled)},
+		{"HistoryFinished", string(HistoryFinished), string(tasks.HistoryFinished)},
+		{"HistoryKeypairRetired", string(HistoryKeypairRetired), string(tasks.HistoryKeypairRetired)},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

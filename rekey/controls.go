@@ -12,8 +12,13 @@ import (
 // batches already submitted are polled to the end.
 //
 // A rotation across places pauses every part that has not finished; a
-// part's own id pauses that part alone.
+// part's own id pauses that part alone. The history names the context's
+// actor (WithActor), as every control's does.
 func (c *Client) Pause(ctx context.Context, id string) error {
+	actor, err := actorOf(ctx)
+	if err != nil {
+		return err
+	}
 	parts, group, err := c.partsOf(ctx, id)
 	if err != nil {
 		return err
@@ -22,7 +27,7 @@ func (c *Client) Pause(ctx context.Context, id string) error {
 		if group && c.waiting(ctx, p) {
 			continue // it stays waiting for its turn
 		}
-		if err := c.store.SetState(ctx, p, tasks.StatePaused, "paused by an operator"); err != nil && !(group && c.ended(ctx, p)) {
+		if err := c.store.SetState(ctx, p, tasks.StatePaused, "paused by an operator", actor); err != nil && !(group && c.ended(ctx, p)) {
 			return wrap(err)
 		}
 	}
@@ -66,6 +71,10 @@ type Resumed struct {
 // A rotation across places resumes every part that has not finished (a
 // new MaxErrors is each part's budget); a part's id resumes that part.
 func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Resumed, error) {
+	actor, err := actorOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	parts, group, err := c.partsOf(ctx, id)
 	if err != nil {
 		return nil, err
@@ -80,7 +89,7 @@ func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Re
 		if group && (c.ended(ctx, p) || c.waiting(ctx, p)) {
 			continue
 		}
-		rot, n, err := tasks.Resume(ctx, c.store, c.enq, p, budget, c.tasks)
+		rot, n, err := tasks.Resume(ctx, c.store, c.enq, p, budget, actor, c.tasks)
 		if err != nil {
 			return nil, wrap(err)
 		}
@@ -110,6 +119,10 @@ type Cancelled struct {
 // A rotation across places cancels every part that has not finished; a
 // part's id cancels that part.
 func (c *Client) Cancel(ctx context.Context, id string) (*Cancelled, error) {
+	actor, err := actorOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	parts, group, err := c.partsOf(ctx, id)
 	if err != nil {
 		return nil, err
@@ -119,7 +132,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Cancelled, error) {
 		if group && c.ended(ctx, p) {
 			continue
 		}
-		rot, closed, err := tasks.Cancel(ctx, c.store, c.enq, p, c.tasks, time.Now())
+		rot, closed, err := tasks.Cancel(ctx, c.store, c.enq, p, actor, c.tasks, time.Now())
 		if err != nil {
 			return nil, wrap(err)
 		}

@@ -59,6 +59,10 @@ type Event struct {
 	Region    string `json:"region,omitempty"`
 	ProjectID string `json:"project_id,omitempty"`
 	Group     string `json:"group,omitempty"`
+	// History is the rotation's history up to its end, oldest first (see
+	// Client.History; absent from events of workers that kept none). Its
+	// last entry is the finish.
+	History []HistoryEntry `json:"history,omitempty"`
 }
 
 // DecodeEvent decodes a completion event's payload. Unknown fields are

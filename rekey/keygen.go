@@ -163,6 +163,22 @@ func (c *Client) ImportKeypair(ctx context.Context, k KeypairImport) ([]string, 
 	return done, nil
 }
 
+// importedPlace names a place ImportKeypair returned with the client's own
+// region and project for its "-".
+func (c *Client) importedPlace(place string) string {
+	region, project, ok := strings.Cut(place, "/")
+	if !ok || c.cph == nil {
+		return place
+	}
+	if region == "-" && c.cph.Region != "" {
+		region = c.cph.Region
+	}
+	if project == "-" && c.cph.ProjectID != "" {
+		project = c.cph.ProjectID
+	}
+	return region + "/" + project
+}
+
 // importAt imports k into the KPS of place p.
 func (c *Client) importAt(ctx context.Context, p tasks.Place, k KeypairImport) error {
 	kc, err := c.kpsAt(p)

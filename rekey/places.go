@@ -119,7 +119,7 @@ func (c *Client) startGroup(ctx context.Context, plan *Plan) (*Started, error) {
 				return nil, wrap(err)
 			}
 			if created {
-				if err := c.store.SetState(ctx, p.Rotation, tasks.StatePaused, tasks.WaitReason); err != nil {
+				if err := c.store.SetState(ctx, p.Rotation, tasks.StatePaused, tasks.WaitReason, tasks.SystemActor); err != nil {
 					return nil, wrap(err)
 				}
 			}

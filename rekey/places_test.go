@@ -93,6 +93,27 @@ func TestRotationAcrossPlaces(t *testing.T) {
 		if len(rows) != 50 || rows[0] != "cn-north-4" || rows[49] != "cn-east-3" {
 			t.Fatalf("report regions %v", rows)
 		}
+		// The history is the parts' together, in time order, each entry
+		// naming its part.
+		hist, err := c.History(ctx, "fleet")
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds := map[string]int{}
+		for i, h := range hist {
+			if h.Rotation != "fleet.1" && h.Rotation != "fleet.2" || i > 0 && h.At.Before(hist[i-1].At) {
+				t.Fatalf("entry %d %+v: want a part's, in time order", i, h)
+			}
+			kinds[h.Rotation+" "+string(h.Kind)]++
+		}
+		for _, k := range []string{"fleet.1 created", "fleet.2 created", "fleet.1 cancelled", "fleet.2 cancelled", "fleet.2 finished"} {
+			if kinds[k] != 1 {
+				t.Errorf("%d entries %q in the history, want 1: %v", kinds[k], k, kinds)
+			}
+		}
+		if kinds["fleet.2 paused"] != 1 {
+			t.Errorf("part 2 paused alone, then with the rotation: %d entries, want 1 (pausing a paused part adds none)", kinds["fleet.2 paused"])
+		}
 	})
 }
 

@@ -206,6 +206,13 @@ type Request struct {
 	// checked); a missing keypair is then an *InputError holding a
 	// *MissingKeypairError, and nothing is read or written.
 	SkipKeypairCheck bool
+	// Actor names who starts the rotation, the first entry of its
+	// history (see HistoryEntry): a user name, a token's identity; "": the
+	// context's (WithActor). At most 64 bytes of printable text.
+	Actor string
+	// KeypairImported lists the places ImportKeypair imported the
+	// rotation's keypair into just before (its answer), for the history.
+	KeypairImported []string
 	// Progress, when set, is told how the reads of the fleet go (discovery,
 	// then skip-matching) after each page, and once more, with Done set,
 	// when the plan is complete: Start writes the rotation after that call,
@@ -277,7 +284,21 @@ func (c *Client) spec(ctx context.Context, r Request, places []tasks.Place) (tas
 		}
 	}
 	s := tasks.Spec{ID: r.ID, Keypair: r.Keypair, ChunkSize: r.ChunkSize, MaxAttempts: r.MaxAttempts,
-		SkipMatching: !r.NoSkipMatching, PauseAfterWave: r.PauseAfterWave, SkipVerify: r.NoVerify, Retention: r.Retention}
+		SkipMatching: !r.NoSkipMatching, PauseAfterWave: r.PauseAfterWave, SkipVerify: r.NoVerify, Retention: r.Retention,
+		Actor: r.Actor}
+	for _, p := range r.KeypairImported {
+		s.KeypairImported = append(s.KeypairImported, c.importedPlace(p))
+	}
+	if s.Actor == "" {
+		a, err := actorOf(ctx)
+		if err != nil {
+			return s, err
+		}
+		s.Actor = a
+	}
+	if err := ValidateActor(s.Actor); err != nil {
+		return s, err
+	}
 	if r.MaxConcurrentRegions < 0 {
 		return s, badInput("max concurrent regions %d: want 0 (all) or more", r.MaxConcurrentRegions)
 	}

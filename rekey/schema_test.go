@@ -110,7 +110,7 @@ func TestContractsMatchRealPayloads(t *testing.T) {
 	}
 	<-payloads
 	st, err := env.Client.Start(ctx, rekey.Request{ID: "second", Keypair: "kp-new", Targets: targets, MaxAttempts: 2,
-		MaxErrors: &rekey.Size{N: 100, Percent: true}})
+		MaxErrors: &rekey.Size{N: 100, Percent: true}, Actor: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +135,10 @@ func TestContractsMatchRealPayloads(t *testing.T) {
 	}
 	if e.Version != rekey.EventVersion || e.Rotation != "second" || e.State != rot.State || e.Counts != rot.Counts {
 		t.Fatalf("event %+v, want the rotation's end %+v", e, rot)
+	}
+	if n := len(e.History); n < 3 || e.History[0].Kind != rekey.HistoryCreated || e.History[0].Actor != "alice" ||
+		e.History[n-1].Kind != rekey.HistoryFinished {
+		t.Fatalf("event's history %+v: want the creation by alice first, the finish last", e.History)
 	}
 	// What rekey writes itself matches too.
 	own, _ := json.Marshal(e)

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"os/user"
 
 	"github.com/redis/go-redis/v9"
 
@@ -22,6 +24,7 @@ type flags struct {
 	*envflag.FlagSet
 	redis     *redisurl.Flags
 	namespace *string
+	actor     *string // --actor, of the commands that write
 	e         *env
 	args      string
 }
@@ -74,6 +77,29 @@ func (f *flags) connect(opts rekey.Options) (redis.UniversalClient, *rekey.Clien
 		return nil, nil, usageError{err}
 	}
 	return rdb, c, nil
+}
+
+// addActor adds --actor to a command that writes to rotations.
+func (f *flags) addActor() {
+	f.actor = f.String("actor", "", "who runs this command, for the rotation's history: a `name` of at most 64 printable bytes\n(default: $USER, else the OS user)")
+}
+
+// withActor returns ctx carrying --actor (or the OS user) for the
+// rotations' history.
+func (f *flags) withActor(ctx context.Context) (context.Context, error) {
+	a := *f.actor
+	if a == "" {
+		a = f.e.getenv("USER")
+	}
+	if a == "" {
+		if u, err := user.Current(); err == nil {
+			a = u.Username
+		}
+	}
+	if err := rekey.ValidateActor(a); err != nil {
+		return ctx, usagef("--actor (%s): %v", f.EnvName("actor"), err)
+	}
+	return rekey.WithActor(ctx, a), nil
 }
 
 // rotationArg validates the positional rotation id.

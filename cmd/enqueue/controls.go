@@ -10,7 +10,7 @@ import (
 func cmdPause(ctx context.Context, args []string, e *env) error {
 	f := newFlags(e, "pause", "ROTATION",
 		"Pauses a rotation: no new chunk is submitted (workers check right before each UpdateKeypair call);\nchunks already submitted are polled to the end.")
-	id, c, closeFn, err := rotationCommand(f, args)
+	ctx, id, c, closeFn, err := rotationCommand(ctx, f, args)
 	if err != nil {
 		return err
 	}
@@ -26,7 +26,7 @@ func cmdResume(ctx context.Context, args []string, e *env) error {
 	f := newFlags(e, "resume", "ROTATION",
 		"Resumes a rotation paused by an operator or after a wave, halted by its error budget (after\nan operator's decision: raise the budget with --max-errors), or halted because the CPH API\nrefused its credentials (401/403: once the IAM policy or credentials are fixed). Starts the next\nwave if the current one has finished.")
 	maxErrors := f.String("max-errors", "", "new error `budget`: servers (5) or % of the servers the rotation submits (10%)")
-	id, c, closeFn, err := rotationCommand(f, args)
+	ctx, id, c, closeFn, err := rotationCommand(ctx, f, args)
 	if err != nil {
 		return err
 	}
@@ -51,7 +51,7 @@ func cmdResume(ctx context.Context, args []string, e *env) error {
 func cmdCancel(ctx context.Context, args []string, e *env) error {
 	f := newFlags(e, "cancel", "ROTATION",
 		"Cancels a rotation: every server not yet submitted (retries waiting for their backoff included)\nis recorded as cancelled at once; in-flight API calls end and their jobs are recorded.")
-	id, c, closeFn, err := rotationCommand(f, args)
+	ctx, id, c, closeFn, err := rotationCommand(ctx, f, args)
 	if err != nil {
 		return err
 	}
@@ -71,11 +71,18 @@ func cmdDiscard(ctx context.Context, args []string, e *env) error {
 			"and chunks (nothing of it was enqueued or submitted). Run it when starting again is refused\n"+
 			"because the fleet has changed since the interrupted start froze its plan; then start again.\n"+
 			"A rotation that was created is never discarded: cancel it instead.")
-	id, c, closeFn, err := rotationCommand(f, args)
+	if err := f.parse(args, 1); err != nil {
+		return err
+	}
+	id, err := f.rotationArg()
 	if err != nil {
 		return err
 	}
-	defer closeFn()
+	rdb, c, err := f.connect(rekey.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() { c.Close(); rdb.Close() }()
 	d, err := c.Discard(ctx, id)
 	if err != nil {
 		return usage(err)
@@ -85,20 +92,25 @@ func cmdDiscard(ctx context.Context, args []string, e *env) error {
 	return nil
 }
 
-// rotationCommand parses a command that takes one rotation id and
-// connects to Redis; closeFn closes the connection.
-func rotationCommand(f *flags, args []string) (id string, c *rekey.Client, closeFn func(), err error) {
+// rotationCommand parses a control that takes one rotation id, with its
+// --actor, and connects to Redis; closeFn closes the connection. The
+// context returned carries the actor.
+func rotationCommand(ctx context.Context, f *flags, args []string) (_ context.Context, id string, c *rekey.Client, closeFn func(), err error) {
+	f.addActor()
 	if err := f.parse(args, 1); err != nil {
-		return "", nil, nil, err
+		return ctx, "", nil, nil, err
 	}
 	if id, err = f.rotationArg(); err != nil {
-		return "", nil, nil, err
+		return ctx, "", nil, nil, err
+	}
+	if ctx, err = f.withActor(ctx); err != nil {
+		return ctx, "", nil, nil, err
 	}
 	rdb, c, err := f.connect(rekey.Options{})
 	if err != nil {
-		return "", nil, nil, err
+		return ctx, "", nil, nil, err
 	}
-	return id, c, func() { c.Close(); rdb.Close() }, nil
+	return ctx, id, c, func() { c.Close(); rdb.Close() }, nil
 }
 
 func cmdRollback(ctx context.Context, args []string, e *env) error {
@@ -107,6 +119,10 @@ func cmdRollback(ctx context.Context, args []string, e *env) error {
 			"keypair it had before, taken from ROTATION's report. Prints the new rotation's id.")
 	p := addPlanFlags(f, "default ROTATION-rollback")
 	if err := f.parse(args, 1); err != nil {
+		return err
+	}
+	ctx, err := f.withActor(ctx)
+	if err != nil {
 		return err
 	}
 	src, err := f.rotationArg()

@@ -118,6 +118,9 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"rollback id too long", []string{"rollback", strings.Repeat("r", 60)}, nil},
 		{"bad namespace", []string{"list", "--namespace", "a{b}"}, nil},
 		{"bad namespace env", []string{"list"}, map[string]string{"REKEY_NAMESPACE": "a:b"}},
+		{"actor with a control character", []string{"pause", "--actor", "bob\x1b[2J", "r-1"}, nil},
+		{"actor too long", []string{"start", "--keypair", "kp", "--skip-matching=false", "--actor", strings.Repeat("a", 65), file}, nil},
+		{"actor env with a line break", []string{"cancel", "r-1"}, map[string]string{"REKEY_ACTOR": "bob\nfinished"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

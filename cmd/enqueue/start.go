@@ -34,12 +34,14 @@ type planFlags struct {
 	pauseAfterWave, verify bool
 	quiet                  bool
 	progressInterval       time.Duration
-	// prepare, when set, runs once the client is made, before the plan.
-	prepare func(context.Context, *rekey.Client) error
+	// prepare, when set, runs once the client is made, before the plan;
+	// it may add to the request.
+	prepare func(context.Context, *rekey.Client, *rekey.Request) error
 }
 
 func addPlanFlags(f *flags, idHelp string) *planFlags {
 	p := &planFlags{}
+	f.addActor()
 	f.IntVar(&p.chunkSize, "chunk-size", rekey.DefaultChunkSize, "servers per UpdateKeypair call (1-100)")
 	f.IntVar(&p.maxAttempts, "max-attempts", rekey.DefaultMaxAttempts, "attempts per server before a transient failure is final (1-20)")
 	f.StringVar(&p.rotationID, "rotation-id", "", "rotation `id`; "+idHelp)
@@ -177,7 +179,7 @@ func (p *planFlags) run(ctx context.Context, e *env, f *flags, req rekey.Request
 	defer rdb.Close()
 	defer c.Close()
 	if p.prepare != nil {
-		if err := p.prepare(ctx, c); err != nil {
+		if err := p.prepare(ctx, c, &req); err != nil {
 			return usage(err)
 		}
 	}
@@ -229,6 +231,10 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 	if *keypair == "" {
 		return usagef("--keypair is required")
 	}
+	ctx, err := f.withActor(ctx)
+	if err != nil {
+		return err
+	}
 	if err := checkGenerate(p, *generate, *keyOut, *scope); err != nil {
 		return err
 	}
@@ -266,8 +272,10 @@ func cmdStart(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	if *generate {
-		p.prepare = func(ctx context.Context, c *rekey.Client) error {
-			return generateKeypair(ctx, e, c, *keypair, *keyOut, *scope, rekey.KeypairImport{Targets: req.Targets, Discover: req.Discover})
+		p.prepare = func(ctx context.Context, c *rekey.Client, r *rekey.Request) error {
+			places, err := generateKeypair(ctx, e, c, *keypair, *keyOut, *scope, rekey.KeypairImport{Targets: r.Targets, Discover: r.Discover})
+			r.KeypairImported = places
+			return err
 		}
 	}
 	return p.run(ctx, e, f, req, *discover)
@@ -332,23 +340,24 @@ func checkGenerate(p *planFlags, generate bool, keyOut, scope string) error {
 // discovery reads. The private key goes to that file only: never to
 // stdout, a log, Redis or the API. A failed import removes the file, since
 // the key would be of no use: running the command again starts afresh.
-func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut, scope string, where rekey.KeypairImport) error {
+// It returns the places imported into, for the rotation's history.
+func generateKeypair(ctx context.Context, e *env, c *rekey.Client, name, keyOut, scope string, where rekey.KeypairImport) ([]string, error) {
 	k, err := rekey.GenerateKeypair(name)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := k.WritePrivateKey(keyOut); err != nil {
-		return usageError{err}
+		return nil, usageError{err}
 	}
 	where.Name, where.PublicKey, where.Scope = name, k.PublicKey, scope
 	places, err := c.ImportKeypair(ctx, where)
 	if err != nil {
 		os.Remove(keyOut)
-		return fmt.Errorf("%w (imported into %d (region, project) pairs before; the private key file %s was removed)", err, len(places), keyOut)
+		return nil, fmt.Errorf("%w (imported into %d (region, project) pairs before; the private key file %s was removed)", err, len(places), keyOut)
 	}
 	fmt.Fprintf(e.stderr, "keypair %s (%s) imported into KPS in %s, scope %s; private key in %s\n",
 		name, k.Fingerprint, strings.Join(places, ", "), scope, keyOut)
-	return nil
+	return places, nil
 }
 
 // tellSkipped says on stderr which projects --all-projects passed over.

@@ -41,6 +41,16 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 	show := func(rot *rekey.Rotation) error {
 		cur := &sample{at: time.Now(), done: rot.Counts.Done()}
 		st := newStatus(rot, prev, cur)
+		if !*watch || !e.isTerminal || *asJSON {
+			// The live bar has no room for it; everything else shows it.
+			h, err := c.History(ctx, id)
+			if err != nil && !*watch && !*wait {
+				return err
+			}
+			// While watching, Redis may go away between the two reads:
+			// this refresh goes without the history, the next has it.
+			st.History = h
+		}
 		switch {
 		case *asJSON:
 			if err := json.NewEncoder(e.stdout).Encode(st); err != nil {
@@ -52,6 +62,9 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 			fmt.Fprintln(e.stdout, st.line())
 			for _, p := range st.Parts {
 				fmt.Fprintf(e.stdout, "  %s/%s: %s\n", orDefault(p.Region, "(default region)"), orDefault(p.ProjectID, "(default project)"), p.line())
+			}
+			if !*watch {
+				writeHistory(e.stdout, st.History, statusHistory)
 			}
 		}
 		if prev == nil || cur.at.Sub(prev.at) >= 10*time.Second {
@@ -145,6 +158,36 @@ type status struct {
 	ProjectID string `json:"project_id,omitempty"`
 	// Parts are a rotation across places' parts, one a (region, project).
 	Parts []*status `json:"parts,omitempty"`
+	// History is the rotation's history, oldest first (a part's entries
+	// name it): status shows it, list does not.
+	History []rekey.HistoryEntry `json:"history,omitempty"`
+}
+
+// statusHistory is how many of the latest history entries the text
+// status shows.
+const statusHistory = 5
+
+// writeHistory writes the last n entries of a rotation's history, one a
+// line, after a line saying how many came before.
+func writeHistory(w io.Writer, hist []rekey.HistoryEntry, n int) {
+	if len(hist) == 0 {
+		return
+	}
+	if len(hist) > n {
+		fmt.Fprintf(w, "history (last %d of %d; status --json shows all):\n", n, len(hist))
+		hist = hist[len(hist)-n:]
+	} else {
+		fmt.Fprintln(w, "history:")
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, h := range hist {
+		kind := string(h.Kind)
+		if h.Rotation != "" {
+			kind = h.Rotation + " " + kind
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", h.At.Local().Format("2006-01-02 15:04:05"), kind, orDefault(h.Actor, "-"), h.Detail)
+	}
+	tw.Flush()
 }
 
 func newStatus(rot *rekey.Rotation, prev, cur *sample) *status {

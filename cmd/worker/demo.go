@@ -122,7 +122,7 @@ func runDemo(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer client.Close()
-	st, err := client.Start(ctx, rekey.Request{Keypair: demoKeypair, Discover: &rekey.Discover{}})
+	st, err := client.Start(ctx, rekey.Request{Keypair: demoKeypair, Discover: &rekey.Discover{}, Actor: "demo"})
 	if err != nil {
 		return fmt.Errorf("demo rotation: %w", err)
 	}

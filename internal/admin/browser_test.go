@@ -1,8 +1,11 @@
 package admin
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,4 +74,55 @@ func miniWithTasks(t *testing.T) *testredis.Redis {
 	add(tasks.QueuePoll, tasks.TypeTick, tasks.TickTaskID("r-demo", 1, 3), `{"rotation":"r-demo","gen":1,"seq":3}`)
 	add(tasks.QueueEvents, tasks.TypeFinished, tasks.FinishedTaskID("r-old"), `{"rotation":"r-old","state":"succeeded","counts":{"succeeded":100}}`)
 	return r
+}
+
+// TestBrowserShowsCappedHistory opens a rotation whose history went past
+// its cap in headless Chromium: the timeline keeps its first entries and
+// its latest, marks the gap between them with how many were left out, and
+// names who paused and resumed it from the console.
+func TestBrowserShowsCappedHistory(t *testing.T) {
+	rig := newConsoleRig(t, Options{Token: testToken})
+	url := rig.base + APIPath + "/" + rig.id
+	if code, msg := post(t, url+"/pause", "", basic("alice", testToken)); code != http.StatusOK {
+		t.Fatalf("pause: %d %q", code, msg)
+	}
+	if code, msg := post(t, url+"/resume", `{"max_errors":"20"}`, basic("bob", testToken)); code != http.StatusOK {
+		t.Fatalf("resume: %d %q", code, msg)
+	}
+	ctx := context.Background()
+	const extra = tasks.HistoryMax + 20
+	for i := range extra {
+		e := tasks.HistoryEntry{Kind: tasks.HistoryPaused, Actor: "carol", Detail: fmt.Sprintf("pause %d", i+1)}
+		if i%2 == 1 {
+			e.Kind, e.Detail = tasks.HistoryResumed, fmt.Sprintf("resume %d", i+1)
+		}
+		if _, err := rig.store.AddHistory(ctx, rig.id, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bctx := testbrowser.New(t, testToken, 2*time.Minute)
+	if err := chromedp.Do(bctx, chromedp.Navigate(rig.base+ConsolePath+"/"+rig.id),
+		chromedp.WaitVisible(`#timeline li.gap`)); err != nil {
+		t.Fatalf("the timeline in Chromium: %v", err)
+	}
+	rows, err := chromedp.Run(bctx, chromedp.Evaluate[[]string](
+		`[...document.querySelectorAll("#timeline li")].map(li => li.innerText.replace(/\s+/g, " ").trim())`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 4 entries before (created, wave 1, alice's pause, bob's resume),
+	// then the extras: the first 10 entries and the latest 90 are kept.
+	total := 4 + extra
+	left := total - tasks.HistoryMax
+	if len(rows) != tasks.HistoryMax+1 || !strings.Contains(rows[tasks.HistoryHead], fmt.Sprintf("%d entries left out", left)) {
+		t.Fatalf("timeline of %d rows, row %d %q; want %d entries and the gap of %d after the first %d",
+			len(rows), tasks.HistoryHead+1, rows[min(len(rows)-1, tasks.HistoryHead)], tasks.HistoryMax, left, tasks.HistoryHead)
+	}
+	for i, want := range map[int]string{0: "Created", 2: "Paused by alice (console) was running",
+		3: "Resumed by bob (console) was paused; max errors 25 -> 20", len(rows) - 1: fmt.Sprintf("by carol resume %d", extra)} {
+		if !strings.Contains(rows[i], want) {
+			t.Errorf("row %d is %q, want it to hold %q", i+1, rows[i], want)
+		}
+	}
+	testbrowser.ShotOf(t, bctx, "#timeline", "console-history-capped.png")
 }

@@ -106,6 +106,9 @@ type rotationDetail struct {
 	Budget   budgetView     `json:"budget"`
 	Failures []failureView  `json:"failures"`
 	History  []historyPoint `json:"history"`
+	// Timeline is what happened to the rotation and who did it, oldest
+	// first (rekey.Client.History).
+	Timeline []rekey.HistoryEntry `json:"timeline"`
 }
 
 type waveView struct {
@@ -235,7 +238,12 @@ func (s *Server) getRotation(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, detail(rot, st[0], time.Now()))
+	d := detail(rot, st[0], time.Now())
+	if d.Timeline, err = s.opts.Rotations.History(r.Context(), id); err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
 }
 
 // detail builds a rotation's page from its record and stats.
@@ -342,7 +350,7 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, action := r.PathValue("id"), r.PathValue("action")
-	ctx := r.Context()
+	ctx := rekey.WithActor(r.Context(), actor(r))
 	var err error
 	switch action {
 	case "pause":
@@ -379,13 +387,26 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	s.log.InfoContext(ctx, "rotation "+action+" from the console", "rotation", id, "remote", r.RemoteAddr)
+	s.log.InfoContext(ctx, "rotation "+action+" from the console", "rotation", id, "actor", actor(r), "remote", r.RemoteAddr)
 	rot, err := s.opts.Rotations.Rotation(ctx, id)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, viewOf(rot))
+}
+
+// actor names who steers a rotation from the console, for its history:
+// the user name given with the token (basic auth; the token itself is the
+// one shared secret, so the name is the operator's own word), "console"
+// without one or with one that is not a valid actor.
+func actor(r *http.Request) string {
+	if user, _, ok := r.BasicAuth(); ok && user != "" {
+		if a := user + " (console)"; rekey.ValidateActor(a) == nil {
+			return a
+		}
+	}
+	return "console"
 }
 
 func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {

@@ -528,3 +528,41 @@ func TestRotationJSONIsTheRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestAPITimelineNamesTheConsoleUser: a control from the console is
+// recorded in the rotation's history under the user name given with the
+// token ("console" without one, or with one that is not a valid actor),
+// and the rotation's page has the history, oldest first.
+func TestAPITimelineNamesTheConsoleUser(t *testing.T) {
+	rig := newConsoleRig(t, Options{Token: testToken})
+	url := rig.base + APIPath + "/" + rig.id
+	steps := []struct {
+		action string
+		auth   header
+	}{
+		{"pause", basic("alice", testToken)},
+		{"resume", header{"Authorization", "Bearer " + testToken}},
+		{"pause", basic("bob\x1b[2J", testToken)},
+		{"cancel", basic("carol", testToken)},
+	}
+	for _, s := range steps {
+		if code, msg := post(t, url+"/"+s.action, "", s.auth); code != http.StatusOK {
+			t.Fatalf("%s: %d %q", s.action, code, msg)
+		}
+	}
+	var d struct {
+		Timeline []rekey.HistoryEntry `json:"timeline"`
+	}
+	if code := getJSON(t, url, &d, basic("ops", testToken)); code != http.StatusOK {
+		t.Fatalf("GET %s: %d", url, code)
+	}
+	var got []string
+	for _, e := range d.Timeline {
+		got = append(got, string(e.Kind)+" by "+e.Actor)
+	}
+	want := []string{"created by ", "wave_started by cph-rekey", "paused by alice (console)", "resumed by console",
+		"paused by console", "cancelled by carol (console)"}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Fatalf("timeline %q\nwant     %q", got, want)
+	}
+}

@@ -134,7 +134,7 @@ func TestCancelCutShortIsRunAgain(t *testing.T) {
 		run     func(ctx context.Context, s *Store, enq Enqueuer, id string) error
 	}{
 		{"cancel again", false, func(ctx context.Context, s *Store, enq Enqueuer, id string) error {
-			_, _, err := Cancel(ctx, s, enq, id, TaskOptions{}, time.Now())
+			_, _, err := Cancel(ctx, s, enq, id, "test", TaskOptions{}, time.Now())
 			return err
 		}},
 		{"watchdog", true, func(ctx context.Context, s *Store, enq Enqueuer, id string) error {
@@ -171,7 +171,7 @@ func cancelCutShort(t *testing.T, r *testredis.Redis, watches bool, finisher fun
 		}
 
 		cut := cutClient(t, r, n)
-		_, _, cutErr := Cancel(ctx, NewStore(cut, ""), asynq.NewClientFromRedisClient(cut), id, TaskOptions{}, time.Now())
+		_, _, cutErr := Cancel(ctx, NewStore(cut, ""), asynq.NewClientFromRedisClient(cut), id, "test", TaskOptions{}, time.Now())
 		// asynq does not wrap its Redis errors: the cut is known by its text.
 		if cutErr != nil && !strings.Contains(cutErr.Error(), errCut.Error()) {
 			t.Fatalf("cut after %d round trips: Cancel: %v; want the cut's error", n, cutErr)

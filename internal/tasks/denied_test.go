@@ -201,7 +201,7 @@ func (e *gated) until(t *testing.T, id string, d time.Duration, what string, con
 func (e *gated) resumed(t *testing.T, id string, ids []string, d time.Duration) {
 	t.Helper()
 	e.gate.deny.Store("")
-	if _, _, err := Resume(context.Background(), e.store, e.enq, id, nil, e.opts); err != nil {
+	if _, _, err := Resume(context.Background(), e.store, e.enq, id, nil, "test", e.opts); err != nil {
 		t.Fatal(err)
 	}
 	rot := e.until(t, id, d, "finished", func(r *Rotation) bool { return r.Finished() })
@@ -302,13 +302,13 @@ func TestHaltStore(t *testing.T) {
 	if rot.State != StateFailed || rot.Reason != "A denied; B denied" {
 		t.Fatalf("state %s, reason %q", rot.State, rot.Reason)
 	}
-	if _, err := s.Resume(ctx, "h", -1); err != nil {
+	if _, err := s.Resume(ctx, "h", -1, "test"); err != nil {
 		t.Fatal(err)
 	}
 	if rot := mustRotation(t, s, "h"); rot.State != StateRunning || rot.Reason != "" {
 		t.Fatalf("after resume: state %s, reason %q", rot.State, rot.Reason)
 	}
-	if _, _, err := s.Cancel(ctx, "h", time.Now()); err != nil {
+	if _, _, err := s.Cancel(ctx, "h", "test", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := s.Halt(ctx, "h", "C denied", true); err != nil || ok {

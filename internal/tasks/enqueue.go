@@ -71,6 +71,11 @@ type Spec struct {
 	// Progress, when set, is told how MakePlan's read of the fleet goes
 	// (SkipMatching), after each page. It is not part of the rotation.
 	Progress func(PlanProgress)
+	// Actor names who starts the rotation (ValidateActor), and
+	// KeypairImported the places its keypair was just imported into; both
+	// begin its history and are not part of its fingerprint.
+	Actor           string
+	KeypairImported []string
 }
 
 // PlanProgress is how far MakePlan's read of the fleet is.
@@ -140,6 +145,9 @@ func (s *Spec) validate() error {
 	}
 	if s.Retention < 0 {
 		return fmt.Errorf("retention %s: want a positive duration", s.Retention)
+	}
+	if err := ValidateActor(s.Actor); err != nil {
+		return err
 	}
 	if s.ID != "" {
 		return ValidateRotationID(s.ID)
@@ -266,7 +274,15 @@ func MakePlan(ctx context.Context, spec Spec, lister ServerLister) (*Plan, error
 	plan := &Plan{Read: spec.SkipMatching, Rotation: &Rotation{ID: id, Keypair: spec.Keypair, Region: spec.Place.Region,
 		ProjectID: spec.Place.ProjectID, Group: spec.Group, ChunkSize: spec.ChunkSize,
 		MaxAttempts: spec.MaxAttempts, Fingerprint: fp, Verify: !spec.SkipVerify, PauseAfterWave: spec.PauseAfterWave,
-		Retention: spec.Retention}}
+		Retention: spec.Retention, actor: spec.Actor}}
+	if n := len(spec.KeypairImported); n > 0 {
+		projects := "projects"
+		if n == 1 {
+			projects = "project"
+		}
+		plan.Rotation.imported = fmt.Sprintf("keypair %s imported into KPS in %d %s: %s",
+			spec.Keypair, n, projects, strings.Join(spec.KeypairImported, ", "))
+	}
 	type current struct {
 		keypair string
 		status  int
@@ -469,8 +485,8 @@ func topUp(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, opts 
 // chain if it ended, and enqueues what its current wave has left to submit.
 // maxErrors, when not nil, replaces the error budget (a percentage is of
 // the servers the rotation submits); resuming is refused while the failed
-// count is still beyond the budget.
-func Resume(ctx context.Context, store *Store, enq Enqueuer, id string, maxErrors *Size, opts TaskOptions) (*Rotation, int, error) {
+// count is still beyond the budget. The history records actor resuming it.
+func Resume(ctx context.Context, store *Store, enq Enqueuer, id string, maxErrors *Size, actor string, opts TaskOptions) (*Rotation, int, error) {
 	limit := -1
 	if maxErrors != nil {
 		rot, err := store.Rotation(ctx, id)
@@ -479,7 +495,7 @@ func Resume(ctx context.Context, store *Store, enq Enqueuer, id string, maxError
 		}
 		limit = maxErrors.Floor(int(rot.Counts.Total - rot.Counts.Skipped))
 	}
-	if _, err := store.Resume(ctx, id, limit); err != nil {
+	if _, err := store.Resume(ctx, id, limit, actor); err != nil {
 		return nil, 0, err
 	}
 	rot, err := store.Rotation(ctx, id)
@@ -545,10 +561,10 @@ func requeue(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, opt
 	return out, nil
 }
 
-// Cancel cancels a rotation (see Store.Cancel) and, when that leaves
-// nothing running, runs the finished rotation's follow-ups at once.
-func Cancel(ctx context.Context, store *Store, enq Enqueuer, id string, opts TaskOptions, now time.Time) (*Rotation, int, error) {
-	closed, finished, err := store.Cancel(ctx, id, now)
+// Cancel cancels a rotation for actor (see Store.Cancel) and, when that
+// leaves nothing running, runs the finished rotation's follow-ups at once.
+func Cancel(ctx context.Context, store *Store, enq Enqueuer, id, actor string, opts TaskOptions, now time.Time) (*Rotation, int, error) {
+	closed, finished, err := store.Cancel(ctx, id, actor, now)
 	if err != nil {
 		return nil, closed, err
 	}

@@ -86,7 +86,7 @@ func TestTopUpKeepsSubmitAheadChunksQueued(t *testing.T) {
 	}
 
 	// Paused: nothing more, however many chunks ended.
-	if err := store.SetState(ctx, "r", StatePaused, "test"); err != nil {
+	if err := store.SetState(ctx, "r", StatePaused, "test", "test"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := store.Checkpoint(ctx, "r", 2, 1, "req", map[string]string{ids[1]: "job"}, nil, time.Now(), time.Now()); err != nil {
@@ -96,7 +96,7 @@ func TestTopUpKeepsSubmitAheadChunksQueued(t *testing.T) {
 		t.Fatalf("top-up of a paused rotation enqueued %d chunks", n)
 	}
 	// Resumed: the chunk that ended while paused lets one more in.
-	if _, n, err := Resume(ctx, store, enq, "r", nil, TaskOptions{}); err != nil || n != 1 {
+	if _, n, err := Resume(ctx, store, enq, "r", nil, "test", TaskOptions{}); err != nil || n != 1 {
 		t.Fatalf("Resume enqueued %d chunks, %v; want 1", n, err)
 	}
 }

@@ -115,7 +115,7 @@ func startWaiting(ctx context.Context, store *Store, enq Enqueuer, group string,
 		if active >= g.MaxConcurrent {
 			break
 		}
-		if _, _, err := Resume(ctx, store, enq, id, nil, opts); err != nil {
+		if _, _, err := Resume(ctx, store, enq, id, nil, SystemActor, opts); err != nil {
 			return fmt.Errorf("start part %s of %s: %w", id, group, err)
 		}
 		active++

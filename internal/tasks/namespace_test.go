@@ -98,7 +98,7 @@ func TestNamespacesShareARedis(t *testing.T) {
 				}
 			}
 		}
-		if _, _, err := Cancel(ctx, stores["blue"], enq, "r", TaskOptions{}, time.Now()); err != nil {
+		if _, _, err := Cancel(ctx, stores["blue"], enq, "r", "test", TaskOptions{}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if got := mustRotation(t, stores["blue"], "r").State; got != StateCancelled {

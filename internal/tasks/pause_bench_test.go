@@ -49,7 +49,7 @@ func benchPaused(b *testing.B, chunks int) {
 		if _, err := Start(ctx, store, enq, plan, opts, time.Now()); err != nil {
 			b.Fatal(err)
 		}
-		if err := store.SetState(ctx, "r-paused", StatePaused, "paused by the benchmark"); err != nil {
+		if err := store.SetState(ctx, "r-paused", StatePaused, "paused by the benchmark", "test"); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -136,6 +136,29 @@ type Rotation struct {
 	// jobLatency is how long the rotation's jobs have been seen to take
 	// (Store.ObserveJobLatency; zero until a poll saw one end).
 	jobLatency time.Duration
+	// actor started the rotation, and imported says where its keypair was
+	// imported first (Spec): the first entries of its history, written
+	// with the record and not part of it.
+	actor, imported string
+}
+
+// createdDetail is the detail of the history's created entry: what the
+// plan holds.
+func (r *Rotation) createdDetail(submit int64, skipped int) string {
+	d := fmt.Sprintf("%d servers to keypair %s in %d chunks", submit, r.Keypair, r.Chunks)
+	if skipped > 0 {
+		d += fmt.Sprintf(", %d already on it (skipped)", skipped)
+	}
+	if len(r.Waves) > 1 {
+		d += fmt.Sprintf(", %d waves", len(r.Waves))
+	}
+	if r.MaxErrors >= 0 {
+		d += fmt.Sprintf("; max errors %d", r.MaxErrors)
+	}
+	if p := r.Place(); !p.IsZero() {
+		d += "; in " + p.String()
+	}
+	return d
 }
 
 // Finished reports whether every server of the rotation is terminal.
@@ -298,6 +321,9 @@ type Summary struct {
 	Region    string `json:"region,omitempty"`
 	ProjectID string `json:"project_id,omitempty"`
 	Group     string `json:"group,omitempty"`
+	// History is the rotation's history up to its end (HistoryEntry),
+	// oldest first; absent from the events of releases before it was kept.
+	History []HistoryEntry `json:"history,omitempty"`
 }
 
 // Versions of the JSON contracts tools rely on (docs/contracts.md). A

@@ -49,6 +49,7 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 //	<prefix>{<id>}:pages   HASH  list page → targets on it not yet verified or terminal
 //	<prefix>{<id>}:group   HASH  a rotation across places: fingerprint, created_at, parts (its rotations)
 //	<prefix>{<id>}:plan    STRING the plan's digest and size, frozen before its chunks are written
+//	<prefix>{<id>}:hist    LIST  the rotation's history, capped (store_history.go)
 type Store struct {
 	rdb    redis.UniversalClient
 	ns     Namespace
@@ -79,16 +80,24 @@ func (s *Store) freshKey(id string) string  { return s.prefix + "{" + id + "}:fr
 func (s *Store) statsKey(id string) string  { return s.prefix + "{" + id + "}:stats" }
 func (s *Store) groupKey(id string) string  { return s.prefix + "{" + id + "}:group" }
 
-// createScript creates a rotation record unless one exists: it returns 0
-// when created, 1 when the same rotation (same fingerprint) already exists
-// and -1 when the id is taken by different work.
+// createScript creates a rotation record unless one exists, and begins
+// its history: created, and the keypair's import when there was one. It
+// returns 0 when created, 1 when the same rotation (same fingerprint)
+// already exists and -1 when the id is taken by different work. KEYS:
+// meta, history. ARGV: id, fingerprint, now (ms), actor, what was created,
+// where the keypair was imported ("": it was not), then the record's
+// fields and values.
 var createScript = redis.NewScript(`
-local fp = redis.call('HGET', KEYS[1], 'fingerprint')
+local meta, hist, hist_at = KEYS[1], KEYS[2], ARGV[3]
+` + historyLua + `
+local fp = redis.call('HGET', meta, 'fingerprint')
 if fp then
   if fp == ARGV[2] then return 1 end
   return -1
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', meta, unpack(ARGV, 7))
+history('created', ARGV[4], ARGV[5])
+if ARGV[6] ~= '' then history('keypair_imported', ARGV[4], ARGV[6]) end
 return 0
 `)
 
@@ -204,8 +213,8 @@ func (s *Store) Create(ctx context.Context, r *Rotation, chunks [][]Entry, skipp
 		// wave_open counts the current wave's servers not yet terminal.
 		fields = append(fields, "wave_open", r.Waves[0].Servers)
 	}
-	args := append([]any{id, r.Fingerprint, now.UnixMilli()}, fields...)
-	res, err := createScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, args...).Int()
+	args := append([]any{id, r.Fingerprint, now.UnixMilli(), r.actor, r.createdDetail(pending, len(skipped)), r.imported}, fields...)
+	res, err := createScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.historyKey(id)}, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("create rotation %s: %w", id, err)
 	}
@@ -306,31 +315,57 @@ func (s *Store) Rotations(ctx context.Context, limit int) ([]*Rotation, error) {
 }
 
 // setStateScript moves a rotation that has not finished between running,
-// paused and cancelled. Cancelled is final; cancelling a cancelled
-// rotation, finished or not, changes nothing and is no error, so a cancel
-// cut short can be run again to finish what it started.
+// paused and cancelled, and adds the change to its history. Cancelled is
+// final; cancelling a cancelled rotation, finished or not, changes nothing
+// and is no error, so a cancel cut short can be run again to finish what
+// it started. KEYS: meta, history. ARGV: state, reason, now (ms), actor,
+// a note for the history ("": none).
 var setStateScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], 'state')
+local meta, hist, hist_at = KEYS[1], KEYS[2], ARGV[3]
+` + historyLua + `
+local cur = redis.call('HGET', meta, 'state')
 if not cur then return redis.error_reply('not found') end
 if cur == 'cancelled' and ARGV[1] == 'cancelled' then return cur end
-if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return redis.error_reply('rotation has finished (' .. cur .. ')') end
+if redis.call('HEXISTS', meta, 'finished_at') == 1 then return redis.error_reply('rotation has finished (' .. cur .. ')') end
 if cur == 'cancelled' then return redis.error_reply('rotation is cancelled') end
-redis.call('HSET', KEYS[1], 'state', ARGV[1])
-if ARGV[2] == '' then redis.call('HDEL', KEYS[1], 'reason') else redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
+redis.call('HSET', meta, 'state', ARGV[1])
+if ARGV[2] == '' then redis.call('HDEL', meta, 'reason') else redis.call('HSET', meta, 'reason', ARGV[2]) end
+if cur ~= ARGV[1] then
+  local kind = ARGV[1]
+  if kind == 'running' then kind = 'resumed' end
+  local detail = 'was ' .. cur
+  if ARGV[5] ~= '' then detail = detail .. '; ' .. ARGV[5] end
+  history(kind, ARGV[4], detail)
+end
 return cur
 `)
 
+// Reasons of the controls, which the history's actor already says.
+const (
+	reasonPaused    = "paused by an operator"
+	reasonCancelled = "cancelled by an operator"
+)
+
 // SetState pauses, resumes (StateRunning) or cancels a rotation, with the
-// reason shown next to the state. Workers check the state right before
+// reason shown next to the state, and records actor (ValidateActor)
+// making the change in its history. Workers check the state right before
 // every UpdateKeypair call, so the change takes effect across the fleet at
 // once for calls not yet started. Resume and Cancel do more than this.
-func (s *Store) SetState(ctx context.Context, id string, st State, reason string) error {
+func (s *Store) SetState(ctx context.Context, id string, st State, reason, actor string) error {
 	switch st {
 	case StateRunning, StatePaused, StateCancelled:
 	default:
 		return fmt.Errorf("set rotation %s state: %q is not running, paused or cancelled", id, st)
 	}
-	err := setStateScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, string(st), reason).Err()
+	if err := ValidateActor(actor); err != nil {
+		return fmt.Errorf("set rotation %s state: %w", id, err)
+	}
+	note := reason
+	if reason == reasonPaused || reason == reasonCancelled {
+		note = ""
+	}
+	err := setStateScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.historyKey(id)}, string(st), reason,
+		time.Now().UnixMilli(), actor, note).Err()
 	if err != nil && err.Error() == "not found" {
 		return fmt.Errorf("rotation %s: %w", id, ErrNotFound)
 	}
@@ -343,19 +378,28 @@ func (s *Store) SetState(ctx context.Context, id string, st State, reason string
 // resumeScript sets a paused or halted rotation running again, with a new
 // error budget if ARGV[2] >= 0, refusing while the budget is still
 // exceeded, and starts the next wave if the current one has finished. It
-// returns the current wave. KEYS: meta. ARGV: now (ms), max errors or -1.
+// adds the resume (and a changed budget) to the history, and returns the
+// current wave. KEYS: meta, history. ARGV: now (ms), max errors or -1,
+// actor.
 var resumeScript = redis.NewScript(`
-local meta = KEYS[1]
-` + advanceLua + `
+local meta, hist, hist_at = KEYS[1], KEYS[2], ARGV[1]
+` + historyLua + advanceLua + `
 local st = redis.call('HGET', meta, 'state')
 if not st then return redis.error_reply('not found') end
 if redis.call('HEXISTS', meta, 'finished_at') == 1 then return redis.error_reply('rotation has finished (' .. st .. ')') end
 if st == 'cancelled' then return redis.error_reply('rotation is cancelled') end
+local old = redis.call('HGET', meta, 'max_errors') or '-1'
 if tonumber(ARGV[2]) >= 0 then redis.call('HSET', meta, 'max_errors', ARGV[2]) end
 local failed = tonumber(redis.call('HGET', meta, 'failed'))
 local maxe = tonumber(redis.call('HGET', meta, 'max_errors') or '-1')
 if maxe >= 0 and failed > maxe then
   return redis.error_reply('error budget still exceeded: ' .. failed .. ' failed > max ' .. maxe .. '; raise it with --max-errors')
+end
+local budget = tonumber(ARGV[2]) >= 0 and tonumber(old) ~= maxe
+if st ~= 'running' or budget then
+  local detail = 'was ' .. st
+  if budget then detail = detail .. '; max errors ' .. old .. ' -> ' .. maxe .. ' (' .. failed .. ' failed)' end
+  history('resumed', ARGV[3], detail)
 end
 redis.call('HSET', meta, 'state', 'running')
 redis.call('HDEL', meta, 'reason')
@@ -365,9 +409,13 @@ return tonumber(redis.call('HGET', meta, 'wave') or '0')
 
 // Resume sets a paused or halted rotation running, with a new error budget
 // of maxErrors servers unless maxErrors < 0, and returns the wave to
-// submit (it may have just started).
-func (s *Store) Resume(ctx context.Context, id string, maxErrors int) (wave int, err error) {
-	wave, err = resumeScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, time.Now().UnixMilli(), maxErrors).Int()
+// submit (it may have just started). The history records actor
+// (ValidateActor) resuming it.
+func (s *Store) Resume(ctx context.Context, id string, maxErrors int, actor string) (wave int, err error) {
+	if err := ValidateActor(actor); err != nil {
+		return 0, fmt.Errorf("resume rotation %s: %w", id, err)
+	}
+	wave, err = resumeScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.historyKey(id)}, time.Now().UnixMilli(), maxErrors, actor).Int()
 	if err != nil && err.Error() == "not found" {
 		return 0, fmt.Errorf("rotation %s: %w", id, ErrNotFound)
 	}
@@ -380,11 +428,12 @@ func (s *Store) Resume(ctx context.Context, id string, maxErrors int) (wave int,
 // closeScript records every server of batches that were never submitted
 // (no checkpoint, no submit call started) as cancelled, and with ARGV[4]
 // set every server of the retry pool too, and finishes the rotation if
-// nothing is left. KEYS: meta, records, pages, fresh, retry, then the
-// batch keys. ARGV: now (ms), now (s), message, drain pool (1/0), the
-// current wave, then pairs of batch number and wave.
+// nothing is left. KEYS: meta, records, pages, fresh, retry, history,
+// then the batch keys. ARGV: now (ms), now (s), message, drain pool (1/0),
+// the current wave, then pairs of batch number and wave.
 var closeScript = redis.NewScript(`
-local meta = KEYS[1]
+local meta, hist, hist_at = KEYS[1], KEYS[6], ARGV[1]
+` + historyLua + `
 local closed = 0
 local function close(entries, wave)
   local n = 0
@@ -407,13 +456,13 @@ local function close(entries, wave)
   redis.call('HINCRBY', meta, 'wave_open', -n)
   closed = closed + n
 end
-for a = 6, #KEYS do
+for a = 7, #KEYS do
   local k = KEYS[a]
   local servers = redis.call('HGET', k, 'servers')
   if servers and redis.call('HEXISTS', k, 'cp') == 0 and tonumber(redis.call('HGET', k, 'intents') or '0') <= 0 then
-    close(servers, ARGV[2 * a - 5])
+    close(servers, ARGV[2 * a - 7])
     redis.call('HSET', k, 'cp', '1', 'req', '', 'at', ARGV[1], 'open', 0, 'done', '1')
-    redis.call('SREM', KEYS[4], ARGV[2 * a - 6])
+    redis.call('SREM', KEYS[4], ARGV[2 * a - 8])
   end
 end
 if ARGV[4] == '1' then
@@ -439,8 +488,8 @@ return {closed, finished}
 // cancel can be cut short between them (Ctrl-C, a dropped connection, a
 // failover); it is idempotent, and cancelling the rotation again closes
 // what the first call left.
-func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (closed int, finished bool, err error) {
-	if err := s.SetState(ctx, id, StateCancelled, "cancelled by an operator"); err != nil {
+func (s *Store) Cancel(ctx context.Context, id, actor string, now time.Time) (closed int, finished bool, err error) {
+	if err := s.SetState(ctx, id, StateCancelled, reasonCancelled, actor); err != nil {
 		return 0, false, err
 	}
 	rot, err := s.Rotation(ctx, id)
@@ -452,7 +501,7 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (closed in
 	// Retry batches are formed only from the pool, drained by the first
 	// call, so reading Batches once is enough.
 	for first := 1; first <= max(rot.Batches, 1); first += per {
-		keys := []string{s.metaKey(id), s.recordsKey(id), s.pagesKey(id), s.freshKey(id), s.retryKey(id)}
+		keys := []string{s.metaKey(id), s.recordsKey(id), s.pagesKey(id), s.freshKey(id), s.retryKey(id), s.historyKey(id)}
 		args := []any{now.UnixMilli(), now.Unix(), msg, flag(first == 1), rot.Wave}
 		for n := first; n < first+per && n <= rot.Batches; n++ {
 			keys = append(keys, s.batchKey(id, n))
@@ -473,19 +522,31 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (closed in
 }
 
 // Queued records that wave w's chunks up to chunk c are enqueued: wave w
-// has started, and the next chunk to enqueue comes after c.
+// has started (its history says so the first time), and the next chunk
+// to enqueue comes after c.
 func (s *Store) Queued(ctx context.Context, id string, w, c int) error {
-	if err := queuedScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, w, c).Err(); err != nil {
+	err := queuedScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.historyKey(id)}, w, c, time.Now().UnixMilli()).Err()
+	if err != nil {
 		return fmt.Errorf("rotation %s: mark wave %d enqueued up to chunk %d: %w", id, w, c, err)
 	}
 	return nil
 }
 
 // queuedScript moves the wave and chunk marks forward, never back: two
-// processes topping up the same wave at once write in any order.
+// processes topping up the same wave at once write in any order, and the
+// one that moves the wave mark records the wave's start. KEYS: meta,
+// history. ARGV: wave, chunk, now (ms).
 var queuedScript = redis.NewScript(`
+local meta, hist, hist_at = KEYS[1], KEYS[2], ARGV[3]
+` + historyLua + `
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', meta, 'wave_queued') or '0') then
+  local m = redis.call('HMGET', meta, 'wave_size:' .. ARGV[1], 'waves', 'failed', 'max_errors')
+  local detail = 'wave ' .. ARGV[1] .. ' of ' .. (m[2] or '?') .. ': ' .. (m[1] or '?') .. ' servers'
+  if tonumber(m[3] or '0') > 0 then detail = detail .. '; ' .. m[3] .. ' failed so far (max ' .. (m[4] or '-1') .. ')' end
+  history('wave_started', '` + SystemActor + `', detail)
+end
 for i, f in ipairs({'wave_queued', 'queued'}) do
-  if tonumber(ARGV[i]) > tonumber(redis.call('HGET', KEYS[1], f) or '0') then redis.call('HSET', KEYS[1], f, ARGV[i]) end
+  if tonumber(ARGV[i]) > tonumber(redis.call('HGET', meta, f) or '0') then redis.call('HSET', meta, f, ARGV[i]) end
 end
 return 0
 `)
@@ -493,7 +554,7 @@ return 0
 // finishIfDone finishes a rotation with nothing left to do (every server
 // skipped at planning time).
 func (s *Store) finishIfDone(ctx context.Context, id string, now time.Time) (bool, error) {
-	n, err := finishScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, now.UnixMilli()).Int()
+	n, err := finishScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.historyKey(id)}, now.UnixMilli()).Int()
 	if err != nil {
 		return false, fmt.Errorf("finish rotation %s: %w", id, err)
 	}
@@ -517,7 +578,7 @@ func (s *Store) Expire(ctx context.Context, r *Rotation, d time.Duration) error 
 	}
 	pipe := s.rdb.Pipeline()
 	for _, k := range []string{s.recordsKey(r.ID), s.pollsKey(r.ID), s.retryKey(r.ID), s.verifyKey(r.ID), s.pagesKey(r.ID), s.freshKey(r.ID), s.statsKey(r.ID),
-		s.whereKey(r.ID), s.vfailKey(r.ID), s.planKey(r.ID)} {
+		s.whereKey(r.ID), s.vfailKey(r.ID), s.planKey(r.ID), s.historyKey(r.ID)} {
 		pipe.Expire(ctx, k, d)
 	}
 	for n := 0; n <= r.Batches; n++ {

@@ -418,7 +418,7 @@ type Resolved struct {
 // the history bucket of now, and a failure under its error code, with the
 // first few servers as examples.
 //
-// KEYS: batch, meta, records, polls, retry, verify, pages, stats. ARGV: now (ms),
+// KEYS: batch, meta, records, polls, retry, verify, pages, stats, history. ARGV: now (ms),
 // batch number, next poll (ms; 0: no more polls, -1: unchanged), then
 // septuples: server, kind (verify, retry, or an outcome counter name),
 // value (the record, or the retry entry), score (verification place, or
@@ -427,9 +427,9 @@ type Resolved struct {
 // — and for a retry the record to write if the rotation is cancelled, in
 // the member — and its entry in the verification set (when it waits there).
 var resolveScript = redis.NewScript(`
-local meta = KEYS[2]
+local meta, hist, hist_at = KEYS[2], KEYS[9], ARGV[1]
 local bucket = tostring(math.floor(tonumber(ARGV[1]) / ` + statsBucketMs + `))
-` + budgetLua + advanceLua + failureLua + `
+` + historyLua + budgetLua + advanceLua + failureLua + `
 local function left(page)
   if page ~= '-1' then redis.call('HINCRBY', KEYS[7], page, -1) end
 end
@@ -509,7 +509,8 @@ return {recorded, complete, finished, advanced}
 `)
 
 // budgetLua halts a running or paused rotation whose failed count has just
-// gone beyond max_errors (-1: no budget), naming the count that tripped it.
+// gone beyond max_errors (-1: no budget), naming the count that tripped it,
+// in its reason and its history (historyLua).
 const budgetLua = `
 local function budget(failed)
   local st = redis.call('HGET', meta, 'state')
@@ -517,6 +518,9 @@ local function budget(failed)
   if (st == 'running' or st == 'paused') and maxe >= 0 and failed > maxe then
     redis.call('HSET', meta, 'state', 'failed', 'reason',
       'error budget exceeded: ' .. failed .. ' failed > max ' .. maxe .. '; resume with a larger --max-errors, or cancel')
+    local m = redis.call('HMGET', meta, 'succeeded', 'pending', 'running', 'total', 'wave', 'waves')
+    history('halted_budget', '` + SystemActor + `', failed .. ' failed > max ' .. maxe .. ' in wave ' .. m[5] .. ' of ' .. m[6] ..
+      '; ' .. m[1] .. ' succeeded, ' .. m[3] .. ' running, ' .. m[2] .. ' pending of ' .. m[4])
   end
 end
 `
@@ -526,21 +530,26 @@ end
 // rotation already halted keeps its state and gets the reason added, once.
 // With ARGV[2] set it also ends the rotation's tick chain: the live chain's
 // ticks find a newer generation and stop, and the next Wake (resume, or a
-// checkpoint) starts a new one. KEYS: meta. ARGV: reason, end chain (1/0).
-// Returns 1 when the rotation is halted, 0 when it is not (cancelled,
-// finished or unknown).
+// checkpoint) starts a new one. A new reason goes into the history once.
+// KEYS: meta, history. ARGV: reason, end chain (1/0), now (ms). Returns 1
+// when the rotation is halted, 0 when it is not (cancelled, finished or
+// unknown).
 var haltScript = redis.NewScript(`
-local meta = KEYS[1]
+local meta, hist, hist_at = KEYS[1], KEYS[2], ARGV[3]
+` + historyLua + `
 local st = redis.call('HGET', meta, 'state')
 if redis.call('HEXISTS', meta, 'finished_at') == 1 then return 0 end
 if st == 'running' or st == 'paused' then
   redis.call('HSET', meta, 'state', 'failed', 'reason', ARGV[1])
+  history('halted', '` + SystemActor + `', ARGV[1])
 elseif st == 'failed' then
   local cur = redis.call('HGET', meta, 'reason') or ''
   if cur == '' then
     redis.call('HSET', meta, 'reason', ARGV[1])
+    history('halted', '` + SystemActor + `', ARGV[1])
   elseif not string.find(cur, ARGV[1], 1, true) then
     redis.call('HSET', meta, 'reason', cur .. '; ' .. ARGV[1])
+    history('halted', '` + SystemActor + `', ARGV[1])
   end
 else
   return 0
@@ -558,7 +567,7 @@ return 1
 // whether the rotation is halted now: false for a cancelled or finished
 // one.
 func (s *Store) Halt(ctx context.Context, id, reason string, endChain bool) (bool, error) {
-	n, err := haltScript.Run(ctx, s.rdb, []string{s.metaKey(id)}, reason, flag(endChain)).Int()
+	n, err := haltScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.historyKey(id)}, reason, flag(endChain), time.Now().UnixMilli()).Int()
 	if err != nil {
 		return false, fmt.Errorf("halt rotation %s: %w", id, err)
 	}
@@ -580,7 +589,8 @@ end
 
 // advanceLua starts the next wave of a running rotation whose current
 // wave has no server left that is not terminal, pausing it there with
-// pause_after_wave. It returns the new wave, or 0.
+// pause_after_wave (which the history records: historyLua). It returns
+// the new wave, or 0.
 const advanceLua = `
 local function advance()
   local w = tonumber(redis.call('HGET', meta, 'wave') or '0')
@@ -591,25 +601,26 @@ local function advance()
   end
   redis.call('HSET', meta, 'wave', w + 1, 'wave_open', redis.call('HGET', meta, 'wave_size:' .. (w + 1)))
   if redis.call('HGET', meta, 'pause_after_wave') == '1' then
-    redis.call('HSET', meta, 'state', 'paused', 'reason',
-      'wave ' .. w .. ' of ' .. n .. ' finished; paused after the wave: resume to start wave ' .. (w + 1))
+    local reason = 'wave ' .. w .. ' of ' .. n .. ' finished; paused after the wave: resume to start wave ' .. (w + 1)
+    redis.call('HSET', meta, 'state', 'paused', 'reason', reason)
+    history('paused', '` + SystemActor + `', reason .. ' (' .. redis.call('HGET', meta, 'failed') .. ' failed so far)')
   end
   return w + 1
 end
 `
 
 // finishScript finishes a rotation with nothing pending or running. KEYS:
-// meta. ARGV: now (ms).
+// meta, history. ARGV: now (ms).
 var finishScript = redis.NewScript(`
-local meta = KEYS[1]
-` + finishLua + `
+local meta, hist, hist_at = KEYS[1], KEYS[2], ARGV[1]
+` + historyLua + finishLua + `
 return finished
 `)
 
 // finishLua sets finished_at once, when nothing is pending or running, and
 // the final state: cancelled stays cancelled, a rotation halted by its
 // error budget stays failed, otherwise completed_with_errors if any server
-// failed, else succeeded.
+// failed, else succeeded; the history records the end once (historyLua).
 const finishLua = `
 local finished = 0
 if tonumber(redis.call('HGET', meta, 'pending')) <= 0 and tonumber(redis.call('HGET', meta, 'running')) <= 0
@@ -620,6 +631,9 @@ if tonumber(redis.call('HGET', meta, 'pending')) <= 0 and tonumber(redis.call('H
     if tonumber(redis.call('HGET', meta, 'failed')) > 0 then st = 'completed_with_errors' else st = 'succeeded' end
     redis.call('HSET', meta, 'state', st)
   end
+  local m = redis.call('HMGET', meta, 'succeeded', 'failed', 'skipped', 'cancelled', 'total')
+  history('finished', '` + SystemActor + `', st .. ': ' .. m[1] .. ' succeeded, ' .. m[2] .. ' failed, ' .. m[3] .. ' skipped, ' ..
+    m[4] .. ' cancelled of ' .. m[5])
 end
 `
 
@@ -652,7 +666,8 @@ func (s *Store) Resolve(ctx context.Context, id string, n, w int, rs []Resolutio
 			args = append(args, r.ServerID, string(r.Outcome), encodeRecord(rec), 0, r.member, page, r.member)
 		}
 	}
-	keys := []string{s.batchKey(id, n), s.metaKey(id), s.recordsKey(id), s.pollsKey(id), s.retryKey(id), s.verifyKey(id), s.pagesKey(id), s.statsKey(id)}
+	keys := []string{s.batchKey(id, n), s.metaKey(id), s.recordsKey(id), s.pollsKey(id), s.retryKey(id), s.verifyKey(id), s.pagesKey(id), s.statsKey(id),
+		s.historyKey(id)}
 	v, err := resolveScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return Resolved{}, fmt.Errorf("record outcomes of batch %d of %s: %w", n, id, err)

@@ -267,12 +267,12 @@ func TestStoreSetState(t *testing.T) {
 			{StatePaused, false}, {StateRunning, false}, {StateCancelled, false}, {StateRunning, true}, {StateSucceeded, true},
 		}
 		for _, st := range steps {
-			err := s.SetState(ctx, "r1", st.to, "")
+			err := s.SetState(ctx, "r1", st.to, "", "test")
 			if (err != nil) != st.wantErr {
 				t.Fatalf("SetState(%s) = %v, want error %v", st.to, err, st.wantErr)
 			}
 		}
-		if err := s.SetState(ctx, "missing", StatePaused, ""); !errors.Is(err, ErrNotFound) {
+		if err := s.SetState(ctx, "missing", StatePaused, "", "test"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("SetState on a missing rotation: %v", err)
 		}
 	})

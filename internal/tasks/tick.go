@@ -317,7 +317,7 @@ func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, fini
 	// have died before these, and its re-run must do them. The event goes
 	// first, so a record with a retention has sent its event (the
 	// watchdog finishes the others).
-	if err := enqueueFinished(ctx, enq, store.ns, rot, opts); err != nil {
+	if err := enqueueFinished(ctx, store, enq, rot, opts); err != nil {
 		return err
 	}
 	if rot.Group != "" {
@@ -328,18 +328,23 @@ func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, fini
 	return store.Expire(ctx, rot, opts.Retention)
 }
 
-// enqueueFinished enqueues the rotation's completion event once: its task
-// ID is kept (Retention) for as long as the rotation's records, so a second
-// finisher's enqueue is refused as a duplicate.
-func enqueueFinished(ctx context.Context, enq Enqueuer, ns Namespace, rot *Rotation, opts TaskOptions) error {
+// enqueueFinished enqueues the rotation's completion event once, with its
+// history up to the end: its task ID is kept (Retention) for as long as
+// the rotation's records, so a second finisher's enqueue is refused as a
+// duplicate.
+func enqueueFinished(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, opts TaskOptions) error {
 	opts = opts.withDefaults()
 	ret := opts.Retention
 	if rot.Retention > 0 {
 		ret = rot.Retention
 	}
+	hist, err := store.History(ctx, rot.ID)
+	if err != nil {
+		return err
+	}
 	s := Summary{Version: EventVersion, Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Keypair: rot.Keypair, Counts: rot.Counts,
 		Region: rot.Region, ProjectID: rot.ProjectID, Group: rot.Group,
-		CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt}
-	_, err := enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(ns.Queue(QueueEvents)), asynq.Retention(ret))
+		CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt, History: hist}
+	_, err = enqueue(ctx, enq, TypeFinished, s, FinishedTaskID(rot.ID), asynq.Queue(store.ns.Queue(QueueEvents)), asynq.Retention(ret))
 	return err
 }

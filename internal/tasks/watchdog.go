@@ -105,7 +105,7 @@ func (h *Handler) watch(ctx context.Context, rot *Rotation) error {
 	}
 	if rot.State == StateCancelled && !rot.cancelClosed {
 		// A cancel cut short left batches that no task will close.
-		_, closed, err := Cancel(ctx, h.store, h.enq, rot.ID, h.cfg.Tasks, h.now())
+		_, closed, err := Cancel(ctx, h.store, h.enq, rot.ID, SystemActor, h.cfg.Tasks, h.now())
 		if err != nil {
 			return err
 		}

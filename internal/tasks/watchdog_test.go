@@ -199,7 +199,7 @@ func TestPausedRotationHoldsNoTasks(t *testing.T) {
 		ctx := context.Background()
 		w := newWatchRig(t, r, 200)
 		w.start(t, "r-p")
-		if err := w.store.SetState(ctx, "r-p", StatePaused, "paused by the test"); err != nil {
+		if err := w.store.SetState(ctx, "r-p", StatePaused, "paused by the test", "test"); err != nil {
 			t.Fatal(err)
 		}
 		w.work(t, 0)
@@ -220,7 +220,7 @@ func TestPausedRotationHoldsNoTasks(t *testing.T) {
 		if rot := w.until(t, "r-p", 0, "paused", func(r *Rotation) bool { return r.State == StatePaused }); rot.Counts.Submitted != 0 {
 			t.Fatalf("a paused rotation submitted %d servers", rot.Counts.Submitted)
 		}
-		if _, n, err := Resume(ctx, w.store, w.enq, "r-p", nil, w.opts); err != nil || n != submitAhead {
+		if _, n, err := Resume(ctx, w.store, w.enq, "r-p", nil, "test", w.opts); err != nil || n != submitAhead {
 			t.Fatalf("Resume enqueued %d, %v; want the %d chunks the pause ended", n, err, submitAhead)
 		}
 		w.succeeded(t, "r-p", 200)

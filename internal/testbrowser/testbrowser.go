@@ -74,6 +74,22 @@ func Shot(t *testing.T, ctx context.Context, name string) string {
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
+	return save(t, name, png)
+}
+
+// ShotOf saves a screenshot of the element sel (a CSS selector) alone, as
+// Shot does: a part of a page a document shows.
+func ShotOf(t *testing.T, ctx context.Context, sel, name string) string {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("screenshot %s of %s: %v", name, sel, err)
+	}
+	return save(t, name, png)
+}
+
+func save(t *testing.T, name string, png []byte) string {
+	t.Helper()
 	path := filepath.Join(t.ArtifactDir(), name)
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatalf("save screenshot: %v", err)

@@ -255,6 +255,47 @@ function failures(d) {
         el("li", {}, el("span", { class: "mono" }, e.server_id), ` (attempt ${e.attempts}): ${e.error_msg}`))))))));
 }
 
+// historyWords name the history's kinds for people; a kind this console
+// does not know shows as it is.
+const historyWords = {
+  created: "Created", keypair_imported: "Keypair imported", wave_started: "Wave started", paused: "Paused",
+  resumed: "Resumed", halted_budget: "Halted: error budget", halted: "Halted", cancelled: "Cancelled",
+  finished: "Finished", keypair_retired: "Old keypair retired",
+};
+const historyClass = {
+  created: "run", keypair_imported: "run", wave_started: "run", paused: "warn", resumed: "run",
+  halted_budget: "bad", halted: "bad", cancelled: "can", finished: "ok", keypair_retired: "ok",
+};
+
+// endClass colours a finish by the state its detail begins with.
+function endClass(detail) {
+  const st = (detail || "").split(":")[0];
+  return { succeeded: "ok", completed_with_errors: "cwe", failed: "bad", cancelled: "can" }[st] || "ok";
+}
+
+// timeline draws the rotation's history, oldest first: when, what, who,
+// and the figures that go with it; a gap in the entries' numbers is where
+// the capped history left entries out.
+function timeline(d) {
+  const h = d.timeline || [];
+  if (h.length === 0) return el("p", { class: "muted" }, "No history: the rotation was started by a release that kept none.");
+  const rows = [];
+  let prev = 0;
+  for (const e of h) {
+    if (!e.rotation && prev && e.seq > prev + 1) {
+      rows.push(el("li", { class: "gap" }, `… ${num(e.seq - prev - 1)} entries left out …`));
+    }
+    prev = e.rotation ? prev : e.seq;
+    rows.push(el("li", { class: `kind-${e.kind}` },
+      el("i", { class: e.kind === "finished" ? endClass(e.detail) : historyClass[e.kind] || "can" }),
+      el("time", { datetime: e.at, title: e.at }, when(e.at)),
+      el("span", { class: "what" }, historyWords[e.kind] || e.kind, e.rotation ? el("span", { class: "mono muted" }, ` ${e.rotation}`) : null),
+      el("span", { class: "who" }, e.actor ? `by ${e.actor}` : ""),
+      el("span", { class: "detail" }, e.detail || "")));
+  }
+  return el("ol", { class: "timeline" }, rows);
+}
+
 async function showRotation(id) {
   const d = await api(`/${encodeURIComponent(id)}`);
   const c = d.counts;
@@ -296,6 +337,7 @@ async function showRotation(id) {
         el("div", { class: "card" }, el("h2", {}, "Error budget"), budget(d)),
         el("div", { class: "card" }, el("h2", {}, "Waves"), waves(d)))),
     el("div", { class: "card" }, el("h2", {}, "Failures by error code"), failures(d)),
+    el("div", { class: "card", id: "timeline" }, el("h2", {}, "History"), timeline(d)),
     el("div", { class: "card muted" },
       `chunk size ${d.chunk_size} · ${num(d.chunks)} chunks, ${num(d.batches)} batches with retries · max attempts ${d.max_attempts} · ` +
       `verification ${d.verify ? "on" : "off"}` + (d.pause_after_wave ? " · pauses after each wave" : "")));
