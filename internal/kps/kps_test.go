@@ -286,3 +286,26 @@ func TestSimUpdateKeypairConsultsKPS(t *testing.T) {
 		}
 	}
 }
+
+func TestEndpointsFor(t *testing.T) {
+	env := map[string]string{"HUAWEICLOUD_SDK_REGION_KPS_CN_EAST_3": "https://kps.override", "HUAWEICLOUD_SDK_REGION_CPH_AP_SOUTHEAST_1": "https://cph.sdk"}
+	e := kps.Endpoints{Default: "https://kps.flag", CPH: cph.Endpoints{Region: "cn-north-4", Plain: "https://cph.plain",
+		Regions: map[string]string{"la-south-2": "https://cph.la"}, Getenv: func(k string) string { return env[k] }}}
+	tests := []struct{ region, want string }{
+		{"", "https://kps.flag"},
+		{"cn-north-4", "https://kps.flag"},
+		{"cn-east-3", "https://kps.override"},
+		{"la-south-2", "https://cph.la"},
+		{"ap-southeast-1", "https://cph.sdk"},
+		{"cn-south-1", "https://kms.cn-south-1.myhuaweicloud.com"},
+	}
+	for _, tt := range tests {
+		if got := e.For(tt.region); got != tt.want {
+			t.Errorf("For(%q) = %q, want %q", tt.region, got, tt.want)
+		}
+	}
+	e.Default = ""
+	if got := e.For(""); got != "https://cph.plain" {
+		t.Errorf("without a KPS endpoint, the default region's = %q, want its CPH endpoint", got)
+	}
+}
