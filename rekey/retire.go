@@ -56,8 +56,9 @@ type RetiredPlace struct {
 // DeletedKeypair is an old keypair deleted from KPS.
 type DeletedKeypair struct {
 	Keypair string `json:"keypair"`
-	// AlreadyGone: KPS no longer held it (an earlier retire cut short, or
-	// a deletion by hand); it counts as deleted.
+	// AlreadyGone: KPS no longer held it, and no earlier retire of the
+	// rotation had deleted it (one cut short before it stored its outcome,
+	// or a deletion by hand); it counts as deleted.
 	AlreadyGone bool `json:"already_gone,omitempty"`
 }
 
@@ -67,6 +68,9 @@ const (
 	KeptInUse = tasks.KeptInUse
 	// KeptTarget: the rotation puts servers on it.
 	KeptTarget = tasks.KeptTarget
+	// KeptRefused: KPS refused to delete it (KeptKeypair.Message says
+	// why), e.g. a keypair an ECS server is bound to.
+	KeptRefused = tasks.KeptRefused
 )
 
 // KeptKeypair is an old keypair a retire left in KPS.
@@ -77,11 +81,13 @@ type KeptKeypair struct {
 	// Sample names the first five.
 	Servers int      `json:"servers"`
 	Sample  []string `json:"sample,omitempty"`
+	// Message is KPS's answer to a refused delete (KeptRefused).
+	Message string `json:"message,omitempty"`
 }
 
 // String says why k was kept: "3 servers still use it: s-1, s-2, s-3".
 func (k KeptKeypair) String() string {
-	return tasks.KeptKeypair{Keypair: k.Keypair, Reason: k.Reason, Servers: k.Servers, Sample: k.Sample}.String()
+	return tasks.KeptKeypair{Keypair: k.Keypair, Reason: k.Reason, Servers: k.Servers, Sample: k.Sample, Message: k.Message}.String()
 }
 
 // Retire deletes rotation id's old keypairs (each server's keypair before
@@ -185,7 +191,7 @@ func retiredPlaceOf(p *tasks.RetiredPlace) RetiredPlace {
 		out.Deleted = append(out.Deleted, DeletedKeypair{Keypair: d.Keypair, AlreadyGone: d.AlreadyGone})
 	}
 	for _, k := range p.Kept {
-		out.Kept = append(out.Kept, KeptKeypair{Keypair: k.Keypair, Reason: k.Reason, Servers: k.Servers, Sample: k.Sample})
+		out.Kept = append(out.Kept, KeptKeypair{Keypair: k.Keypair, Reason: k.Reason, Servers: k.Servers, Sample: k.Sample, Message: k.Message})
 	}
 	return out
 }

@@ -116,15 +116,17 @@ type RetiredPlace struct {
 // DeletedKeypair is an old keypair a retire deleted.
 type DeletedKeypair struct {
 	Keypair string `json:"keypair"`
-	// AlreadyGone: KPS no longer held it (deleted by an earlier retire cut
-	// short, or by hand).
+	// AlreadyGone: KPS no longer held it, and no earlier retire of the
+	// rotation had deleted it (a retire cut short before it stored its
+	// outcome, or a deletion by hand).
 	AlreadyGone bool `json:"already_gone,omitempty"`
 }
 
 // Why a keypair was kept.
 const (
-	KeptInUse  = "in_use" // servers of the project are still on it
-	KeptTarget = "target" // the rotation puts servers on it
+	KeptInUse   = "in_use"  // servers of the project are still on it
+	KeptTarget  = "target"  // the rotation puts servers on it
+	KeptRefused = "refused" // KPS refused to delete it (Message says why)
 )
 
 // KeptKeypair is an old keypair a retire left in KPS.
@@ -135,13 +137,18 @@ type KeptKeypair struct {
 	// Sample names the first few.
 	Servers int      `json:"servers"`
 	Sample  []string `json:"sample,omitempty"`
+	// Message is KPS's answer to a refused delete.
+	Message string `json:"message,omitempty"`
 }
 
 // String says why k was kept, e.g. "3 servers still use it: s-1, s-2,
 // s-3".
 func (k KeptKeypair) String() string {
-	if k.Reason == KeptTarget {
+	switch k.Reason {
+	case KeptTarget:
 		return "the rotation puts servers on it"
+	case KeptRefused:
+		return "KPS refused to delete it: " + k.Message
 	}
 	s := fmt.Sprintf("%d servers still use it: %s", k.Servers, strings.Join(k.Sample, ", "))
 	if k.Servers == 1 {
@@ -151,6 +158,15 @@ func (k KeptKeypair) String() string {
 		s += fmt.Sprintf(" (first %d shown)", len(k.Sample))
 	}
 	return s
+}
+
+// deleted reports whether the retire that p is the outcome of deleted
+// keypair k itself (p may be nil: no retire).
+func (p *RetiredPlace) deleted(k string) bool {
+	if p == nil {
+		return false
+	}
+	return slices.ContainsFunc(p.Deleted, func(d DeletedKeypair) bool { return d.Keypair == k && !d.AlreadyGone })
 }
 
 // DeletedNames lists the keypairs a retire deleted, as "kp-old in
@@ -314,9 +330,16 @@ func retirePlace(ctx context.Context, at *RetireAt, part retireCandidates, targe
 			case err == nil:
 				rp.Deleted = append(rp.Deleted, DeletedKeypair{Keypair: k})
 			case kps.IsNotFound(err):
-				rp.Deleted = append(rp.Deleted, DeletedKeypair{Keypair: k, AlreadyGone: true})
+				// Gone since an earlier retire of this rotation deleted it:
+				// the record keeps saying that retire deleted it.
+				rp.Deleted = append(rp.Deleted, DeletedKeypair{Keypair: k, AlreadyGone: !part.rot.Retired.deleted(k)})
 			case kps.IsDenied(err):
 				return nil, fmt.Errorf("delete keypair %s: %w (the credentials' IAM policy needs %s)", k, err, DeleteAction)
+			case cph.KindOf(err) == cph.KindPermanent && !wrongEndpoint(err):
+				// KPS serves ECS too, whose servers this list does not
+				// show: a keypair it will not delete (one bound to an ECS
+				// server, say) is kept, and the others are retired.
+				rp.Kept = append(rp.Kept, KeptKeypair{Keypair: k, Reason: KeptRefused, Message: err.Error()})
 			default:
 				return nil, fmt.Errorf("delete keypair %s: %w", k, err)
 			}
@@ -324,6 +347,13 @@ func retirePlace(ctx context.Context, at *RetireAt, part retireCandidates, targe
 	}
 	slices.SortFunc(rp.Kept, func(a, b KeptKeypair) int { return strings.Compare(a.Keypair, b.Keypair) })
 	return rp, nil
+}
+
+// wrongEndpoint reports whether err is the gateway's answer that the API
+// does not exist there: every delete would fail alike.
+func wrongEndpoint(err error) bool {
+	var ce *cph.Error
+	return errors.As(err, &ce) && ce.Code == cph.CodeAPINotFound
 }
 
 // ScheduleRetire enqueues rotation id's retire to run on the workers

@@ -136,13 +136,23 @@ func TestRetireDeletesOnlyUnusedOldKeypairs(t *testing.T) {
 			t.Fatalf("stored outcome %+v", stored)
 		}
 
-		// Run again: the keypair is gone, which counts as deleted.
+		// Run again: the keypair is gone, which counts as deleted, by the
+		// first run; gone without a run having deleted it, it is said to
+		// have been gone already.
 		again, err := Retire(ctx, s, placesOf(fleet, kps), "r1", RetireOptions{}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := again.Places[0].Deleted; len(d) != 1 || !d[0].AlreadyGone {
-			t.Errorf("second run deleted %+v, want kp-old already gone", d)
+		if d := again.Places[0].Deleted; len(d) != 1 || d[0].AlreadyGone || len(kps.deletes) != 2 {
+			t.Errorf("second run deleted %+v (calls %v), want kp-old deleted by the first", d, kps.deletes)
+		}
+		retireRotation(t, s, "r2", map[string]string{"s5": "kp-gone"}, OutcomeSucceeded)
+		gone, err := Retire(ctx, s, placesOf(fleet, kps), "r2", RetireOptions{}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := gone.Places[0].Deleted; len(d) != 1 || !d[0].AlreadyGone {
+			t.Errorf("retire of a keypair KPS never held: %+v, want it already gone", d)
 		}
 	})
 }
@@ -193,6 +203,11 @@ func TestRetireRefusals(t *testing.T) {
 		}
 
 		fleet.servers = nil
+		kps.refuse = http.StatusBadRequest
+		got, err = Retire(ctx, s, placesOf(fleet, kps), "failed", RetireOptions{AllowIncomplete: true}, time.Now())
+		if err != nil || len(got.Places[0].Kept) != 1 || !strings.HasPrefix(got.Places[0].Kept[0].String(), "KPS refused to delete it: ") {
+			t.Fatalf("KPS refusing the delete: %+v, %v; want kp-old kept, saying why", got, err)
+		}
 		kps.refuse = http.StatusForbidden
 		_, err = Retire(ctx, s, placesOf(fleet, kps), "failed", RetireOptions{AllowIncomplete: true}, time.Now())
 		if err == nil || !strings.Contains(err.Error(), DeleteAction) || !strings.Contains(err.Error(), "cn-north-4/p1") {
