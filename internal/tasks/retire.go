@@ -226,7 +226,8 @@ func Retire(ctx context.Context, store *Store, places RetirePlaces, id string, o
 		}
 		slices.Sort(parts[i].old)
 	}
-	out := &Retirement{Rotation: id, DryRun: opts.DryRun, At: now.UTC()}
+	now = now.UTC().Truncate(time.Millisecond)
+	out := &Retirement{Rotation: id, DryRun: opts.DryRun, At: now}
 	for _, part := range parts {
 		at, err := places(part.rot.Place())
 		if err != nil {
@@ -289,7 +290,7 @@ func retirable(ctx context.Context, store *Store, id string, opts RetireOptions)
 // place's whole server list once, counting the servers on each old
 // keypair, then deletes those no server is on.
 func retirePlace(ctx context.Context, at *RetireAt, part retireCandidates, targets map[string]bool, dryRun bool, now time.Time) (*RetiredPlace, error) {
-	rp := &RetiredPlace{Rotation: part.rot.ID, Region: at.Region, ProjectID: at.ProjectID, At: now.UTC(),
+	rp := &RetiredPlace{Rotation: part.rot.ID, Region: at.Region, ProjectID: at.ProjectID, At: now,
 		Deleted: []DeletedKeypair{}, Kept: []KeptKeypair{}, Unrecorded: part.unrecorded}
 	users := map[string]*KeptKeypair{}
 	for _, k := range part.old {
