@@ -154,6 +154,10 @@ func (c *Client) ScheduleRetire(ctx context.Context, id string, delay time.Durat
 // retireAt is what a retire needs in place p: its fleet, its KPS and its
 // names (the client's own region and project for the default place).
 func (c *Client) retireAt(p tasks.Place) (*tasks.RetireAt, error) {
+	if p.ProjectID != "" && p.ProjectID != c.cph.ProjectID && (c.cph.SecurityToken != "" || c.cph.IAMToken != "") {
+		return nil, badInput("the credentials are a token scoped to project %s, not %s: sign with a permanent AK/SK (HUAWEICLOUD_SDK_AK, HUAWEICLOUD_SDK_SK) to retire across projects",
+			c.cph.ProjectID, p.ProjectID)
+	}
 	api, err := c.apiAt(p)
 	if err != nil {
 		return nil, err
