@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -296,6 +297,55 @@ func TestScheduleRetireOnce(t *testing.T) {
 		rot := mustRotation(t, s, "r1")
 		if rot.Retired == nil || len(rot.Retired.Deleted) != 1 || rot.RetireError != "" || !rot.RetireDue.IsZero() {
 			t.Errorf("after the run: outcome %+v, error %q, due %v", rot.Retired, rot.RetireError, rot.RetireDue)
+		}
+	})
+}
+
+// A rotation across places is retired part by part, each in its own
+// project's fleet and KPS, and each part keeps its own outcome.
+func TestRetireGroupPartByPart(t *testing.T) {
+	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
+		ctx := context.Background()
+		s := NewStore(r.Client(t), "")
+		places := []Place{{}, {Region: "cn-east-3", ProjectID: "p2"}}
+		g := &Group{ID: "g", Parts: []string{PartID("g", 1), PartID("g", 2)}, CreatedAt: time.Now()}
+		if _, err := s.CreateGroup(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		for i, id := range g.Parts {
+			sid := fmt.Sprintf("s%d", i)
+			chunk := entries(sid)
+			rot := testRotation(id, [][]Entry{chunk})
+			rot.Group, rot.Region, rot.ProjectID = "g", places[i].Region, places[i].ProjectID
+			if _, err := s.Create(ctx, rot, [][]Entry{chunk}, nil, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			checkpoint(t, s, id, 1, sid)
+			if _, err := s.Resolve(ctx, id, 1, 1, outcomes(OutcomeSucceeded, sid), time.Time{}, false, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The second project has a server outside the rotation on kp-old.
+		fleets := map[Place]*fakeFleet{places[0]: {}, places[1]: {servers: []cph.Server{{ServerID: "x", KeypairName: "kp-old"}}}}
+		kpss := map[Place]*fakeKPS{places[0]: {held: map[string]bool{"kp-old": true}}, places[1]: {held: map[string]bool{"kp-old": true}}}
+		at := func(p Place) (*RetireAt, error) {
+			return &RetireAt{Fleet: fleets[p], Keypairs: kpss[p], Region: cmp.Or(p.Region, "cn-north-4"), ProjectID: cmp.Or(p.ProjectID, "p1")}, nil
+		}
+		got, err := Retire(ctx, s, at, "g", RetireOptions{}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Places) != 2 || got.Places[0].Rotation != "g.1" || got.Places[0].Region != "cn-north-4" || len(got.Places[0].Deleted) != 1 ||
+			got.Places[1].ProjectID != "p2" || len(got.Places[1].Kept) != 1 {
+			t.Fatalf("group retire: %+v, %+v", got.Places[0], got.Places[1])
+		}
+		if kpss[places[0]].held["kp-old"] || !kpss[places[1]].held["kp-old"] {
+			t.Errorf("KPS holds %v and %v; want kp-old gone from p1 only", kpss[places[0]].held, kpss[places[1]].held)
+		}
+		for i, id := range g.Parts {
+			if rp := mustRotation(t, s, id).Retired; rp == nil || rp.ProjectID != got.Places[i].ProjectID {
+				t.Errorf("part %s stored %+v", id, rp)
+			}
 		}
 	})
 }
