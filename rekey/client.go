@@ -109,22 +109,7 @@ func (c *CPH) GoString() string { return c.String() }
 // kpsEndpoint is the KPS endpoint of region ("": the default Region), as
 // KPSEndpoint says.
 func (c *CPH) kpsEndpoint(region string) string {
-	if region == "" {
-		region = c.Region
-	}
-	if c.Getenv != nil && region != "" && c.Getenv(kps.EndpointEnv(region)) != "" {
-		return kps.EndpointFor(region, c.Getenv)
-	}
-	if region == c.Region && c.KPSEndpoint != "" {
-		return c.KPSEndpoint
-	}
-	if u := c.endpoints().Config(cph.Config{Endpoint: c.Endpoint}, region).Endpoint; u != "" {
-		return u
-	}
-	if region != "" {
-		return kps.DefaultEndpoint(region)
-	}
-	return ""
+	return kps.Endpoints{CPH: c.endpoints(), Default: c.KPSEndpoint}.For(region)
 }
 
 // iamEndpoint is the IAM endpoint, as IAMEndpoint says.

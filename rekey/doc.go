@@ -1,7 +1,8 @@
 // Package rekey is the Go client of cph-rekey for fleet-rotation tools:
 // start a keypair rotation of Huawei Cloud Phone servers, watch it, wait
 // for it, read its per-server report, pause, resume, cancel or roll it
-// back, and react to its completion event. It is what the enqueue command
+// back, retire its old keypairs (Retire, ScheduleRetire), and react to its
+// completion event. It is what the enqueue command
 // is built on, as asynq.Client is for asynq.
 //
 // A Client talks to the Redis the workers use (cmd/worker, scaled pods);

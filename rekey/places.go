@@ -1,6 +1,7 @@
 package rekey
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -163,6 +164,15 @@ func groupRotation(g *tasks.Group, parts []*Rotation) *Rotation {
 		if p.Halted() && r.Reason == "" {
 			r.Reason = fmt.Sprintf("%s (%s/%s) halted: %s", p.ID, p.Region, p.ProjectID, p.Reason)
 		}
+		if p.Retired != nil {
+			if r.Retired == nil {
+				r.Retired = &Retirement{Rotation: g.ID}
+			}
+			r.Retired.At = maxTime(r.Retired.At, p.Retired.At)
+			r.Retired.Places = append(r.Retired.Places, p.Retired.Places...)
+		}
+		r.RetireDue = maxTime(r.RetireDue, p.RetireDue)
+		r.RetireError = cmp.Or(r.RetireError, p.RetireError)
 	}
 	if !finished {
 		r.FinishedAt = time.Time{}

@@ -108,6 +108,13 @@ type Rotation struct {
 	// Parts are the rotations, one a (region, project), of a rotation
 	// across places; its figures are theirs summed. Nil for one place.
 	Parts []*Rotation
+	// Retired is the outcome of the last Retire of the rotation's old
+	// keypairs, place by place (a rotation across places: its parts'),
+	// nil before any. RetireDue is when a scheduled retire is due (zero:
+	// none waiting), and RetireError why the last scheduled run failed.
+	Retired     *Retirement
+	RetireDue   time.Time
+	RetireError string
 }
 
 // Wave is a canary wave as planned: chunks up to LastChunk (from the
@@ -137,7 +144,17 @@ func rotationOf(r *tasks.Rotation) *Rotation {
 		WavePlan: waves, WaveOpen: r.WaveOpen, MaxErrors: r.MaxErrors, ChunkSize: r.ChunkSize, Chunks: r.Chunks, Batches: r.Batches,
 		MaxAttempts: r.MaxAttempts, Verify: r.Verify, PauseAfterWave: r.PauseAfterWave, Retention: r.Retention, Schema: r.Schema,
 		CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt, Counts: countsOf(r.Counts),
-		Region: r.Region, ProjectID: r.ProjectID, Group: r.Group}
+		Region: r.Region, ProjectID: r.ProjectID, Group: r.Group,
+		Retired: retiredOf(r.ID, r.Retired), RetireDue: r.RetireDue, RetireError: r.RetireError}
+}
+
+// retiredOf is the Retirement of rotation id whose one place's outcome is
+// p (nil: none).
+func retiredOf(id string, p *tasks.RetiredPlace) *Retirement {
+	if p == nil {
+		return nil
+	}
+	return &Retirement{Rotation: id, At: p.At, Places: []RetiredPlace{retiredPlaceOf(p)}}
 }
 
 // ValidateRotationID checks a rotation id: 1-64 bytes of letters, digits,

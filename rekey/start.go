@@ -53,9 +53,10 @@ func (c *Client) Start(ctx context.Context, r Request) (*Started, error) {
 // changed (outcome succeeded) back on the keypair it had before, as the
 // report recorded it; Start or Plan it. r gives the options (its Keypair
 // and Targets are replaced; an empty ID becomes "<id>-rollback"). The
-// rotation must have finished, and must have recorded old keypairs (it was
-// not started with NoSkipMatching); otherwise the error is an *InputError
-// naming how many servers lack one.
+// rotation must have finished, must have recorded old keypairs (it was
+// not started with NoSkipMatching), and its old keypairs must not have been
+// retired (Retire deleted none); otherwise the error is an *InputError
+// saying which.
 func (c *Client) RollbackRequest(ctx context.Context, id string, r Request) (Request, error) {
 	if err := tasks.ValidateRotationID(id); err != nil {
 		return r, &InputError{Err: err}
@@ -72,6 +73,9 @@ func (c *Client) RollbackRequest(ctx context.Context, id string, r Request) (Req
 	}
 	if !rot.Finished() {
 		return r, badInput("rotation %s is %s and has not finished: pause or cancel it, wait for it to end, then roll back", id, rot.State)
+	}
+	if err := refuseRetired(rot); err != nil {
+		return r, err
 	}
 	var ts []Target
 	unknown := 0

@@ -1,7 +1,8 @@
 // Command enqueue is the operator's and tools' CLI for cph-rekey: it starts
 // rotations (from a list or from discovery), dry-runs them, shows their
 // status, exports their per-server report, pauses, resumes or cancels
-// them, rolls them back, and discards the plan of a start cut short.
+// them, rolls them back, retires their old keypairs, and discards the
+// plan of a start cut short.
 //
 //	enqueue start --dry-run --keypair kp-2026 servers.txt
 //	enqueue start --keypair kp-2026 --waves 1,10,10% --max-errors 5 servers.txt
@@ -86,6 +87,7 @@ var commands = []struct {
 	{"cancel", "cancel a rotation: in-flight calls end, every remaining server is recorded cancelled", cmdCancel},
 	{"discard", "discard the plan of a start cut short before its rotation was created", cmdDiscard},
 	{"rollback", "start a rotation putting every server a rotation changed back on its old keypair", cmdRollback},
+	{"retire", "delete a finished rotation's old keypairs from KPS where no server still uses them", cmdRetire},
 }
 
 func run(ctx context.Context, args []string, e *env) int {

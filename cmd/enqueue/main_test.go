@@ -116,6 +116,12 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"resume missing rotation", []string{"resume", "r-missing"}, nil},
 		{"rollback missing rotation", []string{"rollback", "--skip-matching=false", "r-missing"}, nil},
 		{"rollback id too long", []string{"rollback", strings.Repeat("r", 60)}, nil},
+		{"retire missing rotation", []string{"retire", "--endpoint", "http://127.0.0.1:1", "r-missing"}, nil},
+		{"retire scheduled missing rotation", []string{"retire", "--after", "1h", "r-missing"}, nil},
+		{"retire without endpoint", []string{"retire", "r-1"}, nil},
+		{"retire negative after", []string{"retire", "--after", "-1h", "r-1"}, nil},
+		{"retire dry run scheduled", []string{"retire", "--dry-run", "--after", "1h", "r-1"}, nil},
+		{"retire bad after env", []string{"retire", "r-1"}, map[string]string{"REKEY_AFTER": "later"}},
 		{"bad namespace", []string{"list", "--namespace", "a{b}"}, nil},
 		{"bad namespace env", []string{"list"}, map[string]string{"REKEY_NAMESPACE": "a:b"}},
 		{"actor with a control character", []string{"pause", "--actor", "bob\x1b[2J", "r-1"}, nil},
@@ -155,6 +161,12 @@ func TestHelpExitsZero(t *testing.T) {
 	_, _, stderr := runCmd(t, nil, "", "start", "--help")
 	if !strings.Contains(stderr, "REKEY_CHUNK_SIZE") || !strings.Contains(stderr, "REDIS_URL") {
 		t.Fatalf("start --help does not name the environment variables:\n%s", stderr)
+	}
+	_, _, stderr = runCmd(t, nil, "", "retire", "--help")
+	for _, env := range []string{"REKEY_AFTER", "REKEY_DRY_RUN", "REKEY_ALLOW_INCOMPLETE", "REKEY_KPS_ENDPOINT", "kps:SSHKeyPair:delete"} {
+		if !strings.Contains(stderr, env) {
+			t.Errorf("retire --help does not name %s:\n%s", env, stderr)
+		}
 	}
 }
 

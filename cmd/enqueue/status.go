@@ -63,6 +63,7 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 			for _, p := range st.Parts {
 				fmt.Fprintf(e.stdout, "  %s/%s: %s\n", orDefault(p.Region, "(default region)"), orDefault(p.ProjectID, "(default project)"), p.line())
 			}
+			st.writeRetire(e.stdout)
 			if !*watch {
 				writeHistory(e.stdout, st.History, statusHistory)
 			}
@@ -161,6 +162,11 @@ type status struct {
 	// History is the rotation's history, oldest first (a part's entries
 	// name it): status shows it, list does not.
 	History []rekey.HistoryEntry `json:"history,omitempty"`
+	// Retired is the last retire of the old keypairs; RetireDue when a
+	// scheduled one is due, RetireError why its last run failed.
+	Retired     *rekey.Retirement `json:"retired,omitempty"`
+	RetireDue   time.Time         `json:"retire_due,omitzero"`
+	RetireError string            `json:"retire_error,omitempty"`
 }
 
 // statusHistory is how many of the latest history entries the text
@@ -193,7 +199,7 @@ func writeHistory(w io.Writer, hist []rekey.HistoryEntry, n int) {
 func newStatus(rot *rekey.Rotation, prev, cur *sample) *status {
 	st := &status{Rotation: rot.ID, State: rot.State, Reason: rot.Reason, Wave: rot.Wave, Waves: rot.Waves,
 		MaxErrors: rot.MaxErrors, Keypair: rot.Keypair, Counts: rot.Counts, CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt,
-		Region: rot.Region, ProjectID: rot.ProjectID}
+		Region: rot.Region, ProjectID: rot.ProjectID, Retired: rot.Retired, RetireDue: rot.RetireDue, RetireError: rot.RetireError}
 	for _, p := range rot.Parts {
 		// A part's rate is its own average: only the whole is sampled.
 		st.Parts = append(st.Parts, newStatus(p, nil, cur))
@@ -235,6 +241,21 @@ func (s *status) line() string {
 	}
 	return fmt.Sprintf("%s %s%s %.1f%% done: %d succeeded, %d failed (max %d), %d skipped, %d cancelled, %d running (%d verifying), %d pending of %d (%.1f servers/s%s)%s",
 		s.Rotation, s.State, wave, s.Percent, c.Succeeded, c.Failed, s.MaxErrors, c.Skipped, c.Cancelled, c.Running, c.Verifying, c.Pending, c.Total, s.Rate, eta, reason)
+}
+
+// writeRetire writes the rotation's retire: its outcome, the one
+// scheduled, the error of its last scheduled run.
+func (s *status) writeRetire(w io.Writer) {
+	if s.Retired != nil {
+		fmt.Fprintf(w, "old keypairs retired at %s:\n", s.Retired.At.Format(time.RFC3339))
+		writeRetirement(w, s.Retired, "  ")
+	}
+	if !s.RetireDue.IsZero() {
+		fmt.Fprintf(w, "retire scheduled for %s\n", s.RetireDue.Format(time.RFC3339))
+	}
+	if s.RetireError != "" {
+		fmt.Fprintf(w, "last scheduled retire failed: %s\n", s.RetireError)
+	}
 }
 
 // bar is the live progress line of --watch in at most width columns: a

@@ -22,6 +22,7 @@ type config struct {
 	redis           *redisurl.Conn
 	cph             cph.Config
 	endpoints       cph.Endpoints
+	kpsEndpoint     string
 	concurrency     int
 	adminAddr       string
 	adminToken      string
@@ -62,6 +63,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		}
 		return nil
 	})
+	fs.StringVar(&c.kpsEndpoint, "kps-endpoint", "", "Key Pair Service endpoint `url` of --region, for scheduled retires (enqueue retire --after). Default: the SDK's\nHUAWEICLOUD_SDK_REGION_KPS_{REGION} when set, else the region's CPH endpoint when given, else https://kms.{region}.myhuaweicloud.com; other regions likewise")
 	fs.IntVar(&c.concurrency, "concurrency", 20, "tasks run at once by this process")
 	fs.StringVar(&c.adminAddr, "admin-addr", "127.0.0.1:8080", "admin HTTP `address` (the rotations console, the asynq web UI, /metrics, /healthz, /readyz); empty disables it")
 	fs.StringVar(&c.adminToken, "admin-token", "", "`token` for the web UI and /metrics (basic auth password or bearer); required beyond loopback")

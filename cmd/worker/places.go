@@ -3,11 +3,14 @@ package main
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/kps"
+	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 )
 
@@ -21,6 +24,8 @@ type places struct {
 	endpoints cph.Endpoints
 	limiter   func(region, project string) tasks.Limiter
 	log       *slog.Logger
+	kps       kps.Endpoints                       // the KPS endpoint of each region, for retires
+	readRate  func(region string) ratelimit.Limit // a retire's reads of the fleet, per region
 
 	mu   sync.Mutex
 	apis map[tasks.Place]tasks.API
@@ -57,6 +62,30 @@ func (p *places) build(pl tasks.Place) tasks.API {
 		return refused{msg: "no CPH client for " + pl.String() + ": " + err.Error()}
 	}
 	return api
+}
+
+// retireAt is tasks.RetirePlaces: a scheduled retire reads the place's
+// whole server list with a client of its own, paced at the region's read
+// rate as enqueue paces a plan's reads, and deletes from the place's KPS.
+func (p *places) retireAt(pl tasks.Place) (*tasks.RetireAt, error) {
+	cfg := p.endpoints.Config(p.base, pl.Region)
+	project := cmp.Or(pl.ProjectID, p.base.ProjectID)
+	if project != p.base.ProjectID && (p.base.Credentials.SecurityToken != "" || p.base.Credentials.AuthToken != "") {
+		return nil, fmt.Errorf("the worker's credentials are a token scoped to project %s, not %s: sign with a permanent AK/SK to retire across projects",
+			p.base.ProjectID, project)
+	}
+	cfg.ProjectID, cfg.ReadRetries = project, 10
+	cfg.ReadRate = p.readRate(cmp.Or(pl.Region, p.region)).Local()
+	api, err := cph.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("CPH client of %s: %w", pl, err)
+	}
+	kc, err := kps.NewClient(kps.Config{Endpoint: p.kps.For(pl.Region), ProjectID: project, Credentials: p.base.Credentials,
+		UserAgent: p.base.UserAgent, ReadRetries: 3})
+	if err != nil {
+		return nil, fmt.Errorf("KPS client of %s: %w", pl, err)
+	}
+	return &tasks.RetireAt{Fleet: api, Keypairs: kc, Region: cmp.Or(pl.Region, p.base.Region), ProjectID: project}, nil
 }
 
 // refused is the API of a place the worker cannot reach.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cph-rekey/cph-rekey/internal/admin"
 	"github.com/cph-rekey/cph-rekey/internal/cph"
+	"github.com/cph-rekey/cph-rekey/internal/kps"
 	"github.com/cph-rekey/cph-rekey/internal/metrics"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
 	"github.com/cph-rekey/cph-rekey/internal/redisurl"
@@ -101,7 +102,8 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 		}
 		log.Warn("local rate limiter: each process limits itself, none shares the quota or reacts to 429s (benchmark baselines only)")
 	}
-	pl := &places{base: c.cph, region: defRegion, endpoints: c.endpoints, limiter: limiter, log: log, apis: map[tasks.Place]tasks.API{}}
+	pl := &places{base: c.cph, region: defRegion, endpoints: c.endpoints, limiter: limiter, log: log, apis: map[tasks.Place]tasks.API{},
+		kps: kps.Endpoints{CPH: c.endpoints, Default: c.kpsEndpoint}, readRate: c.readRate.For}
 	enq := asynq.NewClientFromRedisClient(rdb)
 	h := tasks.NewHandler(tasks.HandlerOptions{
 		Store:     store,
@@ -111,6 +113,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 		Observer:  regionObserver{Metrics: m, region: defRegion},
 		Logger:    log,
 		Config:    c.pipeline,
+		Retire:    pl.retireAt,
 	})
 	mux := asynq.NewServeMux()
 	h.Register(mux)

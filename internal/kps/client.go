@@ -42,6 +42,40 @@ func EndpointFor(region string, getenv func(string) string) string {
 	return DefaultEndpoint(region)
 }
 
+// Endpoints resolves the KPS endpoint of each region a rotation reaches,
+// the same way for the commands and the workers: the SDK's override
+// (EndpointEnv) first, then Default for the default region, then the
+// region's CPH endpoint when one is given (a proxy or the simulator
+// serving both APIs), then DefaultEndpoint.
+type Endpoints struct {
+	// CPH resolves the regions' CPH endpoints; its Region is the default
+	// region and its Getenv reads the SDK's overrides (nil: none).
+	CPH cph.Endpoints
+	// Default is the default region's KPS endpoint (--kps-endpoint).
+	Default string
+}
+
+// For is the KPS endpoint of region ("": the default region); "" when no
+// region is known and no endpoint given.
+func (e Endpoints) For(region string) string {
+	if region == "" {
+		region = e.CPH.Region
+	}
+	if e.CPH.Getenv != nil && region != "" && e.CPH.Getenv(EndpointEnv(region)) != "" {
+		return EndpointFor(region, e.CPH.Getenv)
+	}
+	if region == e.CPH.Region && e.Default != "" {
+		return e.Default
+	}
+	if u := e.CPH.Config(cph.Config{Endpoint: e.CPH.Plain}, region).Endpoint; u != "" {
+		return u
+	}
+	if region != "" {
+		return DefaultEndpoint(region)
+	}
+	return ""
+}
+
 // Config configures a Client. ProjectID, Credentials and Endpoint are
 // required.
 type Config struct {

@@ -286,3 +286,44 @@ func TestSimUpdateKeypairConsultsKPS(t *testing.T) {
 		}
 	}
 }
+
+// The simulated KPS deletes a keypair servers are still on, as far as
+// KPS's documents tell (they name no refusal): the servers keep the name.
+func TestSimDeletesKeypairInUse(t *testing.T) {
+	ctx := context.Background()
+	sim, kc := newSim(t, cphsim.Options{Servers: 2, Keypairs: []string{"kp-old"}})
+	if err := kc.Delete(ctx, "kp-old"); err != nil {
+		t.Fatalf("deleting a keypair two servers are on: %v", err)
+	}
+	if _, ok := sim.ProjectKeypair(project, "kp-old"); ok {
+		t.Error("kp-old still held")
+	}
+	for _, s := range sim.Servers() {
+		if kp, _ := sim.Keypair(s.ServerID); kp != "kp-old" {
+			t.Errorf("server %s is on %q after the delete, want kp-old still named", s.ServerID, kp)
+		}
+	}
+}
+
+func TestEndpointsFor(t *testing.T) {
+	env := map[string]string{"HUAWEICLOUD_SDK_REGION_KPS_CN_EAST_3": "https://kps.override", "HUAWEICLOUD_SDK_REGION_CPH_AP_SOUTHEAST_1": "https://cph.sdk"}
+	e := kps.Endpoints{Default: "https://kps.flag", CPH: cph.Endpoints{Region: "cn-north-4", Plain: "https://cph.plain",
+		Regions: map[string]string{"la-south-2": "https://cph.la"}, Getenv: func(k string) string { return env[k] }}}
+	tests := []struct{ region, want string }{
+		{"", "https://kps.flag"},
+		{"cn-north-4", "https://kps.flag"},
+		{"cn-east-3", "https://kps.override"},
+		{"la-south-2", "https://cph.la"},
+		{"ap-southeast-1", "https://cph.sdk"},
+		{"cn-south-1", "https://kms.cn-south-1.myhuaweicloud.com"},
+	}
+	for _, tt := range tests {
+		if got := e.For(tt.region); got != tt.want {
+			t.Errorf("For(%q) = %q, want %q", tt.region, got, tt.want)
+		}
+	}
+	e.Default = ""
+	if got := e.For(""); got != "https://cph.plain" {
+		t.Errorf("without a KPS endpoint, the default region's = %q, want its CPH endpoint", got)
+	}
+}

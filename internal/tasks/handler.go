@@ -155,6 +155,7 @@ type Handler struct {
 	cfg    Config
 	now    func() time.Time
 	lat    *latencies // how long each API's calls take, for the stages' width
+	retire RetirePlaces
 }
 
 // HandlerOptions are the parts a Handler is built from. Inspector,
@@ -171,12 +172,15 @@ type HandlerOptions struct {
 	Observer  Observer
 	Logger    *slog.Logger
 	Config    Config
+	// Retire gives a scheduled retire the fleet and KPS of each place;
+	// nil: scheduled retires fail, saying so.
+	Retire RetirePlaces
 }
 
 // NewHandler returns a Handler.
 func NewHandler(o HandlerOptions) *Handler {
 	h := &Handler{store: o.Store, places: o.Places, enq: o.Enqueuer, ins: o.Inspector, obs: o.Observer,
-		log: o.Logger, cfg: o.Config.withDefaults(), now: time.Now, lat: newLatencies()}
+		log: o.Logger, cfg: o.Config.withDefaults(), now: time.Now, lat: newLatencies(), retire: o.Retire}
 	if h.places == nil {
 		api, lim := o.API, o.Limiter
 		h.places = func(Place) (API, Limiter) { return api, lim }
@@ -195,6 +199,7 @@ func (h *Handler) Register(mux *asynq.ServeMux) {
 	mux.HandleFunc(TypeSubmit, h.HandleSubmit)
 	mux.HandleFunc(TypeTick, h.HandleTick)
 	mux.HandleFunc(TypeWatchdog, h.HandleWatchdog)
+	mux.HandleFunc(TypeRetire, h.HandleRetire)
 }
 
 // IsFailure tells asynq which errors count against a task's retries:

@@ -118,6 +118,12 @@ type Rotation struct {
 	CreatedAt  time.Time     `json:"created_at"`
 	FinishedAt time.Time     `json:"finished_at,omitzero"`
 	Counts     Counts        `json:"counts"`
+	// Retired is the outcome of the rotation's last retire in its place
+	// (nil: none); RetireDue is when a scheduled retire is due, and
+	// RetireError why the last scheduled run failed.
+	Retired     *RetiredPlace `json:"retired,omitempty"`
+	RetireDue   time.Time     `json:"retire_due,omitzero"`
+	RetireError string        `json:"retire_error,omitempty"`
 	// waveQueued is the last wave whose chunks began to be enqueued,
 	// queued the last chunk enqueued, and sent how many chunks' first
 	// submit has ended (see topUp).

@@ -37,7 +37,9 @@ var ErrConflict = errors.New("rotation exists with different targets or options"
 //	                             chunks enqueued (queued, up to which chunk) and whose
 //	                             first submit ended (sent); the first chunk not submitted
 //	                             the watchdog saw (unsent_from); cancel_closed once a
-//	                             cancel has closed every batch not submitted
+//	                             cancel has closed every batch not submitted; once
+//	                             the rotation has finished, its retire (retire: the
+//	                             outcome as JSON; retire_due, retire_err: a scheduled one)
 //	<prefix>{<id>}:rec     HASH  server id → terminal outcome record
 //	<prefix>{<id>}:b:<n>   HASH  batch n: its servers, the checkpoint (request id,
 //	                             job ids), which jobs ended and which servers are resolved
@@ -288,6 +290,10 @@ func rotationOf(m map[string]string) *Rotation {
 	r.unplaced, r.sweepNext, r.sweepDone = int(n("unplaced")), int(n("sweep")), m["sweep_done"] == "1"
 	r.showRefused = m["show_refused"] == "1"
 	r.cancelClosed = m["cancel_closed"] == "1"
+	r.Retired, r.RetireError = retiredOf(m), m["retire_err"]
+	if due := n("retire_due"); due > 0 {
+		r.RetireDue = time.UnixMilli(due).UTC()
+	}
 	r.WaveOpen = int(n("wave_open"))
 	r.Retention = time.Duration(n("retention_ms")) * time.Millisecond
 	r.jobLatency = time.Duration(n("job_lat")) * time.Millisecond

@@ -33,6 +33,7 @@ import (
 
 	"github.com/cph-rekey/cph-rekey/internal/cph"
 	"github.com/cph-rekey/cph-rekey/internal/cph/cphsim"
+	"github.com/cph-rekey/cph-rekey/internal/kps"
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
 	"github.com/cph-rekey/cph-rekey/rekey"
@@ -219,6 +220,7 @@ func (e *Env) StartWorker() error {
 			}
 			return e.api, fleetLimiter{lim, "rekeytest", ProjectID}
 		},
+		Retire:   e.retireAt,
 		Enqueuer: asynq.NewClientFromRedisClient(e.Redis),
 		Logger:   quiet,
 		Config: tasks.Config{FirstPoll: 20 * time.Millisecond, PollCap: 200 * time.Millisecond, RetryBase: 50 * time.Millisecond,
@@ -241,6 +243,22 @@ func (e *Env) StartWorker() error {
 		return fmt.Errorf("start worker: %w", err)
 	}
 	return nil
+}
+
+// retireAt gives the worker's scheduled retires the fleet and KPS of a
+// place: its simulator's.
+func (e *Env) retireAt(pl tasks.Place) (*tasks.RetireAt, error) {
+	api, url, region, project := e.api, e.simSrv.URL, "", ProjectID
+	for _, p := range e.regions {
+		if p.Name == pl.Region && (p.ProjectID == pl.ProjectID || pl.ProjectID == "" && p.ProjectID == ProjectID) {
+			api, url, region, project = p.api, p.srv.URL, p.Name, p.ProjectID
+		}
+	}
+	kc, err := kps.NewClient(kps.Config{Endpoint: url, ProjectID: project, Credentials: cph.Credentials{AccessKey: AccessKey, SecretKey: SecretKey}})
+	if err != nil {
+		return nil, err
+	}
+	return &tasks.RetireAt{Fleet: api, Keypairs: kc, Region: region, ProjectID: project}, nil
 }
 
 // StopWorker stops the in-process worker, handing its in-flight tasks
