@@ -99,11 +99,15 @@ func (c *Client) partsOf(ctx context.Context, id string) (parts []string, group 
 
 // startGroup writes the group of plan's parts, then starts each part.
 func (c *Client) startGroup(ctx context.Context, plan *Plan) (*Started, error) {
-	g := &tasks.Group{ID: plan.Rotation, CreatedAt: time.Now(), MaxConcurrent: plan.MaxConcurrentRegions}
+	g := &tasks.Group{ID: plan.Rotation, CreatedAt: time.Now(), MaxConcurrent: plan.MaxConcurrentRegions,
+		MaxErrors: plan.MaxErrorsTotal, OnHalt: tasks.HaltPolicy(plan.OnRegionHalt)}
 	for _, p := range plan.Parts {
 		g.Parts = append(g.Parts, p.Rotation)
 		g.Fingerprint += p.plan.Rotation.Fingerprint[:16]
 	}
+	// What spans the parts is the group's own: the same parts under
+	// another budget or policy are other work.
+	g.Fingerprint += fmt.Sprintf(":%d:%s", max(g.MaxErrors, -1), g.OnHalt)
 	created, err := c.store.CreateGroup(ctx, g)
 	if err != nil {
 		return nil, wrap(err)
@@ -138,13 +142,15 @@ func (c *Client) startGroup(ctx context.Context, plan *Plan) (*Started, error) {
 
 // groupRotation sums a group's parts into one Rotation, which keeps them
 // as Parts. It is running while a part runs and none is halted, paused
-// while the parts left are paused, halted (failed, not finished) while a
-// part is, and once every part has finished: failed if one failed,
-// completed with errors if one did, cancelled if one was, else succeeded.
+// while the parts left are paused, halted (failed, not finished) while the
+// group or a part is, and once every part has finished: failed if one
+// failed or the rotation-wide budget is exceeded, completed with errors if
+// one did, cancelled if one was, else succeeded (tasks.GroupSummary, the
+// group's completion event, says the same).
 func groupRotation(g *tasks.Group, parts []*Rotation) *Rotation {
 	r := &Rotation{ID: g.ID, Keypair: parts[0].Keypair, ChunkSize: parts[0].ChunkSize, MaxAttempts: parts[0].MaxAttempts,
 		Verify: parts[0].Verify, PauseAfterWave: parts[0].PauseAfterWave, Retention: parts[0].Retention, CreatedAt: g.CreatedAt,
-		Parts: parts}
+		Parts: parts, MaxErrorsTotal: g.MaxErrors, OnRegionHalt: HaltPolicy(g.OnHalt), Reason: g.Halted}
 	finished, open := true, map[State]int{}
 	for _, p := range parts {
 		r.Counts = r.Counts.add(p.Counts)
@@ -163,6 +169,10 @@ func groupRotation(g *tasks.Group, parts []*Rotation) *Rotation {
 		if p.Halted() && r.Reason == "" {
 			r.Reason = fmt.Sprintf("%s (%s/%s) halted: %s", p.ID, p.Region, p.ProjectID, p.Reason)
 		}
+	}
+	overBudget := g.MaxErrors >= 0 && r.Counts.Failed > int64(g.MaxErrors)
+	if overBudget && r.Reason == "" {
+		r.Reason = fmt.Sprintf("rotation-wide error budget exceeded: %d failed > max %d across its parts", r.Counts.Failed, g.MaxErrors)
 	}
 	if !finished {
 		r.FinishedAt = time.Time{}
@@ -184,7 +194,7 @@ func groupRotation(g *tasks.Group, parts []*Rotation) *Rotation {
 		states[p.State]++
 	}
 	switch {
-	case states[StateFailed] > 0:
+	case states[StateFailed] > 0 || overBudget:
 		r.State = StateFailed
 	case states[StateCompletedWithErrors] > 0:
 		r.State = StateCompletedWithErrors

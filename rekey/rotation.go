@@ -108,6 +108,11 @@ type Rotation struct {
 	// Parts are the rotations, one a (region, project), of a rotation
 	// across places; its figures are theirs summed. Nil for one place.
 	Parts []*Rotation
+	// MaxErrorsTotal is a rotation across places' budget as a whole, in
+	// servers (-1: none; 0 for one place), and OnRegionHalt what its
+	// parts do when one halts.
+	MaxErrorsTotal int
+	OnRegionHalt   HaltPolicy
 }
 
 // Wave is a canary wave as planned: chunks up to LastChunk (from the
