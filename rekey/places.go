@@ -156,6 +156,7 @@ func groupRotation(g *tasks.Group, parts []*Rotation) *Rotation {
 		r.Counts = r.Counts.add(p.Counts)
 		r.MaxErrors += p.MaxErrors
 		r.Chunks += p.Chunks
+		r.Batches += p.Batches
 		r.Waves = max(r.Waves, p.Waves)
 		if p.Finished() {
 			r.FinishedAt = maxTime(r.FinishedAt, p.FinishedAt)

@@ -128,6 +128,13 @@ func (r *Rotation) Finished() bool { return !r.FinishedAt.IsZero() }
 // the rotation before it finished: it waits for Resume or Cancel.
 func (r *Rotation) Halted() bool { return r.State == StateFailed && !r.Finished() }
 
+// Waiting reports whether the rotation is a part of a rotation across
+// places waiting for its turn (Request.MaxConcurrentRegions): the
+// workers start it as parts before it finish.
+func (r *Rotation) Waiting() bool {
+	return r.Group != "" && r.State == StatePaused && r.Reason == tasks.WaitReason && !r.Finished()
+}
+
 // NewerRelease reports whether a release newer than this one wrote the
 // record (Schema): that release's workers move the rotation, this one's
 // leave it alone.
