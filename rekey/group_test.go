@@ -188,11 +188,14 @@ func TestRotationWideBudget(t *testing.T) {
 		t.Fatalf("after the resume: %s, budget %d", rot.State, rot.MaxErrorsTotal)
 	}
 
-	// The events: one a part, and one of the whole naming the parts.
+	// The events: one a part, and one of the whole naming the parts, as
+	// docs/schema describes it.
+	eventSchema, eventProps := schema(t, "event.v1.json")
 	insp := asynq.NewInspectorFromRedisClient(env.Redis)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var whole []*rekey.Event
+		var payload []byte
 		parts := 0
 		tasks, err := insp.ListPendingTasks(rekey.EventQueue, asynq.PageSize(100))
 		if err != nil {
@@ -205,7 +208,7 @@ func TestRotationWideBudget(t *testing.T) {
 			}
 			switch {
 			case e.Rotation == st.Rotation.ID:
-				whole = append(whole, e)
+				whole, payload = append(whole, e), task.Payload
 			case e.Group == st.Rotation.ID:
 				parts++
 			}
@@ -219,6 +222,7 @@ func TestRotationWideBudget(t *testing.T) {
 				e.Parts[1].Counts != rot.Parts[1].Counts || e.Group != "" {
 				t.Fatalf("the rotation's event %+v, want its end %s %+v with its three parts", e, rot.State, rot.Counts)
 			}
+			validate(t, eventSchema, eventProps, payload)
 			return
 		}
 		if time.Now().After(deadline) {
