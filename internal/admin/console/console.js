@@ -214,7 +214,10 @@ function controls(r, prefix) {
   if (r.state === "paused" || isGroup(r) && r.state === "running" && r.parts.some((p) => p.state === "paused" && !p.waiting)) {
     out.append(el("button", { class: prefix ? null : "primary", id: ident("resume"), onclick: () => control(id, "resume") }, "Resume"));
   }
-  if (halted(r)) {
+  if (halted(r) && prefix && haltedWhy(r.reason) === "with its rotation") {
+    // Its rotation would halt it again: the whole's Resume lifts the halt.
+    out.append(el("span", { class: "muted small" }, "resume the rotation"));
+  } else if (halted(r)) {
     // A new budget is optional: a rotation halted by refused credentials
     // resumes within its budget once they are fixed. A rotation across
     // regions takes each part's and the whole's.
