@@ -231,3 +231,39 @@ func TestRotationWideBudget(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestGroupWhosePartEndsAtOnce: a part whose servers are all on the
+// keypair already ends as it is written; the part waiting behind it
+// (MaxConcurrentRegions 1) starts all the same, and the rotation sends
+// its event once the last part ends.
+func TestGroupWhosePartEndsAtOnce(t *testing.T) {
+	t.Parallel()
+	env := rekeytest.New(t, rekeytest.Options{Servers: 10, Regions: []rekeytest.Region{
+		{Name: "cn-east-3", ProjectID: projEast, Servers: 10},
+	}})
+	ctx := context.Background()
+	targets := env.Targets()
+	for i := range targets {
+		if targets[i].Region == "" {
+			targets[i].Keypair = rekeytest.FleetKeypair // nothing to change
+		}
+	}
+	st, err := env.Client.Start(ctx, rekey.Request{Keypair: "kp-new", Targets: targets, MaxConcurrentRegions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := env.Client.Wait(ctx, st.Rotation.ID, rekey.WaitOptions{Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rot.State != rekey.StateSucceeded || rot.Parts[0].Counts.Skipped != 10 || rot.Parts[1].Counts.Succeeded != 10 {
+		t.Fatalf("rotation %s, parts %+v and %+v: want the first skipped whole and the second rotated", rot.State, rot.Parts[0].Counts, rot.Parts[1].Counts)
+	}
+	e, err := env.Event(ctx, st.Rotation.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.Parts) != 2 || e.State != rekey.StateSucceeded {
+		t.Fatalf("the rotation's event %+v: want it succeeded with its two parts", e)
+	}
+}

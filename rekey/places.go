@@ -116,7 +116,7 @@ func (c *Client) startGroup(ctx context.Context, plan *Plan) (*Started, error) {
 	for i, p := range plan.Parts {
 		if g.MaxConcurrent > 0 && i >= g.MaxConcurrent {
 			// Written paused, so Start enqueues nothing: it waits for a
-			// part to finish or halt (tasks.startWaiting).
+			// part to finish or halt (tasks.StartWaiting).
 			// Only when created now: on a re-run it may have had its turn.
 			created, err := c.store.Create(ctx, p.plan.Rotation, p.plan.Chunks, p.plan.Skipped, time.Now())
 			if err != nil {
@@ -135,6 +135,11 @@ func (c *Client) startGroup(ctx context.Context, plan *Plan) (*Started, error) {
 			return nil, wrap(fmt.Errorf("start %s (%s): %w", p.Rotation, p.plan.Rotation.Place(), err))
 		}
 		st.Enqueued += pst.Enqueued
+	}
+	// A part that ended as it was written (every server skipped) could
+	// not start a part written after it.
+	if err := tasks.StartWaiting(ctx, c.store, c.enq, g.ID, c.tasks); err != nil {
+		return nil, wrap(err)
 	}
 	st.Rotation, err = c.Rotation(ctx, plan.Rotation)
 	return st, err

@@ -245,7 +245,7 @@ func ResumeGroup(ctx context.Context, store *Store, enq Enqueuer, group string, 
 	if err != nil {
 		return fmt.Errorf("resume rotation %s: %w", group, err)
 	}
-	return startWaiting(ctx, store, enq, group, opts)
+	return StartWaiting(ctx, store, enq, group, opts)
 }
 
 // watchGroup keeps what spans a group's parts after part rot recorded
@@ -301,12 +301,15 @@ func watchGroup(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, 
 	if halted == "" {
 		if rot.Halted() {
 			// Halted alone: it frees its place for the next.
-			return "", startWaiting(ctx, store, enq, g.ID, opts)
+			return "", StartWaiting(ctx, store, enq, g.ID, opts)
 		}
 		return "", nil
 	}
 	for _, id := range g.Parts {
 		p, err := store.Rotation(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // not created yet: a start is writing the parts
+		}
 		if err != nil {
 			return now, err
 		}
@@ -349,14 +352,14 @@ func ResumeRefused(rot *Rotation, maxErrors *Size) error {
 		rot.ID, rot.Place(), rot.Counts.Failed, limit)
 }
 
-// startWaiting starts the waiting parts of group, in order, while fewer
+// StartWaiting starts the waiting parts of group, in order, while fewer
 // than its MaxConcurrent parts run: a part that has finished, or is
 // halted alone by its error budget (HaltAlone), frees its place. Every
 // finish of a part runs it (a re-run too), and two finishers at once start
 // the same parts, so nothing is left waiting for an operator. A part an
 // operator paused keeps the others waiting, and a halted group starts
 // none.
-func startWaiting(ctx context.Context, store *Store, enq Enqueuer, group string, opts TaskOptions) error {
+func StartWaiting(ctx context.Context, store *Store, enq Enqueuer, group string, opts TaskOptions) error {
 	g, err := store.Group(ctx, group)
 	if errors.Is(err, ErrNotFound) {
 		return nil
@@ -368,6 +371,11 @@ func startWaiting(ctx context.Context, store *Store, enq Enqueuer, group string,
 	var waiting []string
 	for _, id := range g.Parts {
 		r, err := store.Rotation(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			// Not created yet: the start writing the parts starts it or
+			// writes it waiting.
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -453,6 +461,9 @@ func finishGroup(ctx context.Context, store *Store, enq Enqueuer, group string, 
 	ret := opts.withDefaults().Retention
 	for _, id := range g.Parts {
 		p, err := store.Rotation(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			return nil // not created yet: it sends the event when it ends
+		}
 		if err != nil {
 			return err
 		}

@@ -300,7 +300,7 @@ func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, fini
 		if _, err := watchGroup(ctx, store, enq, rot, opts); err != nil {
 			return err
 		}
-		if err := startWaiting(ctx, store, enq, rot.Group, opts); err != nil {
+		if err := StartWaiting(ctx, store, enq, rot.Group, opts); err != nil {
 			return err
 		}
 		if err := finishGroup(ctx, store, enq, rot.Group, opts); err != nil {
