@@ -224,3 +224,52 @@ func TestConsoleRotationAcrossRegions(t *testing.T) {
 	}
 	testbrowser.Shot(t, ctx, "regions-finished.png")
 }
+
+// TestRotationWideBudgetAcrossWorkers: --max-errors-total halts every part
+// of a rotation over two regions once the failures across them are past
+// it, none past its own budget, whichever of two worker processes
+// recorded them; resume --max-errors-total lifts it and the rotation ends.
+func TestRotationWideBudgetAcrossWorkers(t *testing.T) {
+	r := testredis.Mini(t)
+	env, list, _, _ := twoRegions(t, r.URL(),
+		cphsim.Options{Servers: 150, Seed: 51, JobLatency: 200 * time.Millisecond, BadServerRate: 0.05},
+		cphsim.Options{Servers: 100, Seed: 52, JobLatency: 200 * time.Millisecond, BadServerRate: 0.1})
+	st := startRotation(t, env, "--chunk-size", "10", "--max-errors", "100%", "--max-errors-total", "4", list)
+	rates := []string{"--submit-rate", "cn-north-4=1/s:1,20/s:1"}
+	startWorker(t, env, rates...)
+	startWorker(t, env, rates...)
+
+	store := tasks.NewStore(r.Client(t), "")
+	ctx := context.Background()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		g, err := store.Group(ctx, st.Rotation)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := store.Rotation(ctx, tasks.PartID(st.Rotation, 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(g.Halted, "rotation-wide error budget exceeded") && n.Halted() {
+			if !tasks.HaltedByGroup(n) || n.Counts.Pending == 0 {
+				t.Fatalf("cn-north-4 %q %+v: want it halted by its rotation with servers left", n.Reason, n.Counts)
+			}
+			break
+		}
+		if n.Finished() || time.Now().After(deadline) {
+			t.Fatalf("group halted %q, cn-north-4 %s: want both halted by the rotation-wide budget", g.Halted, n.State)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, code, stderr := enqueueCode(t, env, "resume", st.Rotation); code == 0 || !strings.Contains(stderr, "--max-errors-total") {
+		t.Fatalf("resume within the exceeded budget: exit %d, %s; want it refused", code, stderr)
+	}
+	enqueue(t, env, "resume", "--max-errors-total", "100%", st.Rotation)
+	for i := 1; i <= 2; i++ {
+		rot := waitFinished(t, r.Client(t), tasks.PartID(st.Rotation, i), time.Minute)
+		if rot.State != tasks.StateCompletedWithErrors || rot.Counts.Succeeded+rot.Counts.Failed != rot.Counts.Total {
+			t.Fatalf("part %d ended %s %+v", i, rot.State, rot.Counts)
+		}
+	}
+}
