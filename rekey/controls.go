@@ -54,6 +54,10 @@ type ResumeOptions struct {
 	// the servers the rotation submits). Resuming a rotation halted by its
 	// budget is refused while its failures are still beyond the budget.
 	MaxErrors *Size
+	// MaxErrorsTotal, when set, replaces the budget of a rotation across
+	// places as a whole (a percentage is of the servers its parts submit);
+	// resuming is refused while its failures are still beyond it.
+	MaxErrorsTotal *Size
 }
 
 // Resumed is what Resume did.
@@ -69,7 +73,10 @@ type Resumed struct {
 // enqueues what the wave has left to submit.
 //
 // A rotation across places resumes every part that has not finished (a
-// new MaxErrors is each part's budget); a part's id resumes that part.
+// new MaxErrors is each part's budget) and lifts the halt of the whole
+// (its rotation-wide budget, or a part's halt under HaltAll): it is
+// refused, and nothing resumed, while a part's failures or the whole's
+// are still beyond their budgets. A part's id resumes that part.
 func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Resumed, error) {
 	actor, err := actorOf(ctx)
 	if err != nil {
@@ -83,6 +90,28 @@ func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Re
 	if opts.MaxErrors != nil {
 		b := opts.MaxErrors.internal()
 		budget = &b
+	}
+	if opts.MaxErrorsTotal != nil && !group {
+		return nil, badInput("rotation %s is not across places: its budget is MaxErrors (--max-errors)", id)
+	}
+	if group {
+		for _, p := range parts {
+			rot, err := c.store.Rotation(ctx, p)
+			if err != nil {
+				return nil, wrap(err)
+			}
+			if err := tasks.ResumeRefused(rot, budget); err != nil {
+				return nil, &InputError{Err: err}
+			}
+		}
+		var total *tasks.Size
+		if opts.MaxErrorsTotal != nil {
+			b := opts.MaxErrorsTotal.internal()
+			total = &b
+		}
+		if err := tasks.ResumeGroup(ctx, c.store, c.enq, id, total, c.tasks); err != nil {
+			return nil, wrap(err)
+		}
 	}
 	res := &Resumed{}
 	for _, p := range parts {

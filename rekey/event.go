@@ -54,15 +54,30 @@ type Event struct {
 	CreatedAt  time.Time `json:"created_at"`
 	FinishedAt time.Time `json:"finished_at"`
 	// Region and ProjectID are the rotation's place (absent: the workers'
-	// own). A rotation across places sends an event for each part, whose
-	// Group is the rotation's id.
+	// own). A rotation across places sends an event for each part as it
+	// ends, whose Group is the rotation's id, and one more for the
+	// rotation as a whole when its last part has ended: its Parts name
+	// them all, and its figures are theirs summed (a tool that wants one
+	// event a rotation skips those with a Group).
+	Region    string      `json:"region,omitempty"`
+	ProjectID string      `json:"project_id,omitempty"`
+	Group     string      `json:"group,omitempty"`
+	Parts     []PartEvent `json:"parts,omitempty"`
+	// History is the rotation's history up to its end, oldest first (see
+	// Client.History; absent from events of workers that kept none, and
+	// from a rotation across places' own event: its parts' carry theirs).
+	// Its last entry is the finish.
+	History []HistoryEntry `json:"history,omitempty"`
+}
+
+// PartEvent is how one part of a rotation across places ended, in the
+// rotation's own event.
+type PartEvent struct {
+	Rotation  string `json:"rotation"`
 	Region    string `json:"region,omitempty"`
 	ProjectID string `json:"project_id,omitempty"`
-	Group     string `json:"group,omitempty"`
-	// History is the rotation's history up to its end, oldest first (see
-	// Client.History; absent from events of workers that kept none). Its
-	// last entry is the finish.
-	History []HistoryEntry `json:"history,omitempty"`
+	State     State  `json:"state"`
+	Counts    Counts `json:"counts"`
 }
 
 // DecodeEvent decodes a completion event's payload. Unknown fields are

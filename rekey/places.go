@@ -100,11 +100,15 @@ func (c *Client) partsOf(ctx context.Context, id string) (parts []string, group 
 
 // startGroup writes the group of plan's parts, then starts each part.
 func (c *Client) startGroup(ctx context.Context, plan *Plan) (*Started, error) {
-	g := &tasks.Group{ID: plan.Rotation, CreatedAt: time.Now(), MaxConcurrent: plan.MaxConcurrentRegions}
+	g := &tasks.Group{ID: plan.Rotation, CreatedAt: time.Now(), MaxConcurrent: plan.MaxConcurrentRegions,
+		MaxErrors: plan.MaxErrorsTotal, OnHalt: tasks.HaltPolicy(plan.OnRegionHalt)}
 	for _, p := range plan.Parts {
 		g.Parts = append(g.Parts, p.Rotation)
 		g.Fingerprint += p.plan.Rotation.Fingerprint[:16]
 	}
+	// What spans the parts is the group's own: the same parts under
+	// another budget or policy are other work.
+	g.Fingerprint += fmt.Sprintf(":%d:%s", max(g.MaxErrors, -1), g.OnHalt)
 	created, err := c.store.CreateGroup(ctx, g)
 	if err != nil {
 		return nil, wrap(err)
@@ -113,7 +117,7 @@ func (c *Client) startGroup(ctx context.Context, plan *Plan) (*Started, error) {
 	for i, p := range plan.Parts {
 		if g.MaxConcurrent > 0 && i >= g.MaxConcurrent {
 			// Written paused, so Start enqueues nothing: it waits for a
-			// part to finish or halt (tasks.startWaiting).
+			// part to finish or halt (tasks.StartWaiting).
 			// Only when created now: on a re-run it may have had its turn.
 			created, err := c.store.Create(ctx, p.plan.Rotation, p.plan.Chunks, p.plan.Skipped, time.Now())
 			if err != nil {
@@ -133,24 +137,32 @@ func (c *Client) startGroup(ctx context.Context, plan *Plan) (*Started, error) {
 		}
 		st.Enqueued += pst.Enqueued
 	}
+	// A part that ended as it was written (every server skipped) could
+	// not start a part written after it.
+	if err := tasks.StartWaiting(ctx, c.store, c.enq, g.ID, c.tasks); err != nil {
+		return nil, wrap(err)
+	}
 	st.Rotation, err = c.Rotation(ctx, plan.Rotation)
 	return st, err
 }
 
 // groupRotation sums a group's parts into one Rotation, which keeps them
 // as Parts. It is running while a part runs and none is halted, paused
-// while the parts left are paused, halted (failed, not finished) while a
-// part is, and once every part has finished: failed if one failed,
-// completed with errors if one did, cancelled if one was, else succeeded.
+// while the parts left are paused, halted (failed, not finished) while the
+// group or a part is, and once every part has finished: failed if one
+// failed or the rotation-wide budget is exceeded, completed with errors if
+// one did, cancelled if one was, else succeeded (tasks.GroupSummary, the
+// group's completion event, says the same).
 func groupRotation(g *tasks.Group, parts []*Rotation) *Rotation {
 	r := &Rotation{ID: g.ID, Keypair: parts[0].Keypair, ChunkSize: parts[0].ChunkSize, MaxAttempts: parts[0].MaxAttempts,
 		Verify: parts[0].Verify, PauseAfterWave: parts[0].PauseAfterWave, Retention: parts[0].Retention, CreatedAt: g.CreatedAt,
-		Parts: parts}
+		Parts: parts, MaxErrorsTotal: g.MaxErrors, OnRegionHalt: HaltPolicy(g.OnHalt), Reason: g.Halted}
 	finished, open := true, map[State]int{}
 	for _, p := range parts {
 		r.Counts = r.Counts.add(p.Counts)
 		r.MaxErrors += p.MaxErrors
 		r.Chunks += p.Chunks
+		r.Batches += p.Batches
 		r.Waves = max(r.Waves, p.Waves)
 		if p.Finished() {
 			r.FinishedAt = maxTime(r.FinishedAt, p.FinishedAt)
@@ -174,6 +186,10 @@ func groupRotation(g *tasks.Group, parts []*Rotation) *Rotation {
 		r.RetireDue = maxTime(r.RetireDue, p.RetireDue)
 		r.RetireError = cmp.Or(r.RetireError, p.RetireError)
 	}
+	overBudget := g.MaxErrors >= 0 && r.Counts.Failed > int64(g.MaxErrors)
+	if overBudget && r.Reason == "" {
+		r.Reason = fmt.Sprintf("rotation-wide error budget exceeded: %d failed > max %d across its parts", r.Counts.Failed, g.MaxErrors)
+	}
 	if !finished {
 		r.FinishedAt = time.Time{}
 		switch {
@@ -194,7 +210,7 @@ func groupRotation(g *tasks.Group, parts []*Rotation) *Rotation {
 		states[p.State]++
 	}
 	switch {
-	case states[StateFailed] > 0:
+	case states[StateFailed] > 0 || overBudget:
 		r.State = StateFailed
 	case states[StateCompletedWithErrors] > 0:
 		r.State = StateCompletedWithErrors

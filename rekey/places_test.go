@@ -188,8 +188,8 @@ func TestRotationAcrossRegionsEnv(t *testing.T) {
 }
 
 // TestRegionPastItsBudgetHaltsAlone: each part of a rotation across places
-// has its own error budget; the part past it fails (halts), the others
-// finish, and the rotation as a whole is failed.
+// has its own error budget; under ContinueOthers the part past it fails
+// (halts), the others finish, and the rotation as a whole is failed.
 func TestRegionPastItsBudgetHaltsAlone(t *testing.T) {
 	t.Parallel()
 	env := rekeytest.New(t, rekeytest.Options{Servers: 40, Regions: []rekeytest.Region{
@@ -198,7 +198,8 @@ func TestRegionPastItsBudgetHaltsAlone(t *testing.T) {
 	}})
 	ctx := context.Background()
 	two := rekey.Servers(2)
-	st, err := env.Client.Start(ctx, rekey.Request{Keypair: "kp-new", Targets: env.Targets(), ChunkSize: 10, MaxErrors: &two})
+	st, err := env.Client.Start(ctx, rekey.Request{Keypair: "kp-new", Targets: env.Targets(), ChunkSize: 10, MaxErrors: &two,
+		OnRegionHalt: rekey.ContinueOthers})
 	if err != nil {
 		t.Fatal(err)
 	}

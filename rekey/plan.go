@@ -43,13 +43,19 @@ type Plan struct {
 	// Parts are the plans of a rotation across places, one a (region,
 	// project), in the order the places first appear in the targets; the
 	// figures above are their sums (Waves wave by wave, MaxErrors the
-	// budgets of all parts: each part has its own). Nil for one place.
+	// budgets of all parts: each part has its own; MaxErrorsTotal is the
+	// whole's). Nil for one place.
 	Parts []*Plan
 	// MaxConcurrentRegions is how many parts run at once (0: all).
 	MaxConcurrentRegions int
 	// Skipped are the projects a discovery of all projects passed over
 	// (Discover.AllProjects), each with the reason.
 	Skipped []SkippedProject
+	// MaxErrorsTotal is the budget of a rotation across places as a whole,
+	// in servers (-1: none; MaxErrors is then the parts' budgets summed),
+	// and OnRegionHalt what the others do when a part halts.
+	MaxErrorsTotal int
+	OnRegionHalt   HaltPolicy
 
 	plan *tasks.Plan
 }
@@ -172,6 +178,15 @@ func (c *Client) Plan(ctx context.Context, r Request) (*Plan, error) {
 	p := groupPlan(group, plans)
 	p.MaxConcurrentRegions = r.MaxConcurrentRegions
 	p.Skipped = skipped
+	p.OnRegionHalt, _ = ParseHaltPolicy(string(r.OnRegionHalt))
+	p.MaxErrorsTotal = -1
+	if r.MaxErrorsTotal != nil {
+		submitted := 0
+		for _, part := range plans {
+			submitted += part.plan.Servers()
+		}
+		p.MaxErrorsTotal = r.MaxErrorsTotal.internal().Floor(submitted)
+	}
 	return p, nil
 }
 

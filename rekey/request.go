@@ -198,6 +198,18 @@ type Request struct {
 	// run at once, in RegionOrder; the others wait (paused, "waiting for
 	// its turn") and start as parts finish or halt. Zero: all at once.
 	MaxConcurrentRegions int
+	// MaxErrorsTotal is the error budget of a rotation across places as a
+	// whole (enqueue start --max-errors-total): servers that may fail for
+	// good across all its parts, a percentage being of the servers they
+	// submit; one more halts every part. MaxErrors stays each part's own.
+	// Nil: none, only the parts' budgets. A rotation of one place has its
+	// MaxErrors alone.
+	MaxErrorsTotal *Size
+	// OnRegionHalt is what the other parts of a rotation across places do
+	// when one halts (past its budget, or refused by the API). Zero:
+	// HaltAll, as CloudFormation StackSets stop an operation at a region
+	// past its failure tolerance.
+	OnRegionHalt HaltPolicy
 	// SkipKeypairCheck does not ask KPS whether the keypairs exist in
 	// every place (region, project) of the rotation before planning
 	// (enqueue start --skip-keypair-check), for credentials without
@@ -219,6 +231,30 @@ type Request struct {
 	// never before. It is called from the goroutine that called Plan or
 	// Start, and is not part of the rotation.
 	Progress func(PlanProgress)
+}
+
+// HaltPolicy is what the other parts of a rotation across places do when
+// one halts (enqueue start --on-region-halt).
+type HaltPolicy string
+
+// Halt policies.
+const (
+	// HaltAll halts every part with the one that halted (in-flight calls
+	// end; waiting parts do not start) until the rotation is resumed or
+	// cancelled: the default, as StackSets do.
+	HaltAll HaltPolicy = HaltPolicy(tasks.HaltAll)
+	// ContinueOthers lets the other parts finish, and a waiting part take
+	// the halted one's place.
+	ContinueOthers HaltPolicy = HaltPolicy(tasks.HaltAlone)
+)
+
+// ParseHaltPolicy reads "halt" or "continue" ("": HaltAll).
+func ParseHaltPolicy(s string) (HaltPolicy, error) {
+	p, err := tasks.ParseHaltPolicy(s)
+	if err != nil {
+		return "", &InputError{Err: fmt.Errorf("on region halt %w", err)}
+	}
+	return HaltPolicy(p), nil
 }
 
 // Steps of a plan's reads of the fleet (PlanProgress.Step).
@@ -301,6 +337,9 @@ func (c *Client) spec(ctx context.Context, r Request, places []tasks.Place) (tas
 	}
 	if r.MaxConcurrentRegions < 0 {
 		return s, badInput("max concurrent regions %d: want 0 (all) or more", r.MaxConcurrentRegions)
+	}
+	if _, err := ParseHaltPolicy(string(r.OnRegionHalt)); err != nil {
+		return s, err
 	}
 	switch {
 	case s.ChunkSize == 0:

@@ -115,6 +115,11 @@ type Rotation struct {
 	Retired     *Retirement
 	RetireDue   time.Time
 	RetireError string
+	// MaxErrorsTotal is a rotation across places' budget as a whole, in
+	// servers (-1: none; 0 for one place), and OnRegionHalt what its
+	// parts do when one halts.
+	MaxErrorsTotal int
+	OnRegionHalt   HaltPolicy
 }
 
 // Wave is a canary wave as planned: chunks up to LastChunk (from the
@@ -129,6 +134,13 @@ func (r *Rotation) Finished() bool { return !r.FinishedAt.IsZero() }
 // Halted reports whether the error budget or refused credentials stopped
 // the rotation before it finished: it waits for Resume or Cancel.
 func (r *Rotation) Halted() bool { return r.State == StateFailed && !r.Finished() }
+
+// Waiting reports whether the rotation is a part of a rotation across
+// places waiting for its turn (Request.MaxConcurrentRegions): the
+// workers start it as parts before it finish.
+func (r *Rotation) Waiting() bool {
+	return r.Group != "" && r.State == StatePaused && r.Reason == tasks.WaitReason && !r.Finished()
+}
 
 // NewerRelease reports whether a release newer than this one wrote the
 // record (Schema): that release's workers move the rotation, this one's

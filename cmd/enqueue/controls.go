@@ -24,8 +24,9 @@ func cmdPause(ctx context.Context, args []string, e *env) error {
 
 func cmdResume(ctx context.Context, args []string, e *env) error {
 	f := newFlags(e, "resume", "ROTATION",
-		"Resumes a rotation paused by an operator or after a wave, halted by its error budget (after\nan operator's decision: raise the budget with --max-errors), or halted because the CPH API\nrefused its credentials (401/403: once the IAM policy or credentials are fixed). Starts the next\nwave if the current one has finished.")
-	maxErrors := f.String("max-errors", "", "new error `budget`: servers (5) or % of the servers the rotation submits (10%)")
+		"Resumes a rotation paused by an operator or after a wave, halted by its error budget (after\nan operator's decision: raise the budget with --max-errors, or a rotation across regions'\nwith --max-errors-total), or halted because the CPH API refused its credentials (401/403: once\nthe IAM policy or credentials are fixed). Starts the next wave if the current one has finished.")
+	maxErrors := f.String("max-errors", "", "new error `budget`: servers (5) or % of the servers the rotation submits (10%); of a rotation\nacross (region, project) parts, each part's")
+	maxErrorsTotal := f.String("max-errors-total", "", "new error `budget` of a rotation across (region, project) parts as a whole: servers (20) or %\nof the servers its parts submit")
 	ctx, id, c, closeFn, err := rotationCommand(ctx, f, args)
 	if err != nil {
 		return err
@@ -38,6 +39,13 @@ func cmdResume(ctx context.Context, args []string, e *env) error {
 			return usagef("--max-errors: %v", err)
 		}
 		opts.MaxErrors = &b
+	}
+	if *maxErrorsTotal != "" {
+		b, err := rekey.ParseSize(*maxErrorsTotal)
+		if err != nil {
+			return usagef("--max-errors-total: %v", err)
+		}
+		opts.MaxErrorsTotal = &b
 	}
 	res, err := c.Resume(ctx, id, opts)
 	if err != nil {

@@ -24,6 +24,8 @@ type planFlags struct {
 	endpoints              []string
 	regionOrder            string
 	maxConcurrentRegions   int
+	maxErrorsTotal         string
+	onRegionHalt           string
 	kpsEndpoint            string
 	skipKeypairCheck       bool
 	asJSON, dryRun         bool
@@ -57,6 +59,8 @@ func addPlanFlags(f *flags, idHelp string) *planFlags {
 	})
 	f.StringVar(&p.regionOrder, "region-order", "", "`regions` whose parts go first, in this order (a canary region first), e.g. cn-north-4,cn-east-3;\nthe others follow in the order they appear in the targets")
 	f.IntVar(&p.maxConcurrentRegions, "max-concurrent-regions", 0, "how many (region, project) parts run at once, in --region-order; the others wait and start\nas parts finish or halt (0: all at once)")
+	f.StringVar(&p.maxErrorsTotal, "max-errors-total", "", "error `budget` of a rotation across (region, project) parts as a whole: servers (20) or % of the\nservers its parts submit (5%); one more failed server across them halts every part. --max-errors\nstays each part's own, as StackSets' failure tolerance is a region's. Default: none")
+	f.StringVar(&p.onRegionHalt, "on-region-halt", string(rekey.HaltAll), "the other parts' `policy` when one halts (past its --max-errors, or refused by the API): halt\n(every part halts: in-flight calls end, no waiting part starts, until resume or cancel; as\nStackSets stop at a region past its failure tolerance) or continue (the others finish)")
 	f.StringVar(&p.kpsEndpoint, "kps-endpoint", "", "Key Pair Service endpoint `url` of --region, for the keypair check. Default: the SDK's\nHUAWEICLOUD_SDK_REGION_KPS_{REGION} when set, else the region's CPH endpoint when given (--endpoint\nor HUAWEICLOUD_SDK_REGION_CPH_{REGION}: a proxy or the simulator serving both), else https://kms.{region}.myhuaweicloud.com; other regions likewise")
 	f.BoolVar(&p.skipKeypairCheck, "skip-keypair-check", false, "do not check first that the keypair exists in the KPS of every (region, project) of the\nrotation (ShowKeypair): for credentials without the IAM action "+rekey.KeypairReadAction)
 	f.BoolVar(&p.asJSON, "json", false, "print the result as JSON")
@@ -154,6 +158,18 @@ func (p *planFlags) request(keypair string) (rekey.Request, error) {
 	if p.maxConcurrentRegions < 0 {
 		return rekey.Request{}, usagef("--max-concurrent-regions %d: want 0 (all) or more", p.maxConcurrentRegions)
 	}
+	var total *rekey.Size
+	if p.maxErrorsTotal != "" {
+		b, err := rekey.ParseSize(p.maxErrorsTotal)
+		if err != nil {
+			return rekey.Request{}, usagef("--max-errors-total: %v", err)
+		}
+		total = &b
+	}
+	onHalt, err := rekey.ParseHaltPolicy(p.onRegionHalt)
+	if err != nil {
+		return rekey.Request{}, usagef("--on-region-halt: %v", err)
+	}
 	var order []string
 	for _, r := range strings.Split(p.regionOrder, ",") {
 		if r = strings.TrimSpace(r); r != "" {
@@ -163,7 +179,7 @@ func (p *planFlags) request(keypair string) (rekey.Request, error) {
 	return rekey.Request{ID: p.rotationID, Keypair: keypair, ChunkSize: p.chunkSize, MaxAttempts: p.maxAttempts,
 		NoSkipMatching: !p.skipMatching, Waves: waves, MaxErrors: &budget, NoVerify: !p.verify,
 		PauseAfterWave: p.pauseAfterWave, Retention: p.retention, RegionOrder: order, MaxConcurrentRegions: p.maxConcurrentRegions,
-		SkipKeypairCheck: p.skipKeypairCheck}, nil
+		MaxErrorsTotal: total, OnRegionHalt: onHalt, SkipKeypairCheck: p.skipKeypairCheck}, nil
 }
 
 // run plans the rotation and either prints the dry run or starts it.
@@ -383,19 +399,23 @@ func printStarted(w io.Writer, asJSON bool, st *rekey.Started) error {
 
 // dryRun is what --dry-run prints with --json.
 type dryRun struct {
-	DryRun          bool     `json:"dry_run"`
-	Rotation        string   `json:"rotation"`
-	Keypair         string   `json:"keypair"`
-	Targets         int      `json:"targets"`
-	ToChange        int      `json:"to_change"`
-	AlreadyOnTarget int      `json:"already_on_target"`
-	NotFound        int      `json:"not_found"`
-	Abnormal        int      `json:"abnormal"`
-	Chunks          int      `json:"chunks"`
-	Waves           []int    `json:"waves"`
-	MaxErrors       int      `json:"max_errors"`
-	ETASeconds      float64  `json:"eta_seconds"`
-	Lists           dryLists `json:"lists"`
+	DryRun          bool   `json:"dry_run"`
+	Rotation        string `json:"rotation"`
+	Keypair         string `json:"keypair"`
+	Targets         int    `json:"targets"`
+	ToChange        int    `json:"to_change"`
+	AlreadyOnTarget int    `json:"already_on_target"`
+	NotFound        int    `json:"not_found"`
+	Abnormal        int    `json:"abnormal"`
+	Chunks          int    `json:"chunks"`
+	Waves           []int  `json:"waves"`
+	MaxErrors       int    `json:"max_errors"`
+	// MaxErrorsTotal (-1: none) and OnRegionHalt: of a rotation across
+	// places as a whole.
+	MaxErrorsTotal *int     `json:"max_errors_total,omitempty"`
+	OnRegionHalt   string   `json:"on_region_halt,omitempty"`
+	ETASeconds     float64  `json:"eta_seconds"`
+	Lists          dryLists `json:"lists"`
 	// Region and ProjectID name a part's place; Parts are the parts of a
 	// rotation across places.
 	Region    string    `json:"region,omitempty"`
@@ -431,6 +451,10 @@ func dryRunOf(plan *rekey.Plan, rate rekey.Rate, jobLatency time.Duration) *dryR
 	for _, sp := range plan.Skipped {
 		d.Skipped = append(d.Skipped, dryRunSkipped{ID: sp.ID, Name: sp.Name, Reason: sp.Reason})
 	}
+	if plan.Parts != nil {
+		total := plan.MaxErrorsTotal
+		d.MaxErrorsTotal, d.OnRegionHalt = &total, string(plan.OnRegionHalt)
+	}
 	return d
 }
 
@@ -456,6 +480,10 @@ func printDryRun(w io.Writer, p *planFlags, plan *rekey.Plan) error {
 	fmt.Fprintf(w, "  ETA                   ~%s  (%d chunks at %s + %d wave(s) x %s job latency)\n",
 		t.Round(time.Second), d.Chunks, rate, len(d.Waves), p.jobLatency)
 	if len(plan.Parts) > 0 {
+		if plan.MaxErrorsTotal >= 0 {
+			fmt.Fprintf(w, "  rotation-wide budget  %6d  failed servers across the parts (--max-errors-total %s)\n", plan.MaxErrorsTotal, p.maxErrorsTotal)
+		}
+		fmt.Fprintf(w, "  when a part halts     %6s  the others (--on-region-halt)\n", map[rekey.HaltPolicy]string{rekey.HaltAll: "halt", rekey.ContinueOthers: "finish"}[plan.OnRegionHalt])
 		fmt.Fprintf(w, "in %d (region, project) places, each with its own quota and error budget:\n", len(plan.Parts))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  PART\tREGION\tPROJECT\tTARGETS\tTO CHANGE\tSKIPPED\tNOT FOUND\tCHUNKS\tMAX ERRORS\tETA")

@@ -157,8 +157,12 @@ type status struct {
 	// Region and ProjectID are a rotation's place ("": the workers' own).
 	Region    string `json:"region,omitempty"`
 	ProjectID string `json:"project_id,omitempty"`
-	// Parts are a rotation across places' parts, one a (region, project).
-	Parts []*status `json:"parts,omitempty"`
+	// Parts are a rotation across places' parts, one a (region, project),
+	// with its budget as a whole (-1: none) and what they do when one
+	// halts.
+	Parts          []*status `json:"parts,omitempty"`
+	MaxErrorsTotal *int      `json:"max_errors_total,omitempty"`
+	OnRegionHalt   string    `json:"on_region_halt,omitempty"`
 	// History is the rotation's history, oldest first (a part's entries
 	// name it): status shows it, list does not.
 	History []rekey.HistoryEntry `json:"history,omitempty"`
@@ -204,6 +208,10 @@ func newStatus(rot *rekey.Rotation, prev, cur *sample) *status {
 		// A part's rate is its own average: only the whole is sampled.
 		st.Parts = append(st.Parts, newStatus(p, nil, cur))
 	}
+	if rot.Parts != nil {
+		total := rot.MaxErrorsTotal
+		st.MaxErrorsTotal, st.OnRegionHalt = &total, string(rot.OnRegionHalt)
+	}
 	c := rot.Counts
 	if c.Total > 0 {
 		st.Percent = 100 * float64(c.Done()) / float64(c.Total)
@@ -239,8 +247,17 @@ func (s *status) line() string {
 	if s.Reason != "" {
 		reason = " — " + s.Reason
 	}
-	return fmt.Sprintf("%s %s%s %.1f%% done: %d succeeded, %d failed (max %d), %d skipped, %d cancelled, %d running (%d verifying), %d pending of %d (%.1f servers/s%s)%s",
-		s.Rotation, s.State, wave, s.Percent, c.Succeeded, c.Failed, s.MaxErrors, c.Skipped, c.Cancelled, c.Running, c.Verifying, c.Pending, c.Total, s.Rate, eta, reason)
+	return fmt.Sprintf("%s %s%s %.1f%% done: %d succeeded, %d failed (%s), %d skipped, %d cancelled, %d running (%d verifying), %d pending of %d (%.1f servers/s%s)%s",
+		s.Rotation, s.State, wave, s.Percent, c.Succeeded, c.Failed, s.budget(), c.Skipped, c.Cancelled, c.Running, c.Verifying, c.Pending, c.Total, s.Rate, eta, reason)
+}
+
+// budget says what failures may reach: the rotation's budget, or a
+// rotation across regions' budget as a whole beside its parts'.
+func (s *status) budget() string {
+	if s.MaxErrorsTotal != nil && *s.MaxErrorsTotal >= 0 {
+		return fmt.Sprintf("max %d across its parts, theirs summed %d", *s.MaxErrorsTotal, s.MaxErrors)
+	}
+	return fmt.Sprintf("max %d", s.MaxErrors)
 }
 
 // writeRetire writes the rotation's retire: its outcome, the one

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
+	"github.com/cph-rekey/cph-rekey/rekey"
 )
 
 type lockedBuffer struct {
@@ -97,5 +98,22 @@ func TestRedisFlagsInHelp(t *testing.T) {
 	code, _, stderr := runCmd(t, map[string]string{"REDIS_URL": "redis-cluster://127.0.0.1:1/2"}, "", "list")
 	if code != exitUsage || !strings.Contains(stderr, "only database 0") || !strings.Contains(stderr, "REDIS_URL") {
 		t.Fatalf("cluster URL with a database: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestStatusLineNamesTheWholeBudget: a rotation across regions with a
+// budget as a whole says it beside its parts' summed.
+func TestStatusLineNamesTheWholeBudget(t *testing.T) {
+	total := 5
+	for _, tc := range []struct {
+		st   status
+		want string
+	}{
+		{status{Rotation: "r", State: rekey.StateRunning, MaxErrors: 20}, "failed (max 20)"},
+		{status{Rotation: "g", State: rekey.StateRunning, MaxErrors: 20, MaxErrorsTotal: &total}, "failed (max 5 across its parts, theirs summed 20)"},
+	} {
+		if got := tc.st.line(); !strings.Contains(got, tc.want) {
+			t.Errorf("line %q, want %q in it", got, tc.want)
+		}
 	}
 }

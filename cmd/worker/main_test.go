@@ -107,7 +107,7 @@ func TestDemo(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("demo exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	for _, want := range []string{"asynq web UI:  http://127.0.0.1:", "rotation r-", "report checked against the simulator"} {
+	for _, want := range []string{"asynq web UI:  http://127.0.0.1:", "rotation r-", "cn-east-3   part r-", "report checked against both simulators"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)
 		}

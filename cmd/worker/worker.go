@@ -153,6 +153,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 			RedisConnOpt: c.redis,
 			Gatherer:     reg,
 			Rotations:    rotations,
+			Region:       c.cph.Region,
 			Logger:       log,
 			Ready: func(ctx context.Context) error {
 				if stopping.Load() {

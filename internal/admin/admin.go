@@ -78,6 +78,10 @@ type Options struct {
 	// console's, and its task options are those of every resume and
 	// cancel. Nil serves no console.
 	Rotations *rekey.Client
+	// Region is the workers' own region (--region), which the console
+	// names where a rotation's place is the default one; "": it says
+	// "default region".
+	Region string
 	// Ready reports whether the worker can take tasks; nil means always.
 	Ready func(ctx context.Context) error
 	// PayloadFormatter and ResultFormatter render tasks' payloads and

@@ -30,6 +30,7 @@ type shell struct {
 	API      string
 	UI       string
 	Queues   []string
+	Region   string // the workers' own region ("": not known)
 }
 
 func (s *Server) consoleRoutes(mux *http.ServeMux) {
@@ -49,7 +50,7 @@ func (s *Server) consoleRoutes(mux *http.ServeMux) {
 		var b bytes.Buffer
 		if err := consoleTmpl.Execute(&b, shell{Title: title, Rotation: id, ReadOnly: s.opts.ReadOnly,
 			Console: ConsolePath, API: APIPath, UI: UIPath,
-			Queues: s.queues()}); err != nil {
+			Queues: s.queues(), Region: s.opts.Region}); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}

@@ -21,7 +21,7 @@ import (
 //
 //	GET  /api/v1/rotations?offset=0&limit=50   rotations, newest first
 //	GET  /api/v1/rotations/{id}                one rotation: waves, budget, failures, history
-//	POST /api/v1/rotations/{id}/pause          (also resume, with {"max_errors": "20%"}, and cancel)
+//	POST /api/v1/rotations/{id}/pause          (also resume, with {"max_errors": "20%", "max_errors_total": "5%"}, and cancel)
 //	GET  /api/v1/rotations/{id}/report?format=csv|json
 const (
 	// defaultPage and maxPage bound a list request: a page of rotations
@@ -42,8 +42,11 @@ const (
 type rotationList struct {
 	Rotations []rotationView `json:"rotations"`
 	Total     int            `json:"total"` // rotations in the index (expired ones are dropped as they are listed)
-	Offset    int            `json:"offset"`
-	Limit     int            `json:"limit"`
+	// Listed is how many entries of the index this page covers: a rotation
+	// across places is one row of Rotations, and an entry a part.
+	Listed int `json:"listed"`
+	Offset int `json:"offset"`
+	Limit  int `json:"limit"`
 }
 
 // rotationView is a rotation as the API shows it: its record, plus what
@@ -78,6 +81,19 @@ type rotationView struct {
 	// until the rotation has run 30 s and is 1 % done.
 	Rate       float64  `json:"rate"`
 	ETASeconds *float64 `json:"eta_seconds,omitempty"`
+	// Region and ProjectID are the rotation's place (absent: the workers'
+	// own); Group is the rotation across places it is a part of.
+	Region    string `json:"region,omitempty"`
+	ProjectID string `json:"project_id,omitempty"`
+	Group     string `json:"group,omitempty"`
+	// A rotation across places: its rotation-wide budget (-1: none), what
+	// its parts do when one halts, and its parts, a (region, project) each,
+	// in its order (groups.go).
+	MaxErrorsTotal *int           `json:"max_errors_total,omitempty"`
+	OnRegionHalt   string         `json:"on_region_halt,omitempty"`
+	Parts          []rotationView `json:"parts,omitempty"`
+	// Waiting: a part waiting for its turn (--max-concurrent-regions).
+	Waiting bool `json:"waiting,omitempty"`
 }
 
 // plannedWave is a wave of a rotation's plan.
@@ -92,9 +108,16 @@ func viewOf(rot *rekey.Rotation) rotationView {
 		MaxErrors: rot.MaxErrors, Verify: rot.Verify, PauseAfterWave: rot.PauseAfterWave, Retention: rot.Retention,
 		Schema: rot.Schema, NewerRelease: rot.NewerRelease(),
 		State: rot.State, Reason: rot.Reason, CreatedAt: rot.CreatedAt, FinishedAt: rot.FinishedAt, Counts: rot.Counts,
-		Done: rot.Counts.Done()}
+		Done: rot.Counts.Done(), Region: rot.Region, ProjectID: rot.ProjectID, Group: rot.Group, Waiting: rot.Waiting()}
 	for i, w := range rot.WavePlan {
 		v.Waves[i] = plannedWave{LastChunk: w.LastChunk, Servers: w.Servers}
+	}
+	if rot.Parts != nil {
+		total := rot.MaxErrorsTotal
+		v.MaxErrorsTotal, v.OnRegionHalt = &total, string(rot.OnRegionHalt)
+		for _, p := range rot.Parts {
+			v.Parts = append(v.Parts, viewOf(p))
+		}
 	}
 	return v
 }
@@ -200,12 +223,19 @@ func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	// Only running rotations have a rate: their stats are read in one
-	// more pipeline.
+	listed := len(rots)
+	if rots, err = s.groupParts(r.Context(), rots); err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	// Only running rotations (and parts) have a rate: their stats are
+	// read in one more pipeline.
 	var running []string
 	for _, rot := range rots {
-		if !rot.Finished() && rot.State == rekey.StateRunning {
-			running = append(running, rot.ID)
+		for _, p := range append([]*rekey.Rotation{rot}, rot.Parts...) {
+			if p.Parts == nil && !p.Finished() && p.State == rekey.StateRunning {
+				running = append(running, p.ID)
+			}
 		}
 	}
 	stats, err := s.opts.Rotations.Stats(r.Context(), running...)
@@ -213,14 +243,15 @@ func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
+	history := make(map[string][]rekey.Bucket, len(running))
+	for i, id := range running {
+		history[id] = stats[i].History
+	}
 	now := time.Now()
-	out := rotationList{Rotations: make([]rotationView, 0, len(rots)), Total: total, Offset: offset, Limit: limit}
+	out := rotationList{Rotations: make([]rotationView, 0, len(rots)), Total: total, Listed: listed, Offset: offset, Limit: limit}
 	for _, rot := range rots {
 		v := viewOf(rot)
-		if len(running) > 0 && running[0] == rot.ID {
-			v.setRate(stats[0].History, now)
-			running, stats = running[1:], stats[1:]
-		}
+		v.setRates(history, now)
 		out.Rotations = append(out.Rotations, v)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -233,12 +264,19 @@ func (s *Server) getRotation(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	st, err := s.opts.Rotations.Stats(r.Context(), id)
+	ids := []string{id}
+	for i, p := range rot.Parts {
+		if i == 0 {
+			ids = ids[:0] // a group's stats are its parts'
+		}
+		ids = append(ids, p.ID)
+	}
+	st, err := s.opts.Rotations.Stats(r.Context(), ids...)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
-	d := detail(rot, st[0], time.Now())
+	d := detail(rot, st, time.Now())
 	if d.Timeline, err = s.opts.Rotations.History(r.Context(), id); err != nil {
 		s.storeError(w, r, err)
 		return
@@ -246,16 +284,26 @@ func (s *Server) getRotation(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, d)
 }
 
-// detail builds a rotation's page from its record and stats.
-func detail(rot *rekey.Rotation, st *rekey.Stats, now time.Time) rotationDetail {
+// detail builds a rotation's page from its record and stats: one Stats
+// for a rotation of one place, one a part, in order, for a rotation across
+// places.
+func detail(rot *rekey.Rotation, sts []*rekey.Stats, now time.Time) rotationDetail {
 	d := rotationDetail{
 		rotationView: viewOf(rot),
 		Budget:       budgetView{MaxErrors: rot.MaxErrors, Failed: rot.Counts.Failed},
 		Failures:     []failureView{},
 	}
-	if rot.State == rekey.StateRunning && !rot.Finished() {
-		d.setRate(st.History, now)
+	hist := map[string][]rekey.Bucket{}
+	for i, p := range rot.Parts {
+		hist[p.ID] = sts[i].History
 	}
+	st := mergeStats(sts)
+	if rot.Parts == nil {
+		hist[rot.ID] = st.History
+	} else if rot.MaxErrorsTotal >= 0 {
+		d.Budget.MaxErrors = rot.MaxErrorsTotal
+	}
+	d.setRates(hist, now)
 	first := 1
 	for i, wv := range rot.WavePlan {
 		v := waveView{Wave: i + 1, FirstChunk: first, LastChunk: wv.LastChunk, Servers: wv.Servers}
@@ -317,6 +365,32 @@ func history(rot *rekey.Rotation, buckets []rekey.Bucket, now time.Time) []histo
 	return append(pts, historyPoint{At: end, Ended: rot.Counts.Done(), Failed: rot.Counts.Failed})
 }
 
+// setRates sets the rate of a running rotation, and of each running part
+// of a rotation across places (whose rate is theirs summed), from the
+// history of each.
+func (v *rotationView) setRates(history map[string][]rekey.Bucket, now time.Time) {
+	if v.Parts == nil {
+		if v.State == rekey.StateRunning && v.FinishedAt.IsZero() {
+			v.setRate(history[v.ID], now)
+		}
+		return
+	}
+	var rate, left float64
+	for i := range v.Parts {
+		p := &v.Parts[i]
+		p.setRates(history, now)
+		rate += p.Rate
+		left += float64(p.Counts.Total - p.Done)
+	}
+	if v.FinishedAt.IsZero() && rate > 0 {
+		v.Rate = rate
+		if now.Sub(v.CreatedAt) >= etaAfter && v.Done*100 >= v.Counts.Total {
+			eta := left / rate
+			v.ETASeconds = &eta
+		}
+	}
+}
+
 // setRate measures the rate over the rateWindow before now (or since the
 // rotation started, if later) and the ETA at that rate.
 func (v *rotationView) setRate(buckets []rekey.Bucket, now time.Time) {
@@ -357,7 +431,8 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		err = s.opts.Rotations.Pause(ctx, id)
 	case "resume":
 		var body struct {
-			MaxErrors string `json:"max_errors"`
+			MaxErrors      string `json:"max_errors"`
+			MaxErrorsTotal string `json:"max_errors_total"`
 		}
 		if r.ContentLength != 0 {
 			dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
@@ -375,6 +450,14 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			opts.MaxErrors = &b
+		}
+		if body.MaxErrorsTotal != "" {
+			b, err := rekey.ParseSize(body.MaxErrorsTotal)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("max_errors_total: %w", err))
+				return
+			}
+			opts.MaxErrorsTotal = &b
 		}
 		_, err = s.opts.Rotations.Resume(ctx, id, opts)
 	case "cancel":
@@ -439,13 +522,17 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 
 // storeError answers a failed store call: 404 for a rotation that does
 // not exist, 409 for a control its state refuses (Redis script errors
-// name why), 503 when Redis cannot be reached, 500 otherwise.
+// name why, and rekey's input errors: a budget still exceeded), 503 when
+// Redis cannot be reached, 500 otherwise.
 func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	var rerr redis.Error
 	var nerr net.Error
+	var ierr *rekey.InputError
 	switch {
 	case errors.Is(err, rekey.ErrNotFound):
 		writeError(w, http.StatusNotFound, err)
+	case errors.As(err, &ierr):
+		writeError(w, http.StatusConflict, err)
 	case errors.As(err, &rerr) && !strings.HasPrefix(rerr.Error(), "LOADING") && !strings.HasPrefix(rerr.Error(), "READONLY"):
 		writeError(w, http.StatusConflict, err)
 	case errors.Is(err, rekey.ErrRedisUnavailable), errors.As(err, &nerr), errors.Is(err, redis.ErrClosed):

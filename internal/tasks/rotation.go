@@ -330,6 +330,18 @@ type Summary struct {
 	// History is the rotation's history up to its end (HistoryEntry),
 	// oldest first; absent from the events of releases before it was kept.
 	History []HistoryEntry `json:"history,omitempty"`
+	// Parts: the event of a rotation across places, sent once when its
+	// last part has finished, sums them and names each (GroupSummary).
+	Parts []PartSummary `json:"parts,omitempty"`
+}
+
+// PartSummary is a part in its group's completion event.
+type PartSummary struct {
+	Rotation  string `json:"rotation"`
+	Region    string `json:"region,omitempty"`
+	ProjectID string `json:"project_id,omitempty"`
+	State     State  `json:"state"`
+	Counts    Counts `json:"counts"`
 }
 
 // Versions of the JSON contracts tools rely on (docs/contracts.md). A

@@ -621,12 +621,20 @@ return finished
 // the final state: cancelled stays cancelled, a rotation halted by its
 // error budget stays failed, otherwise completed_with_errors if any server
 // failed, else succeeded; the history records the end once (historyLua).
+// A part halted only because its group was has nothing left that the
+// halt held back: it ends on its own outcomes (the group's event says the
+// group's).
 const finishLua = `
 local finished = 0
 if tonumber(redis.call('HGET', meta, 'pending')) <= 0 and tonumber(redis.call('HGET', meta, 'running')) <= 0
    and redis.call('HSETNX', meta, 'finished_at', ARGV[1]) == 1 then
   finished = 1
   local st = redis.call('HGET', meta, 'state')
+  local why = redis.call('HGET', meta, 'reason') or ''
+  if st == 'failed' and string.sub(why, 1, ` + groupHaltPrefixLen + `) == '` + groupHaltPrefix + `' then
+    st = 'running'
+    redis.call('HDEL', meta, 'reason')
+  end
   if st ~= 'cancelled' and st ~= 'failed' then
     if tonumber(redis.call('HGET', meta, 'failed')) > 0 then st = 'completed_with_errors' else st = 'succeeded' end
     redis.call('HSET', meta, 'state', st)

@@ -72,9 +72,17 @@ func (h *Handler) HandleTick(ctx context.Context, t *asynq.Task) error {
 		finished1, finished2 bool
 		wg                   sync.WaitGroup
 	)
+	// What a part's outcomes mean for its group is seen each round, not
+	// when the tick ends: a tick may run for tickBudget.
+	var seen groupSeen
 	wg.Go(func() {
 		defer close(polled)
 		pollNext, pollDone, finished1, pollErr = h.loop(ctx, p.Rotation, deadline, nil, nil, func(rot *Rotation, r *round) error {
+			if seen.changed(rot) {
+				if err := h.watchGroup(ctx, rot); err != nil {
+					return err
+				}
+			}
 			r.kick = kick
 			retry := func(rot *Rotation, r *round) error { return h.retry(ctx, log, rot, r) }
 			if err := h.poll(ctx, log, rot, r, retry); err != nil {
@@ -295,11 +303,7 @@ func (h *Handler) followUps(ctx context.Context, id string, finishedNow bool) (b
 			"chunks", last-first+1, "enqueued", n, "failed", rot.Counts.Failed, "max_errors", rot.MaxErrors)
 	}
 	if !rot.Finished() {
-		if rot.Halted() && rot.Group != "" {
-			// A region past its budget frees its place for the next.
-			return false, startWaiting(ctx, h.store, h.enq, rot.Group, h.cfg.Tasks)
-		}
-		return false, nil
+		return false, h.watchGroup(ctx, rot)
 	}
 	if finishedNow {
 		h.log.InfoContext(ctx, "rotation finished", "rotation", id, "state", rot.State,
@@ -321,11 +325,48 @@ func finish(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, fini
 		return err
 	}
 	if rot.Group != "" {
-		if err := startWaiting(ctx, store, enq, rot.Group, opts); err != nil {
+		// Its last failures count in the group's budget; then its place
+		// goes to the next part, and the last part sends the group's
+		// event. All before the retention, which marks a finish done.
+		if _, err := watchGroup(ctx, store, enq, rot, opts); err != nil {
+			return err
+		}
+		if err := StartWaiting(ctx, store, enq, rot.Group, opts); err != nil {
+			return err
+		}
+		if err := finishGroup(ctx, store, enq, rot.Group, opts); err != nil {
 			return err
 		}
 	}
 	return store.Expire(ctx, rot, opts.Retention)
+}
+
+// groupSeen is what a tick last told the group of its part: a round
+// with nothing new for the group reads nothing of it.
+type groupSeen struct {
+	failed int64
+	state  State
+}
+
+// changed reports whether part rot has failures or a state the group has
+// not been told of by this tick (always false outside a group).
+func (s *groupSeen) changed(rot *Rotation) bool {
+	if rot.Group == "" || rot.Counts.Failed == s.failed && rot.State == s.state {
+		return false
+	}
+	s.failed, s.state = rot.Counts.Failed, rot.State
+	return true
+}
+
+// watchGroup runs the group's watch (watchGroup) for part rot and logs
+// a halt of the group it caused.
+func (h *Handler) watchGroup(ctx context.Context, rot *Rotation) error {
+	halted, err := watchGroup(ctx, h.store, h.enq, rot, h.cfg.Tasks)
+	if halted != "" {
+		h.log.ErrorContext(ctx, "rotation halted across its parts", "rotation", rot.Group, "part", rot.ID,
+			"region", rot.Region, "project_id", rot.ProjectID, "reason", halted)
+	}
+	return err
 }
 
 // enqueueFinished enqueues the rotation's completion event once, with its

@@ -53,15 +53,33 @@ function dur(s) {
 
 function finished(r) { return !!r.finished_at; }
 function halted(r) { return r.state === "failed" && !finished(r); }
+function isGroup(r) { return Array.isArray(r.parts); }
+
+// haltedWhy says in a word or two why a rotation (or part) halted, from
+// the reason the workers wrote.
+function haltedWhy(reason) {
+  reason = reason || "";
+  if (reason.startsWith("error budget")) return "error budget";
+  if (reason.startsWith("rotation-wide error budget")) return "rotation-wide budget";
+  if (reason.startsWith("halted with its rotation")) return "with its rotation";
+  if (/^\S+ \(.*\) halted: /.test(reason) || reason.startsWith("part ")) return "a region halted";
+  return "access denied";
+}
 
 // stateBadge names the state as status and list do; a rotation halted by
 // its budget, or by credentials the API refused (401/403), is "failed"
-// there too, and the badge says it can be resumed and why it halted.
+// there too, and the badge says it can be resumed and why it halted. A
+// part waiting for its turn says so.
 function stateBadge(r) {
-  const word = halted(r) ? "halted" : r.state;
-  const why = (r.reason || "").startsWith("error budget") ? "error budget" : "access denied";
-  const label = { completed_with_errors: "completed with errors", halted: "halted: " + why }[word] || word;
+  const word = r.waiting ? "waiting" : halted(r) ? "halted" : r.state;
+  const label = { completed_with_errors: "completed with errors", halted: "halted: " + haltedWhy(r.reason), waiting: "waiting for its turn" }[word] || word;
   return el("span", { class: "state " + word, "data-state": r.state }, label);
+}
+
+// place names a rotation's region and project: the workers' own region
+// by its name when the worker knows it, the default project as such.
+function place(r) {
+  return [r.region || cfg.region || "default region", r.project_id ? r.project_id.slice(0, 8) + "…" : "default project"];
 }
 
 function bar(c, big) {
@@ -111,26 +129,41 @@ async function showList() {
   const offset = parseInt(params.get("offset") || "0", 10) || 0;
   const limit = 50;
   const data = await api(`?offset=${offset}&limit=${limit}`);
-  const rows = data.rotations.map((r) => el("tr", { "data-rotation": r.id },
-    el("td", {}, el("a", { href: `${cfg.console}/${encodeURIComponent(r.id)}`, class: "mono" }, r.id),
-      el("div", { class: "muted" }, r.keypair)),
-    el("td", {}, r.region || "default", el("div", { class: "muted mono" },
-      (r.project_id ? r.project_id.slice(0, 8) + "…" : "default project") + (r.group ? ` · part of ${r.group}` : ""))),
+  const link = (r) => el("a", { href: `${cfg.console}/${encodeURIComponent(r.id)}`, class: "mono" }, r.id);
+  const figures = (r) => [
     el("td", {}, stateBadge(r)),
     el("td", {}, bar(r.counts), el("div", { class: "muted" }, pct(r.done, r.counts.total).toFixed(1) + "%")),
     el("td", { class: "num" }, `${num(r.done)} / ${num(r.counts.total)}`),
     el("td", { class: "num" }, num(r.counts.failed)),
     el("td", { class: "num" }, r.rate ? r.rate.toFixed(1) + "/s" : "—"),
-    el("td", { class: "num" }, r.eta_seconds !== undefined ? dur(r.eta_seconds) : "—"),
-    el("td", {}, when(r.created_at)),
-    el("td", {}, when(r.finished_at))));
+    el("td", { class: "num" }, r.eta_seconds !== undefined ? dur(r.eta_seconds) : "—")];
+  // A rotation across regions is one row, its parts a row each under it.
+  const rows = data.rotations.flatMap((r) => [
+    el("tr", { "data-rotation": r.id, class: isGroup(r) ? "group" : null },
+      el("td", {}, link(r), el("div", { class: "muted" }, r.keypair)),
+      isGroup(r)
+        ? el("td", {}, `${r.parts.length} regions / projects`,
+          el("div", { class: "muted" }, [...new Set(r.parts.map((p) => place(p)[0]))].join(" · ")))
+        : el("td", {}, place(r)[0], el("div", { class: "muted mono" }, place(r)[1])),
+      ...figures(r),
+      el("td", {}, when(r.created_at)),
+      el("td", {}, when(r.finished_at))),
+    ...(r.parts || []).map((p, i) => el("tr", { "data-rotation": p.id, "data-group": r.id, class: i === r.parts.length - 1 ? "part last" : "part" },
+      el("td", {}, el("span", { class: "muted" }, "↳ "), link(p)),
+      el("td", {}, place(p)[0], el("div", { class: "muted mono" }, place(p)[1])),
+      ...figures(p),
+      el("td", {}),
+      el("td", {}, when(p.finished_at))))]);
   const pager = el("div", { class: "pager" },
     offset > 0 ? el("a", { href: `?offset=${Math.max(0, offset - limit)}` }, "← Newer") : null,
-    el("span", { class: "muted" }, data.total ? `${offset + 1}–${offset + data.rotations.length} of ${num(data.total)}` : ""),
+    // The index lists a rotation across regions a part at a time: the
+    // range is of its entries, shown only when there is more than a page.
+    el("span", { class: "muted" }, offset > 0 || data.total > limit
+      ? `entries ${offset + 1}–${offset + data.listed} of ${num(data.total)} (a rotation across regions has one a part)` : ""),
     offset + limit < data.total ? el("a", { href: `?offset=${offset + limit}` }, "Older →") : null);
   main.replaceChildren(
     el("h1", {}, "Rotations"),
-    el("p", { class: "muted" }, "Newest first. A rotation across regions and projects is listed part by part, a (region, project) each, with its own bar, failures and controls. A rotation's page has its waves, failures by error code, progress over time and controls."),
+    el("p", { class: "muted" }, "Newest first. A rotation across regions and projects is one row, with its parts under it, a (region, project) each with its own bar and failures. A rotation's page has its waves (or its parts), failures by error code, progress over time and controls."),
     el("div", { class: "card" },
       data.rotations.length === 0
         ? el("p", { class: "muted" }, "No rotations yet. Start one with: enqueue start --keypair KEYPAIR servers.txt")
@@ -167,25 +200,62 @@ function confirmCancel(id) {
   dlg.showModal();
 }
 
-function controls(r) {
-  if (readOnly || finished(r) || r.state === "cancelled") return null;
+// controls are a rotation's buttons: the whole's (ids as the tests and
+// operators know them), or, with a part's id as prefix, a part's in the
+// table of parts. A part waiting for its turn is left to the workers.
+function controls(r, prefix) {
+  if (readOnly || finished(r) || r.state === "cancelled" || r.waiting) return null;
   const id = r.id;
-  const out = el("div", { class: "actions", id: "controls" });
-  if (r.state === "running") {
-    out.append(el("button", { class: "primary", id: "pause", onclick: () => control(id, "pause") }, "Pause"));
+  const ident = (name) => (prefix ? `${prefix}-${name}` : name);
+  const out = el("div", { class: "actions", id: prefix ? null : "controls" });
+  if (r.state === "running" && !halted(r)) {
+    out.append(el("button", { class: prefix ? null : "primary", id: ident("pause"), onclick: () => control(id, "pause") }, "Pause"));
   }
-  if (r.state === "paused") {
-    out.append(el("button", { class: "primary", id: "resume", onclick: () => control(id, "resume") }, "Resume"));
+  if (r.state === "paused" || isGroup(r) && r.state === "running" && r.parts.some((p) => p.state === "paused" && !p.waiting)) {
+    out.append(el("button", { class: prefix ? null : "primary", id: ident("resume"), onclick: () => control(id, "resume") }, "Resume"));
   }
-  if (halted(r)) {
+  if (halted(r) && prefix && haltedWhy(r.reason) === "with its rotation") {
+    // Its rotation would halt it again: the whole's Resume lifts the halt.
+    out.append(el("span", { class: "muted small" }, "resume the rotation"));
+  } else if (halted(r)) {
     // A new budget is optional: a rotation halted by refused credentials
-    // resumes within its budget once they are fixed.
-    const input = el("input", { id: "max-errors", size: 8, placeholder: String(r.counts.failed + 10), "aria-label": "new error budget" });
-    out.append(el("label", {}, "New budget ", input),
-      el("button", { class: "primary", id: "resume", onclick: () => control(id, "resume", { max_errors: input.value.trim() }) }, "Resume"));
+    // resumes within its budget once they are fixed. A rotation across
+    // regions takes each part's and the whole's.
+    const input = el("input", { id: ident("max-errors"), size: 6, placeholder: String(r.counts.failed + 10), "aria-label": "new error budget" });
+    const body = { max_errors: () => input.value.trim() };
+    out.append(el("label", {}, isGroup(r) ? "Per part " : "New budget ", input));
+    if (isGroup(r) && r.max_errors_total >= 0) {
+      const total = el("input", { id: ident("max-errors-total"), size: 6, placeholder: String(r.counts.failed + 10), "aria-label": "new rotation-wide error budget" });
+      body.max_errors_total = () => total.value.trim();
+      out.append(el("label", {}, "Rotation-wide ", total));
+    }
+    out.append(el("button", { class: prefix ? null : "primary", id: ident("resume"),
+      onclick: () => control(id, "resume", Object.fromEntries(Object.entries(body).map(([k, f]) => [k, f()]))) }, "Resume"));
   }
-  out.append(el("button", { class: "danger", id: "cancel", onclick: () => confirmCancel(id) }, "Cancel…"));
+  out.append(el("button", { class: prefix ? null : "danger", id: ident("cancel"), onclick: () => confirmCancel(id) }, "Cancel…"));
   return out;
+}
+
+// parts is the table of a rotation across regions: a row a (region,
+// project), each with its bar, failures against its budget, pace, wave
+// and controls.
+function parts(d) {
+  return el("table", { id: "parts" },
+    el("thead", {}, el("tr", {}, ["Part", "Region", "Project", "State", "Progress", "Done", "Failed", "Rate", "ETA", "Wave", ""]
+      .map((h, i) => el("th", { class: i >= 5 && i <= 8 ? "num" : null }, h)))),
+    el("tbody", {}, d.parts.map((p, i) => el("tr", { "data-rotation": p.id },
+      el("td", {}, el("a", { href: `${cfg.console}/${encodeURIComponent(p.id)}`, class: "mono" }, p.id)),
+      el("td", {}, place(p)[0]),
+      el("td", { class: "mono", title: p.project_id || "" }, place(p)[1]),
+      el("td", {}, stateBadge(p), halted(p) && p.reason ? el("div", { class: "muted small" }, p.reason) : null),
+      el("td", {}, bar(p.counts), el("div", { class: "muted" }, pct(p.done, p.counts.total).toFixed(1) + "%")),
+      el("td", { class: "num" }, `${num(p.done)} / ${num(p.counts.total)}`),
+      el("td", { class: "num" + (p.max_errors >= 0 && p.counts.failed > p.max_errors ? " over" : "") },
+        p.max_errors >= 0 ? `${num(p.counts.failed)} of ${num(p.max_errors)}` : num(p.counts.failed)),
+      el("td", { class: "num" }, p.rate ? p.rate.toFixed(1) + "/s" : "—"),
+      el("td", { class: "num" }, p.eta_seconds !== undefined ? dur(p.eta_seconds) : "—"),
+      el("td", {}, p.waves.length ? `${finished(p) ? p.waves.length : p.wave} of ${p.waves.length}` : "—"),
+      el("td", {}, controls(p, `part-${i + 1}`))))));
 }
 
 function stat(label, value, title) {
@@ -236,12 +306,22 @@ function waves(d) {
 
 function budget(d) {
   const b = d.budget;
-  if (b.max_errors < 0) return el("p", {}, `${num(b.failed)} failed; no error budget.`);
+  // A rotation across regions: each part has its own budget (in the
+  // table), and the whole may have one besides.
+  const whole = isGroup(d) ? [
+    el("p", { class: "muted" }, d.max_errors_total >= 0
+      ? "Across all regions; each part also has its own (in the table)."
+      : "The parts' budgets summed: each part has its own (in the table), the rotation none besides."),
+    el("p", { class: "muted", id: "on-region-halt" }, d.on_region_halt === "continue"
+      ? "When a part halts, the others finish (--on-region-halt continue)."
+      : "When a part halts, every part halts (--on-region-halt halt).")] : [];
+  if (b.max_errors < 0) return el("div", {}, el("p", {}, `${num(b.failed)} failed; no error budget.`), ...whole);
   const used = Math.min(100, pct(b.failed, Math.max(b.max_errors, 1)));
   return el("div", { class: "budget" },
     el("p", {}, `${num(b.failed)} failed of ${num(b.max_errors)} allowed`,
       b.failed > b.max_errors ? " — exceeded" : ""),
-    el("div", { class: "bar" }, el("i", { class: "bad", style: `width:${b.max_errors === 0 && b.failed === 0 ? 0 : used}%` })));
+    el("div", { class: "bar" }, el("i", { class: "bad", style: `width:${b.max_errors === 0 && b.failed === 0 ? 0 : used}%` })),
+    ...whole);
 }
 
 function failures(d) {
@@ -306,8 +386,10 @@ async function showRotation(id) {
     el("p", {}, el("a", { href: `${cfg.console}/` }, "← All rotations")),
     el("div", { class: "card" },
       el("h1", {}, el("span", { class: "mono", id: "rotation-id" }, id), stateBadge(d)),
-      el("div", { class: "muted" }, `keypair ${d.keypair} · ${d.region || "default region"} / ${d.project_id || "default project"}` +
-        (d.group ? ` · part of ${d.group}` : "") + ` · created ${when(d.created_at)}` + (finished(d) ? ` · finished ${when(d.finished_at)}` : "")),
+      el("div", { class: "muted" }, `keypair ${d.keypair} · ` +
+        (isGroup(d) ? `${d.parts.length} regions and projects` : `${place(d)[0]} / ${d.project_id || "default project"}`),
+        d.group ? [" · part of ", el("a", { href: `${cfg.console}/${encodeURIComponent(d.group)}`, class: "mono" }, d.group)] : null,
+        ` · created ${when(d.created_at)}` + (finished(d) ? ` · finished ${when(d.finished_at)}` : "")),
       d.reason ? el("p", { class: "reason", id: "reason" }, d.reason) : null,
       d.newer_release ? el("p", { class: "reason", id: "newer-release" }, `Written by a newer cph-rekey (schema ${d.schema}): ` +
         "this worker leaves it to the workers that know it, and its figures here may be incomplete. Finish the rolling upgrade.") : null,
@@ -329,13 +411,14 @@ async function showRotation(id) {
       stat("pending", num(c.pending)), stat("rate", d.rate ? d.rate.toFixed(1) + "/s" : "—", "servers ended per second, last minute"),
       stat("eta", d.eta_seconds !== undefined ? dur(d.eta_seconds) : "—"), stat(finished(d) ? "took" : "elapsed", dur(elapsed)),
       stat("retried", num(c.retried), "server submissions repeated after a transient failure")),
+    isGroup(d) ? el("div", { class: "card" }, el("h2", {}, "Regions and projects"), parts(d)) : null,
     el("div", { class: "cols" },
       el("div", { class: "card" }, el("h2", {}, "Progress over time"), chart(d),
         el("div", { class: "legend" }, el("span", {}, el("i", { style: "background:var(--green)" }), "ended"),
           el("span", {}, el("i", { style: "background:var(--red)" }), "failed"), el("span", {}, "dashed: all servers"))),
       el("div", {},
-        el("div", { class: "card" }, el("h2", {}, "Error budget"), budget(d)),
-        el("div", { class: "card" }, el("h2", {}, "Waves"), waves(d)))),
+        el("div", { class: "card" }, el("h2", {}, isGroup(d) ? "Rotation-wide error budget" : "Error budget"), budget(d)),
+        isGroup(d) ? null : el("div", { class: "card" }, el("h2", {}, "Waves"), waves(d)))),
     el("div", { class: "card" }, el("h2", {}, "Failures by error code"), failures(d)),
     el("div", { class: "card", id: "timeline" }, el("h2", {}, "History"), timeline(d)),
     el("div", { class: "card muted" },
