@@ -356,6 +356,17 @@ function endClass(detail) {
 // timeline draws the rotation's history, oldest first: when, what, who,
 // and the figures that go with it; a gap in the entries' numbers is where
 // the capped history left entries out.
+// partLabel names a part of a rotation across places in its history by
+// its region (and project, when the region holds several), its id in the
+// tooltip: the ids differ only in their last digits.
+function partLabel(d, id) {
+  const p = (d.parts || []).find((p) => p.id === id);
+  if (!p) return el("span", { class: "mono muted" }, ` ${id}`);
+  const [region, project] = place(p);
+  const shared = d.parts.filter((q) => place(q)[0] === region).length > 1;
+  return el("span", { class: "muted", title: id }, ` · ${region}${shared ? " / " + project : ""}`);
+}
+
 function timeline(d) {
   const h = d.timeline || [];
   if (h.length === 0) return el("p", { class: "muted" }, "No history: the rotation was started by a release that kept none.");
@@ -369,7 +380,7 @@ function timeline(d) {
     rows.push(el("li", { class: `kind-${e.kind}` },
       el("i", { class: e.kind === "finished" ? endClass(e.detail) : historyClass[e.kind] || "can" }),
       el("time", { datetime: e.at, title: e.at }, when(e.at)),
-      el("span", { class: "what" }, historyWords[e.kind] || e.kind, e.rotation ? el("span", { class: "mono muted" }, ` ${e.rotation}`) : null),
+      el("span", { class: "what" }, historyWords[e.kind] || e.kind, e.rotation ? partLabel(d, e.rotation) : null),
       el("span", { class: "who" }, e.actor ? `by ${e.actor}` : ""),
       el("span", { class: "detail" }, e.detail || "")));
   }
