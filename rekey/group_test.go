@@ -67,7 +67,9 @@ func threeRegions(t *testing.T) *rekeytest.Env {
 func TestRegionHaltHaltsAll(t *testing.T) {
 	t.Parallel()
 	env := threeRegions(t)
-	ctx := context.Background()
+	// A rotation that never finishes fails the test instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	two := rekey.Servers(2)
 	st, err := env.Client.Start(ctx, rekey.Request{Keypair: "kp-new", Targets: env.Targets(), ChunkSize: 5, MaxErrors: &two})
 	if err != nil {
@@ -126,7 +128,9 @@ func TestRegionHaltHaltsAll(t *testing.T) {
 func TestRegionHaltContinue(t *testing.T) {
 	t.Parallel()
 	env := threeRegions(t)
-	ctx := context.Background()
+	// A rotation that never finishes fails the test instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	two := rekey.Servers(2)
 	st, err := env.Client.Start(ctx, rekey.Request{Keypair: "kp-new", Targets: env.Targets(), ChunkSize: 5, MaxErrors: &two,
 		OnRegionHalt: rekey.ContinueOthers})
@@ -150,7 +154,9 @@ func TestRegionHaltContinue(t *testing.T) {
 func TestRotationWideBudget(t *testing.T) {
 	t.Parallel()
 	env := threeRegions(t)
-	ctx := context.Background()
+	// A rotation that never finishes fails the test instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	all, three := rekey.Percent(100), rekey.Servers(3)
 	st, err := env.Client.Start(ctx, rekey.Request{Keypair: "kp-new", Targets: env.Targets(), ChunkSize: 5,
 		MaxErrors: &all, MaxErrorsTotal: &three})
@@ -182,7 +188,7 @@ func TestRotationWideBudget(t *testing.T) {
 	}
 	rot, err = env.Client.Wait(ctx, st.Rotation.ID, rekey.WaitOptions{Interval: 20 * time.Millisecond})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("after the resume: %v; the rotation: %+v", err, rot)
 	}
 	if rot.State != rekey.StateCompletedWithErrors || rot.MaxErrorsTotal != 120 {
 		t.Fatalf("after the resume: %s, budget %d", rot.State, rot.MaxErrorsTotal)
@@ -241,7 +247,9 @@ func TestGroupWhosePartEndsAtOnce(t *testing.T) {
 	env := rekeytest.New(t, rekeytest.Options{Servers: 10, Regions: []rekeytest.Region{
 		{Name: "cn-east-3", ProjectID: projEast, Servers: 10},
 	}})
-	ctx := context.Background()
+	// A rotation that never finishes fails the test instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	targets := env.Targets()
 	for i := range targets {
 		if targets[i].Region == "" {

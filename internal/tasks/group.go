@@ -317,6 +317,14 @@ func watchGroup(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, 
 		if p.Finished() || p.Waiting() || p.Halted() || p.State == StateCancelled {
 			continue
 		}
+		// The group read above may be older than a resume of the whole,
+		// which lifts the group's halt, then resumes the parts: read it
+		// again right before each halt, so a part just resumed is not
+		// halted for a halt already lifted (a window of one round trip
+		// remains: the group and its parts are different keys).
+		if cur, err := store.Group(ctx, g.ID); err != nil || cur.Halted == "" {
+			return now, err
+		}
 		if _, err := store.Halt(ctx, id, groupHaltPrefix+halted, false); err != nil {
 			return now, err
 		}
