@@ -205,20 +205,11 @@ func groupRotation(g *tasks.Group, parts []*Rotation) *Rotation {
 		return r
 	}
 	r.Wave = r.Waves
-	states := map[State]int{}
+	states := map[tasks.State]int{}
 	for _, p := range parts {
-		states[p.State]++
+		states[tasks.State(p.State)]++
 	}
-	switch {
-	case states[StateFailed] > 0 || overBudget:
-		r.State = StateFailed
-	case states[StateCompletedWithErrors] > 0:
-		r.State = StateCompletedWithErrors
-	case states[StateCancelled] > 0:
-		r.State = StateCancelled
-	default:
-		r.State = StateSucceeded
-	}
+	r.State = State(tasks.GroupEnd(states, overBudget))
 	return r
 }
 

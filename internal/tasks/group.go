@@ -440,17 +440,25 @@ func GroupSummary(g *Group, parts []*Rotation) Summary {
 	if overBudget && s.Reason == "" {
 		s.Reason = fmt.Sprintf("rotation-wide error budget exceeded: %d failed > max %d across its parts", s.Counts.Failed, g.MaxErrors)
 	}
+	s.State = GroupEnd(states, overBudget)
+	return s
+}
+
+// GroupEnd is how a group whose parts have all finished ended, from its
+// parts' final states counted: failed if one failed or the rotation-wide
+// budget was exceeded, else completed with errors if one did, cancelled if
+// one was, succeeded otherwise.
+func GroupEnd(states map[State]int, overBudget bool) State {
 	switch {
 	case states[StateFailed] > 0 || overBudget:
-		s.State = StateFailed
+		return StateFailed
 	case states[StateCompletedWithErrors] > 0:
-		s.State = StateCompletedWithErrors
+		return StateCompletedWithErrors
 	case states[StateCancelled] > 0:
-		s.State = StateCancelled
+		return StateCancelled
 	default:
-		s.State = StateSucceeded
+		return StateSucceeded
 	}
-	return s
 }
 
 // finishGroup sends group's completion event once its last part has
