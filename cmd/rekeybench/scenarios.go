@@ -155,6 +155,15 @@ func (b *bench) defaultsScenario(ctx context.Context, baselines bool) ([]*table,
 	noVerify := fleet
 	noVerify.enqueue = []string{"--verify=false"}
 	runs = append(runs, run{"cph-rekey, defaults but --verify=false, 0 % failures", noVerify})
+	if c.rows != "" {
+		var picked []run
+		for _, r := range runs {
+			if strings.Contains(strings.ToLower(r.name), strings.ToLower(c.rows)) {
+				picked = append(picked, r)
+			}
+		}
+		runs = picked
+	}
 	// Each run again at a real gateway's round trip, right after its 0 ms
 	// twin, so the two see the same machine.
 	twins := len(runs)
