@@ -126,6 +126,7 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 		RetryDelayFunc:           tasks.RetryDelay,
 		ShutdownTimeout:          c.shutdownTimeout,
 		DelayedTaskCheckInterval: time.Second,
+		TaskCheckInterval:        tasks.TaskCheckInterval,
 		Logger:                   asynqLogger{log},
 		LogLevel:                 asynq.WarnLevel,
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // SchemaVersion is the version of rotation records and task payloads
@@ -34,6 +35,14 @@ const (
 func Queues() map[string]int {
 	return map[string]int{QueuePoll: 6, QueueSubmit: 3}
 }
+
+// TaskCheckInterval is how often an idle worker looks for new tasks
+// (asynq.Config.TaskCheckInterval). asynq's default, 1 s (slept as
+// 0.5–1.5 s), held a rotation's first chunks about half a second after its
+// start, and a wave's last ones as long. 100 ms costs an idle worker about
+// 50 Redis commands a second more (a look runs a script per queue), a
+// small share of what one Redis serves.
+const TaskCheckInterval = 100 * time.Millisecond
 
 // SubmitPayload is the payload of a submit task: one batch. Batches 1 to
 // Rotation.Chunks are the planned chunks' first attempts; later ones gather
