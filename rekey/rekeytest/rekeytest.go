@@ -236,6 +236,7 @@ func (e *Env) StartWorker() error {
 		RetryDelayFunc:           tasks.RetryDelay,
 		ShutdownTimeout:          2 * time.Second,
 		DelayedTaskCheckInterval: 20 * time.Millisecond,
+		TaskCheckInterval:        tasks.TaskCheckInterval,
 		LogLevel:                 asynq.FatalLevel,
 	})
 	if err := e.worker.Start(mux); err != nil {
