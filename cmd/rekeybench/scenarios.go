@@ -158,8 +158,11 @@ func (b *bench) defaultsScenario(ctx context.Context, baselines bool) ([]*table,
 	if c.rows != "" {
 		var picked []run
 		for _, r := range runs {
-			if strings.Contains(strings.ToLower(r.name), strings.ToLower(c.rows)) {
-				picked = append(picked, r)
+			for _, text := range strings.Split(c.rows, ",") {
+				if strings.Contains(strings.ToLower(r.name), strings.ToLower(strings.TrimSpace(text))) {
+					picked = append(picked, r)
+					break
+				}
 			}
 		}
 		runs = picked
