@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +14,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/cph-rekey/cph-rekey/internal/movinglist"
 )
 
 const (
@@ -735,5 +740,39 @@ func TestListServersReturnsPageErrors(t *testing.T) {
 	err := c.ListServers(context.Background(), ServerFilter{}, func([]Server) error { pages++; return nil })
 	if !IsThrottled(err) || pages != 1 {
 		t.Fatalf("err = %v after %d pages, want throttled after 1", err, pages)
+	}
+}
+
+// TestReadsInFlightKeepTheRateBusy: a walk keeps rate × round trip reads
+// in flight (and some to spare), so the read rate, not the latency, bounds
+// it at round trips up to a second.
+func TestReadsInFlightKeepTheRateBusy(t *testing.T) {
+	tests := []struct {
+		name string
+		rate float64 // reads a second; 0: unpaced
+		rtt  time.Duration
+		want int
+	}{
+		{"20/s at 1 s", 20, time.Second, 26},
+		{"20/s at 300 ms", 20, 300 * time.Millisecond, 9},
+		{"20/s, no round trip yet", 20, 0, movinglist.MaxInFlight},
+		{"unpaced", 0, time.Second, movinglist.MaxInFlight},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Client{}
+			if tt.rate > 0 {
+				c.reads = rate.NewLimiter(rate.Limit(tt.rate), 1)
+			}
+			obs := &observer{}
+			obs.rtt.Store(int64(tt.rtt))
+			got := min(movinglist.MaxInFlight, c.readsInFlight(obs))
+			if got != tt.want {
+				t.Fatalf("%d reads in flight, want %d", got, tt.want)
+			}
+			if need := int(math.Ceil(tt.rate * tt.rtt.Seconds())); got < need {
+				t.Fatalf("%d reads in flight cannot keep %g/s busy at %s (needs %d)", got, tt.rate, tt.rtt, need)
+			}
+		})
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"sync"
 )
 
-// MaxInFlight bounds the reads a Sweep keeps in flight at once.
-const MaxInFlight = 16
+// MaxInFlight bounds the reads a Sweep keeps in flight at once: enough
+// for a read rate of 20/s at a round trip of a second (rate × latency,
+// a quarter to spare, and one more: 26), as the pipeline's stages allow.
+const MaxInFlight = 32
 
 // ErrLost is returned by Sweep.Run when the list moved so far between two
 // reads that no read near where it should stand met the part already read.
