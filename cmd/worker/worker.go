@@ -125,15 +125,18 @@ func runWorker(ctx context.Context, c *config, logw io.Writer, adminReady func(a
 		IsFailure:                tasks.IsFailure,
 		RetryDelayFunc:           tasks.RetryDelay,
 		ShutdownTimeout:          c.shutdownTimeout,
-		DelayedTaskCheckInterval: time.Second,
+		DelayedTaskCheckInterval: tasks.DelayedTaskCheckInterval,
 		TaskCheckInterval:        tasks.TaskCheckInterval,
 		Logger:                   asynqLogger{log},
 		LogLevel:                 asynq.WarnLevel,
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
-			if tasks.IsFailure(err) {
-				id, _ := asynq.GetTaskID(ctx)
-				log.WarnContext(ctx, "task failed", "task_id", id, "type", t.Type(), "err", err)
+			id, _ := asynq.GetTaskID(ctx)
+			if !tasks.IsFailure(err) {
+				// A rate-limit delay or an expired lease: the task runs again.
+				log.DebugContext(ctx, "task put back", "task_id", id, "type", t.Type(), "err", err)
+				return
 			}
+			log.WarnContext(ctx, "task failed", "task_id", id, "type", t.Type(), "err", err)
 		}),
 	})
 

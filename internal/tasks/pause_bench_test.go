@@ -59,8 +59,9 @@ func benchPaused(b *testing.B, chunks int) {
 	h.Register(mux)
 	// The worker's own settings (cmd/worker).
 	w := asynq.NewServerFromRedisClient(rdb, asynq.Config{Concurrency: 20, Queues: Queues(), IsFailure: IsFailure,
-		RetryDelayFunc: RetryDelay, DelayedTaskCheckInterval: time.Second, TaskCheckInterval: TaskCheckInterval,
-		LogLevel: asynq.FatalLevel})
+		RetryDelayFunc: RetryDelay, DelayedTaskCheckInterval: DelayedTaskCheckInterval,
+		TaskCheckInterval: TaskCheckInterval,
+		LogLevel:          asynq.FatalLevel})
 	if err := w.Start(mux); err != nil {
 		b.Fatal(err)
 	}

@@ -44,6 +44,16 @@ func Queues() map[string]int {
 // small share of what one Redis serves.
 const TaskCheckInterval = 100 * time.Millisecond
 
+// DelayedTaskCheckInterval is how often a worker moves tasks whose time has
+// come to their queue (asynq.Config.DelayedTaskCheckInterval): the ticks
+// it schedules, and the submit tasks the fleet limiter put back (a wait
+// past its MaxWait; they come back in tens of milliseconds). At 1 s a
+// put-back task was out of the quota's stream for half a second on
+// average, a gap in the submits that cost a rotation over four regions a
+// fifth of its time (rekeybench --scenario regions: 1.17-1.24 × a
+// region's bound, 1.07-1.10 at 200 ms).
+const DelayedTaskCheckInterval = 200 * time.Millisecond
+
 // SubmitPayload is the payload of a submit task: one batch. Batches 1 to
 // Rotation.Chunks are the planned chunks' first attempts; later ones gather
 // retries. The servers themselves are in Redis, frozen when the batch was

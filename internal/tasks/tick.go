@@ -12,8 +12,9 @@ import (
 	"github.com/cph-rekey/cph-rekey/internal/ratelimit"
 )
 
-// minTick is the shortest pause between two ticks of a rotation: asynq
-// moves scheduled tasks to their queue once a second anyway.
+// minTick is the shortest pause between two ticks of a rotation whose
+// stages ran out of work: nothing is due sooner, and a chain that wakes
+// for nothing costs Redis reads.
 const minTick = time.Second
 
 // tickBudget bounds how long one tick keeps working while work comes due
