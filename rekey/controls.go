@@ -2,6 +2,7 @@ package rekey
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/cph-rekey/cph-rekey/internal/tasks"
@@ -94,6 +95,11 @@ func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Re
 	if opts.MaxErrorsTotal != nil && !group {
 		return nil, badInput("rotation %s is not across places: its budget is MaxErrors (--max-errors)", id)
 	}
+	if !group {
+		if err := c.partOfHaltedGroup(ctx, id); err != nil {
+			return nil, err
+		}
+	}
 	if group {
 		for _, p := range parts {
 			rot, err := c.store.Rotation(ctx, p)
@@ -128,6 +134,28 @@ func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Re
 		res.Rotation, err = c.Rotation(ctx, id)
 	}
 	return res, err
+}
+
+// partOfHaltedGroup refuses to resume part alone while the rotation
+// across places it belongs to is halted: the next look at the group would
+// halt it again. The whole rotation is resumed instead.
+func (c *Client) partOfHaltedGroup(ctx context.Context, part string) error {
+	rot, err := c.store.Rotation(ctx, part)
+	if err != nil || rot.Group == "" {
+		return wrap(err)
+	}
+	g, err := c.store.Group(ctx, rot.Group)
+	if errors.Is(err, tasks.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return wrap(err)
+	}
+	if g.Halted == "" {
+		return nil
+	}
+	return badInput("rotation %s is a part of %s, which is halted (%s): resume %s, the whole rotation, or cancel it",
+		part, g.ID, g.Halted, g.ID)
 }
 
 // Cancelled is what Cancel did.

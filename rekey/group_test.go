@@ -97,12 +97,18 @@ func TestRegionHaltHaltsAll(t *testing.T) {
 	if n := env.CallsIn("ap-southeast-1")["UpdateKeypair"]; n != calls {
 		t.Fatalf("ap-southeast-1 made %d UpdateKeypair calls while halted", n-calls)
 	}
+	// A part halted with the whole is not resumed alone: the next look at
+	// the group would halt it again.
+	_, err = env.Client.Resume(ctx, south.ID, rekey.ResumeOptions{})
+	var ie *rekey.InputError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), st.Rotation.ID+", the whole rotation") {
+		t.Fatalf("resume of the part %s alone: %v, want an InputError naming the whole rotation", south.ID, err)
+	}
 
 	if east.Halted() {
 		// It may also have ended, every server of it submitted before the
 		// halt: then there is nothing of it to resume.
 		_, err = env.Client.Resume(ctx, st.Rotation.ID, rekey.ResumeOptions{})
-		var ie *rekey.InputError
 		if !errors.As(err, &ie) || !strings.Contains(err.Error(), east.ID) {
 			t.Fatalf("resume within cn-east-3's exceeded budget: %v, want an InputError naming it", err)
 		}
