@@ -103,6 +103,45 @@ func TestVerificationBacklogNeverFails(t *testing.T) {
 	}
 }
 
+// TestPageReadBeforeItsRetriesEnd: with 30 % of jobs failing, every page
+// holds servers being retried. A page is read as soon as its first
+// attempts have ended, so servers succeed before any retry is even
+// submitted; the retried ones are read when their retries end.
+func TestPageReadBeforeItsRetriesEnd(t *testing.T) {
+	r := testredis.Mini(t)
+	f := startSim(t, cphsim.Options{Servers: 200, Seed: 7, JobLatency: time.Second, JobFailRate: 0.3})
+	env := baseEnv(r, f)
+	st := startRotation(t, env, writeTargets(t, f))
+	startWorker(t, env)
+	rdb := r.Client(t)
+	firsts := st.Chunks // first attempts: one UpdateKeypair call a chunk
+	deadline := time.Now().Add(time.Minute)
+	for {
+		// The rotation first, the calls after: calls only grow, so none
+		// beyond the first attempts now means none when the rotation was
+		// read.
+		rot := readRotation(t, rdb, st.Rotation)
+		calls := f.sim.Stats().Calls[cphsim.APIUpdateKeypair]
+		if rot.Counts.Succeeded > 0 && calls <= firsts {
+			t.Logf("%d servers succeeded, %d retried, before the first retry was submitted", rot.Counts.Succeeded, rot.Counts.Retried)
+			break
+		}
+		if calls > firsts {
+			t.Fatalf("a retry was submitted (%d UpdateKeypair calls, %d chunks) before any server succeeded (%+v): pages waited for their retried servers",
+				calls, firsts, rot.Counts)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no server succeeded within a minute: %+v", rot.Counts)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rot := waitFinished(t, rdb, st.Rotation, 2*time.Minute)
+	checkReport(t, f, report(t, env, st.Rotation), rot)
+	if rot.Counts.Retried == 0 {
+		t.Fatalf("counts %+v: no server was retried", rot.Counts)
+	}
+}
+
 // TestListJobsDeniedHaltsUntilResumed: the credentials' IAM policy lacks
 // ListJobs. The first poll halts the rotation (state failed) with a reason
 // naming the API and the action it needs, nothing is recorded failed and no
