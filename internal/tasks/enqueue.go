@@ -487,18 +487,28 @@ func topUp(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, opts 
 // the servers the rotation submits); resuming is refused while the failed
 // count is still beyond the budget. The history records actor resuming it.
 func Resume(ctx context.Context, store *Store, enq Enqueuer, id string, maxErrors *Size, actor string, opts TaskOptions) (*Rotation, int, error) {
-	limit := -1
-	if maxErrors != nil {
-		rot, err := store.Rotation(ctx, id)
-		if err != nil {
-			return nil, 0, err
-		}
-		limit = maxErrors.Floor(int(rot.Counts.Total - rot.Counts.Skipped))
-	}
-	if _, err := store.Resume(ctx, id, limit, actor); err != nil {
+	rot, err := store.Rotation(ctx, id)
+	if err != nil {
 		return nil, 0, err
 	}
-	rot, err := store.Rotation(ctx, id)
+	limit := -1
+	if maxErrors != nil {
+		limit = maxErrors.Floor(int(rot.Counts.Total - rot.Counts.Skipped))
+	}
+	var epoch int64
+	if rot.Group != "" {
+		g, err := store.Group(ctx, rot.Group)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, 0, err
+		}
+		if g != nil {
+			epoch = g.HaltEpoch
+		}
+	}
+	if _, err := store.Resume(ctx, id, limit, actor, epoch); err != nil {
+		return nil, 0, err
+	}
+	rot, err = store.Rotation(ctx, id)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -37,7 +37,11 @@ type Group struct {
 	// Halted says why the whole rotation is halted ("": it is not): its
 	// rotation-wide budget, or a part that halted under HaltAll. It is
 	// cleared by ResumeGroup.
-	Halted    string
+	Halted string
+	// HaltEpoch counts the group's halts. A part resumed records it, and a
+	// halt for the group older than the part's resume (a task that read
+	// the group halted before a resume lifted it) leaves the part running.
+	HaltEpoch int64
 	CreatedAt time.Time
 }
 
@@ -131,6 +135,7 @@ func (s *Store) Group(ctx context.Context, id string) (*Group, error) {
 	if v, ok := m["max_errors"]; ok {
 		g.MaxErrors, _ = strconv.Atoi(v)
 	}
+	g.HaltEpoch, _ = strconv.ParseInt(m["hepoch"], 10, 64)
 	if g.OnHalt == "" {
 		g.OnHalt = HaltAlone
 	}
@@ -160,6 +165,7 @@ local maxe = tonumber(redis.call('HGET', KEYS[1], 'max_errors') or '-1')
 if maxe >= 0 and sum > maxe and redis.call('HEXISTS', KEYS[1], 'halted') == 0 then
   redis.call('HSET', KEYS[1], 'halted', 'rotation-wide error budget exceeded: ' .. sum .. ' failed > max ' .. maxe ..
     ' across its parts; resume the rotation with a larger --max-errors-total, or cancel')
+  redis.call('HINCRBY', KEYS[1], 'hepoch', 1)
   return {sum, 1}
 end
 return {sum, 0}
@@ -179,11 +185,14 @@ func (s *Store) GroupFailed(ctx context.Context, group, part string, failed int6
 	return v[1] == 1, nil
 }
 
-// haltGroupScript halts a group with a reason unless it is halted. KEYS:
-// group. ARGV: reason. Returns 1 if it halted it now.
+// haltGroupScript halts a group with a reason unless it is halted, and
+// counts the halt (hepoch). KEYS: group. ARGV: reason. Returns 1 if it
+// halted it now.
 var haltGroupScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-return redis.call('HSETNX', KEYS[1], 'halted', ARGV[1])
+if redis.call('HSETNX', KEYS[1], 'halted', ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'hepoch', 1)
+return 1
 `)
 
 // HaltGroup halts group with reason unless it is halted already, and
@@ -319,13 +328,14 @@ func watchGroup(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, 
 		}
 		// The group read above may be older than a resume of the whole,
 		// which lifts the group's halt, then resumes the parts: read it
-		// again right before each halt, so a part just resumed is not
-		// halted for a halt already lifted (a window of one round trip
-		// remains: the group and its parts are different keys).
-		if cur, err := store.Group(ctx, g.ID); err != nil || cur.Halted == "" {
+		// again right before each halt, and halt the part only if it was
+		// not resumed since this halt (its epoch), so a part just resumed
+		// is not halted for a halt already lifted.
+		cur, err := store.Group(ctx, g.ID)
+		if err != nil || cur.Halted == "" {
 			return now, err
 		}
-		if _, err := store.Halt(ctx, id, groupHaltPrefix+halted, false); err != nil {
+		if _, err := store.HaltForGroup(ctx, id, groupHaltPrefix+cur.Halted, cur.HaltEpoch); err != nil {
 			return now, err
 		}
 	}

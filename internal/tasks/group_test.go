@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/cph-rekey/cph-rekey/internal/testredis"
 )
 
@@ -65,6 +67,66 @@ func TestGroupFailed(t *testing.T) {
 		}
 		if got, _ := s.Group(ctx, g.ID); got.Halted != "" || got.MaxErrors != 12 {
 			t.Fatalf("after the resume: halted %q, budget %d", got.Halted, got.MaxErrors)
+		}
+	})
+}
+
+// TestGroupHaltOlderThanAResume: a task that read the group halted before
+// a resume of the whole lifted the halt does not halt a part the resume
+// set running; a later halt of the group does.
+func TestGroupHaltOlderThanAResume(t *testing.T) {
+	testredis.Each(t, func(t *testing.T, r *testredis.Redis) {
+		ctx := context.Background()
+		s := NewStore(r.Client(t), "")
+		g := &Group{ID: "g", Fingerprint: "fp", Parts: []string{"g.1"}, MaxErrors: -1, OnHalt: HaltAll, CreatedAt: time.Now()}
+		if _, err := s.CreateGroup(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		chunks := [][]Entry{entries("s1", "s2")}
+		part := testRotation("g.1", chunks)
+		part.Group, part.MaxErrors = g.ID, -1
+		if _, err := s.Create(ctx, part, chunks, nil, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		state := func() State {
+			t.Helper()
+			rot, err := s.Rotation(ctx, "g.1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rot.State
+		}
+		if ok, err := s.HaltGroup(ctx, g.ID, "part g.2 halted"); err != nil || !ok {
+			t.Fatalf("halt the group: %v %v", ok, err)
+		}
+		stale, err := s.Group(ctx, g.ID) // what a task read before the resume
+		if err != nil || stale.HaltEpoch != 1 {
+			t.Fatalf("group %+v, %v: want halt epoch 1", stale, err)
+		}
+		if err := ResumeGroup(ctx, s, nil, g.ID, nil, TaskOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := Resume(ctx, s, &recordingEnqueuer{tasks: map[string]*asynq.Task{}}, "g.1", nil, "test", TaskOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.HaltForGroup(ctx, "g.1", groupHaltPrefix+stale.Halted, stale.HaltEpoch); err != nil {
+			t.Fatal(err)
+		}
+		if st := state(); st != StateRunning {
+			t.Fatalf("state %s after a halt older than the resume: want running", st)
+		}
+		if ok, err := s.HaltGroup(ctx, g.ID, "rotation-wide error budget exceeded"); err != nil || !ok {
+			t.Fatalf("halt the group again: %v %v", ok, err)
+		}
+		now, err := s.Group(ctx, g.ID)
+		if err != nil || now.HaltEpoch != 2 {
+			t.Fatalf("group %+v, %v: want halt epoch 2", now, err)
+		}
+		if _, err := s.HaltForGroup(ctx, "g.1", groupHaltPrefix+now.Halted, now.HaltEpoch); err != nil {
+			t.Fatal(err)
+		}
+		if st := state(); st != StateFailed {
+			t.Fatalf("state %s after a halt newer than the resume: want failed", st)
 		}
 	})
 }
