@@ -112,6 +112,9 @@ func (f *FlagSet) PrintUsage(w io.Writer) {
 		if typ != "" {
 			line += " " + typ
 		}
+		// A usage of several lines keeps its indent, as flag.PrintDefaults
+		// does.
+		usage = strings.ReplaceAll(usage, "\n", "\n    \t")
 		fmt.Fprintf(w, "%s\n    \t%s (env %s", line, usage, f.EnvName(fl.Name))
 		if fl.DefValue != "" && fl.DefValue != "0" && fl.DefValue != "false" && fl.DefValue != "[]" {
 			fmt.Fprintf(w, ", default %s", fl.DefValue)

@@ -63,6 +63,16 @@ func TestUsageNamesBoth(t *testing.T) {
 	}
 }
 
+func TestUsageKeepsItsIndent(t *testing.T) {
+	fs := New("test", "REKEY_")
+	fs.Bool("dry-run", false, "print the plan,\nwrite nothing")
+	var b bytes.Buffer
+	fs.PrintUsage(&b)
+	if out := b.String(); !strings.Contains(out, "\n    \tprint the plan,\n    \twrite nothing (env REKEY_DRY_RUN)") {
+		t.Fatalf("usage:\n%s", out)
+	}
+}
+
 func TestParseInterspersed(t *testing.T) {
 	tests := []struct {
 		args     []string
