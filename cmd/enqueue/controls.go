@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/cph-rekey/cph-rekey/rekey"
 )
@@ -51,9 +52,27 @@ func cmdResume(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return usage(err)
 	}
-	rot := res.Rotation
-	fmt.Fprintf(e.stdout, "%s running: wave %d/%d, max errors %d, %d chunks enqueued\n", id, rot.Wave, rot.Waves, rot.MaxErrors, res.Enqueued)
+	fmt.Fprintln(e.stdout, resumedLine(id, res))
 	return nil
+}
+
+// resumedLine says what a resume did. A rotation across places has a
+// budget a part (their sum is nobody's) and maybe one of the whole.
+func resumedLine(id string, res *rekey.Resumed) string {
+	rot := res.Rotation
+	if len(rot.Parts) == 0 {
+		return fmt.Sprintf("%s running: wave %d/%d, max errors %d, %d chunks enqueued", id, rot.Wave, rot.Waves, rot.MaxErrors, res.Enqueued)
+	}
+	budgets := make([]string, len(rot.Parts))
+	for i, p := range rot.Parts {
+		budgets[i] = fmt.Sprintf("%s %d", p.Region, p.MaxErrors)
+	}
+	total := "none"
+	if rot.MaxErrorsTotal >= 0 {
+		total = fmt.Sprint(rot.MaxErrorsTotal)
+	}
+	return fmt.Sprintf("%s running: %d parts, max errors %s, rotation-wide %s, %d chunks enqueued",
+		id, len(rot.Parts), strings.Join(budgets, ", "), total, res.Enqueued)
 }
 
 func cmdCancel(ctx context.Context, args []string, e *env) error {

@@ -117,3 +117,29 @@ func TestStatusLineNamesTheWholeBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestResumedLine: a rotation across places says each part's budget and
+// the whole's, never their sum.
+func TestResumedLine(t *testing.T) {
+	tests := []struct {
+		name string
+		rot  *rekey.Rotation
+		want string
+	}{
+		{"one place", &rekey.Rotation{Wave: 2, Waves: 4, MaxErrors: 100},
+			"r-1 running: wave 2/4, max errors 100, 3 chunks enqueued"},
+		{"across places", &rekey.Rotation{MaxErrors: 80, MaxErrorsTotal: 60, Parts: []*rekey.Rotation{
+			{Region: "cn-north-4", MaxErrors: 40}, {Region: "cn-east-3", MaxErrors: 40}}},
+			"r-1 running: 2 parts, max errors cn-north-4 40, cn-east-3 40, rotation-wide 60, 3 chunks enqueued"},
+		{"across places, no budget of the whole", &rekey.Rotation{MaxErrorsTotal: -1, Parts: []*rekey.Rotation{
+			{Region: "cn-north-4", MaxErrors: 5}}},
+			"r-1 running: 1 parts, max errors cn-north-4 5, rotation-wide none, 3 chunks enqueued"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := resumedLine("r-1", &rekey.Resumed{Rotation: tt.rot, Enqueued: 3}); got != tt.want {
+				t.Fatalf("got  %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
