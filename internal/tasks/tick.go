@@ -20,8 +20,9 @@ const minTick = time.Second
 // tickBudget bounds how long one tick keeps working while work comes due
 // within loopGap; then it hands its worker slot back and the next tick
 // goes on. Each handover costs its calls in flight and asynq's pick-up
-// (up to a second with idle workers): at 10 s it fell at the tail of a
-// 20,000-server rotation, a second's gap in its polls.
+// (up to a second before DelayedTaskCheckInterval and TaskCheckInterval
+// were shortened): at 10 s it fell at the tail of a 20,000-server
+// rotation, a second's gap in its polls.
 const (
 	tickBudget = 30 * time.Second
 	loopGap    = time.Second
