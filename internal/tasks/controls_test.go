@@ -164,10 +164,10 @@ func TestErrorBudgetTripsAtNPlusOne(t *testing.T) {
 		if in, err := s.MarkIntent(ctx, "r1", 2); err != nil || in.Go || in.State != StateFailed {
 			t.Fatalf("MarkIntent on a halted rotation = %+v, %v; want no go", in, err)
 		}
-		if _, err := s.Resume(ctx, "r1", -1, "test", 0); err == nil || !strings.Contains(err.Error(), "still exceeded") {
+		if _, err := s.Resume(ctx, "r1", -1, "test", -1); err == nil || !strings.Contains(err.Error(), "still exceeded") {
 			t.Fatalf("Resume without a larger budget: %v", err)
 		}
-		if _, err := s.Resume(ctx, "r1", 5, "test", 0); err != nil {
+		if _, err := s.Resume(ctx, "r1", 5, "test", -1); err != nil {
 			t.Fatal(err)
 		}
 		if rot := mustRotation(t, s, "r1"); rot.State != StateRunning || rot.MaxErrors != 5 || rot.Reason != "" {
@@ -200,7 +200,7 @@ func TestWavesAdvanceOnceAndPause(t *testing.T) {
 		if rot.Wave != 2 || rot.State != StatePaused || !strings.Contains(rot.Reason, "wave 1 of 2 finished") {
 			t.Fatalf("after wave 1: wave %d, %s, %q; want wave 2, paused after the wave", rot.Wave, rot.State, rot.Reason)
 		}
-		if w, err := s.Resume(ctx, "r1", -1, "test", 0); err != nil || w != 2 {
+		if w, err := s.Resume(ctx, "r1", -1, "test", -1); err != nil || w != 2 {
 			t.Fatalf("Resume = %d, %v; want wave 2", w, err)
 		}
 	})
@@ -221,7 +221,7 @@ func TestFailingWaveDoesNotAdvance(t *testing.T) {
 			t.Fatalf("rotation %s in wave %d; want halted in wave 1", rot.State, rot.Wave)
 		}
 		// Resuming with a budget that holds starts the waiting wave.
-		if w, err := s.Resume(ctx, "r1", 1, "test", 0); err != nil || w != 2 {
+		if w, err := s.Resume(ctx, "r1", 1, "test", -1); err != nil || w != 2 {
 			t.Fatalf("Resume = %d, %v; want wave 2", w, err)
 		}
 	})

@@ -302,7 +302,7 @@ func TestHaltStore(t *testing.T) {
 	if rot.State != StateFailed || rot.Reason != "A denied; B denied" {
 		t.Fatalf("state %s, reason %q", rot.State, rot.Reason)
 	}
-	if _, err := s.Resume(ctx, "h", -1, "test", 0); err != nil {
+	if _, err := s.Resume(ctx, "h", -1, "test", -1); err != nil {
 		t.Fatal(err)
 	}
 	if rot := mustRotation(t, s, "h"); rot.State != StateRunning || rot.Reason != "" {

@@ -495,17 +495,17 @@ func Resume(ctx context.Context, store *Store, enq Enqueuer, id string, maxError
 	if maxErrors != nil {
 		limit = maxErrors.Floor(int(rot.Counts.Total - rot.Counts.Skipped))
 	}
-	var epoch int64
+	lifts := int64(-1)
 	if rot.Group != "" {
 		g, err := store.Group(ctx, rot.Group)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, 0, err
 		}
 		if g != nil {
-			epoch = g.HaltEpoch
+			lifts = g.Lifts
 		}
 	}
-	if _, err := store.Resume(ctx, id, limit, actor, epoch); err != nil {
+	if _, err := store.Resume(ctx, id, limit, actor, lifts); err != nil {
 		return nil, 0, err
 	}
 	rot, err = store.Rotation(ctx, id)

@@ -38,10 +38,11 @@ type Group struct {
 	// rotation-wide budget, or a part that halted under HaltAll. It is
 	// cleared by ResumeGroup.
 	Halted string
-	// HaltEpoch counts the group's halts. A part resumed records it, and a
-	// halt for the group older than the part's resume (a task that read
-	// the group halted before a resume lifted it) leaves the part running.
-	HaltEpoch int64
+	// Lifts counts the resumes that lifted the group's halt. A part's
+	// resume records it, and a halt for the group read before a later lift
+	// (a task that read the group halted just before a resume of the
+	// whole) leaves a part resumed since running (Store.HaltForGroup).
+	Lifts     int64
 	CreatedAt time.Time
 }
 
@@ -135,7 +136,7 @@ func (s *Store) Group(ctx context.Context, id string) (*Group, error) {
 	if v, ok := m["max_errors"]; ok {
 		g.MaxErrors, _ = strconv.Atoi(v)
 	}
-	g.HaltEpoch, _ = strconv.ParseInt(m["hepoch"], 10, 64)
+	g.Lifts, _ = strconv.ParseInt(m["lifts"], 10, 64)
 	if g.OnHalt == "" {
 		g.OnHalt = HaltAlone
 	}
@@ -165,7 +166,6 @@ local maxe = tonumber(redis.call('HGET', KEYS[1], 'max_errors') or '-1')
 if maxe >= 0 and sum > maxe and redis.call('HEXISTS', KEYS[1], 'halted') == 0 then
   redis.call('HSET', KEYS[1], 'halted', 'rotation-wide error budget exceeded: ' .. sum .. ' failed > max ' .. maxe ..
     ' across its parts; resume the rotation with a larger --max-errors-total, or cancel')
-  redis.call('HINCRBY', KEYS[1], 'hepoch', 1)
   return {sum, 1}
 end
 return {sum, 0}
@@ -185,14 +185,11 @@ func (s *Store) GroupFailed(ctx context.Context, group, part string, failed int6
 	return v[1] == 1, nil
 }
 
-// haltGroupScript halts a group with a reason unless it is halted, and
-// counts the halt (hepoch). KEYS: group. ARGV: reason. Returns 1 if it
-// halted it now.
+// haltGroupScript halts a group with a reason unless it is halted. KEYS:
+// group. ARGV: reason. Returns 1 if it halted it now.
 var haltGroupScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HSETNX', KEYS[1], 'halted', ARGV[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'hepoch', 1)
-return 1
+return redis.call('HSETNX', KEYS[1], 'halted', ARGV[1])
 `)
 
 // HaltGroup halts group with reason unless it is halted already, and
@@ -205,9 +202,9 @@ func (s *Store) HaltGroup(ctx context.Context, group, reason string) (bool, erro
 	return n == 1, nil
 }
 
-// resumeGroupScript clears a group's halt, with a new rotation-wide budget
-// if ARGV[1] >= 0, refusing while the budget is still exceeded. KEYS:
-// group.
+// resumeGroupScript clears a group's halt, counting the lift (lifts), with
+// a new rotation-wide budget if ARGV[1] >= 0, refusing while the budget is
+// still exceeded. KEYS: group.
 var resumeGroupScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('not found') end
 if tonumber(ARGV[1]) >= 0 then redis.call('HSET', KEYS[1], 'max_errors', ARGV[1]) end
@@ -217,7 +214,7 @@ if maxe >= 0 and sum > maxe then
   return redis.error_reply('rotation-wide error budget still exceeded: ' .. sum .. ' failed > max ' .. maxe ..
     '; raise it with --max-errors-total')
 end
-redis.call('HDEL', KEYS[1], 'halted')
+if redis.call('HDEL', KEYS[1], 'halted') == 1 then redis.call('HINCRBY', KEYS[1], 'lifts', 1) end
 return sum
 `)
 
@@ -329,13 +326,13 @@ func watchGroup(ctx context.Context, store *Store, enq Enqueuer, rot *Rotation, 
 		// The group read above may be older than a resume of the whole,
 		// which lifts the group's halt, then resumes the parts: read it
 		// again right before each halt, and halt the part only if it was
-		// not resumed since this halt (its epoch), so a part just resumed
-		// is not halted for a halt already lifted.
+		// not resumed after a later lift, so a part just resumed is not
+		// halted for a halt already lifted.
 		cur, err := store.Group(ctx, g.ID)
 		if err != nil || cur.Halted == "" {
 			return now, err
 		}
-		if _, err := store.HaltForGroup(ctx, id, groupHaltPrefix+cur.Halted, cur.HaltEpoch); err != nil {
+		if _, err := store.HaltForGroup(ctx, id, groupHaltPrefix+cur.Halted, cur.Lifts); err != nil {
 			return now, err
 		}
 	}

@@ -385,9 +385,10 @@ func (s *Store) SetState(ctx context.Context, id string, st State, reason, actor
 // error budget if ARGV[2] >= 0, refusing while the budget is still
 // exceeded, and starts the next wave if the current one has finished. It
 // adds the resume (and a changed budget) to the history, and returns the
-// current wave. A part of a group records the group's halt epoch it was
-// resumed under (gepoch; see haltScript). KEYS: meta, history. ARGV: now
-// (ms), max errors or -1, actor, the group's halt epoch (0: none).
+// current wave. A part of a group records how often the group's halt had
+// been lifted when it was resumed (glifts; see haltScript). KEYS: meta,
+// history. ARGV: now (ms), max errors or -1, actor, the group's lifts (-1:
+// not a part).
 var resumeScript = redis.NewScript(`
 local meta, hist, hist_at = KEYS[1], KEYS[2], ARGV[1]
 ` + historyLua + advanceLua + `
@@ -410,7 +411,7 @@ if st ~= 'running' or budget then
 end
 redis.call('HSET', meta, 'state', 'running')
 redis.call('HDEL', meta, 'reason')
-if tonumber(ARGV[4]) > 0 then redis.call('HSET', meta, 'gepoch', ARGV[4]) end
+if tonumber(ARGV[4]) >= 0 then redis.call('HSET', meta, 'glifts', ARGV[4]) end
 advance()
 return tonumber(redis.call('HGET', meta, 'wave') or '0')
 `)
@@ -418,14 +419,14 @@ return tonumber(redis.call('HGET', meta, 'wave') or '0')
 // Resume sets a paused or halted rotation running, with a new error budget
 // of maxErrors servers unless maxErrors < 0, and returns the wave to
 // submit (it may have just started). The history records actor
-// (ValidateActor) resuming it. groupEpoch is the Group.HaltEpoch of the
-// rotation's group when it is a part (0: none): a halt for the group
-// from before it is not applied to the part any more (HaltForGroup).
-func (s *Store) Resume(ctx context.Context, id string, maxErrors int, actor string, groupEpoch int64) (wave int, err error) {
+// (ValidateActor) resuming it. groupLifts is the Group.Lifts of the
+// rotation's group when it is a part (-1: not a part): a halt of the
+// group read before a later lift is not applied to it (HaltForGroup).
+func (s *Store) Resume(ctx context.Context, id string, maxErrors int, actor string, groupLifts int64) (wave int, err error) {
 	if err := ValidateActor(actor); err != nil {
 		return 0, fmt.Errorf("resume rotation %s: %w", id, err)
 	}
-	wave, err = resumeScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.historyKey(id)}, time.Now().UnixMilli(), maxErrors, actor, groupEpoch).Int()
+	wave, err = resumeScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.historyKey(id)}, time.Now().UnixMilli(), maxErrors, actor, groupLifts).Int()
 	if err != nil && err.Error() == "not found" {
 		return 0, fmt.Errorf("rotation %s: %w", id, ErrNotFound)
 	}

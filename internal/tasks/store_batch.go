@@ -531,18 +531,19 @@ end
 // With ARGV[2] set it also ends the rotation's tick chain: the live chain's
 // ticks find a newer generation and stop, and the next Wake (resume, or a
 // checkpoint) starts a new one. A new reason goes into the history once.
-// With ARGV[4] > 0, a halt for the rotation's group, it leaves alone a
-// part resumed since that group halt (gepoch, recorded by resumeScript).
-// KEYS: meta, history. ARGV: reason, end chain (1/0), now (ms), group halt
-// epoch (0: none). Returns 1 when the rotation is halted, 0 when it is not
+// With ARGV[4] >= 0, a halt for the rotation's group read when the group's
+// halt had been lifted ARGV[4] times, it leaves alone a part resumed after
+// a later lift (glifts, recorded by resumeScript). KEYS: meta, history.
+// ARGV: reason, end chain (1/0), now (ms), the group's lifts (-1: not a
+// group's halt). Returns 1 when the rotation is halted, 0 when it is not
 // (cancelled, finished, unknown, or resumed since).
 var haltScript = redis.NewScript(`
 local meta, hist, hist_at = KEYS[1], KEYS[2], ARGV[3]
 ` + historyLua + `
 local st = redis.call('HGET', meta, 'state')
 if redis.call('HEXISTS', meta, 'finished_at') == 1 then return 0 end
-local epoch = tonumber(ARGV[4])
-if epoch > 0 and tonumber(redis.call('HGET', meta, 'gepoch') or '0') >= epoch then return 0 end
+local lifts = tonumber(ARGV[4])
+if lifts >= 0 and tonumber(redis.call('HGET', meta, 'glifts') or '0') > lifts then return 0 end
 if st == 'running' or st == 'paused' then
   redis.call('HSET', meta, 'state', 'failed', 'reason', ARGV[1])
   history('halted', '` + SystemActor + `', ARGV[1])
@@ -571,21 +572,20 @@ return 1
 // whether the rotation is halted now: false for a cancelled or finished
 // one.
 func (s *Store) Halt(ctx context.Context, id, reason string, endChain bool) (bool, error) {
-	return s.halt(ctx, id, reason, endChain, 0)
+	return s.halt(ctx, id, reason, endChain, -1)
 }
 
-// HaltForGroup halts part id of a group as Halt does, for the group's
-// halt number epoch (Group.HaltEpoch), unless the part was resumed since
-// that halt (Resume records the group's epoch): a task that read the
-// group halted just before a resume of the whole lifted it does not halt
-// a part the resume set running. Epoch 0 (a group written before halts
-// were counted) halts as Halt does.
-func (s *Store) HaltForGroup(ctx context.Context, id, reason string, epoch int64) (bool, error) {
-	return s.halt(ctx, id, reason, false, epoch)
+// HaltForGroup halts part id of a group as Halt does, for a halt of the
+// group read when its halt had been lifted lifts times (Group.Lifts),
+// unless the part was resumed after a later lift (Resume records the
+// group's lifts): a task that read the group halted just before a resume
+// of the whole lifted it does not halt a part the resume set running.
+func (s *Store) HaltForGroup(ctx context.Context, id, reason string, lifts int64) (bool, error) {
+	return s.halt(ctx, id, reason, false, lifts)
 }
 
-func (s *Store) halt(ctx context.Context, id, reason string, endChain bool, epoch int64) (bool, error) {
-	n, err := haltScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.historyKey(id)}, reason, flag(endChain), time.Now().UnixMilli(), epoch).Int()
+func (s *Store) halt(ctx context.Context, id, reason string, endChain bool, lifts int64) (bool, error) {
+	n, err := haltScript.Run(ctx, s.rdb, []string{s.metaKey(id), s.historyKey(id)}, reason, flag(endChain), time.Now().UnixMilli(), lifts).Int()
 	if err != nil {
 		return false, fmt.Errorf("halt rotation %s: %w", id, err)
 	}

@@ -66,10 +66,10 @@ func TestHistoryKinds(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if _, err := s.Resume(ctx, id, -1, "carol", 0); err != nil {
+			if _, err := s.Resume(ctx, id, -1, "carol", -1); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Resume(ctx, id, -1, "carol", 0); err != nil {
+			if _, err := s.Resume(ctx, id, -1, "carol", -1); err != nil {
 				t.Fatal(err) // running already: nothing to say
 			}
 		}, []want{created, {HistoryPaused, "bob", "was running"}, {HistoryResumed, "carol", "was paused"}}},
@@ -81,7 +81,7 @@ func TestHistoryKinds(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if _, err := s.Resume(ctx, id, 3, "carol", 0); err != nil {
+			if _, err := s.Resume(ctx, id, 3, "carol", -1); err != nil {
 				t.Fatal(err)
 			}
 		}, []want{created, {HistoryHaltedBudget, SystemActor, "2 failed > max 1 in wave 1 of 2; 0 succeeded, 0 running, 2 pending of 4"},
