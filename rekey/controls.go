@@ -138,10 +138,11 @@ func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Re
 
 // partOfHaltedGroup refuses to resume part alone while the rotation
 // across places it belongs to is halted: the next look at the group would
-// halt it again. The whole rotation is resumed instead.
+// halt it again. The whole rotation is resumed instead. A part that has
+// ended is left to Resume's own refusal (resuming the whole skips it).
 func (c *Client) partOfHaltedGroup(ctx context.Context, part string) error {
 	rot, err := c.store.Rotation(ctx, part)
-	if err != nil || rot.Group == "" {
+	if err != nil || rot.Group == "" || rot.Finished() || rot.State == tasks.StateCancelled {
 		return wrap(err)
 	}
 	g, err := c.store.Group(ctx, rot.Group)
