@@ -65,14 +65,14 @@ func resumedLine(id string, res *rekey.Resumed) string {
 	}
 	budgets := make([]string, len(rot.Parts))
 	for i, p := range rot.Parts {
-		budgets[i] = fmt.Sprintf("%s %d", p.Region, p.MaxErrors)
+		budgets[i] = fmt.Sprintf("%s %d", p.ID, p.MaxErrors)
 	}
 	total := "none"
 	if rot.MaxErrorsTotal >= 0 {
 		total = fmt.Sprint(rot.MaxErrorsTotal)
 	}
-	return fmt.Sprintf("%s running: %d parts, max errors %s, rotation-wide %s, %d chunks enqueued",
-		id, len(rot.Parts), strings.Join(budgets, ", "), total, res.Enqueued)
+	return fmt.Sprintf("%s running: max errors by part %s, rotation-wide %s, %d chunks enqueued",
+		id, strings.Join(budgets, ", "), total, res.Enqueued)
 }
 
 func cmdCancel(ctx context.Context, args []string, e *env) error {

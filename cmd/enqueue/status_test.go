@@ -129,11 +129,11 @@ func TestResumedLine(t *testing.T) {
 		{"one place", &rekey.Rotation{Wave: 2, Waves: 4, MaxErrors: 100},
 			"r-1 running: wave 2/4, max errors 100, 3 chunks enqueued"},
 		{"across places", &rekey.Rotation{MaxErrors: 80, MaxErrorsTotal: 60, Parts: []*rekey.Rotation{
-			{Region: "cn-north-4", MaxErrors: 40}, {Region: "cn-east-3", MaxErrors: 40}}},
-			"r-1 running: 2 parts, max errors cn-north-4 40, cn-east-3 40, rotation-wide 60, 3 chunks enqueued"},
+			{ID: "r-1.1", Region: "cn-north-4", MaxErrors: 40}, {ID: "r-1.2", Region: "cn-north-4", MaxErrors: 40}}},
+			"r-1 running: max errors by part r-1.1 40, r-1.2 40, rotation-wide 60, 3 chunks enqueued"},
 		{"across places, no budget of the whole", &rekey.Rotation{MaxErrorsTotal: -1, Parts: []*rekey.Rotation{
-			{Region: "cn-north-4", MaxErrors: 5}}},
-			"r-1 running: 1 parts, max errors cn-north-4 5, rotation-wide none, 3 chunks enqueued"},
+			{ID: "r-1.1", MaxErrors: 5}}},
+			"r-1 running: max errors by part r-1.1 5, rotation-wide none, 3 chunks enqueued"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
