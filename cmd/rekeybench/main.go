@@ -110,7 +110,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		fs.PrintUsage(stderr)
 	}
 	scenario := fs.String("scenario", "all", "`scenarios` to run: all ("+strings.Join(allScenarios, ", ")+"), or a comma-separated list of "+strings.Join(scenarioNames, ", "))
-	fs.StringVar(&c.rows, "rows", "", "defaults scenario: run only the rows whose name contains one of these comma-separated `texts` (any case), e.g. \"0 % transient,moving list\"; empty: every row")
+	fs.StringVar(&c.rows, "rows", "", "defaults and quota scenarios: run only the rows whose name contains one of these comma-separated `texts` (any case), e.g. \"0 % transient,moving list\"; empty: every row")
 	fs.IntVar(&c.servers, "servers", 20000, "fleet size of every cph-rekey run")
 	fs.IntVar(&c.seqServers, "seq-servers", 1000, "fleet size of the sequential baseline, extrapolated to --servers (it takes ~2.5 s a chunk)")
 	fs.IntVar(&c.quota, "quota", 20, "the simulator's quota Q, requests/s of every API (UpdateKeypair, ListJobs, each read)")

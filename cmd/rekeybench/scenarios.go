@@ -159,11 +159,15 @@ func (b *bench) defaultsScenario(ctx context.Context, baselines bool) ([]*table,
 		var picked []run
 		for _, r := range runs {
 			for _, text := range strings.Split(c.rows, ",") {
-				if strings.Contains(strings.ToLower(r.name), strings.ToLower(strings.TrimSpace(text))) {
+				text = strings.TrimSpace(text)
+				if text != "" && strings.Contains(strings.ToLower(r.name), strings.ToLower(text)) {
 					picked = append(picked, r)
 					break
 				}
 			}
+		}
+		if len(picked) == 0 {
+			return ts, fmt.Errorf("--rows %q: no row's name holds any of these", c.rows)
 		}
 		runs = picked
 	}
