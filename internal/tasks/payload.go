@@ -52,6 +52,11 @@ const TaskCheckInterval = 100 * time.Millisecond
 // average, a gap in the submits that cost a rotation over four regions a
 // fifth of its time (rekeybench --scenario regions: 1.17-1.24 × a
 // region's bound, 1.07-1.10 at 200 ms).
+//
+// asynq keeps due times in whole seconds, so a task due within a second
+// comes up to a second early (at 1 s it came as early, or as late): a
+// tick that comes early finds its work due within loopGap and waits for
+// it, and a put-back submit waits for its token again.
 const DelayedTaskCheckInterval = 200 * time.Millisecond
 
 // SubmitPayload is the payload of a submit task: one batch. Batches 1 to
