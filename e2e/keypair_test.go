@@ -90,14 +90,7 @@ func TestGenerateKeypair(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("private key file mode %v, want 0600", fi.Mode().Perm())
 	}
-	pem, err := os.ReadFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.ParsePrivateKey(pem)
-	if err != nil {
-		t.Fatalf("the private key file does not parse: %v", err)
-	}
+	pem, signer := readKey(t, keyFile)
 	held, ok := f.sim.ProjectKeypair(testProject, newKeypair)
 	if !ok {
 		t.Fatalf("KPS holds no %s", newKeypair)
@@ -205,14 +198,7 @@ func TestGenerateKeypairTwoProjects(t *testing.T) {
 	if imported != 2 {
 		t.Errorf("history %+v: want each part to say alice imported the keypair: %q", st.History, want)
 	}
-	pem, err := os.ReadFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.ParsePrivateKey(pem)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, signer := readKey(t, keyFile)
 	for _, rg := range []*region{north, east} {
 		held, ok := rg.fleet.sim.ProjectKeypair(rg.project, newKeypair)
 		if !ok {
@@ -328,14 +314,7 @@ func TestRetireOldKeypairTwoProjects(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("private key file mode %v, want 0600", fi.Mode().Perm())
 	}
-	pem, err := os.ReadFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.ParsePrivateKey(pem)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pem, signer := readKey(t, keyFile)
 	for _, rg := range []*region{north, east} {
 		held, ok := rg.fleet.sim.ProjectKeypair(rg.project, newKeypair)
 		pub, _, _, _, perr := ssh.ParseAuthorizedKey([]byte(held.PublicKey))
@@ -438,4 +417,19 @@ func TestRetireOldKeypairTwoProjects(t *testing.T) {
 	}
 	pages = append(pages, w.logs.String(), redisDump(t, r.Client(t)))
 	noPrivateKey(t, pem, pages)
+}
+
+// readKey reads the private key --generate-keypair wrote: its PEM, and it
+// parsed.
+func readKey(t *testing.T, keyFile string) ([]byte, ssh.Signer) {
+	t.Helper()
+	pem, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(pem)
+	if err != nil {
+		t.Fatalf("the private key file does not parse: %v", err)
+	}
+	return pem, signer
 }
