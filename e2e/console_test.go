@@ -57,6 +57,15 @@ func TestConsolePauseResume(t *testing.T) {
 	run("open the running rotation", chromedp.Click(`//a[text()="`+id+`"]`),
 		chromedp.WaitVisible(`#rotation-id`), chromedp.WaitVisible(state("running")), chromedp.WaitVisible(`#pause`))
 	testbrowser.Shot(t, ctx, "console-running.png")
+	page, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("main").innerText`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(page, "\n") {
+		if l := strings.TrimSpace(line); l == "null" || l == "undefined" {
+			t.Errorf("the rotation's page shows a line %q: %q", l, page)
+		}
+	}
 
 	run("pause", chromedp.Click(`#pause`), chromedp.WaitVisible(state("paused")), chromedp.WaitVisible(`#resume`))
 	rot := readRotation(t, rdb, id)

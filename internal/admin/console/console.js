@@ -422,7 +422,8 @@ async function showRotation(id) {
       stat("pending", num(c.pending)), stat("rate", d.rate ? d.rate.toFixed(1) + "/s" : "—", "servers ended per second, last minute"),
       stat("eta", d.eta_seconds !== undefined ? dur(d.eta_seconds) : "—"), stat(finished(d) ? "took" : "elapsed", dur(elapsed)),
       stat("retried", num(c.retried), "server submissions repeated after a transient failure")),
-    isGroup(d) ? el("div", { class: "card" }, el("h2", {}, "Regions and projects"), parts(d)) : null,
+    // main is no el(): a null here would show as the text "null".
+    ...(isGroup(d) ? [el("div", { class: "card" }, el("h2", {}, "Regions and projects"), parts(d))] : []),
     el("div", { class: "cols" },
       el("div", { class: "card" }, el("h2", {}, "Progress over time"), chart(d),
         el("div", { class: "legend" }, el("span", {}, el("i", { style: "background:var(--green)" }), "ended"),
