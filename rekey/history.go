@@ -22,7 +22,7 @@ const (
 	HistoryHaltedBudget    HistoryKind = "halted_budget"    // the error budget was exceeded: Detail has the counts
 	HistoryHalted          HistoryKind = "halted"           // the API refused the credentials, or the keypair is missing
 	HistoryCancelled       HistoryKind = "cancelled"
-	HistoryFinished        HistoryKind = "finished" // Detail: the final state and counts
+	HistoryFinished        HistoryKind = "finished" // Detail: the final state, in words, and counts
 	HistoryKeypairRetired  HistoryKind = "keypair_retired"
 )
 

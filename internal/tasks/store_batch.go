@@ -658,8 +658,9 @@ if tonumber(redis.call('HGET', meta, 'pending')) <= 0 and tonumber(redis.call('H
     redis.call('HSET', meta, 'state', st)
   end
   local m = redis.call('HMGET', meta, 'succeeded', 'failed', 'skipped', 'cancelled', 'total')
-  history('finished', '` + SystemActor + `', st .. ': ' .. m[1] .. ' succeeded, ' .. m[2] .. ' failed, ' .. m[3] .. ' skipped, ' ..
-    m[4] .. ' cancelled of ' .. m[5])
+  -- The detail is for people: completed_with_errors reads as three words.
+  history('finished', '` + SystemActor + `', (string.gsub(st, '_', ' ')) .. ': ' .. m[1] .. ' succeeded, ' .. m[2] ..
+    ' failed, ' .. m[3] .. ' skipped, ' .. m[4] .. ' cancelled of ' .. m[5])
 end
 `
 

@@ -349,7 +349,7 @@ const historyClass = {
 
 // endClass colours a finish by the state its detail begins with.
 function endClass(detail) {
-  const st = (detail || "").split(":")[0];
+  const st = (detail || "").split(":")[0].replaceAll(" ", "_"); // "completed with errors" (older: with underscores)
   return { succeeded: "ok", completed_with_errors: "cwe", failed: "bad", cancelled: "can" }[st] || "ok";
 }
 
